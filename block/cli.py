@@ -1,0 +1,36 @@
+"""The `block` command. Each area of the project contributes its own sub-commands.
+
+Every `block/<area>/cli.py` module listed in COMMAND_MODULES defines `register(app)`, which adds its
+commands to the root app. Heavy imports stay inside command functions so `block --help` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="block",
+    help="Block: a predictive load balancer for LLM serving fleets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+COMMAND_MODULES = [
+    "block.profiles.cli",
+]
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_all()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
