@@ -1,0 +1,50 @@
+"""Block's own policies: send each request where it is forecast to finish soonest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from block.policies.base import Choice, InstanceView, Policy, RoutingRequest, least_requests, register
+
+
+@register
+class BlockPolicy(Policy):
+    """Minimum forecast end-to-end latency of the new request.
+
+    `sample` > 0 forecasts only that many random instances (power of n choices). `harm_weight`
+    adds that multiple of the delay the request would cause to the requests already there.
+    If any forecast is missing (a predictor was late or down) the decision falls back to
+    least-requests over the same candidates: a cheap rule, never an error.
+    """
+
+    name = "block"
+    wants_forecasts = True
+
+    def __init__(self, seed: int | None = None, sample: int = 0, harm_weight: float = 0.0) -> None:
+        super().__init__(seed)
+        self.sample = sample
+        self.harm_weight = harm_weight
+
+    def forecast_targets(self, instances: Sequence[InstanceView]) -> Sequence[InstanceView]:
+        if 0 < self.sample < len(instances):
+            return self.rng.sample(list(instances), self.sample)
+        return instances
+
+    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
+        if any(v.forecast is None for v in instances):
+            return Choice(least_requests(instances), fallback=True)
+
+        def score(v: InstanceView) -> tuple[float, int]:
+            f = v.forecast
+            assert f is not None
+            return (f.e2e_s + self.harm_weight * f.added_delay_s, v.in_flight)
+
+        return Choice(min(instances, key=score))
+
+
+@register
+class BlockPowerOfTwo(BlockPolicy):
+    name = "block-po2"
+
+    def __init__(self, seed: int | None = None, harm_weight: float = 0.0) -> None:
+        super().__init__(seed, sample=2, harm_weight=harm_weight)
