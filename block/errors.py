@@ -14,5 +14,5 @@ class BlockError(Exception):
 
 def fail(message: str, code: int = 2) -> None:
     """Print `error: message` to stderr and exit with `code`."""
-    _stderr.print(f"[bold red]error:[/] {message}")
+    _stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
