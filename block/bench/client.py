@@ -1,0 +1,198 @@
+"""The load generator: send streamed requests on a schedule and time every token.
+
+One aiohttp session sends request i at `arrivals[i]` seconds after the start, streams the response
+(server-sent events) and records when each event with text arrives: TTFT, every inter-token gap, E2E.
+Each SSE data event carrying text counts as one token; the usage chunk, when the server sends one, gives
+the exact output token count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from block.bench.record import RequestRecord
+from block.workload.sample import Sample
+
+INSTANCE_HEADER = "x-block-instance"
+ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass(slots=True)
+class BenchResult:
+    records: list[RequestRecord]  # sent requests only, in workload order
+    duration_s: float  # start of the run to the last response (or to the interrupt)
+    model: str
+    interrupted: bool = False
+
+
+def base_url(url: str) -> str:
+    """http://host:port from http://host:port[/v1][/]."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+async def fetch_model(session: aiohttp.ClientSession, url: str) -> str:
+    """The first model the server lists at GET /v1/models."""
+    async with session.get(base_url(url) + "/v1/models") as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"GET {url}/v1/models returned HTTP {resp.status}; pass --model")
+        data = await resp.json(content_type=None)
+    models = data.get("data") or []
+    if not models:
+        raise RuntimeError(f"{url}/v1/models lists no model; pass --model")
+    return str(models[0]["id"])
+
+
+def request_body(sample: Sample, model: str, endpoint: str, ignore_eos: bool, max_tokens: int) -> dict:
+    body: dict = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.0,
+    }
+    if ignore_eos:
+        body["ignore_eos"] = True
+    if endpoint == "chat":
+        body["messages"] = [{"role": "user", "content": sample.prompt}]
+    else:
+        body["prompt"] = sample.prompt
+    return body
+
+
+def _event_text(event: dict, chat: bool) -> str:
+    choices = event.get("choices") or []
+    if not choices:
+        return ""
+    choice = choices[0]
+    if chat:
+        delta = choice.get("delta") or {}
+        return delta.get("content") or delta.get("reasoning_content") or ""
+    return choice.get("text") or ""
+
+
+async def send_one(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict,
+    record: RequestRecord,
+    t0: float,
+    chat: bool,
+) -> RequestRecord:
+    """Send one streamed request and fill in its record; never raises for request failures."""
+    usage_tokens: int | None = None
+    token_times: list[float] = []
+    start = time.perf_counter()
+    record.sent_s = start - t0
+    try:
+        async with session.post(url, json=body) as resp:
+            record.status = resp.status
+            record.instance = resp.headers.get(INSTANCE_HEADER)
+            if resp.status != 200:
+                text = (await resp.text())[:200].replace("\n", " ")
+                record.error = f"HTTP {resp.status}: {text}"
+                return record
+            async for raw in resp.content:
+                now = time.perf_counter()
+                if not raw.startswith(b"data:"):
+                    continue  # blank separators, comments, other SSE fields
+                payload = raw[5:].strip()
+                if payload == b"[DONE]":
+                    break
+                record.chunks += 1
+                event = orjson.loads(payload)
+                if _event_text(event, chat):
+                    token_times.append(now)
+                usage = event.get("usage")
+                if usage and usage.get("completion_tokens") is not None:
+                    usage_tokens = int(usage["completion_tokens"])
+                if "error" in event:
+                    record.error = f"stream error: {str(event['error'])[:200]}"
+                record.parse_s += time.perf_counter() - now
+        end = time.perf_counter()
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError, AttributeError) as e:
+        # A load generator must record failures, not die on them (bad JSON included).
+        record.error = f"{type(e).__name__}: {e}"[:300]
+        return record
+    if not token_times and record.error is None:
+        record.error = "no tokens received"
+    if record.error is not None:
+        return record
+    record.ttft_s = token_times[0] - start
+    record.itl_s = [b - a for a, b in zip(token_times, token_times[1:], strict=False)]
+    record.e2e_s = end - start
+    record.output_tokens = usage_tokens if usage_tokens is not None else len(token_times)
+    return record
+
+
+async def run_benchmark(
+    url: str,
+    samples: Sequence[Sample],
+    arrivals: Sequence[float],
+    *,
+    endpoint: str = "completions",
+    model: str | None = None,
+    ignore_eos: bool = True,
+    max_model_len: int = 4096,
+    timeout_s: float = 3600.0,
+    max_concurrency: int | None = None,
+    on_done: Callable[[RequestRecord], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> BenchResult:
+    """Send `samples[i]` at `arrivals[i]` seconds from now and measure every response.
+
+    With ignore_eos, max_tokens is the sample's output length (the server must produce exactly that);
+    without it (free length), max_tokens is what the model length leaves. Setting `stop` ends the run
+    early: nothing more is sent, requests in flight are abandoned and left out of the records.
+    """
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
+    if len(samples) != len(arrivals):
+        raise ValueError(f"{len(samples)} samples but {len(arrivals)} arrival times")
+    stop = stop or asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=max_concurrency or 0, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=30)
+    post_url = base_url(url) + ENDPOINTS[endpoint]
+    chat = endpoint == "chat"
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        model = model or await fetch_model(session, url)
+        tasks: list[asyncio.Task] = []
+        t0 = time.perf_counter()
+
+        async def one(i: int, sample: Sample) -> RequestRecord:
+            max_tokens = sample.output_tokens if ignore_eos else max(1, max_model_len - sample.prompt_tokens)
+            record = RequestRecord(i, sample.prompt_tokens, max_tokens, float(arrivals[i]))
+            body = request_body(sample, model, endpoint, ignore_eos, max_tokens)
+            await send_one(session, post_url, body, record, t0, chat)
+            if on_done is not None:
+                on_done(record)
+            return record
+
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            for i, (sample, at) in enumerate(zip(samples, arrivals, strict=True)):
+                delay = t0 + float(at) - time.perf_counter()
+                if delay > 0:
+                    await asyncio.wait([stop_wait], timeout=delay)
+                if stop.is_set():
+                    break
+                tasks.append(asyncio.create_task(one(i, sample)))
+            if tasks:
+                await asyncio.wait(
+                    [stop_wait, asyncio.gather(*tasks, return_exceptions=True)],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        finally:
+            stop_wait.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        duration = time.perf_counter() - t0
+    records = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+    return BenchResult(records=records, duration_s=duration, model=model, interrupted=stop.is_set())
