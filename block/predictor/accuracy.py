@@ -1,0 +1,231 @@
+"""`block predictor accuracy`: forecasts against what then really happens, on emulated engines.
+
+Engines run as subprocesses (with step noise). Requests are routed round robin with known lengths
+(max_tokens + ignore_eos + expected_output_tokens) and each is forecast at arrival on its instance,
+through an `InstanceTracker` fed a fresh `/state` plus the requests routed since (exactly the data
+path the router uses). A sample (1% by default) is also forecast on, and sent to, every instance,
+as the Block paper did for its Figure 5: was the forecast-best instance really the fastest?
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from block.policies.base import RoutingRequest
+from block.predictor.tracker import InstanceTracker
+from block.profiles.profile import load_profile
+
+
+@dataclass(slots=True)
+class Outcome:
+    instance: int
+    sampled: bool
+    group: int  # the request index: a sampled request has one outcome per instance
+    forecast_ttft: float
+    forecast_e2e: float
+    ttft: float = float("nan")
+    e2e: float = float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def engines(profile: str, n: int, noise: float, seed: int, timeout_s: float = 60.0):  # noqa: ANN201
+    """n `python -m block.engine` subprocesses, each in its own process group; always stopped."""
+    import httpx
+
+    procs, urls = [], []
+    try:
+        for i in range(n):
+            port = _free_port()
+            cmd = [sys.executable, "-m", "block.engine", "--profile", profile, "--port", str(port),
+                   "--noise", str(noise), "--seed", str(seed + i), "--log-level", "warning"]  # fmt: skip
+            procs.append(subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL))
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout_s
+        for proc, url in zip(procs, urls, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"engine {url} exited with code {proc.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"engine {url} did not answer /health within {timeout_s:.0f} s")
+                time.sleep(0.1)
+        yield urls
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def workload(num_requests: int, qps: float, seed: int, max_output: int) -> list[tuple[float, int, int]]:
+    """(arrival offset s, prompt tokens, output tokens): ShareGPT if available, else synthetic."""
+    try:
+        from block.workload import load_workload
+        from block.workload.arrivals import arrival_times
+
+        samples = load_workload("sharegpt", num_requests, seed)
+        times = arrival_times(len(samples), qps, "poisson", 1.0, seed)
+        return [
+            (float(t), s.prompt_tokens, max(1, min(s.output_tokens, max_output)))
+            for t, s in zip(times, samples, strict=True)
+        ]
+    except Exception:  # noqa: BLE001 - no dataset offline: a synthetic stand-in with similar shape
+        rng = random.Random(seed)
+        t, out = 0.0, []
+        for _ in range(num_requests):
+            t += rng.expovariate(qps)
+            prompt = max(4, min(int(rng.lognormvariate(5.3, 1.0)), 2000))
+            output = max(4, min(int(rng.lognormvariate(4.9, 0.9)), max_output))
+            out.append((t, prompt, output))
+        return out
+
+
+async def _send(
+    session: aiohttp.ClientSession, url: str, rid: str, prompt: int, output: int
+) -> tuple[float, float]:
+    """Stream one completion; returns (TTFT, E2E) as this client saw them."""
+    body = {"prompt": [1] * prompt, "max_tokens": output, "ignore_eos": True,
+            "expected_output_tokens": output, "stream": True}  # fmt: skip
+    t0 = time.monotonic()
+    first = None
+    headers = {"x-block-request-id": rid, "content-type": "application/json"}
+    async with session.post(url + "/v1/completions", data=orjson.dumps(body), headers=headers) as resp:
+        resp.raise_for_status()
+        async for _chunk in resp.content.iter_any():
+            if first is None:
+                first = time.monotonic()
+    end = time.monotonic()
+    return (first or end) - t0, end - t0
+
+
+async def _run(
+    urls: list[str], profile_name: str, reqs: list[tuple[float, int, int]], sample_rate: float, seed: int
+) -> list[Outcome]:
+    profile = load_profile(profile_name)
+    rng = random.Random(seed)
+    trackers = [InstanceTracker(u, profile, added_delay="none") for u in urls]
+    outcomes: list[Outcome] = []
+    tasks = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+
+        async def snapshot(i: int) -> None:
+            sent = time.monotonic()
+            async with session.get(urls[i] + "/state") as resp:
+                state = orjson.loads(await resp.read())
+            trackers[i].observe_state(state, (sent + time.monotonic()) / 2)
+
+        async def one(o: Outcome, url: str, rid: str, prompt: int, output: int, tracker: InstanceTracker):
+            try:
+                o.ttft, o.e2e = await _send(session, url, rid, prompt, output)
+            finally:
+                tracker.on_finished(rid, time.monotonic())
+
+        start = time.monotonic()
+        for k, (t, prompt, output) in enumerate(reqs):
+            delay = start + t - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sampled = rng.random() < sample_rate
+            targets = list(range(len(urls))) if sampled else [k % len(urls)]
+            await asyncio.gather(*(snapshot(i) for i in targets))
+            request = RoutingRequest(prompt, output)
+            for i in targets:
+                now = time.monotonic()
+                f = trackers[i].predict(request, now)
+                assert f is not None
+                o = Outcome(i, sampled, k, f.ttft_s, f.e2e_s)
+                outcomes.append(o)
+                rid = f"acc-{k}-{i}"
+                trackers[i].on_routed(rid, prompt, output, now)
+                tasks.append(asyncio.create_task(one(o, urls[i], rid, prompt, output, trackers[i])))
+        await asyncio.gather(*tasks)
+    return outcomes
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
+    def err(kind: str, os_: list[Outcome]) -> float:
+        xs = [abs(getattr(o, kind) - getattr(o, "forecast_" + kind)) / getattr(o, kind) for o in os_]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    groups: dict[int, list[Outcome]] = {}
+    for o in outcomes:
+        if o.sampled:
+            groups.setdefault(o.group, []).append(o)
+    hits = sum(
+        min(g, key=lambda o: o.forecast_e2e).instance == min(g, key=lambda o: o.e2e).instance
+        for g in groups.values()
+    )
+    own = [o for o in outcomes if not o.sampled]
+
+    def median_signed(kind: str) -> float:  # > 0: things took longer than forecast
+        xs = sorted((getattr(o, kind) - getattr(o, "forecast_" + kind)) / getattr(o, kind) for o in outcomes)
+        return xs[len(xs) // 2] if xs else float("nan")
+
+    return {
+        "requests": len({o.group for o in outcomes}),
+        "forecasts": len(outcomes),
+        "ttft_error": round(err("ttft", outcomes), 4),
+        "e2e_error": round(err("e2e", outcomes), 4),
+        "ttft_error_routed": round(err("ttft", own), 4),
+        "e2e_error_routed": round(err("e2e", own), 4),
+        "ttft_median_signed_error": round(median_signed("ttft"), 4),
+        "e2e_median_signed_error": round(median_signed("e2e"), 4),
+        "sampled": len(groups),
+        "best_instance_accuracy": round(hits / len(groups), 4) if groups else None,
+    }
+
+
+def run_accuracy(
+    instances: int = 4,
+    qps: float = 4.0,
+    num_requests: int = 200,
+    profile: str = "llama-2-7b-a30",
+    noise: float = 0.03,
+    sample_rate: float = 0.01,
+    max_output: int = 512,
+    seed: int = 0,
+) -> dict[str, Any]:
+    reqs = workload(num_requests, qps, seed, max_output)
+    t0 = time.monotonic()
+    with engines(profile, instances, noise, seed) as urls:
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:  # pragma: no cover
+            runner = asyncio.run
+        outcomes = runner(_run(urls, profile, reqs, sample_rate, seed))
+    report = summarize(outcomes)
+    report.update(
+        {"instances": instances, "qps": qps, "noise": noise, "profile": profile,
+         "wall_s": round(time.monotonic() - t0, 1)}
+    )  # fmt: skip
+    return report

@@ -1,0 +1,108 @@
+"""`block predictor ...`: the sidecar (default), its benchmark and its accuracy experiment."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from block.errors import fail
+
+
+def register(app: typer.Typer) -> None:
+    predictor_app = typer.Typer(
+        help="Per-instance predictor: what-if forecasts from an engine's snapshot, as a sidecar service.",
+        no_args_is_help=False,
+    )
+
+    @predictor_app.callback(invoke_without_command=True)
+    def serve(
+        ctx: typer.Context,
+        engine: str = typer.Option(None, help="Base URL of the Block engine to follow (GET /state)."),
+        port: int = typer.Option(8101, help="TCP port of the sidecar."),
+        host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+        refresh_ms: float = typer.Option(20.0, help="How often to poll the engine's /state."),
+        profile: str | None = typer.Option(None, help="Profile name or JSON path (default: the engine's)."),
+        default_output_tokens: int = typer.Option(256, help="Output length assumed when none is known."),
+        log_level: str = typer.Option("warning", help="uvicorn log level."),
+    ) -> None:
+        """Serve forecasts for one engine (when no sub-command is given)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        if not engine:
+            fail("give --engine URL (or a sub-command: bench, accuracy)")
+        from block.predictor.service import PredictorService
+        from block.predictor.service import serve as run
+        from block.profiles.profile import load_profile
+
+        try:
+            prof = load_profile(profile) if profile else None
+        except ValueError as e:
+            fail(str(e))
+        service = PredictorService(
+            engine,
+            prof,
+            refresh_ms / 1e3,
+            tracker_options={"default_output_tokens": default_output_tokens},
+        )
+        typer.echo(f"block predictor: following {engine} at http://{host}:{port}", err=True)
+        run(service, host, port, log_level)
+
+    @predictor_app.command("bench")
+    def bench(
+        running: int = typer.Option(64, help="Running requests in the snapshot."),
+        waiting: int = typer.Option(16, help="Waiting requests in the snapshot."),
+        prompt: int = typer.Option(512, help="Mean prompt tokens (and the candidate's)."),
+        output: int = typer.Option(256, help="Mean output tokens (and the candidate's)."),
+        profile: str = typer.Option("llama-2-7b-a30", help="Profile name or JSON path."),
+        iterations: int = typer.Option(2000, help="Forecasts to time."),
+        added_delay: str = typer.Option("none", help="none | horizon | full (the harm to others)."),
+        json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
+    ) -> None:
+        """Time forecasts on a busy snapshot (mixed lengths, prefills in progress, KV nearly full)."""
+        from block.predictor.bench import run_bench
+        from block.profiles.profile import load_profile
+
+        if added_delay not in ("none", "horizon", "full"):
+            fail("--added-delay must be none, horizon or full")
+        try:
+            prof = load_profile(profile)
+        except ValueError as e:
+            fail(str(e))
+        report = run_bench(prof, running, waiting, prompt, output, iterations, added_delay=added_delay)
+        if json_out:
+            typer.echo(json.dumps(report))
+            return
+        for k, v in report.items():
+            typer.echo(f"{k:>20}: {v}")
+
+    @predictor_app.command("accuracy")
+    def accuracy(
+        instances: int = typer.Option(4, help="Emulated engines (subprocesses)."),
+        qps: float = typer.Option(4.0, help="Requests per second in all (Poisson)."),
+        num_requests: int = typer.Option(200, help="Requests to send."),
+        profile: str = typer.Option("llama-2-7b-a30", help="Profile of the engines."),
+        noise: float = typer.Option(0.03, help="Engines' relative step-time noise."),
+        sample_rate: float = typer.Option(
+            0.01, help="Share of requests forecast on and sent to every instance."
+        ),
+        max_output: int = typer.Option(512, help="Output tokens of one request at most (keeps runs short)."),
+        seed: int = typer.Option(0),
+        json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
+    ) -> None:
+        """Forecast error against emulated engines, and how often the forecast-best instance was best."""
+        from block.predictor.accuracy import run_accuracy
+
+        if instances < 1 or qps <= 0 or num_requests < 1 or not 0 <= sample_rate <= 1:
+            fail("need --instances >= 1, --qps > 0, --num-requests >= 1, 0 <= --sample-rate <= 1")
+        try:
+            report = run_accuracy(instances, qps, num_requests, profile, noise, sample_rate, max_output, seed)
+        except RuntimeError as e:
+            fail(str(e))
+        if json_out:
+            typer.echo(json.dumps(report))
+            return
+        for k, v in report.items():
+            typer.echo(f"{k:>24}: {v}")
+
+    app.add_typer(predictor_app, name="predictor")

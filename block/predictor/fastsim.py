@@ -1,0 +1,475 @@
+"""A lean replica for forecasting: `block.replica.Replica`'s semantics exactly, with skip-ahead.
+
+The reference model steps token by token and allocates a `Batch` per step. A forecast only needs
+the times at which requests get scheduled, emit their first token and finish, so this copy keeps
+plain slotted records and follows the same rules, in the same order:
+
+- running requests in age order, each taking min(missing, budget) tokens;
+- a request that cannot get its KV blocks preempts the newest running request (recompute), until
+  it fits or it was itself the newest;
+- waiting requests are admitted FCFS only when nothing was preempted in the step, while budget,
+  sequence slots and blocks last.
+
+The speed comes from the *decode group*: the longest prefix of `running` whose requests all decode
+(one missing token, at least one generated). While the batch shape does not change, every member
+gains one token per step, so members are stored relative to a shared clock `T` (the number of
+group steps so far) and a whole step costs O(1):
+
+- KV tokens read = sum of (computed + 1) = sum_base + n * T + n;
+- the members that need a new block at step T are those whose computed count is a multiple of the
+  block size, i.e. whose residue (-base) mod block_size equals T mod block_size: a histogram;
+- the next member to finish is the top of a heap of absolute finish clocks.
+
+Skip-ahead: when the group is all of `running` and no waiting request can be admitted, the next
+event is the earlier of the next completion and the first step whose cumulative block demand
+exceeds the free blocks (found in O(block_size) from the histogram). Every step up to it (the
+completing step included: it has the same shape, the request leaves after it) is a decode step
+whose time is linear in the KV tokens read, so k of them take, in closed form,
+
+    k * (overhead + per_seq * n + linear(n)) + decode_kv * (k * K0 + n * k * (k - 1) / 2).
+
+Everything else (prefill chunks, admissions, preemptions, completions) runs through the general
+step, which is exact for any state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+from block.profiles.profile import Profile
+from block.replica.config import ReplicaConfig
+
+
+class SimRequest:
+    """One request. While `grouped`, `c` and `g` are relative to the group clock (actual = value + T)."""
+
+    __slots__ = (
+        "key",
+        "prompt",
+        "out",
+        "c",
+        "g",
+        "blocks",
+        "grouped",
+        "tag",
+        "first_sched",
+        "first_token",
+        "finish",
+        "watched",
+        "preemptions",
+    )
+
+    def __init__(
+        self, key: str, prompt: int, out: int, c: int = 0, g: int = 0, watched: bool = False
+    ) -> None:
+        self.key = key
+        self.prompt = prompt
+        self.out = out  # total output tokens it will generate
+        self.c = c  # computed tokens (KV in cache)
+        self.g = g  # generated tokens
+        self.blocks = 0  # KV blocks held (only maintained while not grouped)
+        self.grouped = False
+        self.tag = -1  # identifies its live heap entry while grouped
+        self.first_sched: float | None = None
+        self.first_token: float | None = None
+        self.finish: float | None = None
+        self.watched = watched
+        self.preemptions = 0
+
+
+_TABLES: dict[tuple[int, int], tuple[Profile, list[float]]] = {}
+
+
+def linear_table(profile: Profile, max_tokens: int) -> list[float]:
+    """Profile.linear_time(n) for n = 0..max_tokens (a step never holds more), built once per profile."""
+    key = (id(profile), max_tokens)
+    hit = _TABLES.get(key)
+    if hit is None or hit[0] is not profile:
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        hit = _TABLES[key] = (profile, [profile.linear_time(n) for n in range(max_tokens + 1)])
+    return hit[1]
+
+
+class SimulationStuck(RuntimeError):
+    """No step can make progress (a request cannot fit the cache even alone)."""
+
+
+class FastReplica:
+    def __init__(self, config: ReplicaConfig, profile: Profile) -> None:
+        self.max_seqs = config.max_num_seqs
+        self.max_tokens = config.max_num_batched_tokens
+        self.bs = config.block_size
+        self.free = config.num_gpu_blocks
+        self.profile = profile
+        self._overhead = profile.step_overhead_s
+        self._per_seq = profile.per_seq_s
+        self._kv_s = profile.decode_kv_token_s
+        self._pair_s = profile.prefill_pair_s
+        self._linear = linear_table(profile, config.max_num_batched_tokens)
+        self.running: list[SimRequest] = []
+        self.waiting: deque[SimRequest] = deque()
+        self.now = 0.0
+        # decode group: running[:nd] all decode; members stored relative to clock T
+        self.T = 0
+        self.nd = 0
+        self.sum_base = 0  # sum of members' relative computed counts
+        self.due = [0] * self.bs  # due[r]: members needing a new block at steps T with T % bs == r
+        self._heap: list[tuple[int, int, SimRequest]] = []  # (finish clock, tag, request)
+        self._tags = 0
+        self.watched_left = 0
+        # set when the snapshot caught a step in flight: the next step ends then, whatever its shape
+        self.first_step_end: float | None = None
+        self.steps = 0  # engine steps simulated (skipped ones included)
+        self.events = 0  # general steps executed one by one
+        self.num_preemptions = 0
+
+    # -- building ------------------------------------------------------------------------------
+
+    def add_running(self, r: SimRequest) -> None:
+        """Adopt a running request with its cache filled (as KVCache.adopt). Call `regroup` after."""
+        r.blocks = -(-r.c // self.bs)
+        self.free -= r.blocks
+        self.running.append(r)
+        self.watched_left += r.watched
+
+    def add_waiting(self, r: SimRequest) -> None:
+        r.blocks = -(-r.c // self.bs)
+        self.free -= r.blocks
+        self.waiting.append(r)
+        self.watched_left += r.watched
+
+    def load(self, running: list, waiting: list, watch_all: bool = False) -> list[SimRequest]:
+        """Adopt planned requests (id, prompt, output, computed, generated) as a snapshot has them;
+        returns them in order, running first. Same result as add_running/add_waiting + regroup."""
+        bs, out_reqs, run = self.bs, [], self.running
+        free = self.free
+        for key, prompt, out, c, g in running:
+            r = SimRequest(key, prompt, out, c, g, watch_all)
+            r.blocks = -(-c // bs)
+            free -= r.blocks
+            run.append(r)
+            out_reqs.append(r)
+        wait = self.waiting
+        for key, prompt, out, c, g in waiting:
+            r = SimRequest(key, prompt, out, c, g, watch_all)
+            r.blocks = -(-c // bs)
+            free -= r.blocks
+            wait.append(r)
+            out_reqs.append(r)
+        self.free = free
+        if watch_all:
+            self.watched_left += len(out_reqs)
+        # the decode group at T = 0: bases are the actual counts
+        nd, sum_base, due, heap = 0, 0, self.due, self._heap
+        for r in run:
+            if r.g <= 0 or r.prompt + r.g - r.c != 1:
+                break
+            r.grouped = True
+            nd += 1
+            sum_base += r.c
+            due[-r.c % bs] += 1
+            r.tag = nd
+            heap.append((r.out - r.g, nd, r))
+        heapq.heapify(heap)
+        self.nd, self.sum_base, self._tags = nd, sum_base, nd
+        return out_reqs
+
+    def regroup(self) -> None:
+        """Extend the decode group over the decoding requests right after it."""
+        running, nd = self.running, self.nd
+        while nd < len(running):
+            r = running[nd]
+            if r.g <= 0 or r.prompt + r.g - r.c != 1:
+                break
+            self._join(r)
+            nd += 1
+
+    def _join(self, r: SimRequest) -> None:
+        T = self.T
+        r.c -= T
+        r.g -= T
+        r.grouped = True
+        self.nd += 1
+        self.sum_base += r.c
+        self.due[-r.c % self.bs] += 1
+        self._tags += 1
+        r.tag = self._tags
+        heapq.heappush(self._heap, (r.out - r.g, self._tags, r))
+
+    def _leave(self, r: SimRequest) -> None:
+        T = self.T
+        self.nd -= 1
+        self.sum_base -= r.c
+        self.due[-r.c % self.bs] -= 1
+        r.c += T
+        r.g += T
+        r.grouped = False
+        r.tag = -1
+        r.blocks = -(-r.c // self.bs)  # the invariant of every scheduled request
+
+    def _ungroup_all(self) -> None:
+        for r in self.running[: self.nd]:
+            self._leave(r)
+        self._heap.clear()
+
+    def _lin(self, n: int) -> float:
+        return self._linear[n]
+
+    # -- running -------------------------------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def run_until_watched_done(self, max_events: int = 1_000_000) -> None:
+        while self.watched_left > 0:
+            if self.skip_ahead():
+                continue
+            if not self.step():
+                raise SimulationStuck("idle with watched requests unfinished")
+            if self.events > max_events:
+                raise SimulationStuck("too many events")
+
+    def advance_until(self, t: float) -> None:
+        """Run every step that starts before `t` (a request arriving at `t` joins the step after)."""
+        while (self.running or self.waiting) and self.now < t:
+            if self.skip_ahead(t):
+                continue
+            if not self.step():
+                break
+        if self.now < t:
+            self.now = t
+
+    def skip_ahead(self, before: float | None = None) -> int:
+        """Advance over decode-only steps that do not change the batch shape, up to and including
+        the next completion; returns how many steps. With `before`, only steps starting before
+        that time are taken."""
+        nd = self.nd
+        running = self.running
+        if nd == 0 or len(running) != nd or nd > self.max_tokens or self.first_step_end is not None:
+            return 0
+        bs, T, free, due = self.bs, self.T, self.free, self.due
+        if self.waiting and nd < self.max_seqs and nd < self.max_tokens:
+            head = self.waiting[0]
+            n = min(head.prompt + head.g - head.c, self.max_tokens - nd)
+            if -(-(head.c + n) // bs) - head.blocks <= free - due[T % bs]:
+                return 0  # it would be admitted in the next step
+        heap = self._heap
+        while not (heap[0][2].grouped and heap[0][2].tag == heap[0][1]):
+            heapq.heappop(heap)  # stale: preempted or already left
+        k = heap[0][0] - T  # steps until (and including) the next completion
+        # the first step whose cumulative block demand exceeds the free blocks ends the stretch
+        cycles, rest = divmod(free, nd)
+        safe = cycles * bs
+        if safe < k:
+            for j in range(bs):
+                rest -= due[(T + j) % bs]
+                if rest < 0:
+                    break
+                safe += 1
+            if safe < k:
+                k = safe
+        if k <= 0:
+            return 0
+        a = self._overhead + self._per_seq * nd + self._lin(nd)
+        k0 = self.sum_base + nd * T + nd  # KV tokens read by the first of the k steps
+        if before is not None:
+            k = min(k, self._steps_starting_before(before - self.now, k, a, k0, nd))
+            if k <= 0:
+                return 0
+        q, r = divmod(k, bs)
+        demand = q * nd
+        for j in range(r):
+            demand += due[(T + j) % bs]
+        self.free = free - demand
+        self.now += k * a + self._kv_s * (k * k0 + nd * (k * (k - 1) // 2))
+        self.T = T = T + k
+        self.steps += k
+        if heap[0][0] <= T:  # the stretch ended with completions
+            self._complete_group(self.now)
+        return k
+
+    def _steps_starting_before(self, dt: float, k: int, a: float, k0: int, nd: int) -> int:
+        """How many of the next k decode steps start less than `dt` from now."""
+        if dt <= 0:
+            return 0
+
+        def elapsed(j: int) -> float:  # time taken by the first j steps
+            return j * a + self._kv_s * (j * k0 + nd * (j * (j - 1) // 2))
+
+        if elapsed(k - 1) < dt:
+            return k
+        # solve elapsed(j) = dt for j, then fix rounding: the answer is 1 + max j with elapsed(j) < dt
+        qa = self._kv_s * nd / 2
+        qb = a + self._kv_s * (k0 - nd / 2)
+        j = int(dt / qb) if qa == 0 else int((-qb + math.sqrt(qb * qb + 4 * qa * dt)) / (2 * qa))
+        j = max(0, min(j, k - 1))
+        while j > 0 and elapsed(j) >= dt:
+            j -= 1
+        while j + 1 < k and elapsed(j + 1) < dt:
+            j += 1
+        return j + 1
+
+    def step(self) -> bool:
+        """One engine step (Replica.schedule + Replica.complete). False when idle."""
+        self.events += 1
+        if self.nd > self.max_tokens:
+            self._ungroup_all()  # the budget ends inside the group: take the exact slow path
+        bs, T = self.bs, self.T
+        running, waiting = self.running, self.waiting
+        free = self.free
+        preempted = False
+        stop = False
+
+        # decode group: every member takes one token
+        d = self.due[T % bs]
+        if d <= free:
+            free -= d
+        else:  # someone cannot grow: walk the members in order, preempting from the end
+            i = 0
+            while i < self.nd:
+                r = running[i]
+                if (r.c + T) % bs == 0:
+                    while free < 1:
+                        v = running.pop()
+                        free += self._preempt(v)
+                        preempted = True
+                        if v is r:
+                            stop = True
+                            break
+                    if stop:
+                        break
+                    free -= 1
+                i += 1
+        nd = self.nd
+        budget = self.max_tokens - nd
+        num_tokens = nd
+        num_seqs = nd
+        kv_read = self.sum_base + nd * T + nd
+        pairs = 0
+        sched: list[tuple[SimRequest, int]] = []
+
+        # requests after the group: prefill chunks (and decodes that follow one)
+        if not stop:
+            p = nd
+            while p < len(running) and budget > 0:
+                r = running[p]
+                n = min(r.prompt + r.g - r.c, budget)
+                need = -(-(r.c + n) // bs) - r.blocks
+                while need > free:
+                    v = running.pop()
+                    free += self._preempt(v)
+                    preempted = True
+                    if v is r:
+                        stop = True
+                        break
+                if stop:
+                    break
+                free -= need
+                r.blocks += need
+                sched.append((r, n))
+                budget -= n
+                num_tokens += n
+                num_seqs += 1
+                if n == 1 and r.g > 0:
+                    kv_read += r.c + 1
+                else:
+                    pairs += n * r.c + n * (n + 1) // 2
+                p += 1
+
+        # FCFS admission, only in a step without preemption
+        if not preempted:
+            max_seqs = self.max_seqs
+            while waiting and budget > 0 and len(running) < max_seqs:
+                r = waiting[0]
+                n = min(r.prompt + r.g - r.c, budget)
+                need = -(-(r.c + n) // bs) - r.blocks
+                if need > free:
+                    break
+                waiting.popleft()
+                running.append(r)
+                if r.first_sched is None:
+                    r.first_sched = self.now
+                free -= need
+                r.blocks += need
+                sched.append((r, n))
+                budget -= n
+                num_tokens += n
+                num_seqs += 1
+                if n == 1 and r.g > 0:
+                    kv_read += r.c + 1
+                else:
+                    pairs += n * r.c + n * (n + 1) // 2
+        self.free = free
+
+        if num_seqs == 0:
+            if preempted:
+                raise SimulationStuck("a request needs more KV blocks than the cache holds")
+            return False
+
+        # same expression, same order as Profile.step_time: bit-identical durations
+        end = self.now + (
+            self._overhead
+            + self._per_seq * num_seqs
+            + self._lin(num_tokens)
+            + self._kv_s * kv_read
+            + self._pair_s * pairs
+        )
+        if self.first_step_end is not None:
+            end, self.first_step_end = max(self.now, self.first_step_end), None
+        self.steps += 1
+
+        # complete: the group gains a token each; the others advance by their chunk
+        finished = False
+        self.T = T = T + 1
+        for r, n in sched:
+            r.c += n
+            if r.c < r.prompt + r.g:
+                continue
+            r.g += 1
+            if r.first_token is None:
+                r.first_token = end
+            if r.g >= r.out:
+                self._finish(r, end)
+                finished = True
+        if finished:
+            self.running = running = [r for r in running if r.finish is None]
+        heap = self._heap
+        if heap and heap[0][0] <= T:
+            self._complete_group(end)
+        self.now = end
+        if len(self.running) > self.nd:
+            self.regroup()
+        return True
+
+    def _complete_group(self, end: float) -> None:
+        """Finish the group members whose last token came out in the step that ended at `end`."""
+        heap, T, running = self._heap, self.T, self.running
+        while heap and heap[0][0] <= T:
+            _, tag, r = heapq.heappop(heap)
+            if r.grouped and r.tag == tag:
+                self._leave(r)
+                self._finish(r, end)
+                running.remove(r)
+
+    def _finish(self, r: SimRequest, end: float) -> None:
+        r.finish = end
+        self.free += r.blocks
+        r.blocks = 0
+        if r.watched:
+            self.watched_left -= 1
+
+    def _preempt(self, v: SimRequest) -> int:
+        """Recompute preemption: drop its cache and put it first in line. Returns blocks freed."""
+        if v.grouped:
+            self._leave(v)
+        freed = v.blocks
+        v.blocks = 0
+        v.c = 0
+        v.preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(v)
+        return freed

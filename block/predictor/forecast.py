@@ -1,0 +1,170 @@
+"""What-if forecasts from an instance snapshot: "what happens to one more request, sent now?"
+
+`forecast()` is the one-shot entry point. `Forecaster` prepares a snapshot once and answers many
+candidates (the tracker and `/predict_batch` keep one per instance state), caching the run without
+the candidate that `added_delay_s` is measured against.
+
+Time: the snapshot is taken at its `now`; the candidate arrives `elapsed_s` later. The instance runs
+on alone until then (every step that starts before the arrival), the candidate then joins the
+waiting queue behind everything already there, and all times returned are relative to its arrival.
+
+`added_delay_s` (the harm to others) is the sum, over the requests that finish no later than the
+candidate in the run with it, of (finish with candidate - finish without). Requests that outlive the
+candidate are not counted: their shift is only known after draining both runs to the end, which
+costs several times more (`added_delay="full"` does that when wanted). Either way it needs the run
+without the candidate (drained once per Forecaster, then cached), which about doubles the cost of a
+one-shot forecast: so it is opt-in (`added_delay="horizon"`) for `forecast()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from block.policies.base import Forecast, RoutingRequest
+from block.predictor.fastsim import FastReplica, SimRequest
+from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
+from block.profiles.profile import Profile
+from block.replica.snapshot import RequestState, Snapshot
+
+CANDIDATE = "\0candidate"  # cannot clash with a request id from an engine
+AddedDelay = Literal["none", "horizon", "full"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction(Forecast):
+    """A Forecast plus what it cost and what it assumed."""
+
+    output_tokens: int  # the candidate's output length used (after capping)
+    steps: int  # engine steps simulated, skipped ones included
+    events: int  # steps simulated one by one
+    preemptions: int  # of the candidate
+
+
+class Forecaster:
+    """A snapshot (plus requests routed since) prepared for many what-if questions."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        profile: Profile,
+        *,
+        pending: Sequence[RequestState] = (),
+        pending_at: Sequence[float] | None = None,
+        rule: LengthRule | None = None,
+        step_end: float | None = None,
+    ) -> None:
+        """`step_end`: when the snapshot was taken during an engine step (the Block engine reports
+        `step_in_progress_until`), that step's end on the snapshot's clock. The snapshot then shows
+        the state the step started from; the forecast replays that step and ends it then.
+
+        `pending_at`: when each pending request reaches the engine, in seconds after the snapshot
+        (default: all at the snapshot). Those at or before 0 queue right away, the others join the
+        waiting queue as time passes, as they would in the engine."""
+        self.snapshot = snapshot
+        self.step_end_s = None if step_end is None else max(0.0, step_end - snapshot.now)
+        self.profile = profile
+        self.config = snapshot.config
+        self.rule = rule or LengthRule()
+        plan = self.rule.planner(self.config)
+        self._running = [plan(s) for s in snapshot.running]
+        self._waiting = [plan(s) for s in snapshot.waiting]
+        self._later: list[tuple[float, Plan]] = []  # (offset, request) of pending arriving later
+        offsets = [0.0] * len(pending) if pending_at is None else list(pending_at)
+        if len(offsets) != len(pending):
+            raise ValueError("pending_at needs one time per pending request")
+        for t, s in sorted(zip(offsets, pending, strict=True), key=lambda x: x[0]):
+            if t <= 0:
+                self._waiting.append(plan(s))
+            else:
+                self._later.append((t, plan(s)))
+        self._drained: dict[str, float] | None = None  # finish times without a candidate
+
+    @property
+    def num_requests(self) -> int:
+        return len(self._running) + len(self._waiting) + len(self._later)
+
+    def _build(self, watch_all: bool = False, until: float = 0.0) -> tuple[FastReplica, list[SimRequest]]:
+        """The instance at the snapshot, run on until `until`, with the pending requests queued as
+        they arrive (any due later than `until`, e.g. from clock skew, at `until`)."""
+        sim = FastReplica(self.config, self.profile)
+        reqs = sim.load(self._running, self._waiting, watch_all)
+        if self.step_end_s is not None and sim.has_work:
+            sim.first_step_end = self.step_end_s
+            sim.step()  # the step in flight: nothing that arrives now can join it
+        for t, (key, prompt, out, c, g) in self._later:
+            sim.advance_until(min(t, until))
+            r = SimRequest(key, prompt, out, c, g, watch_all)
+            sim.add_waiting(r)
+            reqs.append(r)
+        sim.advance_until(until)
+        return sim, reqs
+
+    def without_candidate(self) -> dict[str, float]:
+        """Finish time (from the snapshot) of every request if nothing more arrives. Cached."""
+        if self._drained is None:
+            sim, reqs = self._build(watch_all=True, until=self._later[-1][0] if self._later else 0.0)
+            sim.run_until_watched_done()
+            self._drained = {r.key: r.finish for r in reqs}  # type: ignore[misc]
+        return self._drained
+
+    def forecast(
+        self,
+        request: RoutingRequest,
+        elapsed_s: float = 0.0,
+        *,
+        added_delay: AddedDelay = "none",
+    ) -> Prediction:
+        cfg = self.config
+        prompt = request.prompt_tokens
+        if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
+            raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
+        out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
+        if request.max_tokens is not None:
+            out = max(1, min(out, request.max_tokens))
+        arrival = max(0.0, elapsed_s)
+
+        sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)
+        cand = SimRequest(CANDIDATE, prompt, out, watched=True)
+        sim.add_waiting(cand)
+        sim.run_until_watched_done()
+        assert cand.finish is not None and cand.first_token is not None and cand.first_sched is not None
+
+        harm = 0.0
+        if added_delay != "none":
+            base = self.without_candidate()
+            limit = cand.finish if added_delay == "horizon" else float("inf")
+            harm = sum(r.finish - base[r.key] for r in reqs if r.finish is not None and r.finish <= limit)
+        return Prediction(
+            ttft_s=cand.first_token - arrival,
+            e2e_s=cand.finish - arrival,
+            queue_delay_s=cand.first_sched - arrival,
+            added_delay_s=harm,
+            output_tokens=out,
+            steps=sim.steps,
+            events=sim.events,
+            preemptions=cand.preemptions,
+        )
+
+
+def forecast(
+    snapshot: Snapshot,
+    request: RoutingRequest,
+    profile: Profile,
+    *,
+    pending: Sequence[RequestState] = (),
+    pending_at: Sequence[float] | None = None,
+    elapsed_s: float = 0.0,
+    default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+    length_of: Callable[[RequestState], int] | None = None,
+    overrun_tokens: int = OVERRUN_TOKENS,
+    added_delay: AddedDelay = "none",
+    step_end: float | None = None,
+) -> Prediction:
+    """Forecast `request` sent `elapsed_s` after `snapshot` was taken, with `pending` (routed since the
+    snapshot and not in it) queued ahead of it. See the module docstring for the rules."""
+    rule = LengthRule(default_output_tokens, overrun_tokens, length_of)
+    return Forecaster(
+        snapshot, profile, pending=pending, pending_at=pending_at, rule=rule, step_end=step_end
+    ).forecast(request, elapsed_s, added_delay=added_delay)

@@ -1,0 +1,261 @@
+"""The predictor sidecar: keeps one engine's snapshot fresh and answers what-if questions over HTTP.
+
+    POST /predict        {prompt_tokens, expected_output_tokens[, max_tokens]}
+                         -> {ttft_s, e2e_s, queue_delay_s, added_delay_s, running, waiting, free_blocks,
+                             snapshot_age_ms, predict_ms}
+    POST /predict_batch  {"requests": [...]} -> {"predictions": [...]}
+    POST /routed         {request_id, prompt_tokens, expected_output_tokens}   (a router sent one here)
+    POST /finished       {request_id}
+    GET  /health, GET /metrics
+
+Forecasts go through the same `InstanceTracker` the router uses in-process, so both paths agree.
+Bad bodies get 400 in OpenAI's error format; before the first snapshot /predict answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from block.policies.base import RoutingRequest
+from block.predictor.metrics import CONTENT_TYPE, PredictorMetrics
+from block.predictor.tracker import InstanceTracker
+from block.profiles.profile import Profile, load_profile
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.param, self.status = message, param, status
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def _error(e: BadRequest) -> Response:
+    kind = "BadRequestError" if e.status == 400 else "ServiceUnavailableError"
+    return _json(
+        {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}, e.status
+    )
+
+
+async def _body(req: HTTPRequest) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await req.body())
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _int(body: dict[str, Any], name: str, minimum: int = 1, required: bool = True) -> int | None:
+    v = body.get(name)
+    if v is None and not required:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BadRequest(f"'{name}' must be an integer", name)
+    if v < minimum:
+        raise BadRequest(f"'{name}' must be >= {minimum}", name)
+    return v
+
+
+def _str(body: dict[str, Any], name: str) -> str:
+    v = body.get(name)
+    if not isinstance(v, str) or not v:
+        raise BadRequest(f"'{name}' must be a non-empty string", name)
+    return v
+
+
+def parse_request(body: Any) -> RoutingRequest:
+    if not isinstance(body, dict):
+        raise BadRequest("each request must be a JSON object")
+    prompt = _int(body, "prompt_tokens")
+    output = _int(body, "expected_output_tokens")
+    assert prompt is not None and output is not None
+    return RoutingRequest(prompt, output, _int(body, "max_tokens", required=False))
+
+
+class PredictorService:
+    def __init__(
+        self,
+        engine_url: str,
+        profile: Profile | None = None,
+        refresh_s: float = 0.02,
+        *,
+        tracker_options: dict[str, Any] | None = None,
+        clock=time.monotonic,  # noqa: ANN001 - the tracker's time base
+    ) -> None:
+        self.engine_url = engine_url.rstrip("/")
+        self.profile = profile
+        self.refresh_s = refresh_s
+        self.tracker_options = tracker_options or {}
+        self.clock = clock
+        self.tracker: InstanceTracker | None = None
+        self.metrics = PredictorMetrics()
+        self.refresh_errors = 0
+        self.app = Starlette(
+            routes=[
+                Route("/predict", self.predict, methods=["POST"]),
+                Route("/predict_batch", self.predict_batch, methods=["POST"]),
+                Route("/routed", self.routed, methods=["POST"]),
+                Route("/finished", self.finished, methods=["POST"]),
+                Route("/health", self.health, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    # -- keeping the snapshot fresh --------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(total=max(1.0, 20 * self.refresh_s))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            task = asyncio.create_task(self._poll(session))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _poll(self, session: aiohttp.ClientSession) -> None:
+        url = self.engine_url + "/state"
+        while True:
+            started = time.monotonic()
+            try:
+                await self.refresh(session, url)
+            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as e:
+                self.refresh_errors += 1
+                self.metrics.refresh_errors.inc()
+                log.debug("refresh from %s failed: %r", url, e)
+            await asyncio.sleep(max(0.0, self.refresh_s - (time.monotonic() - started)))
+
+    async def refresh(self, session: aiohttp.ClientSession, url: str) -> None:
+        sent = self.clock()
+        async with session.get(url) as resp:
+            resp.raise_for_status()
+            state = orjson.loads(await resp.read())
+        received = self.clock()
+        if self.tracker is None:
+            if self.profile is None:
+                self.profile = load_profile(state.get("profile") or "")
+            self.tracker = InstanceTracker(self.engine_url, self.profile, **self.tracker_options)
+        # the engine read its clock about halfway through the round trip
+        self.tracker.observe_state(state, (sent + received) / 2)
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _ready(self) -> InstanceTracker:
+        if self.tracker is None or self.tracker.snapshot is None:
+            raise BadRequest(f"no snapshot from {self.engine_url} yet", status=503)
+        return self.tracker
+
+    def _predict_one(self, tracker: InstanceTracker, request: RoutingRequest) -> dict[str, Any]:
+        now = self.clock()
+        t0 = time.perf_counter()
+        try:
+            f = tracker.predict(request, now)
+        except ValueError as e:
+            raise BadRequest(str(e), "prompt_tokens") from None
+        took = time.perf_counter() - t0
+        assert f is not None
+        self.metrics.predictions.inc()
+        self.metrics.predict_seconds.observe(took)
+        age = tracker.snapshot_age(now) or 0.0
+        self.metrics.snapshot_age.set(age)
+        return {
+            "ttft_s": f.ttft_s,
+            "e2e_s": f.e2e_s,
+            "queue_delay_s": f.queue_delay_s,
+            "added_delay_s": f.added_delay_s,
+            "running": tracker.running,
+            "waiting": tracker.waiting,
+            "free_blocks": tracker.free_blocks,
+            "snapshot_age_ms": age * 1e3,
+            "predict_ms": took * 1e3,
+        }
+
+    async def predict(self, req: HTTPRequest) -> Response:
+        try:
+            request = parse_request(await _body(req))
+            return _json(self._predict_one(self._ready(), request))
+        except BadRequest as e:
+            return _error(e)
+
+    async def predict_batch(self, req: HTTPRequest) -> Response:
+        try:
+            body = await _body(req)
+            items = body.get("requests")
+            if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+                raise BadRequest(f"'requests' must be a list of 1 to {MAX_BATCH} requests", "requests")
+            requests = [parse_request(x) for x in items]
+            tracker = self._ready()
+            return _json({"predictions": [self._predict_one(tracker, r) for r in requests]})
+        except BadRequest as e:
+            return _error(e)
+
+    async def routed(self, req: HTTPRequest) -> Response:
+        try:
+            body = await _body(req)
+            rid = _str(body, "request_id")
+            prompt, output = _int(body, "prompt_tokens"), _int(body, "expected_output_tokens")
+            assert prompt is not None and output is not None
+            tracker = self._ready()
+        except BadRequest as e:
+            return _error(e)
+        tracker.on_routed(rid, prompt, output, self.clock())
+        self.metrics.pending.set(len(tracker.pending))
+        return _json({"pending": len(tracker.pending)})
+
+    async def finished(self, req: HTTPRequest) -> Response:
+        try:
+            rid = _str(await _body(req), "request_id")
+            tracker = self._ready()
+        except BadRequest as e:
+            return _error(e)
+        tracker.on_finished(rid, self.clock())
+        self.metrics.pending.set(len(tracker.pending))
+        return _json({"pending": len(tracker.pending)})
+
+    async def health(self, _req: HTTPRequest) -> Response:
+        t = self.tracker
+        ready = t is not None and t.snapshot is not None
+        age = t.snapshot_age(self.clock()) if t is not None else None
+        body = {
+            "status": "ok" if ready else "waiting for the first snapshot",
+            "engine": self.engine_url,
+            "profile": self.profile.name if self.profile else None,
+            "snapshot_age_ms": None if age is None else age * 1e3,
+            "refresh_errors": self.refresh_errors,
+        }
+        return _json(body, 200 if ready else 503)
+
+    async def prometheus(self, _req: HTTPRequest) -> Response:
+        if self.tracker is not None:
+            age = self.tracker.snapshot_age(self.clock())
+            if age is not None:
+                self.metrics.snapshot_age.set(age)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def serve(service: PredictorService, host: str, port: int, log_level: str = "warning") -> None:
+    import uvicorn
+
+    uvicorn.run(service.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")

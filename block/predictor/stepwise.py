@@ -1,0 +1,75 @@
+"""The reference forecast: the replica model itself, stepped token by token.
+
+Slow but obviously right. The fast forecast must agree with it (property tests) and the benchmark
+reports both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from block.policies.base import RoutingRequest
+from block.predictor.forecast import CANDIDATE
+from block.predictor.lengths import LengthRule, max_output
+from block.profiles.profile import Profile
+from block.replica import Replica, Request
+from block.replica.snapshot import RequestState, Snapshot
+
+
+@dataclass(slots=True)
+class StepwiseRun:
+    candidate: Request | None
+    finish: dict[str, float]  # request id -> finish time, relative to the snapshot
+    arrival: float
+
+
+def build_replica(
+    snapshot: Snapshot, profile: Profile, pending: Sequence[RequestState] = (), rule: LengthRule | None = None
+) -> Replica:
+    rule = rule or LengthRule()
+    cfg = snapshot.config
+    replica = Replica.from_snapshot(snapshot, profile, lambda s: rule.total_output(s, cfg))
+    for s in pending:
+        replica.waiting.append(
+            Request(
+                s.id, s.prompt_tokens, rule.total_output(s, cfg), s.arrival_time, s.expected_output_tokens
+            )
+        )
+    return replica
+
+
+def run_stepwise(
+    snapshot: Snapshot,
+    request: RoutingRequest | None,
+    profile: Profile,
+    *,
+    pending: Sequence[RequestState] = (),
+    elapsed_s: float = 0.0,
+    rule: LengthRule | None = None,
+    drain: bool = False,
+) -> StepwiseRun:
+    """Run until the candidate finishes (or everything, with `drain` or without a candidate)."""
+    replica = build_replica(snapshot, profile, pending, rule)
+    everyone = list(replica.running) + list(replica.waiting)
+    t0 = snapshot.now
+    arrival = t0 + max(0.0, elapsed_s)
+    cand = None
+    if request is not None:
+        while replica.has_work and replica.now < arrival:
+            if replica.step() is None:
+                break
+        replica.advance_to(arrival)
+        out = max(1, min(request.expected_output_tokens, max_output(request.prompt_tokens, snapshot.config)))
+        if request.max_tokens is not None:
+            out = max(1, min(out, request.max_tokens))
+        cand = Request(CANDIDATE, request.prompt_tokens, out, arrival_time=arrival)
+        replica.add(cand)
+        while not cand.is_finished:
+            replica.step()
+    if drain or cand is None:
+        while replica.has_work:
+            if replica.step() is None:
+                break
+    finish = {r.id: r.finish_time - t0 for r in everyone if r.finish_time is not None}
+    return StepwiseRun(cand, finish, arrival - t0)

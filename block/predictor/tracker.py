@@ -1,0 +1,202 @@
+"""What one instance looks like right now: its latest snapshot plus what was routed to it since.
+
+`InstanceTracker` is the data layer's view of one instance (it implements
+`block.policies.InstanceView`). The router and the cluster simulator both keep one per instance,
+so live and simulated decisions see the same thing and forecast through the same code.
+
+Freshness: a snapshot is old the moment it is taken. Requests routed since (`on_routed`) are kept
+as *pending* and folded into the counts and forecasts as waiting requests, behind the snapshot's
+queue, until a snapshot shows them (matched by request id) or they finish (`on_finished`). A pending
+request that a snapshot taken more than `forget_after_s` after its routing still does not show has
+come and gone (or was lost) and is dropped. Requests reported finished are also removed from the
+current snapshot's queue, so an early end (EOS before the planned length) frees its place at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import Any
+
+from block.policies.base import Forecast, RoutingRequest
+from block.predictor.forecast import AddedDelay, Forecaster
+from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
+from block.profiles.profile import Profile
+from block.replica.config import ReplicaConfig
+from block.replica.snapshot import RequestState, Snapshot
+
+RATE_WINDOW_S = 600.0  # routing times older than this are forgotten
+
+
+class InstanceTracker:
+    def __init__(
+        self,
+        id: str,
+        profile: Profile,
+        config: ReplicaConfig | None = None,
+        *,
+        default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+        length_of: Callable[[RequestState], int] | None = None,
+        overrun_tokens: int = OVERRUN_TOKENS,
+        added_delay: AddedDelay = "horizon",
+        forget_after_s: float = 2.0,
+    ) -> None:
+        self.id = id
+        self.profile = profile
+        self.config = config or (
+            ReplicaConfig.from_dict(profile.engine_defaults) if profile.engine_defaults else ReplicaConfig()
+        )
+        self.rule = LengthRule(default_output_tokens, overrun_tokens, length_of)
+        self.added_delay: AddedDelay = added_delay
+        self.forget_after_s = forget_after_s
+        self.forecast: Forecast | None = None  # set per decision by the caller
+        self.last_forecast: Forecast | None = None
+        self.snapshot: Snapshot | None = None
+        self.snapshot_at: float | None = None  # caller time when the snapshot was received
+        self.step_end: float | None = None  # end of the step in flight at the snapshot (engine clock)
+        self._pending: dict[str, tuple[RequestState, float]] = {}  # id -> (state, routed at)
+        self._in_flight: set[str] = set()
+        self._finished: set[str] = set()  # finished since the snapshot, still in it
+        self._routed_at: list[float] = []
+        self._forecaster: Forecaster | None = None
+        # running, waiting, waiting tokens to prefill (snapshot part), free blocks
+        self._counts = (0, 0, 0, self.config.num_gpu_blocks)
+
+    # -- what arrives ----------------------------------------------------------------------------
+
+    def observe(self, snapshot: Snapshot, at: float, step_end: float | None = None) -> None:
+        """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
+        self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
+        self._forecaster = None
+        self._finished.clear()
+        seen = {s.id for s in snapshot.running}
+        seen.update(s.id for s in snapshot.waiting)
+        cutoff = at - self.forget_after_s
+        self._pending = {k: v for k, v in self._pending.items() if k not in seen and v[1] >= cutoff}
+        self._recount()
+
+    def observe_state(self, state: dict[str, Any], at: float) -> None:
+        """A Block engine's `/state` body (which may name the step in flight)."""
+        end = state.get("step_in_progress_until")
+        self.observe(Snapshot.from_dict(state), at, None if end is None else float(end))
+
+    def on_routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int, at: float) -> None:
+        state = RequestState(request_id, at, prompt_tokens, 0, 0, expected_output_tokens)
+        self._pending[request_id] = (state, at)
+        self._in_flight.add(request_id)
+        self._routed_at.append(at)
+        if self._routed_at[0] < at - RATE_WINDOW_S:
+            del self._routed_at[: bisect.bisect_left(self._routed_at, at - RATE_WINDOW_S)]
+        self._forecaster = None
+
+    def on_finished(self, request_id: str, at: float) -> None:
+        self._in_flight.discard(request_id)
+        if self._pending.pop(request_id, None) is not None:
+            self._forecaster = None
+        if request_id not in self._finished and self._in_snapshot(request_id):
+            self._finished.add(request_id)
+            self._forecaster = None
+            self._recount()
+
+    def _in_snapshot(self, request_id: str) -> bool:
+        snap = self.snapshot
+        if snap is None:
+            return False
+        return any(s.id == request_id for s in snap.running) or any(s.id == request_id for s in snap.waiting)
+
+    # -- InstanceView ----------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def running(self) -> int:
+        return self._counts[0]
+
+    @property
+    def waiting(self) -> int:
+        return self._counts[1] + len(self._pending)
+
+    @property
+    def free_blocks(self) -> int:
+        """The engine's free KV blocks (pending requests, like waiting ones, hold none yet)."""
+        return self._counts[3]
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        return (self.snapshot.config if self.snapshot else self.config).num_gpu_blocks
+
+    @property
+    def block_size(self) -> int:
+        return (self.snapshot.config if self.snapshot else self.config).block_size
+
+    @property
+    def waiting_prompt_tokens(self) -> int:
+        return self._counts[2] + sum(s.prompt_tokens for s, _ in self._pending.values())
+
+    @property
+    def pending(self) -> list[RequestState]:
+        return [s for s, _ in self._pending.values()]
+
+    def routed_in_last(self, seconds: float, now: float) -> int:
+        return len(self._routed_at) - bisect.bisect_right(self._routed_at, now - seconds)
+
+    def snapshot_age(self, now: float) -> float | None:
+        return None if self.snapshot_at is None else now - self.snapshot_at
+
+    # -- forecasts -------------------------------------------------------------------------------
+
+    def forecaster(self) -> Forecaster | None:
+        """The prepared forecaster for the current state (rebuilt only when the state changed)."""
+        if self.snapshot is None:
+            return None
+        if self._forecaster is None:
+            snap = self.snapshot
+            if self._finished:
+                gone = self._finished
+                snap = Snapshot(
+                    snap.config,
+                    snap.now,
+                    [s for s in snap.running if s.id not in gone],
+                    [s for s in snap.waiting if s.id not in gone],
+                    None,
+                    snap.num_preemptions,
+                    snap.profile,
+                )
+            at = self.snapshot_at or 0.0
+            self._forecaster = Forecaster(
+                snap,
+                self.profile,
+                pending=self.pending,
+                pending_at=[routed - at for _, routed in self._pending.values()],
+                rule=self.rule,
+                step_end=self.step_end,
+            )
+        return self._forecaster
+
+    def predict(self, request: RoutingRequest, now: float) -> Forecast | None:
+        """Forecast `request` routed here at caller time `now`; None before any snapshot."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None:
+            return None
+        f = fc.forecast(request, max(0.0, now - self.snapshot_at), added_delay=self.added_delay)
+        self.last_forecast = f
+        return f
+
+    def _recount(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        gone = self._finished
+        running = [s for s in snap.running if s.id not in gone] if gone else snap.running
+        waiting = [s for s in snap.waiting if s.id not in gone] if gone else snap.waiting
+        bs = snap.config.block_size
+        if snap.free_blocks is not None and not gone:
+            free = snap.free_blocks
+        else:
+            used = sum(-(-s.computed_tokens // bs) for s in (*running, *waiting))
+            free = snap.config.num_gpu_blocks - used
+        # a preempted request recomputes its prompt and what it had generated
+        prompt_left = sum(max(0, s.prompt_tokens + s.output_tokens - s.computed_tokens) for s in waiting)
+        self._counts = (len(running), len(waiting), prompt_left, free)
