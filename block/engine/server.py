@@ -1,0 +1,104 @@
+"""Serving an engine with uvicorn (uvloop + httptools), in the foreground or in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import uvicorn
+
+from block.engine.app import EngineServer
+from block.engine.settings import EngineSettings
+
+T = TypeVar("T")
+
+
+def uvicorn_config(server: EngineServer, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+    return uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=2,
+        backlog=4096,
+    )
+
+
+def serve(
+    settings: EngineSettings, host: str = "127.0.0.1", port: int = 8001, log_level: str = "info"
+) -> None:
+    """Run until interrupted (uvicorn handles SIGINT/SIGTERM)."""
+    uvicorn.Server(uvicorn_config(EngineServer(settings), host, port, log_level)).run()
+
+
+class BackgroundEngine:
+    """An engine serving on 127.0.0.1 in its own thread and event loop (for tests and tools)."""
+
+    def __init__(self, settings: EngineSettings, host: str = "127.0.0.1") -> None:
+        self.engine_server = EngineServer(settings)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))  # a free port, held from now on: no race with other servers
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn_config(self.engine_server, host, self.port))
+        self._thread = threading.Thread(target=self._run, name=f"block-engine-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        import uvloop
+
+        uvloop.run(self._server.serve(sockets=[self._sock]))
+
+    def start(self, timeout_s: float = 10.0) -> BackgroundEngine:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the engine server did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def call(self, fn: Callable[[], T], timeout_s: float = 5.0) -> T:
+        """Run `fn()` on the server's event loop thread and return its result (to read state safely)."""
+        loop = self._loop()
+        fut = asyncio.run_coroutine_threadsafe(_call(fn), loop)
+        return fut.result(timeout_s)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        task = self.engine_server._task
+        if task is None:
+            raise RuntimeError("the engine is not running")
+        return task.get_loop()
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+@contextlib.contextmanager
+def background_engine(settings: EngineSettings) -> Iterator[BackgroundEngine]:
+    engine = BackgroundEngine(settings).start()
+    try:
+        yield engine
+    finally:
+        engine.stop()

@@ -1,0 +1,1 @@
+"""The global router: an OpenAI-compatible proxy that picks an instance per request by a policy."""

@@ -1,0 +1,112 @@
+"""Operator endpoints: GET /instances, POST /instances, DELETE /instances/{id}, GET /metrics, GET /health."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from block.router.errors import error_body
+from block.router.instance import Instance
+from block.router.instance_pool import InstancePool
+from block.router.metrics import RouterMetrics
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str, code: str | None = None) -> Response:
+    return Response(error_body(status, message, code), status_code=status, media_type="application/json")
+
+
+def bearer_ok(request: Request, secret: str | None) -> bool:
+    if secret is None:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {secret}".encode())
+
+
+def describe(inst: Instance, now: float) -> dict[str, Any]:
+    t = inst.tracker
+    age = t.snapshot_age(now) if t is not None else None
+    last = getattr(t, "last_forecast", None)
+    return {
+        "id": inst.id,
+        "url": inst.url,
+        "healthy": inst.healthy,
+        "in_rotation": inst.routable,
+        "state_source": {"block": "/state", "vllm": "/metrics+router"}.get(inst.kind, "unknown"),
+        "kind": inst.kind,
+        "predictor": inst.predictor_url,
+        "in_flight": t.in_flight if t is not None else 0,
+        "running": t.running if t is not None else None,
+        "waiting": t.waiting if t is not None else None,
+        "free_blocks": t.free_blocks if t is not None else None,
+        "snapshot_age_ms": None if age is None else round(age * 1e3, 3),
+        "last_forecast": None if last is None else asdict(last),
+        "last_error": inst.last_error,
+        "last_state_error": inst.last_state_error,
+    }
+
+
+class Admin:
+    def __init__(
+        self, pool: InstancePool, metrics: RouterMetrics, admin_token: str | None, api_key: str | None
+    ):
+        self.pool = pool
+        self.metrics = metrics
+        self.admin_token = admin_token
+        self.api_key = api_key
+
+    async def list_instances(self, request: Request) -> Response:
+        if not (bearer_ok(request, self.admin_token) or (self.api_key and bearer_ok(request, self.api_key))):
+            return error_response(401, "admin token or API key required")
+        now = time.monotonic()
+        return json_response({"instances": [describe(i, now) for i in self.pool.instances.values()]})
+
+    async def add_instance(self, request: Request) -> Response:
+        if not bearer_ok(request, self.admin_token):
+            return error_response(401, "admin token required (Authorization: Bearer TOKEN)")
+        try:
+            data = orjson.loads(await request.body())
+            url = data["url"]
+            predictor = data.get("predictor")
+            if not isinstance(url, str) or (predictor is not None and not isinstance(predictor, str)):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return error_response(400, 'expected {"url": "http://host:port"} (optional "predictor")')
+        try:
+            inst = self.pool.add(url, predictor)
+        except ValueError as e:
+            return error_response(400, str(e))
+        except KeyError as e:
+            return error_response(409, str(e.args[0]), "conflict")
+        return json_response(describe(inst, time.monotonic()), status=201)
+
+    async def remove_instance(self, request: Request) -> Response:
+        if not bearer_ok(request, self.admin_token):
+            return error_response(401, "admin token required (Authorization: Bearer TOKEN)")
+        instance_id = request.path_params["instance_id"]
+        if not await self.pool.remove(instance_id):
+            return error_response(404, f"no instance {instance_id!r}")
+        return json_response({"removed": instance_id})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def health(self, request: Request) -> Response:
+        n = len(self.pool.routable())
+        return json_response(
+            {
+                "status": "ok" if n else "no healthy instance",
+                "healthy_instances": n,
+                "instances": len(self.pool.instances),
+            },
+            status=200 if n else 503,
+        )

@@ -1,0 +1,110 @@
+"""The router as one ASGI application: the two completion paths go straight to the proxy (no framework
+work on the hot path); everything else is a small Starlette app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from block.policies import make_policy
+from block.router.admin import Admin, bearer_ok, error_response
+from block.router.config import RouterConfig
+from block.router.decide import Decider
+from block.router.instance_pool import InstancePool
+from block.router.metrics import RouterMetrics
+from block.router.proxy import Proxy
+
+log = logging.getLogger("block.router")
+
+PROXY_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+
+
+def load_length_estimator(spec: str | None) -> Callable[[str], int] | None:
+    if not spec:
+        return None
+    from block.length import LengthEstimator, load_default_estimator
+
+    estimator = load_default_estimator() if spec == "default" else LengthEstimator.load(spec)
+    return estimator.predict
+
+
+class RouterApp:
+    def __init__(self, config: RouterConfig, count_tokens: Callable[[str], int] | None = None) -> None:
+        self.config = config
+        if count_tokens is None:
+            from block.workload.tokenizer import get_tokenizer
+
+            count_tokens = get_tokenizer(config.tokenizer).count
+        self.policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
+        self.metrics = RouterMetrics(config.policy)
+        self.pool = InstancePool(config, self.metrics)
+        self.decider = Decider(self.policy, self.pool, self.metrics, config.deadline_ms / 1000.0)
+        self.proxy = Proxy(
+            self.pool,
+            self.decider,
+            self.metrics,
+            count_tokens,
+            load_length_estimator(config.length_model),
+            config.default_output_tokens,
+            config.max_body_bytes,
+            config.max_retries,
+            config.api_key,
+            connect_timeout=config.connect_timeout,
+        )
+        self.admin = Admin(self.pool, self.metrics, config.admin_token, config.api_key)
+        self.starlette = Starlette(
+            routes=[
+                Route("/health", self.admin.health, methods=["GET"]),
+                Route("/metrics", self.admin.metrics_endpoint, methods=["GET"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/instances", self.admin.list_instances, methods=["GET"]),
+                Route("/instances", self.admin.add_instance, methods=["POST"]),
+                Route("/instances/{instance_id:path}", self.admin.remove_instance, methods=["DELETE"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in PROXY_PATHS:
+            await self.proxy(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+
+    async def models(self, request: Request) -> Response:
+        if not bearer_ok(request, self.config.api_key):
+            return error_response(
+                401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
+            )
+        for inst in self.pool.routable():
+            try:
+                async with self.pool.session.get(
+                    inst.url + "/v1/models", timeout=aiohttp.ClientTimeout(total=5.0)
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status == 200:
+                        return Response(body, media_type="application/json")
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                log.warning("GET /v1/models from %s failed: %s", inst.id, e)
+        return error_response(503, "no healthy instance available", "no_healthy_instance")

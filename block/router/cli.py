@@ -1,0 +1,121 @@
+"""`block router ...`: serve the router (no sub-command) or benchmark it (`bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from block.errors import fail
+
+
+def register(app: typer.Typer) -> None:
+    router = typer.Typer(
+        help="The global router: an OpenAI-compatible proxy choosing an instance per request.",
+        invoke_without_command=True,
+        no_args_is_help=False,
+    )
+
+    @router.callback(invoke_without_command=True)
+    def serve(
+        ctx: typer.Context,
+        instance: list[str] = typer.Option(None, "--instance", help="Instance base URL (repeat for each)."),
+        policy: str = typer.Option(
+            None,
+            help="Routing policy: block, block-po2, llumnix, infaas, min-qpm, "
+            "least-requests, round-robin, random. [default: block]",
+        ),
+        port: int = typer.Option(None, help="Port to listen on. [default: 8000]"),
+        host: str = typer.Option(None, help="Address to bind. [default: 127.0.0.1]"),
+        config: Path = typer.Option(
+            None, "--config", exists=True, dir_okay=False, help="YAML file, same keys."
+        ),
+        predictor: list[str] = typer.Option(None, "--predictor", help="Sidecar predictor URL per instance."),
+        length_model: str = typer.Option(
+            None, help="Length estimator file, or 'default' for the shipped one."
+        ),
+        health_interval: float = typer.Option(None, help="Seconds between health checks. [default: 0.5]"),
+        deadline_ms: float = typer.Option(None, help="Forecast deadline per decision. [default: 5]"),
+        refresh_ms: float = typer.Option(None, help="State polling period per instance. [default: 20]"),
+        admin_token: str = typer.Option(None, help="Bearer token for POST/DELETE /instances."),
+        api_key: str = typer.Option(None, help="Bearer key clients must present."),
+        max_body_bytes: int = typer.Option(None, help="Larger request bodies get 413. [default: 4 MiB]"),
+        profile: str = typer.Option(None, help="Step-time profile for stock vLLM instances."),
+        default_output_tokens: int = typer.Option(None, help="Planned output when nothing better is known."),
+        log_level: str = typer.Option(None, help="debug, info, warning, error. [default: info]"),
+        seed: int = typer.Option(None, help="Seed for randomised policies."),
+    ) -> None:
+        if ctx.invoked_subcommand is not None:
+            return
+        from block.router.config import RouterConfig
+        from block.router.server import serve as run_server
+
+        try:
+            cfg = RouterConfig.build(
+                config,
+                instances=instance or None,
+                predictors=predictor or None,
+                policy=policy,
+                port=port,
+                host=host,
+                length_model=length_model,
+                health_interval=health_interval,
+                deadline_ms=deadline_ms,
+                refresh_ms=refresh_ms,
+                admin_token=admin_token,
+                api_key=api_key,
+                max_body_bytes=max_body_bytes,
+                profile=profile,
+                default_output_tokens=default_output_tokens,
+                log_level=log_level,
+                seed=seed,
+            )
+            from block.policies import POLICIES
+
+            if cfg.policy not in POLICIES:
+                raise ValueError(f"unknown policy {cfg.policy!r} (known: {', '.join(sorted(POLICIES))})")
+        except (ValueError, TypeError, OSError) as e:
+            fail(str(e))
+            return
+        if not cfg.instances:
+            fail(
+                "give at least one --instance URL (or 'instances:' in --config); "
+                "more can be added at run time"
+            )
+        run_server(cfg)
+
+    @router.command("bench")
+    def bench(
+        instances: int = typer.Option(12, help="Emulated engines to start."),
+        policy: str = typer.Option("block", help="Routing policy under test."),
+        profile: str = typer.Option("tiny-fast", help="Engine profile (a fast synthetic one)."),
+        streams: int = typer.Option(2000, help="Concurrent streams for the stream test."),
+        stream_tokens: int = typer.Option(50, help="Tokens per stream in the stream test."),
+        latency_requests: int = typer.Option(1500, help="Requests per side for the added-latency test."),
+        latency_rate: float = typer.Option(300.0, help="Request rate of the added-latency test (req/s)."),
+        rates: str = typer.Option("250,500,750,1000,1250,1500,2000,2500", help="Rates tried for throughput."),
+        step_seconds: float = typer.Option(3.0, help="Seconds per throughput step."),
+        only: str = typer.Option("latency,throughput,streams", help="Which parts to run."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Start emulated engines and the router; measure added latency, throughput and concurrent streams."""
+        from block.router.bench import BenchSettings, run_bench
+
+        settings = BenchSettings(
+            instances=instances,
+            policy=policy,
+            profile=profile,
+            streams=streams,
+            stream_tokens=stream_tokens,
+            latency_requests=latency_requests,
+            latency_rate=latency_rate,
+            rates=[float(r) for r in rates.split(",") if r.strip()],
+            step_seconds=step_seconds,
+            parts=[p.strip() for p in only.split(",") if p.strip()],
+        )
+        try:
+            run_bench(settings, as_json=as_json)
+        except RuntimeError as e:
+            fail(str(e))
+
+    app.add_typer(router, name="router")

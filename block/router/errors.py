@@ -1,0 +1,64 @@
+"""OpenAI-format error bodies and the tiny ASGI helpers that send them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "upstream_timeout",
+}
+
+
+def error_body(status: int, message: str, code: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": _TYPES.get(status, "server_error"),
+                "param": None,
+                "code": code or str(status),
+            }
+        }
+    )
+
+
+def error_sse(message: str, code: str = "upstream_error") -> bytes:
+    """The last event of a stream cut midway: an error object, then [DONE], so clients never hang."""
+    return b"data: " + error_body(502, message, code) + b"\n\ndata: [DONE]\n\n"
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra_headers:
+        headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_json(
+    send: Send, status: int, obj: Any, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send_bytes(send, status, orjson.dumps(obj), extra_headers=extra_headers)
+
+
+async def send_error(send: Send, status: int, message: str, code: str | None = None) -> None:
+    await send_bytes(send, status, error_body(status, message, code))

@@ -1,0 +1,60 @@
+"""Active health checks: GET /health every `interval`; one failure takes an instance out of rotation
+(so a dead one is out within interval + timeout < 1 s by default), one success brings it back.
+
+A check that only timed out while the instance's state endpoint answered, or a proxied response from
+it delivered bytes, within the same window is a busy instance (or a busy router), not a dead one: it
+stays in rotation. Refused or reset
+connections and error statuses count at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from block.router.instance import Instance
+    from block.router.instance_pool import InstancePool
+
+log = logging.getLogger("block.router.health")
+
+
+async def check_once(session: aiohttp.ClientSession, inst: Instance, timeout: float) -> str | None:
+    """None when healthy, else why not (starting with "timeout" when it only timed out)."""
+    try:
+        async with session.get(inst.url + "/health", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            await resp.read()
+            return None if resp.status == 200 else f"/health answered {resp.status}"
+    except TimeoutError:
+        return f"timeout: /health took over {timeout:.2f} s"
+    except (aiohttp.ClientError, OSError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
+async def health_loop(pool: InstancePool, inst: Instance) -> None:
+    cfg = pool.config
+    lag = 0.0  # how late this loop last woke up: our own event loop being busy
+    while not inst.removed:
+        started = time.monotonic()
+        error = await check_once(pool.session, inst, cfg.health_timeout)
+        if error is not None and error.startswith("timeout"):
+            if max(inst.state_ok_at, inst.data_at) >= started - cfg.health_interval:
+                error = None  # slow, but it answered something just now: alive
+            elif lag > cfg.health_timeout / 2:
+                error = None  # the router itself is behind: the timeout says nothing about the instance
+        if error is None:
+            inst.consecutive_failures = 0
+            if not inst.healthy:
+                await pool.bring_up(inst)
+        else:
+            inst.consecutive_failures += 1
+            inst.last_error = error
+            if inst.healthy:
+                log.warning("instance %s out of rotation: %s", inst.id, error)
+                pool.set_healthy(inst, False)
+        slept_from = time.monotonic()
+        await asyncio.sleep(cfg.health_interval)
+        lag = time.monotonic() - slept_from - cfg.health_interval

@@ -1,0 +1,64 @@
+"""One configured upstream instance: its address, health, kind, view for the policies, and the
+router's own record of the requests it sent there (the stock-vLLM state path rebuilds the queue
+from that record)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+BLOCK = "block"  # a Block engine: exact queue from GET /state
+VLLM = "vllm"  # stock vLLM: /metrics plus the router's own record
+UNKNOWN = "unknown"  # not yet detected
+
+
+def instance_id(url: str) -> str:
+    """A stable id from the URL, the same in every router in front of the same fleet."""
+    parts = urlsplit(url)
+    path = parts.path.strip("/").replace("/", "_")
+    return parts.netloc + (f"_{path}" if path else "")
+
+
+@dataclass(slots=True)
+class SentRequest:
+    prompt_tokens: int
+    expected_output_tokens: int
+    sent_at: float
+    streamed_tokens: int = 0  # SSE token events seen so far (stock vLLM path only)
+
+
+@dataclass(eq=False)
+class Instance:
+    url: str
+    predictor_url: str | None = None
+    id: str = ""
+    healthy: bool = False  # in rotation; starts out until the first good health check
+    kind: str = UNKNOWN
+    accepts_expected_field: bool = False  # body field expected_output_tokens (Block engines only)
+    sidecar: Any = None  # SidecarClient when a --predictor is configured for this instance
+    tracker: Any = None  # InstanceView for the policies; made once the kind (and profile) is known
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_state_error: str | None = None
+    state_ok_at: float = float("-inf")  # time.monotonic() of the last good state fetch
+    data_at: float = float("-inf")  # time.monotonic() when a proxied response last delivered bytes
+    removed: bool = False
+    sent: dict[str, SentRequest] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Ready-made bytes for the hot path.
+    completions_url: str = ""
+    chat_url: str = ""
+    id_header: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        self.id = self.id or instance_id(self.url)
+        self.completions_url = self.url + "/v1/completions"
+        self.chat_url = self.url + "/v1/chat/completions"
+        self.id_header = self.id.encode()
+
+    @property
+    def routable(self) -> bool:
+        return self.healthy and self.tracker is not None and not self.removed

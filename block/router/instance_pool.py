@@ -1,0 +1,209 @@
+"""The set of configured instances: adding and removing them, rotation, and the request bookkeeping
+every tracker needs. The router never connects anywhere but these instances (and their sidecars)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from block.replica import ReplicaConfig, Snapshot
+from block.router.config import RouterConfig
+from block.router.health import health_loop
+from block.router.instance import BLOCK, UNKNOWN, VLLM, Instance, SentRequest
+from block.router.metrics import RouterMetrics
+from block.router.poller import state_loop
+from block.router.sidecar import SidecarClient
+from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
+from block.router.tracker import make_tracker
+
+log = logging.getLogger("block.router.pool")
+
+
+def make_session(config: RouterConfig) -> aiohttp.ClientSession:
+    """One session for the router's lifetime: pooled keep-alive connections to every instance."""
+    connector = aiohttp.TCPConnector(
+        limit=0,  # no global cap: thousands of concurrent streams are the point
+        limit_per_host=0,
+        keepalive_timeout=60.0,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"instance URL must be http(s)://host[:port]: {url!r}")
+    return url.rstrip("/")
+
+
+class InstancePool:
+    def __init__(self, config: RouterConfig, metrics: RouterMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.instances: dict[str, Instance] = {}
+        self.base_config = ReplicaConfig()  # for stock vLLM, where /metrics gives only the cache config
+        self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
+        self._routable: list[Instance] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.session = make_session(self.config)
+        predictors = self.config.predictors or [None] * len(self.config.instances)
+        for url, predictor in zip(self.config.instances, predictors, strict=True):
+            self.add(url, predictor)
+
+    async def stop(self) -> None:
+        for inst in list(self.instances.values()):
+            await self._stop_tasks(inst)
+        for task in list(self._background):
+            task.cancel()
+        if self.session is not None:
+            await self.session.close()
+
+    async def wait_ready(self, count: int | None = None, timeout: float = 10.0) -> bool:
+        """Until `count` instances (default: all) are in rotation, or the timeout."""
+        want = len(self.instances) if count is None else count
+        deadline = time.monotonic() + timeout
+        while len(self._routable) < want and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return len(self._routable) >= want
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def add(self, url: str, predictor_url: str | None = None) -> Instance:
+        inst = Instance(check_url(url), predictor_url.rstrip("/") if predictor_url else None)
+        if inst.id in self.instances:
+            raise KeyError(f"instance {inst.id} is already configured")
+        self.instances[inst.id] = inst
+        self.metrics.set_health(inst.id, False)
+        inst.tasks = [
+            asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
+            asyncio.create_task(state_loop(self, inst), name=f"state-{inst.id}"),
+        ]
+        return inst
+
+    async def remove(self, instance_id: str) -> bool:
+        inst = self.instances.pop(instance_id, None)
+        if inst is None:
+            return False
+        inst.removed = True
+        self._update_routable()
+        await self._stop_tasks(inst)
+        self.metrics.forget(inst.id)
+        return True  # requests in flight there finish normally
+
+    async def _stop_tasks(self, inst: Instance) -> None:
+        inst.removed = True
+        for task in inst.tasks:
+            task.cancel()
+        await asyncio.gather(*inst.tasks, return_exceptions=True)
+        inst.tasks = []
+
+    # -- rotation ------------------------------------------------------------------------------
+
+    def routable(self) -> list[Instance]:
+        return self._routable
+
+    def _update_routable(self) -> None:
+        self._routable = [i for i in self.instances.values() if i.routable]
+
+    def set_healthy(self, inst: Instance, healthy: bool) -> None:
+        if inst.healthy != healthy:
+            inst.healthy = healthy
+            self.metrics.set_health(inst.id, healthy)
+            self._update_routable()
+
+    def mark_failed(self, inst: Instance, error: str) -> None:
+        """Passive check: a connection that failed takes the instance out until /health says otherwise."""
+        inst.last_error = error
+        if inst.healthy:
+            log.warning("instance %s out of rotation: %s", inst.id, error)
+            self.set_healthy(inst, False)
+
+    async def bring_up(self, inst: Instance) -> None:
+        """Healthy again: detect the kind and build the tracker the first time, then rejoin."""
+        if inst.tracker is None and not await self._setup(inst):
+            return
+        if not inst.removed:
+            log.info("instance %s in rotation (%s)", inst.id, inst.kind)
+            self.set_healthy(inst, True)
+
+    async def _setup(self, inst: Instance) -> bool:
+        timeout = max(0.5, self.config.health_interval)
+        kind = await detect_kind(self.session, inst, timeout)
+        if kind == UNKNOWN:
+            inst.last_error = "could not fetch /state"
+            return False
+        try:
+            if kind == BLOCK:
+                state = await fetch_block_state(self.session, inst, timeout)
+                snapshot = Snapshot.from_dict(state)
+                profile_name: str | None = snapshot.profile or self.config.profile
+            else:
+                snapshot, _ = await fetch_vllm_snapshot(self.session, inst, self.base_config, timeout)
+                profile_name = self.config.profile
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            inst.last_error = f"first snapshot failed: {type(e).__name__}: {e}"
+            return False
+        inst.kind = kind
+        inst.accepts_expected_field = kind == BLOCK
+        inst.tracker = make_tracker(
+            inst.id, _load_profile(profile_name), snapshot.config, self.config.default_output_tokens
+        )
+        observe(inst.tracker, snapshot, state if kind == BLOCK else None, time.monotonic())
+        if inst.predictor_url:
+            inst.sidecar = SidecarClient(inst.predictor_url, self.session)
+        return True
+
+    def first_healthy(self) -> Instance | None:
+        return self._routable[0] if self._routable else None
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def on_routed(
+        self, inst: Instance, request_id: str, prompt_tokens: int, expected: int, now: float
+    ) -> None:
+        inst.tracker.on_routed(request_id, prompt_tokens, expected, now)
+        self.metrics.in_flight_child(inst.id).inc()
+        if inst.kind == VLLM:
+            inst.sent[request_id] = SentRequest(prompt_tokens, expected, now)
+        if inst.sidecar is not None:
+            self._spawn(inst.sidecar.routed(request_id, prompt_tokens, expected))
+
+    def on_finished(self, inst: Instance, request_id: str, now: float) -> None:
+        if inst.tracker is not None:
+            inst.tracker.on_finished(request_id, now)
+        self.metrics.in_flight_child(inst.id).dec()
+        inst.sent.pop(request_id, None)
+        if inst.sidecar is not None:
+            self._spawn(inst.sidecar.finished(request_id))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _load_profile(name: str | None) -> Any:
+    if not name:
+        return None
+    from block.profiles import load_profile
+
+    try:
+        return load_profile(name)
+    except (ValueError, OSError):
+        log.warning("unknown profile %r: forecasts unavailable for this instance", name)
+        return None

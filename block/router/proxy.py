@@ -1,0 +1,314 @@
+"""POST /v1/completions and /v1/chat/completions: parse once, decide, forward, relay.
+
+A raw ASGI handler: the hot path of the router, so no framework objects per request.
+- Streams are relayed chunk by chunk as they arrive from the instance (never buffered). The client's
+  response starts only once the instance's first body chunk is in hand, so an instance that fails before
+  that point is retried on another one (at most `max_retries` times) without the client noticing.
+- A stream cut midway ends with an OpenAI-style error event and [DONE]: the client never hangs.
+- Non-streaming responses are read whole (they are small) and sent with a content length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from block.policies import RoutingRequest
+from block.router.decide import Decider, Decision, NoInstance
+from block.router.errors import error_sse, send_bytes, send_error
+from block.router.instance import VLLM, Instance
+from block.router.instance_pool import InstancePool
+from block.router.metrics import RouterMetrics
+from block.router.request_shape import CHAT_PATH, BadRequest, RequestShape, parse_shape
+
+log = logging.getLogger("block.router.proxy")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_FAILURES = (aiohttp.ClientError, TimeoutError, OSError)
+_DONE_TAIL = b"[DONE]\n\n"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    first = await receive()
+    body = first.get("body", b"")
+    if not first.get("more_body"):
+        if len(body) > limit:
+            raise BodyTooLarge
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away while sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        parts.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(parts)
+
+
+class Proxy:
+    def __init__(
+        self,
+        pool: InstancePool,
+        decider: Decider,
+        metrics: RouterMetrics,
+        count_tokens: Callable[[str], int],
+        estimate_length: Callable[[str], int] | None,
+        default_output_tokens: int,
+        max_body_bytes: int,
+        max_retries: int,
+        api_key: str | None,
+        connect_timeout: float = 2.0,
+        stream_idle_timeout: float = 300.0,
+    ) -> None:
+        self.pool = pool
+        self.decider = decider
+        self.metrics = metrics
+        self.count_tokens = count_tokens
+        self.estimate_length = estimate_length
+        self.default_output_tokens = default_output_tokens
+        self.max_body_bytes = max_body_bytes
+        self.max_retries = max_retries
+        self.auth = None if api_key is None else b"Bearer " + api_key.encode()
+        # Request ids unique across routers without coordination: random prefix + counter.
+        self._prefix = os.urandom(4).hex()
+        self._counter = itertools.count(1)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=stream_idle_timeout
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await send_error(send, 405, "use POST")
+            return
+        authorization = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                content_length = value
+        if self.auth is not None and authorization != self.auth:
+            await send_error(
+                send, 401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
+            )
+            return
+        try:
+            if content_length is not None and int(content_length) > self.max_body_bytes:
+                raise BodyTooLarge
+            raw = await read_body(receive, self.max_body_bytes)
+        except BodyTooLarge:
+            await send_error(send, 413, f"request body over {self.max_body_bytes} bytes")
+            return
+        except (ConnectionResetError, ValueError):
+            return
+        path = scope["path"]
+        try:
+            body = orjson.loads(raw)
+            shape = parse_shape(
+                path, body, self.count_tokens, self.estimate_length, self.default_output_tokens
+            )
+        except orjson.JSONDecodeError as e:
+            await send_error(send, 400, f"invalid JSON body: {e}")
+            return
+        except BadRequest as e:
+            await send_error(send, 400, str(e))
+            return
+        await self._route(path, body, raw, shape, receive, send)
+
+    async def _route(
+        self, path: str, body: dict[str, Any], raw: bytes, shape: RequestShape, receive: Receive, send: Send
+    ) -> None:
+        request_id = f"{self._prefix}-{next(self._counter)}"
+        request = RoutingRequest(shape.prompt_tokens, shape.expected_output_tokens, shape.max_tokens)
+        headers = {
+            "content-type": "application/json",
+            "x-block-request-id": request_id,
+            "x-block-expected-output-tokens": str(shape.expected_output_tokens),
+        }
+        with_field: bytes | None = None
+        tried: list[Instance] = []
+        last_error = "no instance in rotation"
+        for attempt in range(self.max_retries + 1):
+            try:
+                decision = await self.decider.decide(request, tried)
+            except NoInstance:
+                break
+            inst = decision.instance
+            tried.append(inst)
+            if attempt:
+                self.metrics.retries.inc()
+            if inst.accepts_expected_field:
+                if with_field is None:
+                    body["expected_output_tokens"] = shape.expected_output_tokens
+                    with_field = orjson.dumps(body)
+                payload = with_field
+            else:
+                payload = raw
+            url = inst.chat_url if path == CHAT_PATH else inst.completions_url
+            self.pool.on_routed(
+                inst, request_id, shape.prompt_tokens, shape.expected_output_tokens, decision.decided_at
+            )
+            try:
+                outcome = await self._attempt(
+                    url, payload, headers, shape.stream, inst, request_id, decision, receive, send
+                )
+            finally:
+                self.pool.on_finished(inst, request_id, time.monotonic())
+            if outcome is None:
+                return
+            last_error = outcome
+        if tried:
+            await send_error(
+                send, 502, f"upstream failed after {len(tried)} attempt(s): {last_error}", "upstream_error"
+            )
+        else:
+            await send_error(send, 503, "no healthy instance available", "no_healthy_instance")
+
+    async def _attempt(
+        self,
+        url: str,
+        payload: bytes,
+        headers: dict[str, str],
+        stream: bool,
+        inst: Instance,
+        request_id: str,
+        decision: Decision,
+        receive: Receive,
+        send: Send,
+    ) -> str | None:
+        """Relay one attempt. None when the client got a response; else why it can be retried."""
+        session = self.pool.session
+        try:
+            if stream:  # an idle limit between chunks, so a frozen instance cannot hang the client
+                resp = await session.post(url, data=payload, headers=headers, timeout=self._stream_timeout)
+            else:  # a long generation sends nothing until done: only the connect timeout applies
+                resp = await session.post(url, data=payload, headers=headers)
+        except _FAILURES as e:
+            error = f"{type(e).__name__}: {e}"
+            self.metrics.upstream_errors.labels("connect").inc()
+            if isinstance(e, aiohttp.ClientConnectorError) and not isinstance(e, TimeoutError):
+                # Refused or unreachable: out of rotation now. A slow connect under a burst is only
+                # retried elsewhere; the health checker decides about that instance.
+                self.pool.mark_failed(inst, error)
+            return error
+        inst.data_at = time.monotonic()  # liveness for the health checker: it is answering
+        try:
+            if resp.status >= 500:  # the instance failed: nothing went to the client yet, so retry
+                text = (await resp.read())[:200].decode(errors="replace")
+                self.metrics.upstream_errors.labels("status").inc()
+                return f"{inst.id} answered {resp.status}: {text}"
+            if resp.status != 200 or not stream:
+                try:
+                    data = await resp.read()
+                except _FAILURES as e:
+                    self.metrics.upstream_errors.labels("read").inc()
+                    return f"{type(e).__name__}: {e}"
+                extra = [(b"x-block-instance", inst.id_header), (b"x-block-request-id", request_id.encode())]
+                ctype = resp.headers.get("content-type", "application/json").encode()
+                await send_bytes(send, resp.status, data, ctype, extra)
+                if resp.status == 200:
+                    self._observe_error(decision)
+                return None
+            return await self._relay_stream(resp, inst, request_id, decision, receive, send)
+        finally:
+            resp.release()
+
+    async def _relay_stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        inst: Instance,
+        request_id: str,
+        decision: Decision,
+        receive: Receive,
+        send: Send,
+    ) -> str | None:
+        content = resp.content
+        try:
+            first = await content.readany()
+        except _FAILURES as e:
+            self.metrics.upstream_errors.labels("first_byte").inc()
+            return f"{type(e).__name__} before the first byte: {e}"
+        if not first:
+            self.metrics.upstream_errors.labels("first_byte").inc()
+            return f"{inst.id} closed the stream before the first byte"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", resp.headers.get("content-type", "text/event-stream").encode()),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-block-instance", inst.id_header),
+                    (b"x-block-request-id", request_id.encode()),
+                ],
+            }
+        )
+        record = inst.sent.get(request_id) if inst.kind == VLLM else None
+        client_gone = False
+        finished = False
+
+        async def watch_disconnect() -> None:
+            # uvicorn drops writes to a closed client silently: watch for the disconnect and stop the
+            # upstream request so the engine frees its slot.
+            nonlocal client_gone
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    break
+            if not finished:
+                client_gone = True
+                resp.close()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        chunk = first
+        tail = b""
+        try:
+            while chunk:
+                inst.data_at = time.monotonic()
+                if record is not None:
+                    record.streamed_tokens += chunk.count(b"data: {")
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tail = chunk
+                chunk = await content.readany()
+            complete = tail.endswith(_DONE_TAIL)
+            error = None if complete else "the instance ended the stream early"
+        except _FAILURES as e:
+            error = f"stream cut: {type(e).__name__}: {e}"
+        finally:
+            finished = True
+            watcher.cancel()
+        if client_gone:
+            return None
+        if error is not None:
+            self.metrics.upstream_errors.labels("mid_stream").inc()
+            log.warning("stream %s from %s: %s", request_id, inst.id, error)
+            await send({"type": "http.response.body", "body": error_sse(error), "more_body": False})
+            return None
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self._observe_error(decision)
+        return None
+
+    def _observe_error(self, decision: Decision) -> None:
+        f = decision.forecast
+        if f is not None:
+            actual = time.monotonic() - decision.decided_at
+            if actual > 0:
+                self.metrics.forecast_error.observe(abs(f.e2e_s - actual) / actual)

@@ -1,0 +1,46 @@
+"""Small HTTP helpers for the engine tests: every wait is bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+
+
+def sse_events(text: str) -> list[Any]:
+    """The `data:` payloads of an SSE body, JSON-decoded except the final [DONE] (kept as a string)."""
+    out: list[Any] = []
+    for block in text.split("\n\n"):
+        block = block.strip()
+        if not block:
+            continue
+        assert block.startswith("data: "), block
+        payload = block[6:]
+        out.append(payload if payload == "[DONE]" else orjson.loads(payload))
+    return out
+
+
+async def wait_for(
+    client: httpx.AsyncClient, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 3.0
+) -> dict[str, Any]:
+    """Poll /state until `predicate(state)` holds; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = (await client.get("/state")).json()
+        if predicate(state):
+            return state
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"state never satisfied the condition: {state}")
+
+
+def idle(state: dict[str, Any]) -> bool:
+    return (
+        not state["running"]
+        and not state["waiting"]
+        and state["free_blocks"] == state["config"]["num_gpu_blocks"]
+    )

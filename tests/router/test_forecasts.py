@@ -1,0 +1,96 @@
+"""The block policy routes by forecasts (here from fake sidecar predictors) and falls back, counted,
+when they are late or down; requests never fail because of a predictor."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.router.servers import FakeUpstream, Served, _reply, router, upstreams
+
+
+@dataclass
+class FakeSidecar:
+    e2e_s: float
+    delay_s: float = 0.0
+    calls: list[str] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.calls.append(scope["path"])
+        if scope["path"] == "/predict":
+            await asyncio.sleep(self.delay_s)
+            f = {
+                "ttft_s": self.e2e_s / 10,
+                "e2e_s": self.e2e_s,
+                "queue_delay_s": 0.0,
+                "added_delay_s": 0.0,
+                "running": 0,
+                "waiting": 0,
+                "free_blocks": 64,
+                "snapshot_age_ms": 1.0,
+                "predict_ms": 0.1,
+            }
+            await _reply(send, 200, orjson.dumps(f))
+        else:
+            await _reply(send, 200, b"{}")
+
+
+async def test_block_routes_to_the_fastest_forecast_then_falls_back() -> None:
+    fakes = [FakeUpstream(tokens=2) for _ in range(3)]
+    sidecars = [FakeSidecar(2.0), FakeSidecar(0.5), FakeSidecar(1.0)]
+    served = [await Served(s).start() for s in sidecars]
+    try:
+        async with (
+            upstreams(*fakes) as ups,
+            router(
+                [u.url for u in ups], policy="block", predictors=[s.url for s in served], deadline_ms=200
+            ) as (app, url),
+        ):
+            best = ups[1].url.removeprefix("http://")
+            async with httpx.AsyncClient(timeout=5) as c:
+                for _ in range(5):
+                    r = await c.post(url + "/v1/completions", json={"prompt": "a b", "max_tokens": 2})
+                    assert r.status_code == 200 and r.headers["x-block-instance"] == best
+                assert app.metrics._fallback._value.get() == 0
+                listing = (await c.get(url + "/instances")).json()["instances"]
+                assert next(i for i in listing if i["id"] == best)["last_forecast"]["e2e_s"] == 0.5
+                await asyncio.sleep(0.1)
+                assert sidecars[1].calls.count("/routed") == 5 and sidecars[1].calls.count("/finished") == 5
+
+                # One predictor is slow (misses the deadline), then one is down: fall back, count, serve.
+                sidecars[0].delay_s = 1.0
+                r = await c.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 1})
+                assert r.status_code == 200
+                assert app.metrics._fallback._value.get() == 1
+                sidecars[0].delay_s = 0.0
+                await served[1].stop()
+                for _ in range(3):
+                    r = await c.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 1})
+                    assert r.status_code == 200
+                assert app.metrics._fallback._value.get() == 4
+                text = (await c.get(url + "/metrics")).text
+                assert 'block_router_fallbacks_total{policy="block"} 4.0' in text
+    finally:
+        for s in served:
+            await s.stop()
+
+
+async def test_block_without_forecasts_falls_back_to_least_requests() -> None:
+    """No predictor available for these instances (no profile): every decision is a counted fallback."""
+    fakes = [FakeUpstream(tokens=2) for _ in range(2)]
+    async with upstreams(*fakes) as ups, router([u.url for u in ups], policy="block") as (app, url):
+        async with httpx.AsyncClient(timeout=5) as c:
+            for _ in range(4):
+                assert (await c.post(url + "/v1/completions", json={"prompt": "a"})).status_code == 200
+        assert app.metrics._fallback._value.get() == 4
