@@ -1,0 +1,38 @@
+"""Training with a rich progress bar (shared by `block length train` and first-use training)."""
+
+from __future__ import annotations
+
+from block.length.dataset import load_labelled
+from block.length.estimator import LengthEstimator
+from block.length.split import HELD_OUT_FRACTION, split
+from block.length.train import fit_estimator, training_steps
+
+
+def train_with_progress(
+    dataset: str,
+    model: str = "tfidf",
+    seed: int = 0,
+    tokenizer: str = "llama3",
+    max_model_len: int = 4096,
+    title: str = "training length model",
+) -> LengthEstimator:
+    """Load `dataset`, keep its held-out split aside, fit on the rest, showing progress on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    samples = load_labelled(dataset, tokenizer, max_model_len)
+    train, held = split(samples, seed)
+    meta = {
+        "dataset": dataset,
+        "held_out_fraction": HELD_OUT_FRACTION,
+        "n_held_out": len(held),
+        "max_model_len": max_model_len,
+    }
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"{title}: intent features", total=training_steps(model))
+
+        def tick(desc: str) -> None:
+            bar.update(task, advance=1, description=f"{title}: {desc}")
+
+        return fit_estimator(train, model, seed, tokenizer=tokenizer, progress=tick, meta=meta)
