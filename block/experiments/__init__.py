@@ -1,0 +1,1 @@
+"""The paper's experiments, simulated (`--mode sim`) or live (`--mode live`)."""

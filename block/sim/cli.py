@@ -1,0 +1,127 @@
+"""`block simulate`: policies x rates on a simulated cluster; `block simulate bench`: simulator speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+DEFAULT_POLICIES = "block,llumnix,infaas,min-qpm,round-robin,random"
+
+
+def parse_rates(text: str) -> list[float]:
+    """'20:36:2' (start:stop:step, stop included), '20,24,28' or '28'."""
+    text = text.strip()
+    if ":" in text:
+        parts = [float(x) for x in text.split(":")]
+        if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            raise typer.BadParameter("write START:STOP:STEP with STEP > 0 and STOP >= START")
+        start, stop, step = parts
+        n = int(round((stop - start) / step + 1e-9)) + 1
+        return [round(start + i * step, 6) for i in range(n)]
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"bad rate list {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise typer.BadParameter("rates must be > 0")
+    return rates
+
+
+def parse_policies(text: str) -> list[str]:
+    from block.policies import POLICIES
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown policy {', '.join(unknown)} (known: {', '.join(sorted(POLICIES))})"
+        )
+    return names
+
+
+def register(app: typer.Typer) -> None:
+    sim_app = typer.Typer(
+        help="Simulate a cluster in virtual time: the same replica model and policies as live serving.",
+        invoke_without_command=True,
+    )
+
+    @sim_app.callback(invoke_without_command=True)
+    def simulate_cmd(
+        ctx: typer.Context,
+        instances: int = typer.Option(12, min=1, help="Instances in the cluster."),
+        profile: str = typer.Option("llama-2-7b-a30", help="Step-time profile (name or .json path)."),
+        policies: str = typer.Option(DEFAULT_POLICIES, help="Comma-separated policies."),
+        dataset: str = typer.Option("sharegpt", help="Workload spec (see `block bench --help`)."),
+        qps: str = typer.Option("20:36:2", help="Rates: START:STOP:STEP, a list 20,28 or one rate."),
+        num_requests: int = typer.Option(10_000, min=1, help="Requests per run."),
+        process: str = typer.Option("poisson", help="Arrivals: poisson | gamma | constant | trace."),
+        burstiness: float = typer.Option(1.0, help="CV of gamma inter-arrival times (sets --process gamma)."),
+        seed: int = typer.Option(0, help="Seed of the workload, arrivals, step noise and policies."),
+        noise: float = typer.Option(0.03, min=0.0, help="Relative std of step times (0: exact means)."),
+        stall_probability: float = typer.Option(0.001, min=0.0, max=1.0, help="Chance a step stalls 3x."),
+        max_num_seqs: int = typer.Option(None, min=1, help="Engine max_num_seqs (default: the profile's)."),
+        max_num_batched_tokens: int = typer.Option(None, min=1, help="Engine token budget per step."),
+        num_gpu_blocks: int = typer.Option(None, min=1, help="KV-cache blocks per instance."),
+        max_model_len: int = typer.Option(4096, min=2, help="Prompt + output tokens at most."),
+        workers: int = typer.Option(2, min=1, help="Runs simulated in parallel."),
+        keep_itl: bool = typer.Option(False, help="Keep per-request inter-token gaps in the files (large)."),
+        slo_ttft_p99: float = typer.Option(3.0, help="P99 TTFT SLO (s) defining capacity."),
+        out: Path = typer.Option(
+            Path("results/sim"), help="Directory for one results JSON per policy and rate."
+        ),
+    ) -> None:
+        """Run every policy at every rate; write results JSON, print a comparison and capacities."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from block.sim.sweep import SimulateArgs, simulate_main
+
+        if burstiness != 1.0 and process == "poisson":
+            process = "gamma"
+        simulate_main(
+            SimulateArgs(
+                instances=instances,
+                profile=profile,
+                policies=parse_policies(policies),
+                dataset=dataset,
+                rates=parse_rates(qps),
+                num_requests=num_requests,
+                process=process,
+                burstiness=burstiness,
+                seed=seed,
+                noise=noise,
+                stall_probability=stall_probability,
+                max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens,
+                num_gpu_blocks=num_gpu_blocks,
+                max_model_len=max_model_len,
+                workers=workers,
+                keep_itl=keep_itl,
+                slo_ttft_p99=slo_ttft_p99,
+                out=out,
+            )
+        )
+
+    @sim_app.command("bench")
+    def bench_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        quick: bool = typer.Option(False, help="Scale (b) down to 100,000 requests on 100 instances."),
+        only: str = typer.Option("a,b", help="Which cases to run: a, b or a,b."),
+        profile_out: Path = typer.Option(None, help="Write a cProfile of each case to PATH.<case>.prof."),
+    ) -> None:
+        """Simulator speed: (a) 10,000 ShareGPT requests, 12 instances, block; (b) 1M requests, 1,000
+        instances, round robin. Goals: (a) <= 5 s, (b) <= 5 min."""
+        from block.sim.bench import run_bench
+
+        report = run_bench(
+            quick=quick, cases=[c.strip() for c in only.split(",") if c.strip()], profile_out=profile_out
+        )
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            from block.sim.bench import print_report
+
+            print_report(report)
+
+    app.add_typer(sim_app, name="simulate")

@@ -1,0 +1,61 @@
+"""The simulated workload: columns of prompt length, output length and arrival time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from block.workload import Sample
+from block.workload.arrivals import arrival_times
+
+
+@dataclass(frozen=True)
+class SimRequests:
+    """Requests sorted by arrival. Known output lengths (the paper's ignore_eos setup)."""
+
+    prompt_tokens: np.ndarray  # int64
+    output_tokens: np.ndarray  # int64
+    arrival_s: np.ndarray  # float64, non-decreasing
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
+            raise ValueError("prompt_tokens, output_tokens and arrival_s must have the same length")
+        if n and np.any(np.diff(self.arrival_s) < 0):
+            raise ValueError("arrival_s must be sorted")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: list[Sample],
+        qps: float,
+        process: str = "poisson",
+        burstiness: float = 1.0,
+        seed: int = 0,
+    ) -> SimRequests:
+        prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))
+        outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))
+        arrivals = arrival_times(len(samples), qps, process, burstiness, seed)
+        return cls(prompts, outputs, arrivals)
+
+    @classmethod
+    def resampled(
+        cls,
+        samples: list[Sample],
+        n: int,
+        qps: float,
+        process: str = "poisson",
+        burstiness: float = 1.0,
+        seed: int = 0,
+    ) -> SimRequests:
+        """n requests whose (prompt, output) pairs are drawn with replacement from `samples`:
+        the dataset's joint length distribution at any scale, without loading n samples."""
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(samples), size=n)
+        prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))[idx]
+        outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))[idx]
+        return cls(prompts, outputs, arrival_times(n, qps, process, burstiness, seed))

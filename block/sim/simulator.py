@@ -1,0 +1,270 @@
+"""The event loop: request arrivals and per-replica step completions, in virtual time.
+
+Each replica steps on its own: a step is scheduled at the replica's clock (its batch formed then), runs for
+the profile's time of that batch times the replica's seeded noise, and completes; the next step starts at
+once if there is work, otherwise the replica idles until a request arrives. A request arriving during a
+step joins the next one, as in an engine. At equal times a step completion is processed before an arrival.
+
+Routing follows the live router: trackers (the router's data layer) are refreshed to the latest 20 ms
+tick (freshness.py), forecasts are asked of the policy's targets only, the policy chooses among them, the
+chosen tracker learns of the routed request and, when it completes, of its end.
+
+Two schedules of the same events, with identical results:
+- eager: a heap of step completions; before each decision every replica is brought up to its time, as
+  policies that read instance state (or the router's in-flight counts) need;
+- lazy, for policies whose choice reads no state (round robin, random): a replica is only brought up to
+  date when a request is routed to it (and at the end). Replicas are independent between arrivals, so
+  nothing changes, but runs of pure-decode steps grow long and fast_forward.py skips them in one go.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from block.bench.record import RequestRecord
+from block.policies import Choice, InstanceView, Policy, RoutingRequest, make_policy
+from block.replica import Batch, Replica, Request
+from block.sim.config import SimConfig
+from block.sim.fast_forward import fast_forward
+from block.sim.freshness import SnapshotFeed
+from block.sim.records import build_records
+from block.sim.requests import SimRequests
+from block.sim.tracking import make_trackers, needs_snapshots, reads_state
+
+# Called after each routing decision, before the request reaches its instance: (cluster, request index,
+# now, candidate views, choice). The views carry the forecasts the policy saw; the cluster gives read
+# access to replicas (for counterfactuals). Used by the prediction experiment; None costs nothing.
+DecisionHook = Callable[["Cluster", int, float, Sequence[InstanceView], Choice], None]
+_INF = float("inf")
+
+
+@dataclass
+class SimOutcome:
+    config: SimConfig
+    records: list[RequestRecord]
+    duration_s: float  # virtual: start of the run to the last completion
+    stats: dict[str, Any] = field(default_factory=dict)  # work counters and wall times
+
+
+class Cluster:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.profile = config.load_profile()
+        self.replica_config = config.replica_config(self.profile)
+        n = config.instances
+        self.replicas = [Replica(self.replica_config, self.profile) for _ in range(n)]
+        self.policy: Policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
+        self.trackers = make_trackers(n, self.profile, self.replica_config, self.policy)
+        self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
+        self.noises = [config.noise_for(r) for r in range(n)]
+        self.noise = [None if nz.is_exact else nz.apply for nz in self.noises]
+        self.feed = SnapshotFeed(self.replicas, self.trackers, config.refresh_s, self.step_end_of)
+        self.uses_snapshots = needs_snapshots(self.policy)
+        self.lazy = config.schedule == "auto" and not reads_state(self.policy)
+        self.poll = config.refresh == "poll" and self.uses_snapshots and not self.lazy
+        self.polled_tick = -1
+        self.inflight: list[Batch | None] = [None] * n
+        self.next_end: list[float] = [_INF] * n
+        self.heap: list[tuple[float, int, int]] = []
+        self.seq = 0  # heap tie-breaker: equal end times complete in the order they were scheduled
+        self.token_times: dict[Request, list[float]] | None = {} if config.record_itl else None
+        self.steps = 0
+        self.limit = 0.0  # steps ending at or before this time may complete now (the next arrival)
+
+    # -- replica steps -----------------------------------------------------------------------------
+
+    def step_end_of(self, r: int) -> float | None:
+        return self.next_end[r] if self.inflight[r] is not None else None
+
+    def start_step(self, r: int, drawn: float | None = None) -> None:
+        """Form replica r's next batch at its clock and schedule its completion."""
+        rep = self.replicas[r]
+        if drawn is None and self.config.fast_forward:
+            done, drawn = fast_forward(rep, self.limit, self.noise[r], self.token_times, self._finished_on(r))
+            self.steps += done
+            if done and self.uses_snapshots:
+                self.feed.before_change(r, rep.now)  # marks the tick of the last change (no capture: see run)
+        batch = rep.schedule()
+        if not batch.requests:
+            if batch.preempted:
+                raise RuntimeError("a request needs more KV blocks than the cache holds")
+            self.inflight[r] = None
+            self.next_end[r] = _INF
+            return
+        if drawn is None:
+            drawn = self.profile.step_time(batch.shape())
+            noise = self.noise[r]
+            if noise is not None:
+                drawn = noise(drawn)
+        end = rep.now + drawn
+        self.inflight[r] = batch
+        self.next_end[r] = end
+        if not self.lazy:
+            self.seq += 1
+            heapq.heappush(self.heap, (end, self.seq, r))
+
+    def end_step(self, r: int, end: float) -> None:
+        if self.uses_snapshots:
+            self.feed.before_change(r, end)
+        batch = self.inflight[r]
+        assert batch is not None
+        outcome = self.replicas[r].complete(batch, end)
+        self.steps += 1
+        times = self.token_times
+        if times is not None:
+            for q in outcome.emitted:
+                times[q].append(end)
+        if outcome.finished:
+            for q in outcome.finished:
+                self.finished(r, q, end)
+        self.start_step(r)
+
+    def finished(self, r: int, q: Request, at: float) -> None:
+        """The router sees request q end (its stream closes) at `at`."""
+        self.trackers[r].on_finished(q.id, at)
+        if self.uses_snapshots and not self.poll:
+            self.feed.on_finished(r, q.id, at)
+
+    def _finished_on(self, r: int) -> Callable[[Request, float], None]:
+        return lambda q, at: self.finished(r, q, at)
+
+    def run_steps_until(self, t: float, limit: float) -> None:
+        """Complete every step (of every replica) that ends at or before `t`."""
+        self.limit = limit
+        heap = self.heap
+        while heap and heap[0][0] <= t:
+            end, _, r = heapq.heappop(heap)
+            self.end_step(r, end)
+
+    def poll_until(self, t: float) -> None:
+        """Reference refresh: snapshot every replica at every tick up to `t`, as the router polls."""
+        dt = self.config.refresh_s
+        k_last = self.feed.tick(t)
+        while self.polled_tick < k_last:
+            self.polled_tick += 1
+            tau = self.polled_tick * dt
+            before = math.nextafter(tau, -_INF)  # a change exactly at a tick comes after it
+            self.run_steps_until(before, before)
+            for r, tracker in enumerate(self.trackers):
+                snapshot, step_end = self.feed.poll(r, self.polled_tick)
+                tracker.observe(snapshot, tau, step_end)
+
+    def bring_up_to(self, r: int, t: float) -> None:
+        """Lazy schedule: complete replica r's steps that end at or before `t`."""
+        self.limit = t
+        next_end, inflight = self.next_end, self.inflight
+        while inflight[r] is not None and next_end[r] <= t:
+            self.end_step(r, next_end[r])
+
+    # -- routing -----------------------------------------------------------------------------------
+
+    def route(self, rr: RoutingRequest, now: float, clock: list[float]) -> tuple[int, Choice, Any]:
+        policy, trackers = self.policy, self.trackers
+        if self.uses_snapshots and not self.poll:
+            self.feed.refresh(range(len(trackers)), now)
+        if policy.wants_forecasts:
+            targets = policy.forecast_targets(trackers)
+            t0 = time.process_time()  # CPU time: meaningful even when other work shares the cores
+            for v in targets:
+                v.forecast = v.predict(rr, now)
+            clock[0] += time.process_time() - t0
+            clock[1] += len(targets)
+        else:
+            targets = trackers
+        choice = policy.choose(rr, targets, now)
+        return self.index_of[choice.instance.id], choice, targets
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run(self, requests: SimRequests, on_decision: DecisionHook | None) -> SimOutcome:
+        if on_decision is not None:
+            self.lazy = False  # a hook may look at any replica: keep them all current
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        prompts = requests.prompt_tokens.tolist()
+        outputs = requests.output_tokens.tolist()
+        arrivals = requests.arrival_s.tolist()
+        n = len(arrivals)
+        feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
+        refresh_s = self.config.refresh_s
+        max_len = self.replica_config.max_model_len
+        max_cached = self.replica_config.num_gpu_blocks * self.replica_config.block_size
+        reqs: list[Request | None] = [None] * n
+        instance_of = [-1] * n
+        clock = [0.0, 0]  # forecast seconds, forecasts
+        fallbacks = 0
+        times = self.token_times
+        lazy = self.lazy
+        for i in range(n):
+            t = arrivals[i]
+            if self.poll:
+                self.poll_until(t)
+                self.run_steps_until(t, t)
+            elif not lazy:
+                k = feed.next_decision_tick = feed.tick(t)
+                # Skipped steps must end before this decision's tick starts: a replica's first change
+                # within the tick may need its pre-change state captured (freshness.py).
+                limit = math.nextafter(k * refresh_s, -_INF) if self.uses_snapshots else t
+                self.run_steps_until(t, min(limit, t))
+            p, o = prompts[i], outputs[i]
+            if p + o > max_len or p + o > max_cached:
+                continue  # rejected as an engine would (recorded as failed)
+            rr = RoutingRequest(p, o, o)
+            r, choice, targets = self.route(rr, t, clock)
+            fallbacks += choice.fallback
+            if on_decision is not None:
+                on_decision(self, i, t, targets, choice)
+            rid = str(i)
+            trackers[r].on_routed(rid, p, o, t)
+            q = Request(rid, p, o, t, o)
+            reqs[i], instance_of[i] = q, r
+            if times is not None:
+                times[q] = []
+            if lazy:
+                self.bring_up_to(r, t)
+            elif not self.poll:
+                feed.next_decision_tick = feed.tick(arrivals[i + 1]) if i + 1 < n else -1
+                if self.uses_snapshots:
+                    feed.before_change(r, t)
+            rep = replicas[r]
+            rep.add(q)
+            if inflight[r] is None:
+                rep.advance_to(t)
+                self.limit = t  # nothing may be skipped past an arrival not yet routed
+                self.start_step(r)
+        loop_s = time.perf_counter() - wall0
+        if lazy:
+            for r in range(len(replicas)):
+                self.bring_up_to(r, _INF)
+        else:
+            self.run_steps_until(_INF, _INF)
+        drain_s = time.perf_counter() - wall0 - loop_s
+        records = build_records(
+            reqs, instance_of, prompts, outputs, arrivals, [t.id for t in trackers], times
+        )
+        duration = max(
+            (q.finish_time for q in reqs if q is not None and q.finish_time is not None), default=0.0
+        )
+        stats = {
+            "wall_s": time.perf_counter() - wall0,
+            "cpu_s": time.process_time() - cpu0,
+            "loop_s": loop_s + drain_s,
+            "schedule": "lazy" if lazy else "eager",
+            "steps": self.steps,
+            "preemptions": sum(rep.num_preemptions for rep in replicas),
+            "forecasts": clock[1],
+            "forecast_cpu_s": clock[0],
+            "snapshots": feed.snapshots_taken,
+            "fallbacks": fallbacks,
+            "engine": self.replica_config.to_dict(),
+        }
+        return SimOutcome(self.config, records, duration, stats)
+
+
+def simulate(config: SimConfig, requests: SimRequests, on_decision: DecisionHook | None = None) -> SimOutcome:
+    """Run `requests` through a cluster built from `config`. Deterministic for a given config."""
+    return Cluster(config).run(requests, on_decision)
