@@ -26,6 +26,7 @@ from block.engine import prompt_tokens, responses
 from block.engine.engine_loop import FINISHED, EngineLoop, RequestHandle
 from block.engine.metrics import CONTENT_TYPE, EngineMetrics
 from block.engine.openai_protocol import (
+    ARRIVAL_TIME_HEADER,
     REQUEST_ID_HEADER,
     GenerationParams,
     Kind,
@@ -154,7 +155,11 @@ class EngineServer:
 
         response_id = responses.response_id(kind, rid)
         if params.stream:
-            return _EventStream(self._stream(handle, params, response_id), lambda: self.engine.abort(handle))
+            return _EventStream(
+                self._stream(handle, params, response_id),
+                lambda: self.engine.abort(handle),
+                arrival_time=handle.request.arrival_time,
+            )
 
         watcher = asyncio.ensure_future(_wait_for_disconnect(req.receive))
         try:
@@ -180,7 +185,7 @@ class EngineServer:
             output_tokens,
             handle.finish_reason,
         )
-        return JSONResponse(body)
+        return JSONResponse(body, headers={ARRIVAL_TIME_HEADER: repr(handle.request.arrival_time)})
 
     def _output_length(self, params: GenerationParams, given_id: str | None) -> tuple[int, bool]:
         """(tokens to generate, whether a cap ends it). Refuses what can never run, as vLLM does."""
@@ -263,9 +268,12 @@ class _EventStream:
     """A server-sent-event response that notices a client leaving even while no token is due
     (Starlette's StreamingResponse only notices when it next writes)."""
 
-    def __init__(self, body: AsyncIterator[bytes], on_disconnect: Callable[[], None]) -> None:
+    def __init__(
+        self, body: AsyncIterator[bytes], on_disconnect: Callable[[], None], arrival_time: float
+    ) -> None:
         self.body = body
         self.on_disconnect = on_disconnect
+        self.arrival_time = arrival_time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -275,6 +283,7 @@ class _EventStream:
                 "headers": [
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
+                    (ARRIVAL_TIME_HEADER.encode(), repr(self.arrival_time).encode()),
                 ],
             }
         )

@@ -1,9 +1,12 @@
 """`block engine bench`: does a live emulator keep the profile's time?
 
-Starts `block engine --noise 0` as a subprocess, sends fixed requests (token-id prompts, ignore_eos)
-from an aiohttp streaming client at several concurrencies (closed loop: each client sends its next
-request when the previous one ends), and compares the measured TTFT and TPOT with a Replica that
-replays the same requests, at the same (client-side) send times, in virtual time.
+Starts `block engine --noise 0` as a subprocess (own process group, free port, always stopped),
+sends fixed requests (token-id prompts, ignore_eos) from an aiohttp streaming client at several
+concurrencies (closed loop: each client sends its next request when its previous one ends), and
+compares the measured TTFT and TPOT (means, and medians for information) with a Replica that replays
+the same requests, arriving when the engine says they arrived (response header x-block-arrival-time),
+in virtual time. The measured TTFT includes the HTTP round trip (about 1-2 ms on a small shared
+host); the TPOT does not.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from block.engine.openai_protocol import ARRIVAL_TIME_HEADER
 from block.engine.settings import replica_config
 from block.profiles import Profile, load_profile
 from block.replica import Replica, ReplicaConfig, Request
@@ -45,6 +49,7 @@ class Timing:
     """One request: seconds on the client's clock."""
 
     sent: float
+    arrival: float  # when the engine received it, on the engine's clock (x-block-arrival-time)
     first_token: float
     last_token: float
     tokens: int
@@ -103,6 +108,7 @@ async def _one_request(session: Any, url: str, body: bytes) -> Timing:
     async with session.post(url, data=body, headers={"content-type": "application/json"}) as resp:
         if resp.status != 200:
             raise RuntimeError(f"engine answered {resp.status}: {(await resp.text())[:300]}")
+        arrival = float(resp.headers.get(ARRIVAL_TIME_HEADER, "nan"))
         async for line in resp.content:
             # Cheap checks instead of a JSON parse per token: the client must not be the bottleneck.
             if not line.startswith(b"data: {") or b'"choices":[]' in line:
@@ -113,7 +119,7 @@ async def _one_request(session: Any, url: str, body: bytes) -> Timing:
             if tokens == 0:
                 first = last
             tokens += 1
-    return Timing(sent, first, last, tokens)
+    return Timing(sent, arrival, first, last, tokens)
 
 
 async def measure(base_url: str, concurrency: int, spec: BenchSpec) -> list[Timing]:
@@ -259,8 +265,10 @@ def run_bench(spec: BenchSpec, progress: bool = True) -> dict[str, Any]:
             if progress:
                 print(f"concurrency {c} ...", file=sys.stderr, flush=True)
             timings = uvloop.run(measure(url, c, spec))
-            t0 = min(t.sent for t in timings)
-            arrivals = [t.sent - t0 for t in timings]
+            # Replay at the engine's own arrival times: the step each request joins is then the same
+            # as live (client send times are off by the network, which can shift a step boundary).
+            t0 = min(t.arrival for t in timings)
+            arrivals = [t.arrival - t0 for t in timings]
             predicted = predict(profile, config, arrivals, spec.prompt_tokens, spec.output_tokens)
             row: dict[str, Any] = {"concurrency": c, "requests": len(timings)}
             row |= _compare("ttft", [t.ttft for t in timings], [p[0] for p in predicted])
@@ -268,10 +276,7 @@ def run_bench(spec: BenchSpec, progress: bool = True) -> dict[str, Any]:
             rows.append(row)
         lag_resets = _lag_resets(url)
 
-    def within(suffix: str) -> bool:
-        keys = (f"ttft{suffix}_rel_error", f"tpot{suffix}_rel_error")
-        return all(abs(r[k]) <= spec.tolerance for r in rows for k in keys)
-
+    passed = all(abs(r[k]) <= spec.tolerance for r in rows for k in ("ttft_rel_error", "tpot_rel_error"))
     return {
         "profile": profile.name,
         "engine": config.to_dict(),
@@ -284,8 +289,9 @@ def run_bench(spec: BenchSpec, progress: bool = True) -> dict[str, Any]:
             "engine_lag_resets": lag_resets,
         },
         "results": rows,
-        "passed": within(""),  # means within the tolerance at every concurrency
-        "passed_p50": within("_p50"),  # medians, robust to a stalled request on a busy host
+        # Means within the tolerance at every concurrency. Medians are reported too (robust to one
+        # stalled request on a busy host, but TTFT is multimodal under load, so not a criterion).
+        "passed": passed,
     }
 
 
@@ -331,8 +337,8 @@ def print_report(report: dict[str, Any], json_only: bool = False) -> None:
         console.print(table)
         host = report["host"]
         console.print(
-            f"means within {tol:.0%} at every concurrency: {'yes' if report['passed'] else 'NO'}; "
-            f"medians: {'yes' if report['passed_p50'] else 'NO'}  (host: {host['cpus']} CPUs, load "
+            f"means within {tol:.0%} at every concurrency: {'yes' if report['passed'] else 'NO'}  "
+            f"(host: {host['cpus']} CPUs, load "
             f"{host['load_avg_1m_before']:.1f} before, {host['load_avg_1m_after']:.1f} after; engine lag "
             f"resets: {host['engine_lag_resets']})"
         )

@@ -80,7 +80,7 @@ class EngineLoop:
         noise: StepNoise,
         clock: EngineClock | None = None,
         metrics: EngineMetrics | None = None,
-        max_lag_s: float = 0.25,
+        max_lag_s: float = 1.0,
     ) -> None:
         self.replica = replica
         self.noise = noise

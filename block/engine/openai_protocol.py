@@ -17,6 +17,8 @@ from block.engine import prompt_tokens
 
 EXPECTED_OUTPUT_HEADER = "x-block-expected-output-tokens"
 REQUEST_ID_HEADER = "x-block-request-id"
+# Response header: when the request reached the engine, in seconds on its clock (the /state clock).
+ARRIVAL_TIME_HEADER = "x-block-arrival-time"
 
 Kind = Literal["completion", "chat"]
 

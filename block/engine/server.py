@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import uvicorn
 
 from block.engine.app import EngineServer
 from block.engine.settings import EngineSettings
-
-T = TypeVar("T")
 
 
 def uvicorn_config(server: EngineServer, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
@@ -63,11 +59,12 @@ class BackgroundEngine:
 
         uvloop.run(self._server.serve(sockets=[self._sock]))
 
-    def start(self, timeout_s: float = 10.0) -> BackgroundEngine:
+    def start(self, timeout_s: float = 30.0) -> BackgroundEngine:
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop(1.0)
                 raise RuntimeError("the engine server did not start")
             time.sleep(0.005)
         return self
@@ -77,22 +74,6 @@ class BackgroundEngine:
         self._thread.join(timeout_s)
         with contextlib.suppress(OSError):
             self._sock.close()
-
-    def call(self, fn: Callable[[], T], timeout_s: float = 5.0) -> T:
-        """Run `fn()` on the server's event loop thread and return its result (to read state safely)."""
-        loop = self._loop()
-        fut = asyncio.run_coroutine_threadsafe(_call(fn), loop)
-        return fut.result(timeout_s)
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        task = self.engine_server._task
-        if task is None:
-            raise RuntimeError("the engine is not running")
-        return task.get_loop()
-
-
-async def _call(fn: Callable[[], T]) -> T:
-    return fn()
 
 
 @contextlib.contextmanager

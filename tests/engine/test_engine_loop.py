@@ -13,13 +13,13 @@ from block.replica import Replica, Request
 from tests.engine.conftest import engine_settings
 
 
-def _loop() -> EngineLoop:
+def _loop(max_lag_s: float = 1.0) -> EngineLoop:
     s = engine_settings()
-    return EngineLoop(Replica(s.config, s.profile), StepNoise.exact(), EngineClock())
+    return EngineLoop(Replica(s.config, s.profile), StepNoise.exact(), EngineClock(), max_lag_s=max_lag_s)
 
 
 async def test_live_timeline_equals_the_virtual_one_and_never_runs_early() -> None:
-    engine = _loop()
+    engine = _loop(max_lag_s=float("inf"))  # a starved CI host must not restart the timeline here
     task = asyncio.create_task(engine.run())
     try:
         live = [Request(f"r{i}", 70 + 10 * i, 6) for i in range(3)]

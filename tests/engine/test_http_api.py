@@ -31,6 +31,8 @@ async def test_streaming_completion_format(client: httpx.AsyncClient) -> None:
     }
     r = await client.post("/v1/completions", json=body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    arrival = float(r.headers["x-block-arrival-time"])  # on the engine clock, as /state's `now`
+    assert 0 <= arrival <= (await client.get("/state")).json()["now"]
     events = sse_events(r.text)
     assert events[-1] == "[DONE]"
     usage_chunk = events[-2]
@@ -57,7 +59,7 @@ async def test_non_streaming_completion(client: httpx.AsyncClient) -> None:
     r = await client.post(
         "/v1/completions", json={"prompt": "Hello world", "max_tokens": 12, "ignore_eos": True}
     )
-    assert r.status_code == 200
+    assert r.status_code == 200 and float(r.headers["x-block-arrival-time"]) >= 0
     d = r.json()
     assert d["object"] == "text_completion" and d["model"] == TEST_MODEL
     [choice] = d["choices"]
