@@ -59,6 +59,10 @@ class Choice:
 class Policy:
     name: ClassVar[str] = ""
     wants_forecasts: ClassVar[bool] = False
+    # What the choice reads, so a data layer can skip work it does not need (the simulator skips
+    # snapshots for policies that only read the router's own counts, and all state for blind ones).
+    reads_state: ClassVar[bool] = True  # False: depends only on the policy itself (counter, rng)
+    needs_snapshots: ClassVar[bool] = True  # False: the router's own counts are enough
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(seed)

@@ -11,6 +11,8 @@ from block.replica.kv_cache import blocks_for
 @register
 class RoundRobin(Policy):
     name = "round-robin"
+    reads_state = False
+    needs_snapshots = False
 
     def __init__(self, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -25,6 +27,8 @@ class RoundRobin(Policy):
 @register
 class RandomChoice(Policy):
     name = "random"
+    reads_state = False
+    needs_snapshots = False
 
     def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
         return Choice(self.rng.choice(instances))
@@ -33,6 +37,7 @@ class RandomChoice(Policy):
 @register
 class LeastRequests(Policy):
     name = "least-requests"
+    needs_snapshots = False
 
     def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
         return Choice(least_requests(instances))
@@ -43,6 +48,7 @@ class MinQPM(Policy):
     """Fewest requests routed in the last minute."""
 
     name = "min-qpm"
+    needs_snapshots = False
     window_s = 60.0
 
     def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:

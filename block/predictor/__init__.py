@@ -2,5 +2,6 @@
 
 from block.predictor.forecast import Forecaster, Prediction, forecast
 from block.predictor.lengths import LengthRule
+from block.predictor.tracker import InstanceTracker
 
-__all__ = ["Forecaster", "LengthRule", "Prediction", "forecast"]
+__all__ = ["Forecaster", "InstanceTracker", "LengthRule", "Prediction", "forecast"]

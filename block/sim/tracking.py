@@ -9,25 +9,14 @@ from block.predictor.tracker import InstanceTracker
 from block.profiles import Profile
 from block.replica import ReplicaConfig
 
-# Policies whose choice never reads instance state, and those reading only the router's own counts
-# (requests routed and in flight). Neither needs snapshots, which saves most of the simulation's work.
-_STATELESS = frozenset({"round-robin", "random"})
-_ROUTER_COUNTS_ONLY = frozenset({"min-qpm", "least-requests"})
-
 
 def needs_snapshots(policy: Policy) -> bool:
-    flag = getattr(policy, "needs_snapshots", None)
-    if flag is not None:
-        return bool(flag)
-    return policy.wants_forecasts or policy.name not in _STATELESS | _ROUTER_COUNTS_ONLY
+    return policy.wants_forecasts or policy.needs_snapshots
 
 
 def reads_state(policy: Policy) -> bool:
     """Does the choice depend on anything but the policy itself (its counter, its random stream)?"""
-    flag = getattr(policy, "reads_state", None)
-    if flag is not None:
-        return bool(flag)
-    return policy.wants_forecasts or policy.name not in _STATELESS
+    return policy.wants_forecasts or policy.reads_state
 
 
 def make_trackers(n: int, profile: Profile, config: ReplicaConfig, policy: Policy) -> list[Any]:
