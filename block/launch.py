@@ -1,0 +1,260 @@
+"""Start and stop servers (Block's emulator and router, real vLLM) in their own process groups.
+
+Why process groups: vLLM's API server forks an EngineCore which forks a Worker; killing only the parent
+orphans them (they keep the port, the core and a GiB of KV cache). Every server here is started with
+`start_new_session=True` (setsid), so the whole tree shares one process group that we signal at once:
+SIGTERM first (vLLM shuts its engine down cleanly), SIGKILL after a grace period, then we wait until the
+group is really gone. Nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HealthCheck = Callable[[str], bool]
+
+# Every server started and not yet stopped, so a test session (or a SIGTERM from CI's timeout) can stop
+# them all even when the code that started them never gets to its `finally`.
+_LIVE: set[ManagedServer] = set()
+
+
+class ServerError(RuntimeError):
+    """A server did not come up (it exited, or /health stayed down past the deadline)."""
+
+
+def free_port() -> int:
+    """A currently free TCP port on localhost (the OS picks; a tiny race remains, handled by retries)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def health_ok(base_url: str) -> bool:
+    try:
+        return http_get(base_url + "/health", timeout=1.0)[0] == 200
+    except OSError:
+        return False
+
+
+def serves_model(name: str) -> HealthCheck:
+    """Health plus identity: /v1/models must list `name`, so we never mistake another server on the port."""
+
+    def check(base_url: str) -> bool:
+        if not health_ok(base_url):
+            return False
+        try:
+            status, body = http_get(base_url + "/v1/models", timeout=2.0)
+            return status == 200 and any(m.get("id") == name for m in json.loads(body).get("data", []))
+        except (OSError, ValueError):
+            return False
+
+    return check
+
+
+class ManagedServer:
+    """One server process tree: start, wait until healthy, stop (or crash on purpose). A context manager."""
+
+    def __init__(
+        self,
+        name: str,
+        argv_for_port: Callable[[int], Sequence[str]],
+        env: dict[str, str] | None = None,
+        health: HealthCheck = health_ok,
+        log_dir: Path | None = None,
+        port: int | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self._argv_for_port = argv_for_port
+        self._env = {**os.environ, **(env or {})}
+        self._health = health
+        self._fixed_port = port
+        self._cwd = cwd
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="block-servers-"))
+        self.log_path = self.log_dir / f"{name}.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pin_to: int | None = None  # a CPU core for the whole tree (children inherit the affinity)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pgid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid  # start_new_session makes the child the leader of its own group
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 180.0, attempts: int = 3) -> ManagedServer:
+        """Start and wait for health. Retries on a fresh port if the process dies early (port race)."""
+        last = ""
+        for _ in range(attempts):
+            self.port = self._fixed_port or free_port()
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    list(self._argv_for_port(self.port)),
+                    env=self._env,
+                    cwd=self._cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            _LIVE.add(self)
+            if self.pin_to is not None:
+                # Set before the interpreter has even imported anything, so every child inherits it.
+                os.sched_setaffinity(self.proc.pid, {self.pin_to})
+            try:
+                self._wait_healthy(timeout_s)
+                return self
+            except ServerError as e:
+                last = str(e)
+                self.stop()
+                if self._fixed_port or "exited" not in last:
+                    break  # a timeout is not a port race: do not burn another few minutes
+        raise ServerError(last)
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"{self.name} exited with {self.proc.returncode}\n{self.log_tail()}")
+            if self._health(self.url):
+                return
+            time.sleep(0.25)
+        raise ServerError(f"{self.name} not healthy after {timeout_s:.0f} s\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal_group(self, sig: int) -> bool:
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def _group_exists(self) -> bool:
+        return self._signal_group(0)
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM the group, SIGKILL what is left after `grace_s`, and reap. Safe to call twice."""
+        if self.proc is None:
+            return
+        if self._signal_group(signal.SIGTERM):
+            deadline = time.monotonic() + grace_s
+            while self._group_exists() and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=0.2)
+                if self.proc.poll() is not None and not self._group_exists():
+                    break
+            if self._group_exists():
+                self._signal_group(signal.SIGKILL)
+        self._reap()
+
+    def crash(self) -> None:
+        """SIGKILL the whole group at once: a server dying mid-run, as a machine failure would look."""
+        if self.proc is not None:
+            self._signal_group(signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> None:
+        assert self.proc is not None
+        _LIVE.discard(self)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        # Grandchildren are reparented to init, which reaps them; wait until the group is empty.
+        deadline = time.monotonic() + 10
+        while self._group_exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> ManagedServer:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- factories ------------------------------------------------------------------------------------
+
+
+_LEAN_ENTRY_POINTS = {"engine": "block.engine", "router": "block.router"}
+
+
+def block_command(
+    name: str,
+    args: Sequence[str],
+    log_dir: Path | None = None,
+    health: HealthCheck = health_ok,
+    port_flag: str = "--port",
+) -> ManagedServer:
+    """Any `block ...` server sub-command (engine emulator, router) run with this interpreter."""
+
+    def argv(port: int) -> list[str]:
+        if args and args[0] in _LEAN_ENTRY_POINTS:
+            # `python -m block.engine` loads only that command group: faster start-up.
+            return [sys.executable, "-m", _LEAN_ENTRY_POINTS[args[0]], *args[1:], port_flag, str(port)]
+        return [sys.executable, "-c", "from block.cli import main; main()", *args, port_flag, str(port)]
+
+    return ManagedServer(name, argv, health=health, log_dir=log_dir)
+
+
+def start_all(servers: Sequence[ManagedServer], timeout_s: float = 180.0) -> None:
+    """Start servers concurrently (vLLM spends ~30 s importing; two in parallel take little longer than
+    one). If any fails, all are stopped and the first error is raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+        futures = [pool.submit(s.start, timeout_s) for s in servers]
+        errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        for s in servers:
+            s.stop()
+        raise first
+
+
+def stop_all() -> None:
+    """Stop every server this process started and has not stopped yet (newest first)."""
+    for s in sorted(_LIVE, key=lambda s: s.pgid, reverse=True):
+        s.stop(grace_s=5.0)
+
+
+@contextlib.contextmanager
+def running(*servers: ManagedServer, timeout_s: float = 180.0) -> Iterator[list[ManagedServer]]:
+    """Start all (concurrently), yield them, stop all whatever happens."""
+    try:
+        start_all(servers, timeout_s)
+        yield list(servers)
+    finally:
+        for s in reversed(servers):
+            s.stop()
