@@ -1,0 +1,266 @@
+"""`block demo`: the point of Block in about two minutes, live, on one small machine.
+
+Three identical clusters of emulated Llama-2-7B/A30 engines run side by side, each behind its own
+Block router with a different policy (block, llumnix, round-robin). One load generator replays the
+same ShareGPT requests at the same instants into all three routers, so the policies face exactly
+the same workload and the same machine noise. Running the clusters together rather than one after
+another keeps the demo short: a policy's run lasts as long as its slowest response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from block.bench.client import run_benchmark
+from block.bench.results import build_results, write_results
+from block.launch import ManagedServer, block_command, start_all
+
+console = Console(highlight=False)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    policies: tuple[str, ...] = ("block", "llumnix", "round-robin")
+    instances: int = 4
+    profile: str = "llama-2-7b-a30"
+    qps: float = 11.0
+    duration_s: float = 40.0  # sending time; responses still running then are waited for
+    max_model_len: int = 1024  # a short-context deployment keeps the slowest response near a minute
+    noise: float = 0.03
+    seed: int = 0
+    out: Path = field(default_factory=lambda: Path("demo-results"))
+
+    @property
+    def num_requests(self) -> int:
+        return max(1, round(self.qps * self.duration_s))
+
+
+def cluster_servers(
+    settings: DemoSettings, policy: str, log_dir: Path
+) -> tuple[list[ManagedServer], list[str]]:
+    """The engines of one cluster and the argv (minus --instance URLs) of its router."""
+    engines = [
+        block_command(
+            f"{policy}-engine{i}",
+            [
+                "engine",
+                "--profile",
+                settings.profile,
+                "--max-model-len",
+                str(settings.max_model_len),
+                "--noise",
+                str(settings.noise),
+                "--seed",
+                str(settings.seed * 1000 + i),
+            ],
+            log_dir=log_dir,
+        )  # fmt: skip
+        for i in range(settings.instances)
+    ]
+    return engines, ["router", "--policy", policy, "--seed", str(settings.seed)]
+
+
+@contextlib.contextmanager
+def clusters(settings: DemoSettings, log_dir: Path) -> Iterator[dict[str, str]]:
+    """Start every cluster (engines first, then routers); yield {policy: router URL}; stop all."""
+    started: list[ManagedServer] = []
+    try:
+        plans = {p: cluster_servers(settings, p, log_dir) for p in settings.policies}
+        engines = [e for es, _ in plans.values() for e in es]
+        started += engines
+        start_all(engines, timeout_s=120)
+        routers: dict[str, ManagedServer] = {}
+        for policy, (es, argv) in plans.items():
+            instance_args = [a for e in es for a in ("--instance", e.url)]
+            routers[policy] = block_command(f"{policy}-router", [*argv, *instance_args], log_dir=log_dir)
+        started += routers.values()
+        start_all(list(routers.values()), timeout_s=120)
+        yield {policy: r.url for policy, r in routers.items()}
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+async def replay(settings: DemoSettings, urls: dict[str, str], samples: Sequence[Any], arrivals: Any) -> dict:
+    """Send the same requests at the same instants to every router; return results per policy."""
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {p: progress.add_task(p, total=len(samples)) for p in urls}
+
+        def done_counter(policy: str):  # noqa: ANN202
+            return lambda _record: progress.advance(tasks[policy])
+
+        runs = [
+            run_benchmark(
+                url, samples, arrivals, max_model_len=settings.max_model_len, on_done=done_counter(p)
+            )
+            for p, url in urls.items()
+        ]
+        outcomes = await asyncio.gather(*runs)
+    results = {}
+    for policy, outcome in zip(urls, outcomes, strict=True):
+        config = {
+            "label": policy,
+            "policy": policy,
+            "qps": settings.qps,
+            "num_requests": len(samples),
+            "dataset": "sharegpt",
+            "instances": settings.instances,
+            "profile": settings.profile,
+            "max_model_len": settings.max_model_len,
+            "seed": settings.seed,
+            "mode": "live-emulated",
+        }
+        results[policy] = build_results(config, outcome.records, outcome.duration_s, {"ttft_p99": 3.0})
+    return results
+
+
+def print_table(results: dict[str, dict]) -> None:
+    base = results.get("round-robin")
+    table = Table(title="Same ShareGPT requests, three policies (emulated A30 cluster, live)")
+    table.add_column("policy", no_wrap=True)
+    for col in ("TTFT mean", "TTFT p99", "E2E mean", "E2E p99", "done", "TTFT p99 / RR", "E2E p99 / RR"):
+        table.add_column(col, justify="right")
+    for policy, res in results.items():
+        s = res["summary"]
+        ratio = ["-", "-"]
+        if base is not None:
+            ratio = [_ratio(s, base["summary"], "ttft_s"), _ratio(s, base["summary"], "e2e_s")]
+        table.add_row(
+            policy,
+            _s(s["ttft_s"]["mean"]),
+            _s(s["ttft_s"]["p99"]),
+            _s(s["e2e_s"]["mean"]),
+            _s(s["e2e_s"]["p99"]),
+            f"{s['completed']}/{s['completed'] + s['failed']}",
+            *ratio,
+        )
+    console.print(table)
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def _ratio(s: dict, base: dict, metric: str) -> str:
+    a, b = s[metric]["p99"], base[metric]["p99"]
+    return "-" if not a or not b else f"{a / b:.2f}x"
+
+
+def plot(results: dict[str, dict], out: Path) -> None:
+    """Bars of mean and P99 TTFT and E2E per policy, and the TTFT distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    policies = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
+    width = 0.38
+    x = np.arange(len(policies))
+    for ax, metric, title in ((axes[0], "ttft_s", "TTFT"), (axes[1], "e2e_s", "E2E latency")):
+        means = [results[p]["summary"][metric]["mean"] or 0 for p in policies]
+        p99s = [results[p]["summary"][metric]["p99"] or 0 for p in policies]
+        ax.bar(x - width / 2, means, width, label="mean")
+        ax.bar(x + width / 2, p99s, width, label="P99")
+        ax.set_xticks(x, policies)
+        ax.set(ylabel="seconds", title=title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    for p in policies:
+        ttfts = np.sort([r["ttft_s"] for r in results[p]["requests"] if r["ttft_s"] is not None])
+        if len(ttfts):
+            axes[2].plot(ttfts, np.arange(1, len(ttfts) + 1) / len(ttfts), label=p)
+    axes[2].set(xscale="log", xlabel="TTFT (s)", ylabel="share of requests", title="TTFT distribution")
+    axes[2].grid(alpha=0.3)
+    axes[2].legend()
+    cfg = next(iter(results.values()))["config"]
+    fig.suptitle(
+        f"{cfg['instances']} x {cfg['profile']} per policy, ShareGPT, {cfg['qps']:g} req/s, "
+        f"{cfg['num_requests']} requests (live, emulated engines)"
+    )
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run_demo(settings: DemoSettings) -> dict[str, dict]:
+    from block.workload import arrival_times, load_workload
+
+    started = time.perf_counter()
+    out = settings.out
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"[bold]Block demo[/]: {len(settings.policies)} clusters of {settings.instances} emulated "
+        f"{settings.profile} engines, one per policy ({', '.join(settings.policies)}); "
+        f"{settings.num_requests} ShareGPT requests at {settings.qps:g} req/s (Poisson) to each."
+    )
+    samples = load_workload(
+        "sharegpt", settings.num_requests, seed=settings.seed, max_model_len=settings.max_model_len
+    )
+    arrivals = arrival_times(len(samples), settings.qps, "poisson", seed=settings.seed)
+    console.print("starting engines and routers ...")
+    with clusters(settings, out / "logs") as urls:
+        servers = len(urls) * (settings.instances + 1)
+        console.print(f"started {servers} servers in {time.perf_counter() - started:.0f} s")
+        results = asyncio.run(replay(settings, urls, samples, arrivals))
+    for policy, res in results.items():
+        write_results(res, out / f"{policy}.json")
+    print_table(results)
+    plot(results, out / "demo.png")
+    console.print(
+        f"results: {out}/<policy>.json  plot: [bold]{out / 'demo.png'}[/]  "
+        f"(whole demo {time.perf_counter() - started:.0f} s)"
+    )
+    return results
+
+
+def register(app: Any) -> None:
+    import typer
+
+    @app.command("demo")
+    def demo(
+        qps: float = typer.Option(DemoSettings.qps, help="Request rate sent to each cluster (req/s)."),
+        duration: float = typer.Option(
+            DemoSettings.duration_s, help="Seconds of sending; responses then drain."
+        ),
+        instances: int = typer.Option(DemoSettings.instances, min=1, help="Engines per cluster."),
+        profile: str = typer.Option(DemoSettings.profile, help="Step-time profile of every engine."),
+        policies: str = typer.Option(",".join(DemoSettings.policies), help="Comma-separated policies."),
+        seed: int = typer.Option(0, help="Seed of the workload, arrivals and engine noise."),
+        out: Path = typer.Option(Path("demo-results"), help="Folder for results JSON, logs and the plot."),
+    ) -> None:
+        """Live demo: the same ShareGPT requests through block, llumnix and round-robin side by side."""
+        from block.errors import fail
+        from block.launch import ServerError
+
+        settings = DemoSettings(
+            policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
+            instances=instances,
+            profile=profile,
+            qps=qps,
+            duration_s=duration,
+            seed=seed,
+            out=out,
+        )
+        try:
+            run_demo(settings)
+        except ServerError as e:
+            fail(f"a server did not start: {str(e).splitlines()[0]} (logs in {out / 'logs'})")
+        except KeyboardInterrupt:
+            fail("interrupted; every server was stopped", code=130)

