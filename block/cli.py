@@ -20,7 +20,16 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = [
+    "block.demo",
+    "block.length.cli",
     "block.profiles.cli",
+    "block.engine.cli",
+    "block.predictor.cli",
+    "block.bench.cli",
+    "block.router.cli",
+    "block.sim.cli",
+    "block.experiments.cli",
+    "block.realengine.cli",
 ]
 
 
