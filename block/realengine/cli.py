@@ -96,3 +96,46 @@ def fidelity_command(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(realengine, name="realengine")
+
+
+@realengine.command("peers")
+def peers_command(
+    out: Annotated[Path, typer.Option(help="Folder for one results JSON per config, table.md.")] = Path(
+        "peers"
+    ),
+    num_requests: Annotated[int, typer.Option(min=1, help="ShareGPT requests per config.")] = 200,
+    qps: Annotated[float, typer.Option(min=0.01, help="Poisson arrival rate (req/s).")] = 8.0,
+    configs: Annotated[
+        str, typer.Option(help="'all' or a comma list of sglang:POLICY / block:POLICY.")
+    ] = "all",
+    max_output_tokens: Annotated[int, typer.Option(min=1, help="Cap on each forced output length.")] = 128,
+    max_model_len: Annotated[int, typer.Option(help="ShareGPT filter: prompt + output at most this.")] = 1024,
+    profile: Annotated[
+        Path | None, typer.Option(help="Profile for Block's router (default: fit one on engine 0).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the samples and the arrival times.")] = 0,
+    prefix_caching: Annotated[bool, typer.Option(help="Enable vLLM prefix caching on both.")] = False,
+) -> None:
+    """Two real vLLM engines behind sglang-router and Block's router, same workload, one table."""
+    from block.realengine.peers import PeerSettings, parse_configs, run_peers
+
+    try:
+        chosen = parse_configs(configs)
+    except ValueError as e:
+        fail(str(e))
+        return
+    settings = PeerSettings(
+        out_dir=out,
+        num_requests=num_requests,
+        qps=qps,
+        seed=seed,
+        max_model_len=max_model_len,
+        max_output_tokens=max_output_tokens,
+        configs=chosen,
+        profile=profile,
+        prefix_caching=prefix_caching,
+    )
+    try:
+        run_peers(settings, log=typer.echo)
+    except (RuntimeError, OSError) as e:
+        fail(str(e))

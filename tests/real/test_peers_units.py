@@ -1,0 +1,93 @@
+"""Fast checks of `block realengine peers` helpers: no vLLM, no sglang-router, no servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from block.realengine import peers
+from block.realengine.peers import BLOCK, SGLANG, RouterConfig
+
+METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+vllm:num_requests_running{engine="0",model_name="tiny-llama"} 3.0
+vllm:num_requests_waiting{engine="0",model_name="tiny-llama"} 2.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="tiny-llama",reason="capacity"} 7.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="tiny-llama"} 1.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="tiny-llama"} 291.0
+vllm:request_success_total{engine="0",finished_reason="abort",model_name="tiny-llama"} 2.0
+vllm:generation_tokens_total{engine="0",model_name="tiny-llama"} 17709.0
+"""
+
+
+def test_parse_configs() -> None:
+    assert peers.parse_configs("all") == list(peers.ALL_CONFIGS)
+    assert [c.label for c in peers.ALL_CONFIGS] == [
+        "sglang-router:round_robin",
+        "sglang-router:power_of_two",
+        "sglang-router:cache_aware",
+        "block:block",
+        "block:llumnix",
+        "block:round-robin",
+    ]
+    assert peers.parse_configs("sglang:cache_aware, block:llumnix") == [
+        RouterConfig(SGLANG, "cache_aware"),
+        RouterConfig(BLOCK, "llumnix"),
+    ]
+    for bad in ("", "sglang:llumnix", "block:cache_aware", "nginx:round_robin", "block"):
+        with pytest.raises(ValueError):
+            peers.parse_configs(bad)
+
+
+def test_engine_metrics_ignore_the_by_reason_gauge() -> None:
+    m = peers.parse_engine_metrics(METRICS)
+    assert m == {"running": 3.0, "waiting": 2.0, "finished": 294.0}
+
+
+def test_routers_bind_locally_with_the_requested_policy(tmp_path: Path) -> None:
+    engines = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    sg = peers.sglang_router_server(Path("/venv/bin/python"), "power_of_two", engines, tmp_path)
+    argv = list(sg._argv_for_port(4242))
+    assert argv[:3] == ["/venv/bin/python", "-m", "sglang_router.launch_router"]
+    assert argv[argv.index("--worker-urls") + 1 : argv.index("--worker-urls") + 3] == engines
+    assert argv[argv.index("--policy") + 1] == "power_of_two"
+    assert argv[argv.index("--port") + 1] == "4242"
+    assert argv[argv.index("--host") + 1] == argv[argv.index("--prometheus-host") + 1] == "127.0.0.1"
+    blk = peers.block_router_server("llumnix", engines, Path("p.json"), tmp_path)
+    argv = list(blk._argv_for_port(4243))
+    assert argv[argv.index("--policy") + 1] == "llumnix"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--instance"] == engines
+    assert argv[argv.index("--profile") + 1] == "p.json"
+
+
+def _results(label: str, split: list[int | None], overhead: float | None) -> dict:
+    stats = {"mean": 0.25, "p50": 0.2, "p90": 0.4, "p99": 0.5}
+    return {
+        "config": {"label": label, "engine_split": split, "router_overhead_s": overhead},
+        "summary": {
+            "completed": 3,
+            "failed": 1,
+            "ttft_s": stats,
+            "e2e_s": {**stats, "mean": 1.5, "p99": 3.0},
+            "request_throughput": 2.0,
+            "output_token_throughput": 200.0,
+        },
+        "requests": [
+            {"error": None, "output_tokens": 5, "expected_output_tokens": 5},
+            {"error": None, "output_tokens": 4, "expected_output_tokens": 5},
+            {"error": "HTTP 503", "output_tokens": None, "expected_output_tokens": 5},
+        ],
+    }
+
+
+def test_table_counts_short_outputs_as_failures() -> None:
+    rows = [
+        peers.table_row(_results("block:block", [2, 2], 0.0012)),
+        peers.table_row(_results("sglang-router:round_robin", [None, 4], None)),
+    ]
+    assert rows[0]["wrong_tokens"] == 1 and rows[0]["ttft_mean_ms"] == 250.0
+    lines = peers.format_table(rows).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| config |")
+    assert lines[2] == "| block:block | 3 | 2 | 250.0 | 500.0 | 1.500 | 3.000 | 2.00 | 200 | 2/2 | +1.20 |"
+    assert lines[3].endswith("| ?/4 | - |")
