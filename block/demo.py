@@ -25,7 +25,7 @@ from block.bench.client import run_benchmark
 from block.bench.results import build_results, write_results
 from block.launch import ManagedServer, block_command, start_all
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=110)  # the table needs ~100 columns, also in logs
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class DemoSettings:
     policies: tuple[str, ...] = ("block", "llumnix", "round-robin")
     instances: int = 4
     profile: str = "llama-2-7b-a30"
-    qps: float = 11.0
-    duration_s: float = 40.0  # sending time; responses still running then are waited for
+    qps: float = 17.0  # near the clusters' capacity: where policies differ (found with `block simulate`)
+    duration_s: float = 55.0  # sending time; responses still running then are waited for
     max_model_len: int = 1024  # a short-context deployment keeps the slowest response near a minute
     noise: float = 0.03
     seed: int = 0
@@ -49,24 +49,13 @@ def cluster_servers(
     settings: DemoSettings, policy: str, log_dir: Path
 ) -> tuple[list[ManagedServer], list[str]]:
     """The engines of one cluster and the argv (minus --instance URLs) of its router."""
-    engines = [
-        block_command(
-            f"{policy}-engine{i}",
-            [
-                "engine",
-                "--profile",
-                settings.profile,
-                "--max-model-len",
-                str(settings.max_model_len),
-                "--noise",
-                str(settings.noise),
-                "--seed",
-                str(settings.seed * 1000 + i),
-            ],
-            log_dir=log_dir,
-        )  # fmt: skip
-        for i in range(settings.instances)
-    ]
+    engines = []
+    for i in range(settings.instances):
+        argv = ["engine", "--profile", settings.profile, "--noise", str(settings.noise)]
+        argv += ["--seed", str(settings.seed * 1000 + i)]
+        # +1: the engine counts the BOS token of a text prompt, the dataset's prompt lengths do not
+        argv += ["--max-model-len", str(settings.max_model_len + 1)]
+        engines.append(block_command(f"{policy}-engine{i}", argv, log_dir=log_dir))
     return engines, ["router", "--policy", policy, "--seed", str(settings.seed)]
 
 
@@ -182,7 +171,7 @@ def plot(results: dict[str, dict], out: Path) -> None:
         ax.set_xticks(x, policies)
         ax.set(ylabel="seconds", title=title)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend()
+        ax.legend(loc="lower right", framealpha=0.9)
     for p in policies:
         ttfts = np.sort([r["ttft_s"] for r in results[p]["requests"] if r["ttft_s"] is not None])
         if len(ttfts):

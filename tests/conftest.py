@@ -19,7 +19,12 @@ def make_test_profile() -> Profile:
         prefill_pair_s=1e-9,
         linear_knots_tokens=(1, 64, 512, 4096),
         linear_knots_s=(0.010, 0.011, 0.030, 0.200),
-        engine_defaults={"max_num_seqs": 8, "max_num_batched_tokens": 64, "block_size": 16, "num_gpu_blocks": 64},
+        engine_defaults={
+            "max_num_seqs": 8,
+            "max_num_batched_tokens": 64,
+            "block_size": 16,
+            "num_gpu_blocks": 64,
+        },
     )
 
 

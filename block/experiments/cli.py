@@ -1,4 +1,4 @@
-"""`block experiment main|prediction|config-search|sim-vs-live`: the paper's experiments.
+"""`block experiment main|prediction|config-search|sim-vs-live|lengths`: the paper's experiments.
 
 Each writes results JSON (block bench schema), PNG plots and a markdown report into --out.
 `--mode sim` runs them at full scale in the cluster simulator; `--mode live` on emulated engines.
@@ -11,6 +11,22 @@ from pathlib import Path
 import typer
 
 MODE_HELP = "sim: the cluster simulator (full scale); live: emulated engines + router (scaled down)."
+PARALLEL_HELP = "Live: clusters run side by side, one per policy, fed the same requests (1: one at a time)."
+MAX_MODEL_LEN_HELP = (
+    "Live: prompt + output at most (ShareGPT's longest answers would hold a run for minutes)."
+)
+
+# `main --mode live`: Figure 6 scaled to a 2-core machine, 3-6 minutes. Four A30 engines per policy
+# and three policies side by side stream ~2,000-3,000 tokens/s each; 400 requests per rate; one extra
+# rate (22) for policies still under the SLO at 18.
+LIVE_MAIN: dict = {
+    "instances": 4,
+    "policies": ["block", "llumnix", "round-robin"],
+    "rates": [10.0, 14.0, 18.0],
+    "num_requests": 400,
+    "extend_to": 1.25,
+}
+LIVE_MAX_MODEL_LEN = 1024
 
 
 def _rates(text: str | None) -> list[float] | None:
@@ -29,11 +45,11 @@ def _policies(text: str | None) -> list[str] | None:
     return parse_policies(text)
 
 
-def _runner(mode: str, workers: int):  # noqa: ANN202 - a plan.Runner
+def _runner(mode: str, workers: int, **live: object):  # noqa: ANN202 - a plan.Runner
     from block.experiments.runners import get_runner
 
     try:
-        return get_runner(mode, workers)
+        return get_runner(mode, workers, **(live if mode == "live" else {}))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--mode") from None
 
@@ -45,21 +61,35 @@ def register(app: typer.Typer) -> None:
     def main_cmd(
         mode: str = typer.Option("sim", help=MODE_HELP),
         out: Path = typer.Option(Path("results/experiments/main"), help="Output directory."),
-        num_requests: int = typer.Option(10_000, min=1, help="Requests per run."),
-        qps: str = typer.Option(None, help="Rates (default 20:36:2)."),
-        policies: str = typer.Option(None, help="Comma-separated policies (default: all)."),
+        num_requests: int = typer.Option(None, min=1, help="Requests per run (default 10,000; live 400)."),
+        qps: str = typer.Option(None, help="Rates (default 20:36:2; live 10,14,18)."),
+        policies: str = typer.Option(
+            None, help="Comma-separated policies (default: all; live block,llumnix,round-robin)."
+        ),
+        instances: int = typer.Option(None, min=1, help="Instances per cluster (default 12; live 4)."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
+        max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help=MAX_MODEL_LEN_HELP),
     ) -> None:
-        """Figure 6: all policies, QPS 20-36, 12 x A30 (chunk 512, 48 seqs); capacity at P99 TTFT <= 3 s."""
+        """Figure 6: all policies, QPS 20-36, 12 x A30 (chunk 512, 48 seqs); capacity at P99 TTFT <= 3 s.
+
+        `--mode live` runs a scaled-down version (4 instances, 3 policies side by side, 400 requests
+        per rate, contexts of 1,024 tokens) in 3-6 minutes on a 2-core machine."""
         from block.experiments.main import MainArgs, run
 
-        kw: dict = {"num_requests": num_requests, "seed": seed}
+        kw: dict = dict(LIVE_MAIN) if mode == "live" else {}
+        kw["seed"] = seed
+        if num_requests is not None:
+            kw["num_requests"] = num_requests
+        if instances is not None:
+            kw["instances"] = instances
         if (r := _rates(qps)) is not None:
             kw["rates"] = r
         if (p := _policies(policies)) is not None:
             kw["policies"] = p
-        run(MainArgs(**kw), _runner(mode, workers), out)
+        live = {"max_parallel": parallel, "workload_overrides": {"max_model_len": max_model_len}}
+        run(MainArgs(**kw), _runner(mode, workers, **live), out)
 
     @exp.command("config-search")
     def config_search_cmd(
@@ -119,24 +149,70 @@ def register(app: typer.Typer) -> None:
 
     @exp.command("sim-vs-live")
     def sim_vs_live_cmd(
-        mode: str = typer.Option("sim", help=MODE_HELP),
+        mode: str = typer.Option("both", help="both (default): the simulator, then live; or sim | live."),
         out: Path = typer.Option(
             Path("results/experiments/sim-vs-live"), help="Output directory (shared by both modes)."
         ),
         num_requests: int = typer.Option(400, min=1),
         qps: str = typer.Option(None, help="Rates (default 6,9)."),
         policies: str = typer.Option(None, help="Default: block,llumnix,round-robin."),
+        instances: int = typer.Option(4, min=1),
+        max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help="Prompt + output at most."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1),
+        parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
     ) -> None:
-        """The same reduced-scale workload through both modes: P99 TTFT and E2E side by side (goal: 10%)."""
+        """The same reduced-scale workload through both modes: mean and P99 TTFT and E2E side by side
+        (goal: P99s within 10%). About 3 minutes with the defaults."""
         from block.experiments.sim_vs_live import SimVsLiveArgs, run
 
-        kw: dict = {"num_requests": num_requests, "seed": seed}
+        kw: dict = {
+            "num_requests": num_requests,
+            "seed": seed,
+            "instances": instances,
+            "max_model_len": max_model_len,
+        }
         if (r := _rates(qps)) is not None:
             kw["rates"] = r
         if (p := _policies(policies)) is not None:
             kw["policies"] = p
-        run(SimVsLiveArgs(**kw), _runner(mode, workers), out)
+        modes = ["sim", "live"] if mode == "both" else [mode]
+        # The specs fix the workload's max_model_len already: no live override needed.
+        runners = [_runner(m, workers, max_parallel=parallel) for m in modes]
+        run(SimVsLiveArgs(**kw), runners, out)
 
+    @exp.command("lengths")
+    def lengths_cmd(
+        mode: str = typer.Option("sim", help="sim only: the cluster simulator."),
+        out: Path = typer.Option(Path("results/experiments/lengths"), help="Output directory."),
+        lengths: str = typer.Option(
+            "known,estimated,quantile:0.7,quantile:0.9",
+            help="Comma-separated: known, estimated (median) or quantile:Q.",
+        ),
+        num_requests: int = typer.Option(10_000, min=1, help="Requests per run."),
+        qps: str = typer.Option(None, help="Rates (default 32,34,36,37,38)."),
+        instances: int = typer.Option(12, min=1),
+        split: str = typer.Option("held-out", help="Prompts: held-out (unseen by the length model) or all."),
+        seeds: str = typer.Option("0", help="Comma-separated seeds; latencies and capacity are averaged."),
+        workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+    ) -> None:
+        """Block planning with known, median-estimated or quantile-estimated lengths: P99 and capacity."""
+        from block.experiments.lengths import LengthsArgs, run
+
+        if mode != "sim":
+            raise typer.BadParameter("the lengths experiment runs in the simulator only", param_hint="--mode")
+        kw: dict = {"num_requests": num_requests, "instances": instances, "split": split}
+        kw["lengths"] = [x.strip() for x in lengths.split(",") if x.strip()]
+        kw["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
+        if (r := _rates(qps)) is not None:
+            kw["rates"] = r
+        try:
+            args = LengthsArgs(**kw)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        run(args, _runner(mode, workers), out)
+
+    from block.provision.experiment import register as register_provision
+
+    register_provision(exp)  # `block experiment provision`: Figure 8, lives with the provisioning code
     app.add_typer(exp, name="experiment")

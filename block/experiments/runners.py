@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from block.experiments.plan import Runner
 from block.experiments.sim_runner import SimRunner
@@ -11,7 +12,8 @@ from block.experiments.sim_runner import SimRunner
 LIVE_RUNNER = "block.experiments.live_runner"
 
 
-def get_runner(mode: str, workers: int = 2) -> Runner:
+def get_runner(mode: str, workers: int = 2, **live: Any) -> Runner:
+    """`live`: LiveSettings fields for --mode live (max_parallel, workload_overrides, ...)."""
     if mode == "sim":
         return SimRunner(workers)
     if mode == "live":
@@ -19,5 +21,5 @@ def get_runner(mode: str, workers: int = 2) -> Runner:
             module = importlib.import_module(LIVE_RUNNER)
         except ImportError as e:
             raise ValueError(f"--mode live is not available ({LIVE_RUNNER}: {e})") from None
-        return module.LiveRunner()
+        return module.LiveRunner(module.LiveSettings(**live))
     raise ValueError(f"unknown mode {mode!r}: choose sim or live")

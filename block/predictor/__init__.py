@@ -1,7 +1,16 @@
 """Forecasts from instance snapshots: the library, the per-instance tracker and the sidecar."""
 
+from block.predictor.fastsim import DeadlineExceeded
 from block.predictor.forecast import Forecaster, Prediction, forecast
 from block.predictor.lengths import LengthRule
-from block.predictor.tracker import InstanceTracker
+from block.predictor.tracker import InstanceTracker, added_delay_for
 
-__all__ = ["Forecaster", "InstanceTracker", "LengthRule", "Prediction", "forecast"]
+__all__ = [
+    "DeadlineExceeded",
+    "Forecaster",
+    "InstanceTracker",
+    "LengthRule",
+    "Prediction",
+    "added_delay_for",
+    "forecast",
+]

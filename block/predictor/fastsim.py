@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import deque
 
 from block.profiles.profile import Profile
@@ -79,22 +80,36 @@ class SimRequest:
         self.preemptions = 0
 
 
-_TABLES: dict[tuple[int, int], tuple[Profile, list[float]]] = {}
+_TABLES: dict[tuple[int, int], tuple[Profile, list[float], list[float]]] = {}
 
 
-def linear_table(profile: Profile, max_tokens: int) -> list[float]:
-    """Profile.linear_time(n) for n = 0..max_tokens (a step never holds more), built once per profile."""
+def _tables(profile: Profile, max_tokens: int) -> tuple[Profile, list[float], list[float]]:
+    """(profile, linear, decode_base) for n = 0..max_tokens, built once per profile: linear[n] is
+    Profile.linear_time(n); decode_base[n] = overhead + per_seq * n + linear[n], the part of an
+    n-sequence decode step that does not depend on the KV tokens it reads."""
     key = (id(profile), max_tokens)
     hit = _TABLES.get(key)
     if hit is None or hit[0] is not profile:
         if len(_TABLES) > 64:
             _TABLES.clear()
-        hit = _TABLES[key] = (profile, [profile.linear_time(n) for n in range(max_tokens + 1)])
-    return hit[1]
+        linear = [profile.linear_time(n) for n in range(max_tokens + 1)]
+        # the same expression, in the same order, as skip-ahead's per-step term: bit-identical
+        base = [profile.step_overhead_s + profile.per_seq_s * n + linear[n] for n in range(max_tokens + 1)]
+        hit = _TABLES[key] = (profile, linear, base)
+    return hit
+
+
+def linear_table(profile: Profile, max_tokens: int) -> list[float]:
+    """Profile.linear_time(n) for n = 0..max_tokens (a step never holds more), built once per profile."""
+    return _tables(profile, max_tokens)[1]
 
 
 class SimulationStuck(RuntimeError):
     """No step can make progress (a request cannot fit the cache even alone)."""
+
+
+class DeadlineExceeded(RuntimeError):
+    """The caller's time for this forecast ran out before the watched requests finished."""
 
 
 class FastReplica:
@@ -108,7 +123,7 @@ class FastReplica:
         self._per_seq = profile.per_seq_s
         self._kv_s = profile.decode_kv_token_s
         self._pair_s = profile.prefill_pair_s
-        self._linear = linear_table(profile, config.max_num_batched_tokens)
+        _, self._linear, self._decode_base = _tables(profile, config.max_num_batched_tokens)
         self.running: list[SimRequest] = []
         self.waiting: deque[SimRequest] = deque()
         self.now = 0.0
@@ -116,7 +131,9 @@ class FastReplica:
         self.T = 0
         self.nd = 0
         self.sum_base = 0  # sum of members' relative computed counts
-        self.due = [0] * self.bs  # due[r]: members needing a new block at steps T with T % bs == r
+        # due[r]: members needing a new block at steps T with T % bs == r; stored twice over
+        # (due[r] == due[r + bs]) so that a run of residues from T % bs is one slice
+        self.due = [0] * (2 * self.bs)
         self._heap: list[tuple[int, int, SimRequest]] = []  # (finish clock, tag, request)
         self._tags = 0
         self.watched_left = 0
@@ -142,39 +159,41 @@ class FastReplica:
         self.watched_left += r.watched
 
     def load(self, running: list, waiting: list, watch_all: bool = False) -> list[SimRequest]:
-        """Adopt planned requests (id, prompt, output, computed, generated) as a snapshot has them;
-        returns them in order, running first. Same result as add_running/add_waiting + regroup."""
-        bs, out_reqs, run = self.bs, [], self.running
-        free = self.free
+        """Adopt planned requests (id, prompt, output, computed, generated) as a snapshot has them,
+        into a new FastReplica; returns them in order, running first. Same result as
+        add_running/add_waiting + regroup."""
+        # One pass, everything local: this runs for every request of every forecast.
+        bs, free, run, wait = self.bs, self.free, self.running, self.waiting
+        # the decode group at T = 0 (bases are the actual counts): the decoding prefix of `running`
+        nd, sum_base, due, heap = 0, 0, self.due, self._heap
+        grouping = True
         for key, prompt, out, c, g in running:
             r = SimRequest(key, prompt, out, c, g, watch_all)
-            r.blocks = -(-c // bs)
-            free -= r.blocks
+            r.blocks = b = -(-c // bs)
+            free -= b
             run.append(r)
-            out_reqs.append(r)
-        wait = self.waiting
+            if grouping and g > 0 and prompt + g - c == 1:
+                r.grouped = True
+                nd += 1
+                r.tag = nd
+                sum_base += c
+                x = -c % bs
+                due[x] += 1
+                due[x + bs] += 1
+                heap.append((out - g, nd, r))
+            else:
+                grouping = False
         for key, prompt, out, c, g in waiting:
             r = SimRequest(key, prompt, out, c, g, watch_all)
-            r.blocks = -(-c // bs)
-            free -= r.blocks
+            r.blocks = b = -(-c // bs)
+            free -= b
             wait.append(r)
-            out_reqs.append(r)
         self.free = free
-        if watch_all:
-            self.watched_left += len(out_reqs)
-        # the decode group at T = 0: bases are the actual counts
-        nd, sum_base, due, heap = 0, 0, self.due, self._heap
-        for r in run:
-            if r.g <= 0 or r.prompt + r.g - r.c != 1:
-                break
-            r.grouped = True
-            nd += 1
-            sum_base += r.c
-            due[-r.c % bs] += 1
-            r.tag = nd
-            heap.append((r.out - r.g, nd, r))
         heapq.heapify(heap)
         self.nd, self.sum_base, self._tags = nd, sum_base, nd
+        out_reqs = run + list(wait)
+        if watch_all:
+            self.watched_left += len(out_reqs)
         return out_reqs
 
     def regroup(self) -> None:
@@ -194,7 +213,9 @@ class FastReplica:
         r.grouped = True
         self.nd += 1
         self.sum_base += r.c
-        self.due[-r.c % self.bs] += 1
+        x = -r.c % self.bs
+        self.due[x] += 1
+        self.due[x + self.bs] += 1
         self._tags += 1
         r.tag = self._tags
         heapq.heappush(self._heap, (r.out - r.g, self._tags, r))
@@ -203,7 +224,9 @@ class FastReplica:
         T = self.T
         self.nd -= 1
         self.sum_base -= r.c
-        self.due[-r.c % self.bs] -= 1
+        x = -r.c % self.bs
+        self.due[x] -= 1
+        self.due[x + self.bs] -= 1
         r.c += T
         r.g += T
         r.grouped = False
@@ -215,18 +238,19 @@ class FastReplica:
             self._leave(r)
         self._heap.clear()
 
-    def _lin(self, n: int) -> float:
-        return self._linear[n]
-
     # -- running -------------------------------------------------------------------------------
 
     @property
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
-    def run_until_watched_done(self, max_events: int = 1_000_000) -> None:
+    def run_until_watched_done(self, max_events: int = 1_000_000, deadline: float | None = None) -> None:
+        """`deadline`: a time.perf_counter() value after which DeadlineExceeded is raised (checked
+        between events, each a few microseconds), so one deep queue cannot hold a caller up."""
         while self.watched_left > 0:
-            if self.skip_ahead():
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DeadlineExceeded(f"forecast unfinished after {self.events} events")
+            if self._drain_group() or self.skip_ahead():
                 continue
             if not self.step():
                 raise SimulationStuck("idle with watched requests unfinished")
@@ -264,9 +288,10 @@ class FastReplica:
         # the first step whose cumulative block demand exceeds the free blocks ends the stretch
         cycles, rest = divmod(free, nd)
         safe = cycles * bs
+        s0 = T % bs
         if safe < k:
-            for j in range(bs):
-                rest -= due[(T + j) % bs]
+            for d in due[s0 : s0 + bs]:
+                rest -= d
                 if rest < 0:
                     break
                 safe += 1
@@ -274,23 +299,76 @@ class FastReplica:
                 k = safe
         if k <= 0:
             return 0
-        a = self._overhead + self._per_seq * nd + self._lin(nd)
+        a = self._decode_base[nd]
         k0 = self.sum_base + nd * T + nd  # KV tokens read by the first of the k steps
         if before is not None:
             k = min(k, self._steps_starting_before(before - self.now, k, a, k0, nd))
             if k <= 0:
                 return 0
         q, r = divmod(k, bs)
-        demand = q * nd
-        for j in range(r):
-            demand += due[(T + j) % bs]
-        self.free = free - demand
+        self.free = free - q * nd - sum(due[s0 : s0 + r])
         self.now += k * a + self._kv_s * (k * k0 + nd * (k * (k - 1) // 2))
         self.T = T = T + k
         self.steps += k
         if heap[0][0] <= T:  # the stretch ended with completions
             self._complete_group(self.now)
         return k
+
+    def _drain_group(self) -> int:
+        """skip_ahead, back to back, while the decode group is the whole batch and nothing waits: then
+        each stretch ends with completions that only shrink the group, so the checks skip_ahead makes
+        per call hold throughout. Stops when every watched request finished, or before a stretch in
+        which an allocation would fail (the general path takes over there). Returns the steps taken."""
+        nd, running = self.nd, self.running
+        if nd == 0 or len(running) != nd or nd > self.max_tokens:
+            return 0
+        if self.waiting or self.first_step_end is not None:
+            return 0  # an admission, or the step in flight, may change the batch
+        bs, T, free, due, heap = self.bs, self.T, self.free, self.due, self._heap
+        base, kv_s = self._decode_base, self._kv_s
+        sum_base, now, watched_left, T0 = self.sum_base, self.now, self.watched_left, T
+        pop = heapq.heappop
+        while True:
+            top = heap[0]
+            while not (top[2].grouped and top[2].tag == top[1]):
+                pop(heap)  # stale: preempted or already left
+                top = heap[0]
+            k = top[0] - T  # steps until (and including) the next completion
+            q, r = divmod(k, bs)
+            s0 = T % bs
+            demand = q * nd + sum(due[s0 : s0 + r])
+            if demand > free:
+                break  # an allocation fails within the stretch
+            free -= demand
+            # as skip_ahead: a = base[nd], k0 = sum_base + nd * T + nd, in the same order
+            now += k * base[nd] + kv_s * (k * (sum_base + nd * T + nd) + nd * (k * (k - 1) // 2))
+            T += k
+            while heap and heap[0][0] <= T:  # as _complete_group: _leave, then _finish
+                _, tag, m = pop(heap)
+                if not (m.grouped and m.tag == tag):
+                    continue
+                c = m.c
+                nd -= 1
+                sum_base -= c
+                x = -c % bs
+                due[x] -= 1
+                due[x + bs] -= 1
+                m.c = c = c + T
+                m.g += T
+                m.grouped = False
+                m.tag = -1
+                free += -(-c // bs)
+                m.blocks = 0
+                m.finish = now
+                running.remove(m)
+                if m.watched:
+                    watched_left -= 1
+            if watched_left <= 0 or nd == 0:
+                break
+        self.nd, self.sum_base, self.T, self.free, self.now = nd, sum_base, T, free, now
+        self.watched_left = watched_left
+        self.steps += T - T0
+        return T - T0
 
     def _steps_starting_before(self, dt: float, k: int, a: float, k0: int, nd: int) -> int:
         """How many of the next k decode steps start less than `dt` from now."""
@@ -414,7 +492,7 @@ class FastReplica:
         end = self.now + (
             self._overhead
             + self._per_seq * num_seqs
-            + self._lin(num_tokens)
+            + self._linear[num_tokens]
             + self._kv_s * kv_read
             + self._pair_s * pairs
         )

@@ -67,18 +67,20 @@ class Forecaster:
         self.profile = profile
         self.config = snapshot.config
         self.rule = rule or LengthRule()
-        plan = self.rule.planner(self.config)
-        self._running = [plan(s) for s in snapshot.running]
-        self._waiting = [plan(s) for s in snapshot.waiting]
+        plan_all, cfg = self.rule.plan_all, self.config
+        self._running = plan_all(snapshot.running, cfg)
+        self._waiting = plan_all(snapshot.waiting, cfg)
         self._later: list[tuple[float, Plan]] = []  # (offset, request) of pending arriving later
         offsets = [0.0] * len(pending) if pending_at is None else list(pending_at)
         if len(offsets) != len(pending):
             raise ValueError("pending_at needs one time per pending request")
-        for t, s in sorted(zip(offsets, pending, strict=True), key=lambda x: x[0]):
-            if t <= 0:
-                self._waiting.append(plan(s))
-            else:
-                self._later.append((t, plan(s)))
+        if pending:
+            arrivals = sorted(zip(offsets, pending, strict=True), key=lambda x: x[0])
+            for (t, _), p in zip(arrivals, plan_all([s for _, s in arrivals], cfg), strict=True):
+                if t <= 0:
+                    self._waiting.append(p)
+                else:
+                    self._later.append((t, p))
         self._drained: dict[str, float] | None = None  # finish times without a candidate
 
     @property
@@ -101,11 +103,11 @@ class Forecaster:
         sim.advance_until(until)
         return sim, reqs
 
-    def without_candidate(self) -> dict[str, float]:
+    def without_candidate(self, deadline: float | None = None) -> dict[str, float]:
         """Finish time (from the snapshot) of every request if nothing more arrives. Cached."""
         if self._drained is None:
             sim, reqs = self._build(watch_all=True, until=self._later[-1][0] if self._later else 0.0)
-            sim.run_until_watched_done()
+            sim.run_until_watched_done(deadline=deadline)
             self._drained = {r.key: r.finish for r in reqs}  # type: ignore[misc]
         return self._drained
 
@@ -115,7 +117,9 @@ class Forecaster:
         elapsed_s: float = 0.0,
         *,
         added_delay: AddedDelay = "none",
+        deadline: float | None = None,
     ) -> Prediction:
+        """`deadline`: a time.perf_counter() value; past it the run stops with DeadlineExceeded."""
         cfg = self.config
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
@@ -128,12 +132,12 @@ class Forecaster:
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True)
         sim.add_waiting(cand)
-        sim.run_until_watched_done()
+        sim.run_until_watched_done(deadline=deadline)
         assert cand.finish is not None and cand.first_token is not None and cand.first_sched is not None
 
         harm = 0.0
         if added_delay != "none":
-            base = self.without_candidate()
+            base = self.without_candidate(deadline)
             limit = cand.finish if added_delay == "horizon" else float("inf")
             harm = sum(r.finish - base[r.key] for r in reqs if r.finish is not None and r.finish <= limit)
         return Prediction(

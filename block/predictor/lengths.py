@@ -13,7 +13,7 @@ Rules (in order):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from block.replica.config import ReplicaConfig
@@ -43,22 +43,24 @@ class LengthRule:
             total = s.output_tokens + max(1, self.overrun_tokens)
         return max(min(total, max_output(s.prompt_tokens, config)), s.output_tokens + 1)
 
-    def planner(self, config: ReplicaConfig) -> Callable[[RequestState], Plan]:
-        """`total_output` for many requests of one instance, with the constants hoisted."""
+    def plan_all(self, states: Iterable[RequestState], config: ReplicaConfig) -> list[Plan]:
+        """`total_output` for many requests of one instance: a forecast plans every request it loads,
+        so this is one loop with the constants hoisted (the same rules, in the same order)."""
         cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size)
         default, overrun, length_of = self.default_output_tokens, max(1, self.overrun_tokens), self.length_of
-
-        def plan(s: RequestState) -> Plan:
+        plans: list[Plan] = []
+        for s in states:
             g = s.output_tokens
             total = s.expected_output_tokens
             if total is None:
                 total = default if length_of is None else int(length_of(s))
             if g >= total:
                 total = g + overrun
-            total = min(total, max(1, cap - s.prompt_tokens))
-            return (s.id, s.prompt_tokens, total if total > g else g + 1, s.computed_tokens, g)
-
-        return plan
+            room = cap - s.prompt_tokens  # min(total, max(1, room))
+            if total > room:
+                total = room if room > 1 else 1
+            plans.append((s.id, s.prompt_tokens, total if total > g else g + 1, s.computed_tokens, g))
+        return plans
 
 
 def max_output(prompt_tokens: int, config: ReplicaConfig) -> int:

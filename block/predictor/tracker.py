@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from block.policies.base import Forecast, RoutingRequest
+from block.predictor.fastsim import DeadlineExceeded
 from block.predictor.forecast import AddedDelay, Forecaster
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
@@ -26,6 +27,13 @@ from block.replica.config import ReplicaConfig
 from block.replica.snapshot import RequestState, Snapshot
 
 RATE_WINDOW_S = 600.0  # routing times older than this are forgotten
+
+
+def added_delay_for(policy: object) -> AddedDelay:
+    """The harm term (the delay a request adds to others) costs an extra run per forecaster and a
+    comparison per forecast: compute it only for a policy that gives it weight (the choice is the
+    same either way)."""
+    return "horizon" if getattr(policy, "harm_weight", 0.0) else "none"
 
 
 class InstanceTracker:
@@ -69,10 +77,11 @@ class InstanceTracker:
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = None
         self._finished.clear()
-        seen = {s.id for s in snapshot.running}
-        seen.update(s.id for s in snapshot.waiting)
-        cutoff = at - self.forget_after_s
-        self._pending = {k: v for k, v in self._pending.items() if k not in seen and v[1] >= cutoff}
+        if self._pending:  # most snapshots come with nothing routed since the last one
+            seen = {s.id for s in snapshot.running}
+            seen.update(s.id for s in snapshot.waiting)
+            cutoff = at - self.forget_after_s
+            self._pending = {k: v for k, v in self._pending.items() if k not in seen and v[1] >= cutoff}
         self._recount()
 
     def observe_state(self, state: dict[str, Any], at: float) -> None:
@@ -175,12 +184,29 @@ class InstanceTracker:
             )
         return self._forecaster
 
-    def predict(self, request: RoutingRequest, now: float) -> Forecast | None:
-        """Forecast `request` routed here at caller time `now`; None before any snapshot."""
+    def predict(
+        self,
+        request: RoutingRequest,
+        now: float,
+        *,
+        added_delay: AddedDelay | None = None,
+        deadline: float | None = None,
+    ) -> Forecast | None:
+        """Forecast `request` routed here at caller time `now`; None before any snapshot, or when
+        `deadline` (a time.perf_counter() value) passes first. `added_delay`: instead of the
+        tracker's own setting."""
         fc = self.forecaster()
         if fc is None or self.snapshot_at is None:
             return None
-        f = fc.forecast(request, max(0.0, now - self.snapshot_at), added_delay=self.added_delay)
+        try:
+            f = fc.forecast(
+                request,
+                max(0.0, now - self.snapshot_at),
+                added_delay=self.added_delay if added_delay is None else added_delay,
+                deadline=deadline,
+            )
+        except DeadlineExceeded:
+            return None
         self.last_forecast = f
         return f
 

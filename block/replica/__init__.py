@@ -3,12 +3,14 @@
 from block.replica.batch import Batch
 from block.replica.config import ReplicaConfig
 from block.replica.kv_cache import KVCache, blocks_for
-from block.replica.replica import Replica, StepOutcome
+from block.replica.replica import DecodeRun, DecodeSpan, Replica, StepOutcome
 from block.replica.request import Request
 from block.replica.snapshot import RequestState, Snapshot
 
 __all__ = [
     "Batch",
+    "DecodeRun",
+    "DecodeSpan",
     "KVCache",
     "Replica",
     "ReplicaConfig",

@@ -13,7 +13,9 @@ class Batch:
     requests: list[Request] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)  # parallel to `requests`
     preempted: list[Request] = field(default_factory=list)  # preempted while forming this batch
-    # The shape is accumulated as requests are added, i.e. from their progress before the step.
+    # The shape, accumulated by Replica.schedule from the requests' progress before the step: a
+    # decode (one token, after the first) reads its computed + 1 KV tokens; a prefill chunk of n
+    # tokens on top of `done` costs n * done + n * (n + 1) / 2 causal (query, key) pairs.
     num_tokens: int = 0
     num_decode_seqs: int = 0
     kv_tokens_read: int = 0
@@ -21,18 +23,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.requests)
-
-    def add(self, request: Request, num_tokens: int) -> None:
-        self.requests.append(request)
-        self.num_new_tokens.append(num_tokens)
-        self.num_tokens += num_tokens
-        done = request.num_computed_tokens
-        if num_tokens == 1 and request.num_generated > 0:
-            self.num_decode_seqs += 1
-            self.kv_tokens_read += done + 1
-        else:
-            # causal attention of a chunk: its query i (0-based) sees done + i + 1 keys
-            self.prefill_attention_pairs += num_tokens * done + num_tokens * (num_tokens + 1) // 2
 
     def shape(self) -> BatchShape:
         return BatchShape(

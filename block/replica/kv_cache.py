@@ -2,6 +2,10 @@
 
 Block only needs counts, not block tables: the forecast depends on when allocation fails, never
 on which physical block a token lands in. (Prefix caching is not modelled.)
+
+Allocation itself is part of batch formation (Replica.schedule, inlined in its hot loop): a request
+about to compute n more tokens needs blocks_for(computed + n) - held more blocks, and fails to grow
+when fewer are free. A request always holds at least blocks_for(computed) blocks.
 """
 
 from __future__ import annotations
@@ -26,19 +30,6 @@ class KVCache:
     @property
     def usage(self) -> float:
         return self.used_blocks / self.num_blocks
-
-    def blocks_needed(self, request: Request, new_tokens: int) -> int:
-        """Extra blocks `request` needs so that `new_tokens` more tokens fit in its cache."""
-        total = blocks_for(request.num_computed_tokens + new_tokens, self.block_size)
-        return max(0, total - request.num_blocks)
-
-    def try_allocate(self, request: Request, new_tokens: int) -> bool:
-        need = self.blocks_needed(request, new_tokens)
-        if need > self.free_blocks:
-            return False
-        self.free_blocks -= need
-        request.num_blocks += need
-        return True
 
     def free(self, request: Request) -> None:
         self.free_blocks += request.num_blocks

@@ -8,7 +8,8 @@ A step is two halves so that a real-time driver can sleep in between:
     batch = replica.schedule()                 # form the batch at replica.now
     outcome = replica.complete(batch, end)     # the step ran until `end`: apply its results
 
-`step()` does both with the profile's mean step time (plus optional noise).
+`step()` does both with the profile's mean step time (plus optional noise), and `run_decodes()`
+does many pure-decode steps in one go, with exactly the same result (the simulator skips with it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,26 @@ class StepOutcome:
     finished: list[Request] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class DecodeSpan:
+    """Consecutive pure-decode steps with the same requests: each of them emitted a token at each end."""
+
+    requests: list[Request]
+    ends: list[float]
+    finished: list[Request] = field(default_factory=list)  # at the last end
+
+
+@dataclass(slots=True)
+class DecodeRun:
+    """What Replica.run_decodes completed, in order."""
+
+    steps: int = 0
+    spans: list[DecodeSpan] = field(default_factory=list)
+    # A pure-decode step that starts at or before `until` and ends after it has its duration drawn
+    # (its noise spent) but is not run: the caller must run that step with exactly this duration.
+    next_duration: float | None = None
+
+
 class Replica:
     def __init__(self, config: ReplicaConfig, profile: Profile) -> None:
         self.config = config
@@ -53,7 +74,10 @@ class Replica:
                 f"request {request.id}: {request.prompt_tokens} prompt + {request.output_tokens} output "
                 f"tokens exceed max_model_len {self.config.max_model_len}"
             )
-        if blocks_for(request.prompt_tokens + request.output_tokens, self.config.block_size) > self.kv.num_blocks:
+        if (
+            blocks_for(request.prompt_tokens + request.output_tokens, self.config.block_size)
+            > self.kv.num_blocks
+        ):
             raise ValueError(f"request {request.id} needs more KV blocks than the cache holds")
         self.waiting.append(request)
 
@@ -87,63 +111,106 @@ class Replica:
         can, possibly itself. Waiting requests are admitted FCFS only when nothing was preempted,
         while budget, sequence slots and blocks last.
         """
-        cfg = self.config
+        # This loop runs for every request of every step, so Request.num_missing_tokens, the block
+        # allocation (see kv_cache.py) and the batch shape's bookkeeping are inlined.
+        kv, running, waiting = self.kv, self.running, self.waiting
+        bs = kv.block_size
+        budget = self.config.max_num_batched_tokens
         batch = Batch()
-        budget = cfg.max_num_batched_tokens
+        reqs, new_tokens = batch.requests, batch.num_new_tokens
+        num_tokens = num_decode_seqs = kv_read = pairs = 0
         i = 0
-        while i < len(self.running) and budget > 0:
-            req = self.running[i]
-            n = min(req.num_missing_tokens, budget)
-            preempted_itself = False
-            while not self.kv.try_allocate(req, n):
-                victim = self.running.pop()
-                self._preempt(victim)
-                batch.preempted.append(victim)
-                if victim is req:
-                    preempted_itself = True  # it was the newest: nothing after it remains
-                    break
-            if preempted_itself:
-                break
-            batch.add(req, n)
+        while i < len(running) and budget > 0:
+            req = running[i]
+            done = req.num_computed_tokens
+            n = req.prompt_tokens + req.num_generated - done
+            if n > budget:
+                n = budget
+            need = -(-(done + n) // bs) - req.num_blocks
+            if need > kv.free_blocks and self._preempt_until_fits(req, need, batch.preempted):
+                break  # it preempted itself: it was the newest, nothing after it remains
+            if need > 0:
+                kv.free_blocks -= need
+                req.num_blocks += need
+            reqs.append(req)
+            new_tokens.append(n)
+            num_tokens += n
+            if n == 1 and req.num_generated > 0:
+                num_decode_seqs += 1
+                kv_read += done + 1
+            else:  # causal attention of a chunk: its query i (0-based) sees done + i + 1 keys
+                pairs += n * done + n * (n + 1) // 2
             budget -= n
             i += 1
 
-        if batch.preempted:
-            return batch
-        while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
-            req = self.waiting[0]
-            n = min(req.num_missing_tokens, budget)
-            if not self.kv.try_allocate(req, n):
-                break
-            self.waiting.popleft()
-            self.running.append(req)
-            if req.first_scheduled_time is None:
-                req.first_scheduled_time = self.now
-            batch.add(req, n)
-            budget -= n
+        if not batch.preempted:
+            max_seqs = self.config.max_num_seqs
+            while waiting and budget > 0 and len(running) < max_seqs:
+                req = waiting[0]
+                done = req.num_computed_tokens
+                n = req.prompt_tokens + req.num_generated - done
+                if n > budget:
+                    n = budget
+                need = -(-(done + n) // bs) - req.num_blocks
+                if need > kv.free_blocks:
+                    break
+                if need > 0:
+                    kv.free_blocks -= need
+                    req.num_blocks += need
+                waiting.popleft()
+                running.append(req)
+                if req.first_scheduled_time is None:
+                    req.first_scheduled_time = self.now
+                reqs.append(req)
+                new_tokens.append(n)
+                num_tokens += n
+                if n == 1 and req.num_generated > 0:
+                    num_decode_seqs += 1
+                    kv_read += done + 1
+                else:
+                    pairs += n * done + n * (n + 1) // 2
+                budget -= n
+        batch.num_tokens = num_tokens
+        batch.num_decode_seqs = num_decode_seqs
+        batch.kv_tokens_read = kv_read
+        batch.prefill_attention_pairs = pairs
         return batch
+
+    def _preempt_until_fits(self, req: Request, need: int, preempted: list[Request]) -> bool:
+        """Preempt the newest running requests until `need` blocks are free for `req`.
+        Returns True when `req` itself had to go."""
+        while need > self.kv.free_blocks:
+            victim = self.running.pop()
+            self._preempt(victim)
+            preempted.append(victim)
+            if victim is req:
+                return True
+        return False
 
     def complete(self, batch: Batch, end: float) -> StepOutcome:
         """The step that computed `batch` ended at `end`: advance progress, emit tokens, finish."""
         if end < self.now:
             raise ValueError(f"time cannot go back: step ends at {end} before now {self.now}")
         outcome = StepOutcome(self.now, end, batch)
+        emitted, finished = outcome.emitted, outcome.finished
         for req, n in zip(batch.requests, batch.num_new_tokens, strict=True):
             if req.aborted:
                 continue  # aborted by its client while the step ran
-            req.num_computed_tokens += n
-            if req.num_computed_tokens < req.num_tokens:
+            done = req.num_computed_tokens + n
+            req.num_computed_tokens = done
+            if done < req.prompt_tokens + req.num_generated:
                 continue  # a prefill chunk that did not reach the end of the prompt
-            req.num_generated += 1
+            generated = req.num_generated + 1
+            req.num_generated = generated
             if req.first_token_time is None:
                 req.first_token_time = end
-            outcome.emitted.append(req)
-            if req.num_generated >= req.output_tokens:
+            emitted.append(req)
+            if generated >= req.output_tokens:
                 req.finish_time = end
                 self.kv.free(req)
-                outcome.finished.append(req)
-        if outcome.finished:
-            self.running = [r for r in self.running if not r.is_finished]
+                finished.append(req)
+        if finished:
+            self.running = [r for r in self.running if r.finish_time is None]
         self.now = end
         return outcome
 
@@ -158,6 +225,117 @@ class Replica:
         if noise is not None:
             duration = noise(duration)
         return self.complete(batch, self.now + duration)
+
+    def run_decodes(self, until: float, noise: Callable[[float], float] | None = None) -> DecodeRun:
+        """Complete, in one go, the steps from now on that are pure decodes and end at or before `until`.
+
+        A pure-decode step is one in which every running request decodes one token, no allocation
+        fails and no waiting request is admitted: most steps of a busy instance. The result is exactly
+        that of calling step(noise) for each of them (the same durations, the same noise draws in the
+        same order, bit for bit), at one pass over the running requests per run of steps instead of
+        one schedule() and complete() per step. It stops before the first step that is not a pure
+        decode, or that would end after `until`; see DecodeRun.next_duration for that case.
+
+        Within a run of k steps nothing changes but progress, so k is safe when:
+        - k <= min over running of (output - generated): the step emitting someone's last token ends it;
+        - the KV blocks the k steps allocate, sum of blocks_for(computed + k) - blocks held, fit the
+          free blocks (demand grows with k, so no step in between fails an allocation either);
+        - the head of the waiting queue cannot be admitted in the first step (no sequence slot, no token
+          budget or not enough blocks after the decodes took theirs); free blocks only shrink during the
+          run, so it cannot be admitted in any later step either.
+        """
+        run = DecodeRun()
+        kv_s = self.profile.decode_kv_token_s
+        while self.now <= until:
+            k, kv0 = self._safe_decode_steps()
+            if k == 0:
+                return run
+            running = self.running
+            n = len(running)
+            t = self.now
+            ends: list[float] = []
+            # Profile.step_time of this batch shape is `base + kv_s * kv`, summed in the same order.
+            base = self.profile.decode_step_time(n, 0)
+            for j in range(k):
+                d = base + kv_s * (kv0 + j * n)
+                if noise is not None:
+                    d = noise(d)
+                if t + d > until:
+                    run.next_duration = d
+                    break
+                t += d
+                ends.append(t)
+            j = len(ends)
+            if j:
+                run.spans.append(self._apply_decodes(j, ends, finishes=j == k))
+                run.steps += j
+            if run.next_duration is not None or j < k:
+                break
+        return run
+
+    def _safe_decode_steps(self) -> tuple[int, int]:
+        """(k, KV tokens read by the first step): how many pure-decode steps are safe now; k = 0: none."""
+        running = self.running
+        n = len(running)
+        if n == 0 or n > self.config.max_num_batched_tokens:
+            return 0, 0
+        bs = self.config.block_size
+        k = 1 << 62
+        kv0 = n
+        first_demand = 0  # blocks the first step allocates
+        for q in running:
+            g = q.num_generated
+            c = q.num_computed_tokens
+            if g == 0 or c != q.prompt_tokens + g - 1:
+                return 0, 0  # a prefill (or recompute) is still in progress
+            if q.output_tokens - g < k:
+                k = q.output_tokens - g
+            kv0 += c
+            first_demand += -(-(c + 1) // bs) - q.num_blocks
+        free = self.kv.free_blocks
+        budget = self.config.max_num_batched_tokens - n
+        if self.waiting and n < self.config.max_num_seqs and budget > 0:
+            head = self.waiting[0]
+            m = min(head.num_missing_tokens, budget)
+            if blocks_for(head.num_computed_tokens + m, bs) - head.num_blocks <= free - first_demand:
+                return 0, 0  # it would be admitted in the first step
+        # A request holds at least blocks_for(computed) blocks, so k steps allocate at most
+        # n * blocks_for(k) of them: only when that does not fit is the exact demand needed.
+        if n * -(-k // bs) > free and _decode_demand(running, k, bs) > free:
+            lo, hi = 0, k  # the largest k whose demand fits: demand(lo) fits, demand(hi) does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if _decode_demand(running, mid, bs) <= free:
+                    lo = mid
+                else:
+                    hi = mid
+            k = lo
+        return k, kv0
+
+    def _apply_decodes(self, j: int, ends: list[float], finishes: bool) -> DecodeSpan:
+        """The effect of j completed decode steps ending at `ends`, as complete() would leave it."""
+        kv = self.kv
+        bs = kv.block_size
+        running = self.running
+        grown = 0
+        for q in running:
+            c = q.num_computed_tokens + j
+            q.num_computed_tokens = c
+            q.num_generated += j
+            blocks = -(-c // bs)
+            grown += blocks - q.num_blocks
+            q.num_blocks = blocks
+        kv.free_blocks -= grown
+        end = ends[-1]
+        self.now = end
+        span = DecodeSpan(list(running), ends)
+        if finishes:
+            span.finished = [q for q in running if q.num_generated >= q.output_tokens]
+            for q in span.finished:
+                q.finish_time = end
+                kv.free(q)
+            self.running = [q for q in running if q.finish_time is None]
+        return span
 
     def advance_to(self, t: float) -> None:
         """Idle until `t` (no work was possible in between)."""
@@ -176,8 +354,8 @@ class Replica:
         return Snapshot(
             config=self.config,
             now=self.now,
-            running=[_state_of(r) for r in self.running],
-            waiting=[_state_of(r) for r in self.waiting],
+            running=_states_of(self.running),
+            waiting=_states_of(self.waiting),
             free_blocks=self.kv.free_blocks,
             num_preemptions=self.num_preemptions,
             profile=self.profile.name,
@@ -203,15 +381,25 @@ class Replica:
         return replica
 
 
-def _state_of(r: Request) -> RequestState:
-    return RequestState(
-        id=r.id,
-        arrival_time=r.arrival_time,
-        prompt_tokens=r.prompt_tokens,
-        computed_tokens=r.num_computed_tokens,
-        output_tokens=r.num_generated,
-        expected_output_tokens=r.expected_output_tokens,
-    )
+def _states_of(requests: Iterable[Request]) -> list[RequestState]:
+    # positional, the cheaper call: (id, arrival_time, prompt_tokens, computed_tokens, output_tokens,
+    # expected_output_tokens); a snapshot is taken at every router refresh
+    return [
+        RequestState(
+            r.id,
+            r.arrival_time,
+            r.prompt_tokens,
+            r.num_computed_tokens,
+            r.num_generated,
+            r.expected_output_tokens,
+        )
+        for r in requests
+    ]
+
+
+def _decode_demand(running: list[Request], k: int, bs: int) -> int:
+    """KV blocks the running decodes allocate over the next k steps."""
+    return sum(-(-(q.num_computed_tokens + k) // bs) - q.num_blocks for q in running)
 
 
 def _request_of(s: RequestState, output_tokens: int) -> Request:

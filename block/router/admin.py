@@ -40,6 +40,7 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "id": inst.id,
         "url": inst.url,
         "healthy": inst.healthy,
+        "state": inst.state,
         "in_rotation": inst.routable,
         "state_source": {"block": "/state", "vllm": "/metrics+router"}.get(inst.kind, "unknown"),
         "kind": inst.kind,
@@ -63,12 +64,16 @@ class Admin:
         self.metrics = metrics
         self.admin_token = admin_token
         self.api_key = api_key
+        self.provisioner: Any = None  # the auto-provisioner, when --provision is on
 
     async def list_instances(self, request: Request) -> Response:
         if not (bearer_ok(request, self.admin_token) or (self.api_key and bearer_ok(request, self.api_key))):
             return error_response(401, "admin token or API key required")
         now = time.monotonic()
-        return json_response({"instances": [describe(i, now) for i in self.pool.instances.values()]})
+        body: dict[str, Any] = {"instances": [describe(i, now) for i in self.pool.instances.values()]}
+        if self.provisioner is not None:  # standby instances, pending starts, recent decisions
+            body.update(self.provisioner.describe())
+        return json_response(body)
 
     async def add_instance(self, request: Request) -> Response:
         if not bearer_ok(request, self.admin_token):

@@ -21,19 +21,34 @@ from block.router.decide import Decider
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
 from block.router.proxy import Proxy
+from block.router.request_shape import LengthEstimate, load_length_estimate
 
 log = logging.getLogger("block.router")
 
 PROXY_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
-def load_length_estimator(spec: str | None) -> Callable[[str], int] | None:
-    if not spec:
-        return None
-    from block.length import LengthEstimator, load_default_estimator
+def load_length_estimator(spec: str | None, quantile: float | None = None) -> LengthEstimate | None:
+    return load_length_estimate(spec, quantile)
 
-    estimator = load_default_estimator() if spec == "default" else LengthEstimator.load(spec)
-    return estimator.predict
+
+def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
+    """The auto-provisioner (block.provision) when --provision is set, else None."""
+    settings = config.provision_settings()
+    if settings is None:
+        return None
+    from block.provision.autoscaler import Autoscaler
+    from block.provision.providers import make_provider
+
+    provider = make_provider(
+        config.provider,
+        standby=config.standby,
+        scale_up_cmd=config.scale_up_cmd,
+        scale_down_cmd=config.scale_down_cmd,
+        hook_timeout_s=config.hook_timeout_s,
+        emulator_profile=config.emulator_profile,
+    )
+    return Autoscaler(pool, settings, provider, config.provision_interval_s)
 
 
 class RouterApp:
@@ -52,7 +67,7 @@ class RouterApp:
             self.decider,
             self.metrics,
             count_tokens,
-            load_length_estimator(config.length_model),
+            load_length_estimator(config.length_model, config.length_quantile),
             config.default_output_tokens,
             config.max_body_bytes,
             config.max_retries,
@@ -60,6 +75,8 @@ class RouterApp:
             connect_timeout=config.connect_timeout,
         )
         self.admin = Admin(self.pool, self.metrics, config.admin_token, config.api_key)
+        self.autoscaler = make_autoscaler(config, self.pool)
+        self.admin.provisioner = self.autoscaler
         self.starlette = Starlette(
             routes=[
                 Route("/health", self.admin.health, methods=["GET"]),
@@ -88,9 +105,15 @@ class RouterApp:
 
     async def start(self) -> None:
         await self.pool.start()
+        if self.autoscaler is not None:
+            await self.autoscaler.start()
 
     async def stop(self) -> None:
+        if self.autoscaler is not None:  # no new starts or releases while the pool stops
+            await self.autoscaler.stop()
         await self.pool.stop()
+        if self.autoscaler is not None:  # then the engines it started
+            await self.autoscaler.close()
 
     async def models(self, request: Request) -> Response:
         if not bearer_ok(request, self.config.api_key):

@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
         length_model: str = typer.Option(
             None, help="Length estimator file, or 'default' for the shipped one."
         ),
+        length_quantile: float = typer.Option(
+            None, help="Plan free-length requests with this quantile of the estimate. [default: median]"
+        ),
         health_interval: float = typer.Option(None, help="Seconds between health checks. [default: 0.5]"),
         deadline_ms: float = typer.Option(None, help="Forecast deadline per decision. [default: 5]"),
         refresh_ms: float = typer.Option(None, help="State polling period per instance. [default: 20]"),
@@ -44,6 +47,30 @@ def register(app: typer.Typer) -> None:
         default_output_tokens: int = typer.Option(None, help="Planned output when nothing better is known."),
         log_level: str = typer.Option(None, help="debug, info, warning, error. [default: info]"),
         seed: int = typer.Option(None, help="Seed for randomised policies."),
+        provision: str = typer.Option(
+            None, help="Auto-provisioning: preemptive (forecasts) or reactive (finished requests)."
+        ),
+        slo_e2e: float = typer.Option(None, "--slo-e2e", help="End-to-end latency SLO in seconds."),
+        min_instances: int = typer.Option(None, help="Fewest serving instances. [default: 1]"),
+        max_instances: int = typer.Option(
+            None, help="Most instances. [default: static: --instance + --standby count]"
+        ),
+        provider: str = typer.Option(
+            None, help="Where instances come from: static, local-emulator, command. [default: static]"
+        ),
+        standby: list[str] = typer.Option(None, "--standby", help="Spare instance URL (static provider)."),
+        scale_up_cmd: str = typer.Option(None, help="Shell hook; prints the new instance URL on stdout."),
+        scale_down_cmd: str = typer.Option(
+            None, help="Shell hook; gets the URL as last argument and in $BLOCK_INSTANCE_URL."
+        ),
+        cooldown_s: float = typer.Option(None, help="Seconds between provisioning actions. [default: 30]"),
+        scale_down_hold_s: float = typer.Option(
+            None, help="Forecasts under half the SLO this long retire an instance. [default: 120]"
+        ),
+        no_scale_down: bool = typer.Option(False, "--no-scale-down", help="Only ever add (as the paper)."),
+        emulator_profile: str = typer.Option(
+            None, help="Profile of engines the local-emulator provider starts. [default: tiny-fast]"
+        ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
             return
@@ -59,6 +86,7 @@ def register(app: typer.Typer) -> None:
                 port=port,
                 host=host,
                 length_model=length_model,
+                length_quantile=length_quantile,
                 health_interval=health_interval,
                 deadline_ms=deadline_ms,
                 refresh_ms=refresh_ms,
@@ -69,6 +97,18 @@ def register(app: typer.Typer) -> None:
                 default_output_tokens=default_output_tokens,
                 log_level=log_level,
                 seed=seed,
+                provision=provision,
+                slo_e2e=slo_e2e,
+                min_instances=min_instances,
+                max_instances=max_instances,
+                provider=provider,
+                standby=standby or None,
+                scale_up_cmd=scale_up_cmd,
+                scale_down_cmd=scale_down_cmd,
+                cooldown_s=cooldown_s,
+                scale_down_hold_s=scale_down_hold_s,
+                scale_down=False if no_scale_down else None,
+                emulator_profile=emulator_profile,
             )
             from block.policies import POLICIES
 
@@ -77,7 +117,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, OSError) as e:
             fail(str(e))
             return
-        if not cfg.instances:
+        if not cfg.instances and cfg.provision is None:
             fail(
                 "give at least one --instance URL (or 'instances:' in --config); "
                 "more can be added at run time"

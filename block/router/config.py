@@ -18,6 +18,7 @@ class RouterConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     length_model: str | None = None  # file for LengthEstimator.load; "default" = the shipped one
+    length_quantile: float | None = None  # plan with this quantile of the estimate (None: the median)
     default_output_tokens: int = 256  # planned length when nothing better is known
     tokenizer: str = "llama3"
     health_interval: float = 0.5  # seconds between health checks of one instance
@@ -32,15 +33,70 @@ class RouterConfig:
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
     log_level: str = "info"
     seed: int | None = None
+    # Auto-provisioning (block.provision): off unless `provision` is preemptive or reactive.
+    provision: str | None = None
+    slo_e2e: float | None = None  # seconds
+    min_instances: int = 1
+    max_instances: int | None = None  # default for the static provider: instances + standby
+    provider: str = "static"  # static | local-emulator | command
+    standby: list[str] = field(default_factory=list)  # static provider's spare instances
+    scale_up_cmd: str | None = None
+    scale_down_cmd: str | None = None
+    hook_timeout_s: float = 300.0
+    emulator_profile: str = "tiny-fast"  # local-emulator: `block engine --profile`
+    cooldown_s: float = 30.0
+    scale_down: bool = True
+    scale_down_hold_s: float = 120.0
+    scale_down_fraction: float = 0.5
+    provision_interval_s: float = 0.5  # controller tick
+
+    def provision_settings(self) -> Any:
+        """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
+        if self.provision is None:
+            return None
+        from block.provision.controller import ProvisionSettings
+
+        if self.slo_e2e is None:
+            raise ValueError("--provision needs --slo-e2e SECONDS")
+        max_instances = self.max_instances
+        if max_instances is None:
+            if self.provider != "static":
+                raise ValueError(f"--provider {self.provider} needs --max-instances")
+            max_instances = len(self.instances) + len(self.standby)
+        return ProvisionSettings(
+            mode=self.provision,
+            slo_e2e_s=self.slo_e2e,
+            min_instances=self.min_instances,
+            max_instances=max_instances,
+            cooldown_s=self.cooldown_s,
+            scale_down=self.scale_down,
+            scale_down_hold_s=self.scale_down_hold_s,
+            scale_down_fraction=self.scale_down_fraction,
+        )
 
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
             raise ValueError("give one --predictor per --instance, in the same order")
+        if self.length_quantile is not None and not 0.0 < self.length_quantile < 1.0:
+            raise ValueError("length_quantile must be in (0, 1)")
+        if self.length_quantile is not None and not self.length_model:
+            raise ValueError("--length-quantile needs --length-model FILE (or 'default')")
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be >= 1")
         if self.health_interval <= 0 or self.refresh_ms <= 0 or self.deadline_ms <= 0:
             raise ValueError("health_interval, refresh_ms and deadline_ms must be > 0")
         self.instances = [u.rstrip("/") for u in self.instances]
+        self.standby = [u.rstrip("/") for u in self.standby]
+        if self.provision is not None:
+            from block.provision.providers import PROVIDERS
+
+            if self.provider not in PROVIDERS:
+                raise ValueError(f"unknown provider {self.provider!r} (known: {', '.join(PROVIDERS)})")
+            if self.provider == "command" and not self.scale_up_cmd:
+                raise ValueError("--provider command needs --scale-up-cmd")
+            if self.provision_interval_s <= 0:
+                raise ValueError("provision_interval_s must be > 0")
+            self.provision_settings()  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
 
     @classmethod
@@ -58,6 +114,7 @@ class RouterConfig:
 
 
 _ALIASES = {"instance": "instances", "predictor": "predictors"}
+_LISTS = ("instances", "predictors", "standby")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -68,7 +125,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     for key, value in data.items():
         name = str(key).replace("-", "_")
         name = _ALIASES.get(name, name)
-        if name in ("instances", "predictors") and isinstance(value, str):
+        if name in _LISTS and isinstance(value, str):
             value = [value]
         out[name] = value
     return out

@@ -1,10 +1,18 @@
 """One routing decision: candidates, forecasts within the deadline, the policy's choice, bookkeeping.
 
-Forecasts come either from each instance's tracker in this process (synchronous, checked against the
-deadline between instances) or from sidecar predictors queried concurrently and awaited with
-asyncio.wait up to the deadline. A missing forecast is None; the policy then falls back and the
-fallback is counted - a slow or dead predictor never fails a request. In-process forecasts that overran
-the deadline are shed for the next SHED_FACTOR deadlines (they run on the event loop).
+Forecasts come either from each instance's tracker in this process (synchronous, bounded by the
+deadline) or from sidecar predictors queried concurrently and awaited with asyncio.wait up to the
+deadline. A missing forecast is None; the policy then falls back and the fallback is counted - a slow
+or dead predictor never fails a request.
+
+In-process forecasts are CPU work on the event loop that also carries every proxied stream, so a burst
+of requests must not turn into a burst of forecasts that starves it:
+- per decision, the deadline: a forecast in progress stops when it passes, the rest are not started;
+- over time, a budget (ForecastBudget): forecasts take at most FORECAST_SHARE of the loop's time, with
+  a reserve of RESERVE_DEADLINES deadlines for bursts; while it is spent, decisions go without them;
+- less work per forecast: each tracker keeps its prepared Forecaster until its state changes (a
+  snapshot, a request routed or finished), and the harm term (added delay to the requests already
+  there) is only computed for a policy that weighs it, as in the simulator.
 """
 
 from __future__ import annotations
@@ -23,7 +31,32 @@ from block.router.metrics import RouterMetrics
 
 log = logging.getLogger("block.router.decision")
 
-SHED_FACTOR = 20  # after an overrun, decide without forecasts for this many deadlines (100 ms by default)
+FORECAST_SHARE = 0.5  # of the event loop's time, at most, for in-process forecasts
+RESERVE_DEADLINES = 20  # the budget's reserve for bursts, in deadlines (100 ms by default)
+
+
+class ForecastBudget:
+    """A token bucket of event-loop seconds for in-process forecasts.
+
+    It fills at `share` seconds per second of wall time up to `reserve_s`; each decision's forecasts
+    take the time they ran. A decision may forecast while the level is positive, so one slow set of
+    forecasts (deep queues, a slow machine) overdraws it and the next ones wait until it refills.
+    """
+
+    def __init__(self, share: float, reserve_s: float) -> None:
+        self.share = share
+        self.reserve_s = reserve_s
+        self.level = reserve_s
+        self._at = time.perf_counter()
+
+    def available(self, now: float) -> bool:
+        """Refill up to `now` (a time.perf_counter() value); is there time left?"""
+        self.level = min(self.reserve_s, self.level + (now - self._at) * self.share)
+        self._at = now
+        return self.level > 0
+
+    def spend(self, seconds: float) -> None:
+        self.level -= seconds
 
 
 class NoInstance(Exception):
@@ -45,7 +78,10 @@ class Decider:
         self.metrics = metrics
         self.deadline_s = deadline_s
         self._debug = log.isEnabledFor(logging.DEBUG)
-        self._skip_until = 0.0
+        self.budget = ForecastBudget(FORECAST_SHARE, RESERVE_DEADLINES * deadline_s)
+        # The harm term costs a run per forecaster: only for a policy that weighs it (the simulator's
+        # rule, block.predictor.added_delay_for; not imported: the router runs without the predictor).
+        self.added_delay = "horizon" if getattr(policy, "harm_weight", 0.0) else "none"
 
     async def decide(self, request: RoutingRequest, exclude: Collection[Instance] = ()) -> Decision:
         started = time.perf_counter()
@@ -60,16 +96,14 @@ class Decider:
         if self.policy.wants_forecasts:
             views = list(self.policy.forecast_targets(views))
             targets = [by_view[id(v)] for v in views]
-            if started < self._skip_until:  # forecasts recently overran the deadline: shed them
-                forecasts: list[Forecast | None] = [None] * len(views)
-            elif any(i.sidecar is not None for i in targets):
+            forecasts: list[Forecast | None]
+            if any(i.sidecar is not None for i in targets):
                 forecasts = await self._sidecar_forecasts(request, targets, started)
-            else:
+            elif self.budget.available(started):
                 forecasts = self._local_forecasts(request, views, now, started)
-                if time.perf_counter() - started > self.deadline_s:
-                    # In-process forecasts block the event loop; when they overrun (deep queues, a slow
-                    # machine) skip them for a while, so a burst cannot stall every other request.
-                    self._skip_until = time.perf_counter() + SHED_FACTOR * self.deadline_s
+                self.budget.spend(time.perf_counter() - started)
+            else:  # forecasts took their share of the event loop lately: shed them
+                forecasts = [None] * len(views)
             missed = 0
             # Assign and choose with no await in between: concurrent decisions share the views.
             for v, f in zip(views, forecasts, strict=True):
@@ -112,8 +146,8 @@ class Decider:
             if time.perf_counter() > deadline:  # out of time: the rest stay unknown
                 out.append(None)
                 continue
-            try:
-                out.append(v.predict(request, now))
+            try:  # a forecast still running at the deadline stops there (None)
+                out.append(v.predict(request, now, added_delay=self.added_delay, deadline=deadline))
             except Exception:  # a predictor bug must never fail a request
                 log.exception("forecast failed on %s", v.id)
                 out.append(None)
@@ -135,7 +169,7 @@ class Decider:
         out: list[Forecast | None] = []
         for t, inst in zip(tasks, targets, strict=True):
             if t is None:  # no sidecar for this one: forecast in process
-                out.append(inst.tracker.predict(request, time.monotonic()))
+                out.append(inst.tracker.predict(request, time.monotonic(), added_delay=self.added_delay))
             elif t.done() and not t.cancelled() and t.exception() is None:
                 out.append(t.result())
             else:

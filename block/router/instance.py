@@ -45,6 +45,8 @@ class Instance:
     state_ok_at: float = float("-inf")  # time.monotonic() of the last good state fetch
     data_at: float = float("-inf")  # time.monotonic() when a proxied response last delivered bytes
     removed: bool = False
+    draining: bool = False  # auto-provisioning retires it: no new requests, in-flight ones finish
+    provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)
     sent: dict[str, SentRequest] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Ready-made bytes for the hot path.
@@ -61,4 +63,13 @@ class Instance:
 
     @property
     def routable(self) -> bool:
-        return self.healthy and self.tracker is not None and not self.removed
+        return self.healthy and self.tracker is not None and not self.removed and not self.draining
+
+    @property
+    def state(self) -> str:
+        """starting (never in rotation yet), active, unhealthy or draining (for GET /instances)."""
+        if self.draining:
+            return "draining"
+        if self.routable:
+            return "active"
+        return "starting" if self.tracker is None else "unhealthy"

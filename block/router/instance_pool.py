@@ -56,6 +56,8 @@ class InstancePool:
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
         self._background: set[asyncio.Task[Any]] = set()
+        # Told of every request routed and finished (the auto-provisioner); None costs nothing.
+        self.observer: Any = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -111,6 +113,12 @@ class InstancePool:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
         inst.tasks = []
+
+    def set_draining(self, inst: Instance, draining: bool) -> None:
+        """Draining: out of rotation for new requests while those in flight finish (scale-down)."""
+        if inst.draining != draining:
+            inst.draining = draining
+            self._update_routable()
 
     # -- rotation ------------------------------------------------------------------------------
 
@@ -176,6 +184,8 @@ class InstancePool:
     def on_routed(
         self, inst: Instance, request_id: str, prompt_tokens: int, expected: int, now: float
     ) -> None:
+        if self.observer is not None:  # first: it may forecast from the queue without this request
+            self.observer.routed(inst, request_id, prompt_tokens, expected, now)
         inst.tracker.on_routed(request_id, prompt_tokens, expected, now)
         self.metrics.in_flight_child(inst.id).inc()
         if inst.kind == VLLM:
@@ -190,6 +200,8 @@ class InstancePool:
         inst.sent.pop(request_id, None)
         if inst.sidecar is not None:
             self._spawn(inst.sidecar.finished(request_id))
+        if self.observer is not None:
+            self.observer.finished(inst, request_id, now)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

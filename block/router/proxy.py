@@ -27,7 +27,7 @@ from block.router.errors import error_sse, send_bytes, send_error
 from block.router.instance import VLLM, Instance
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
-from block.router.request_shape import CHAT_PATH, BadRequest, RequestShape, parse_shape
+from block.router.request_shape import CHAT_PATH, BadRequest, LengthEstimate, RequestShape, parse_shape
 
 log = logging.getLogger("block.router.proxy")
 
@@ -71,7 +71,7 @@ class Proxy:
         decider: Decider,
         metrics: RouterMetrics,
         count_tokens: Callable[[str], int],
-        estimate_length: Callable[[str], int] | None,
+        estimate_length: LengthEstimate | None,
         default_output_tokens: int,
         max_body_bytes: int,
         max_retries: int,

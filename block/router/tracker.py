@@ -74,7 +74,14 @@ class BasicTracker:
     def snapshot_age(self, now: float) -> float | None:
         return None if self._snapshot_at is None else now - self._snapshot_at
 
-    def predict(self, request: RoutingRequest, now: float) -> Forecast | None:
+    def predict(
+        self,
+        request: RoutingRequest,
+        now: float,
+        *,
+        added_delay: str | None = None,
+        deadline: float | None = None,
+    ) -> Forecast | None:
         return None  # no forecasting model without block.predictor
 
     def blocks_needed(self, tokens: int) -> int:

@@ -68,6 +68,14 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, min=1, help="Runs simulated in parallel."),
         keep_itl: bool = typer.Option(False, help="Keep per-request inter-token gaps in the files (large)."),
         slo_ttft_p99: float = typer.Option(3.0, help="P99 TTFT SLO (s) defining capacity."),
+        lengths: str = typer.Option(
+            "known",
+            help="Lengths the router plans with: known (true, ignore_eos), estimated (the length "
+            "model's median on the prompt) or quantile:Q. Replicas always generate the true length.",
+        ),
+        split: str = typer.Option(
+            "all", help="Prompts drawn from: all, or held-out (never seen by the length model)."
+        ),
         out: Path = typer.Option(
             Path("results/sim"), help="Directory for one results JSON per policy and rate."
         ),
@@ -79,6 +87,14 @@ def register(app: typer.Typer) -> None:
 
         if burstiness != 1.0 and process == "poisson":
             process = "gamma"
+        from block.sim.workload import SPLITS, parse_lengths
+
+        try:
+            parse_lengths(lengths)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--lengths") from None
+        if split not in SPLITS:
+            raise typer.BadParameter(f"choose one of {', '.join(SPLITS)}", param_hint="--split")
         simulate_main(
             SimulateArgs(
                 instances=instances,
@@ -100,6 +116,8 @@ def register(app: typer.Typer) -> None:
                 keep_itl=keep_itl,
                 slo_ttft_p99=slo_ttft_p99,
                 out=out,
+                lengths=lengths,
+                split=split,
             )
         )
 

@@ -12,16 +12,20 @@ from block.workload.arrivals import arrival_times
 
 @dataclass(frozen=True)
 class SimRequests:
-    """Requests sorted by arrival. Known output lengths (the paper's ignore_eos setup)."""
+    """Requests sorted by arrival. `output_tokens` is what each replica generates; the router plans with
+    `planned_tokens` when given (estimated lengths), else with the true lengths (the paper's ignore_eos)."""
 
     prompt_tokens: np.ndarray  # int64
     output_tokens: np.ndarray  # int64
     arrival_s: np.ndarray  # float64, non-decreasing
+    planned_tokens: np.ndarray | None = None  # int64, >= 1; None: plan with output_tokens
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
         if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
             raise ValueError("prompt_tokens, output_tokens and arrival_s must have the same length")
+        if self.planned_tokens is not None and len(self.planned_tokens) != n:
+            raise ValueError("planned_tokens must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
 

@@ -14,7 +14,7 @@ Two schedules of the same events, with identical results:
   policies that read instance state (or the router's in-flight counts) need;
 - lazy, for policies whose choice reads no state (round robin, random): a replica is only brought up to
   date when a request is routed to it (and at the end). Replicas are independent between arrivals, so
-  nothing changes, but runs of pure-decode steps grow long and fast_forward.py skips them in one go.
+  nothing changes, but runs of pure-decode steps grow long and Replica.run_decodes skips them in one go.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from typing import Any
 
 from block.bench.record import RequestRecord
 from block.policies import Choice, InstanceView, Policy, RoutingRequest, make_policy
-from block.replica import Batch, Replica, Request
+from block.replica import Batch, DecodeRun, Replica, Request
 from block.sim.config import SimConfig
-from block.sim.fast_forward import fast_forward
 from block.sim.freshness import SnapshotFeed
 from block.sim.records import build_records
 from block.sim.requests import SimRequests
@@ -85,10 +84,12 @@ class Cluster:
         """Form replica r's next batch at its clock and schedule its completion."""
         rep = self.replicas[r]
         if drawn is None and self.config.fast_forward:
-            done, drawn = fast_forward(rep, self.limit, self.noise[r], self.token_times, self._finished_on(r))
-            self.steps += done
-            if done and self.uses_snapshots:
-                self.feed.before_change(r, rep.now)  # marks the tick of the last change (no capture: see run)
+            decoded = rep.run_decodes(self.limit, self.noise[r])
+            drawn = decoded.next_duration
+            if decoded.steps:
+                self._decoded(r, decoded)
+                if self.uses_snapshots:  # marks the tick of the last change (no capture: see run)
+                    self.feed.before_change(r, rep.now)
         batch = rep.schedule()
         if not batch.requests:
             if batch.preempted:
@@ -130,8 +131,17 @@ class Cluster:
         if self.uses_snapshots and not self.poll:
             self.feed.on_finished(r, q.id, at)
 
-    def _finished_on(self, r: int) -> Callable[[Request, float], None]:
-        return lambda q, at: self.finished(r, q, at)
+    def _decoded(self, r: int, run: DecodeRun) -> None:
+        """Report the steps Replica.run_decodes completed, as end_step reports one step."""
+        self.steps += run.steps
+        times = self.token_times
+        for span in run.spans:
+            if times is not None:
+                ends = span.ends
+                for q in span.requests:
+                    times[q].extend(ends)
+            for q in span.finished:
+                self.finished(r, q, span.ends[-1])
 
     def run_steps_until(self, t: float, limit: float) -> None:
         """Complete every step (of every replica) that ends at or before `t`."""
@@ -187,6 +197,10 @@ class Cluster:
         wall0, cpu0 = time.perf_counter(), time.process_time()
         prompts = requests.prompt_tokens.tolist()
         outputs = requests.output_tokens.tolist()
+        # Estimated lengths: the router plans with these and sends free-length requests (no max_tokens);
+        # the replica still generates the true `outputs`.
+        estimated = requests.planned_tokens is not None
+        planned = requests.planned_tokens.tolist() if estimated else outputs
         arrivals = requests.arrival_s.tolist()
         n = len(arrivals)
         feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
@@ -213,14 +227,15 @@ class Cluster:
             p, o = prompts[i], outputs[i]
             if p + o > max_len or p + o > max_cached:
                 continue  # rejected as an engine would (recorded as failed)
-            rr = RoutingRequest(p, o, o)
+            e = planned[i]
+            rr = RoutingRequest(p, e, None if estimated else o)
             r, choice, targets = self.route(rr, t, clock)
             fallbacks += choice.fallback
             if on_decision is not None:
                 on_decision(self, i, t, targets, choice)
             rid = str(i)
-            trackers[r].on_routed(rid, p, o, t)
-            q = Request(rid, p, o, t, o)
+            trackers[r].on_routed(rid, p, e, t)
+            q = Request(rid, p, o, t, e)
             reqs[i], instance_of[i] = q, r
             if times is not None:
                 times[q] = []
@@ -244,7 +259,7 @@ class Cluster:
             self.run_steps_until(_INF, _INF)
         drain_s = time.perf_counter() - wall0 - loop_s
         records = build_records(
-            reqs, instance_of, prompts, outputs, arrivals, [t.id for t in trackers], times
+            reqs, instance_of, prompts, planned, arrivals, [t.id for t in trackers], times
         )
         duration = max(
             (q.finish_time for q in reqs if q is not None and q.finish_time is not None), default=0.0

@@ -36,11 +36,20 @@ class SimulateArgs:
     keep_itl: bool = False
     slo_ttft_p99: float = 3.0
     out: Path = Path("results/sim")
+    lengths: str = "known"  # what the router plans with: known | estimated | quantile:Q
+    split: str = "all"  # all | held-out prompts (see block.sim.workload)
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
     workload = WorkloadSpec(
-        a.dataset, a.num_requests, a.process, a.burstiness, a.seed, max_model_len=a.max_model_len
+        a.dataset,
+        a.num_requests,
+        a.process,
+        a.burstiness,
+        a.seed,
+        max_model_len=a.max_model_len,
+        lengths=a.lengths,
+        split=a.split,
     )
     runs = []
     for policy in a.policies:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from block.policies import Policy
-from block.predictor.tracker import InstanceTracker
+from block.predictor.tracker import InstanceTracker, added_delay_for
 from block.profiles import Profile
 from block.replica import ReplicaConfig
 
@@ -20,10 +20,7 @@ def reads_state(policy: Policy) -> bool:
 
 
 def make_trackers(n: int, profile: Profile, config: ReplicaConfig, policy: Policy) -> list[Any]:
-    # The harm term (added delay to others) costs extra runs per forecast; skip it when the policy
-    # gives it no weight: the choice is the same either way.
-    harm = getattr(policy, "harm_weight", 0.0)
-    added_delay = "horizon" if harm else "none"
+    added_delay = added_delay_for(policy)
     return [InstanceTracker(instance_id(r), profile, config, added_delay=added_delay) for r in range(n)]
 
 

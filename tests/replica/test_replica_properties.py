@@ -90,5 +90,9 @@ def test_rebuilding_from_a_snapshot_mid_run_changes_nothing(config, workload, st
     for r in straight:
         later = finished_early.get(r.id)
         if later is None:
-            later = by_id[r.id].finish_time if r.id in by_id else next(p.finish_time for p in pending if p.id == r.id)
+            later = (
+                by_id[r.id].finish_time
+                if r.id in by_id
+                else next(p.finish_time for p in pending if p.id == r.id)
+            )
         assert later == r.finish_time, r.id

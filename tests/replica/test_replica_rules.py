@@ -10,7 +10,9 @@ from tests.conftest import make_test_profile
 
 
 def replica(profile: Profile | None = None, **cfg: int) -> Replica:
-    base = dict(max_num_seqs=8, max_num_batched_tokens=64, block_size=16, num_gpu_blocks=64, max_model_len=1024)
+    base = dict(
+        max_num_seqs=8, max_num_batched_tokens=64, block_size=16, num_gpu_blocks=64, max_model_len=1024
+    )
     base.update(cfg)
     return Replica(ReplicaConfig(**base), profile or make_test_profile())
 

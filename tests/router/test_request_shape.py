@@ -15,16 +15,16 @@ def shape(body: object, path: str = "/v1/completions", estimate=None, default: i
 def test_ignore_eos_fixes_the_length() -> None:
     assert (
         shape(
-            {"prompt": "a b c", "max_tokens": 40, "ignore_eos": True}, estimate=lambda t: 7
+            {"prompt": "a b c", "max_tokens": 40, "ignore_eos": True}, estimate=lambda t, n: 7
         ).expected_output_tokens
         == 40
     )
 
 
 def test_estimator_capped_by_max_tokens() -> None:
-    assert shape({"prompt": "a", "max_tokens": 40}, estimate=lambda t: 7).expected_output_tokens == 7
-    assert shape({"prompt": "a", "max_tokens": 5}, estimate=lambda t: 70).expected_output_tokens == 5
-    assert shape({"prompt": "a"}, estimate=lambda t: 70).expected_output_tokens == 70
+    assert shape({"prompt": "a", "max_tokens": 40}, estimate=lambda t, n: 7).expected_output_tokens == 7
+    assert shape({"prompt": "a", "max_tokens": 5}, estimate=lambda t, n: 70).expected_output_tokens == 5
+    assert shape({"prompt": "a"}, estimate=lambda t, n: 70).expected_output_tokens == 70
 
 
 def test_default_without_estimator_capped() -> None:
@@ -34,7 +34,7 @@ def test_default_without_estimator_capped() -> None:
 
 
 def test_token_id_prompts_count_by_length_and_skip_estimator() -> None:
-    s = shape({"prompt": [1, 2, 3, 4]}, estimate=lambda t: 7)
+    s = shape({"prompt": [1, 2, 3, 4]}, estimate=lambda t, n: 7)
     assert s.prompt_tokens == 4 and s.expected_output_tokens == 100 and s.prompt_text is None
     assert shape({"prompt": [[1, 2], [3]]}).prompt_tokens == 3
     assert shape({"prompt": ["a b", "c"]}).prompt_tokens == 3

@@ -1,0 +1,521 @@
+"""Runs experiment specs live (`--mode live`): emulated engines + Block routers + the bench client.
+
+Each spec gets its own cluster: `spec.instances` engine emulators (`block engine`) behind one router
+(`block router --policy ...`). Specs that share a workload and a rate form a batch whose clusters run
+side by side, and one client sends the same requests at the same instants into every router of the
+batch: the policies face exactly the same arrivals and the same machine noise, and on a small machine a
+batch of three policies takes the wall time of one run instead of three.
+
+Engines are kept between batches while the next batch needs the same engine configuration (an idle
+emulator holds no state a run could see); routers are started afresh per batch so no policy carries
+request history (min-qpm's 60 s window, round robin's position) from one run into the next.
+
+Live runs are only faithful while the machine keeps up: every streamed token costs CPU in the engine,
+the router and the client. Each results file therefore records the machine's CPU use during the run,
+the engines' lag resets (the emulator fell behind its step deadlines) and the router's fallbacks (a
+forecast missed its deadline), so a reader can tell a policy effect from an overloaded host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from block.bench.client import BenchResult, run_benchmark
+from block.bench.results import build_results, write_results
+from block.experiments.plan import RunOutput, RunSpec
+from block.sim.workload import WorkloadSpec
+from block.workload import Sample
+from block.workload.arrivals import arrival_times, scale_trace
+
+try:  # the lead is moving the generic launcher here; fall back to its current home
+    from block.launch import ManagedServer, block_command, start_all
+except ImportError:  # pragma: no cover - depends on the tree's state
+    from block.realengine.launcher import ManagedServer, block_command, start_all
+
+# The emulator's stall rate is fixed (block/engine/settings.py) whenever noise is on.
+ENGINE_STALL_PROBABILITY = 0.001
+# vLLM (and the emulator) count a begin-of-text token in a text prompt that the workload's token counts
+# leave out; engines get this much extra context so a request at exactly max_model_len is not refused.
+PROMPT_SPECIAL_TOKENS = 1
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """What makes two clusters' engines interchangeable (reused across batches)."""
+
+    instances: int
+    profile: str
+    max_num_seqs: int | None
+    max_num_batched_tokens: int | None
+    num_gpu_blocks: int | None
+    max_model_len: int
+    noise: float
+    seed: int
+
+    @staticmethod
+    def of(spec: RunSpec) -> EngineKey:
+        return EngineKey(
+            spec.instances,
+            spec.profile,
+            spec.max_num_seqs,
+            spec.max_num_batched_tokens,
+            spec.num_gpu_blocks,
+            spec.workload.max_model_len,
+            spec.noise,
+            spec.seed,
+        )
+
+
+@dataclass
+class Cluster:
+    key: EngineKey
+    engines: list[ManagedServer]
+    router: ManagedServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.router is not None
+        return self.router.url
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    # Clusters of one batch run side by side, at most this many (1: one policy at a time).
+    max_parallel: int = 3
+    start_timeout_s: float = 120.0
+    request_timeout_s: float = 900.0
+    # Applied to every spec's workload (e.g. max_model_len=1024 to keep the slowest response short on a
+    # small machine). The results file records the workload actually run.
+    workload_overrides: dict[str, Any] = field(default_factory=dict)
+    # Engines and routers log at this level; uvicorn's per-request access log costs CPU at info.
+    log_level: str = "warning"
+    log_dir: Path | None = None
+    resume: bool = True  # reuse results files from identical live runs (an interrupted sweep goes on)
+
+
+class LiveRunner:
+    mode = "live"
+
+    def __init__(self, settings: LiveSettings | None = None) -> None:
+        self.settings = settings or LiveSettings()
+        self._engines: dict[tuple[EngineKey, int], Cluster] = {}  # idle clusters kept for the next batch
+        self._names = itertools.count()  # cluster names for server logs
+
+    # -- plan.Runner ---------------------------------------------------------------------------------
+
+    def run(
+        self, specs: Sequence[RunSpec], out_dir: Path, on_done: Callable[[RunOutput], None] | None = None
+    ) -> list[RunOutput]:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError("two runs would write the same file; give them distinct labels or groups")
+        effective = [self.effective(s) for s in specs]
+        for s in effective:
+            check_spec(s)  # refuse before starting any server
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = self.settings.log_dir or Path(tempfile.mkdtemp(prefix="block-live-"))
+        results: list[RunOutput | None] = [None] * len(specs)
+
+        def done(i: int, output: RunOutput) -> None:
+            results[i] = output
+            if on_done is not None:
+                on_done(output)
+
+        todo: list[int] = []
+        for i, (spec, eff) in enumerate(zip(specs, effective, strict=True)):
+            old = self._reuse(spec, eff, out_dir) if self.settings.resume else None
+            if old is not None:
+                done(i, old)
+            else:
+                todo.append(i)
+        try:
+            for batch in self._batches(todo, effective):
+                outputs = self._run_batch(
+                    [specs[i] for i in batch], [effective[i] for i in batch], out_dir, log_dir
+                )
+                for i, o in zip(batch, outputs, strict=True):
+                    done(i, o)
+        finally:
+            self.close()
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stop every server this runner still holds."""
+        clusters, self._engines = list(self._engines.values()), {}
+        for c in clusters:
+            _stop_cluster(c)
+
+    # -- planning ------------------------------------------------------------------------------------
+
+    def effective(self, spec: RunSpec) -> RunSpec:
+        """The spec as it will run live: the workload overrides applied."""
+        if not self.settings.workload_overrides:
+            return spec
+        return replace(spec, workload=replace(spec.workload, **self.settings.workload_overrides))
+
+    def _batches(self, todo: list[int], specs: Sequence[RunSpec]) -> list[list[int]]:
+        """Specs with the same workload and rate, in chunks of max_parallel; consecutive batches keep
+        the order of first appearance (experiments list a policy's rates together or a rate's policies)."""
+        groups: dict[tuple[WorkloadSpec, float], list[int]] = {}
+        for i in todo:
+            groups.setdefault((specs[i].workload, specs[i].qps), []).append(i)
+        size = max(1, self.settings.max_parallel)
+        return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+
+    # -- one batch -----------------------------------------------------------------------------------
+
+    def _run_batch(
+        self, specs: list[RunSpec], effective: list[RunSpec], out_dir: Path, log_dir: Path
+    ) -> list[RunOutput]:
+        clusters = self._clusters_for(effective, log_dir)
+        try:
+            routers = [
+                router_server(c, s, log_dir, self.settings.log_level)
+                for c, s in zip(clusters, effective, strict=True)
+            ]
+            for c, r in zip(clusters, routers, strict=True):
+                c.router = r
+            start_all(routers, timeout_s=self.settings.start_timeout_s)
+            eff = effective[0]  # every spec of a batch has this workload and rate
+            samples, arrivals = requests_for(eff.workload, eff.qps)
+            concurrency = closed_loop_concurrency(eff) if math.isinf(eff.qps) else None
+            before = [_counters(c) for c in clusters]
+            own0 = [_process_cpu_s(c) for c in clusters], os.times()
+            cpu0 = _cpu_times()
+            started_at = datetime.now(UTC).isoformat(timespec="seconds")
+            outcomes = asyncio.run(
+                _replay(
+                    [c.url for c in clusters],
+                    samples,
+                    arrivals,
+                    eff.workload.max_model_len,
+                    self.settings.request_timeout_s,
+                    concurrency,
+                )
+            )
+            cpu = _cpu_busy(cpu0, _cpu_times())
+            own1 = [_process_cpu_s(c) for c in clusters], os.times()
+            after = [_counters(c) for c in clusters]
+        finally:
+            for c in clusters:
+                if c.router is not None:
+                    c.router.stop()
+                    c.router = None
+        client_cpu = (own1[1].user + own1[1].system) - (own0[1].user + own0[1].system)
+        outputs = []
+        for k, (spec, e, outcome) in enumerate(zip(specs, effective, outcomes, strict=True)):
+            b, a = before[k], after[k]
+            tokens = sum(r.output_tokens for r in outcome.records if r.ok)
+            servers_cpu = own1[0][k] - own0[0][k]
+            live = {
+                "parallel_clusters": len(clusters),
+                # the whole machine, other users included: near 1.0 means the timings are suspect
+                "machine_cpu_busy": cpu,
+                # this cluster's engines and router; the client is shared by the batch's clusters
+                "servers_cpu_s": round(servers_cpu, 2),
+                "client_cpu_s": round(client_cpu, 2),
+                "servers_cpu_us_per_token": round(servers_cpu / tokens * 1e6, 1) if tokens else None,
+                "closed_loop_concurrency": concurrency,
+                "started_at": started_at,
+                "prompt_special_tokens": PROMPT_SPECIAL_TOKENS,
+                **{name: a.get(name, 0) - b.get(name, 0) for name in a},
+            }
+            results = build_results(
+                results_config(e, live), outcome.records, outcome.duration_s, dict(spec.slos)
+            )
+            for r in results["requests"]:
+                r["itl_s"] = []  # the summary's itl_s was computed from them; the file stays small
+            path = out_dir / f"{spec.name}.json"
+            write_results(results, path)
+            outputs.append(RunOutput(spec, path, results["summary"], {"live": live}))
+        return outputs
+
+    def _clusters_for(self, specs: list[RunSpec], log_dir: Path) -> list[Cluster]:
+        """Engines for each spec: reuse idle ones with the same configuration, stop the rest, start new."""
+        wanted: list[tuple[EngineKey, int]] = []
+        for s in specs:
+            key = EngineKey.of(s)
+            wanted.append((key, sum(1 for k, _ in wanted if k == key)))
+        for slot in [k for k in self._engines if k not in wanted]:
+            _stop_cluster(self._engines.pop(slot))
+        new = {}
+        for slot in wanted:
+            if slot not in self._engines:
+                name = f"c{next(self._names)}"
+                new[slot] = Cluster(slot[0], engine_servers(slot[0], name, log_dir, self.settings.log_level))
+        if new:
+            servers = [e for c in new.values() for e in c.engines]
+            start_all(servers, timeout_s=self.settings.start_timeout_s)
+            self._engines.update(new)
+        return [self._engines[slot] for slot in wanted]
+
+    def _reuse(self, spec: RunSpec, effective: RunSpec, out_dir: Path) -> RunOutput | None:
+        path = out_dir / f"{spec.name}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        cfg = data.get("config", {})
+        if cfg.get("mode") != "live" or cfg.get("spec") != _spec_key(effective):
+            return None
+        if data.get("summary", {}).get("slos") != dict(spec.slos):
+            return None
+        return RunOutput(spec, path, data["summary"], {"live": cfg.get("live", {}), "reused": True})
+
+
+# -- specs -----------------------------------------------------------------------------------------------
+
+
+def check_spec(spec: RunSpec) -> None:
+    """Refuse what the live pieces cannot do, with the reason."""
+    if spec.noise > 0 and not math.isclose(spec.stall_probability, ENGINE_STALL_PROBABILITY):
+        raise ValueError(
+            f"{spec.name}: the engine emulator stalls with probability {ENGINE_STALL_PROBABILITY} whenever "
+            f"noise is on; live runs cannot use stall_probability {spec.stall_probability}"
+        )
+    if spec.noise == 0 and spec.stall_probability > 0:
+        raise ValueError(f"{spec.name}: with noise 0 the emulator never stalls; set stall_probability 0")
+    if not spec.qps > 0:
+        raise ValueError(f"{spec.name}: qps must be > 0")
+    lengths = getattr(spec.workload, "lengths", "known")
+    if lengths != "known":
+        # The client fixes every output with max_tokens + ignore_eos, so the router always knows it.
+        raise ValueError(
+            f"{spec.name}: live runs send the true output length (ignore_eos); lengths={lengths!r} "
+            "(planning with estimated lengths) is simulator-only for now"
+        )
+
+
+def closed_loop_concurrency(spec: RunSpec) -> int:
+    """qps = inf (a saturation pilot): instead of opening every request's stream at once, keep as many
+    in flight as the cluster can run (instances x max_num_seqs). The engines would only queue the rest,
+    so throughput is the same, and the host is spared thousands of idle streams."""
+    from block.engine.settings import replica_config
+    from block.profiles import load_profile
+
+    cfg = replica_config(load_profile(spec.profile), max_num_seqs=spec.max_num_seqs)
+    return spec.instances * cfg.max_num_seqs
+
+
+def requests_for(w: WorkloadSpec, qps: float) -> tuple[list[Sample], np.ndarray]:
+    """The samples and send times, as the simulator derives them (block.sim.workload.requests_for),
+    sorted by send time (the client sends in list order)."""
+    # The simulator's own (cached) draw, so both modes replay identical samples even as its sampling
+    # rules grow (held-out splits); `split` exists only in newer WorkloadSpecs.
+    from block.sim import workload as sim_workload
+
+    split = getattr(w, "split", "all")
+    key = (w.dataset, w.num_requests, w.seed, w.tokenizer, w.max_model_len)
+    samples = list(sim_workload._samples(*key, split) if split != "all" else sim_workload._samples(*key))
+    if w.process == "trace":
+        stamps = [s.arrival_s for s in samples]
+        if any(t is None for t in stamps):
+            raise ValueError(f"process 'trace' needs a dataset with timestamps; {w.dataset!r} has none")
+        arrivals = scale_trace(stamps, None if math.isinf(qps) else qps)
+    else:
+        arrivals = arrival_times(len(samples), qps, w.process, w.burstiness, w.seed)
+    order = np.argsort(arrivals, kind="stable")
+    return [samples[i] for i in order], np.asarray(arrivals, dtype=np.float64)[order]
+
+
+def _spec_key(spec: RunSpec) -> dict[str, Any]:
+    """Everything that decides a live run's outcome, as JSON (for resuming)."""
+    return json.loads(
+        json.dumps(
+            {
+                "policy": spec.policy,
+                "qps": None if math.isinf(spec.qps) else spec.qps,
+                "engines": EngineKey.of(spec).__dict__,
+                "workload": spec.workload.to_dict(),
+                "stall_probability": spec.stall_probability,
+            }
+        )
+    )
+
+
+def results_config(spec: RunSpec, live: dict[str, Any]) -> dict[str, Any]:
+    """The results file's `config`: the simulator's fields (block.sim.batch.SimRun.results_config) where
+    they mean the same thing, plus how the live run was made."""
+    return {
+        "mode": "live",
+        "label": spec.display,
+        "group": spec.group,
+        "policy": spec.policy,
+        "qps": spec.qps,
+        **spec.workload.to_dict(),
+        "ignore_eos": True,
+        "instances": spec.instances,
+        "profile": spec.profile,
+        "engine": {
+            "max_num_seqs": spec.max_num_seqs,
+            "max_num_batched_tokens": spec.max_num_batched_tokens,
+            "num_gpu_blocks": spec.num_gpu_blocks,
+            "max_model_len": spec.workload.max_model_len + PROMPT_SPECIAL_TOKENS,
+            "noise": spec.noise,
+            "stall_probability": spec.stall_probability if spec.noise > 0 else 0.0,
+        },
+        "seed": spec.seed,
+        "spec": _spec_key(spec),
+        "live": live,
+    }
+
+
+# -- servers ---------------------------------------------------------------------------------------------
+
+
+def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -> list[ManagedServer]:
+    knobs = {
+        "--max-num-seqs": key.max_num_seqs,
+        "--max-num-batched-tokens": key.max_num_batched_tokens,
+        "--num-gpu-blocks": key.num_gpu_blocks,
+    }
+    extra = [a for flag, v in knobs.items() if v is not None for a in (flag, str(v))]
+    return [
+        block_command(
+            f"{prefix}-engine{i}",
+            [
+                "engine",
+                "--profile",
+                key.profile,
+                "--max-model-len",
+                str(key.max_model_len + PROMPT_SPECIAL_TOKENS),
+                "--noise",
+                str(key.noise),
+                # one noise stream per engine, as the simulator gives each replica its own
+                "--seed",
+                str(key.seed * 1000 + i),
+                "--log-level",
+                log_level,
+                *extra,
+            ],
+            log_dir=log_dir,
+        )  # fmt: skip
+        for i in range(key.instances)
+    ]
+
+
+def router_server(cluster: Cluster, spec: RunSpec, log_dir: Path, log_level: str) -> ManagedServer:
+    n = len(cluster.engines)
+    args = ["router", "--policy", spec.policy, "--seed", str(spec.seed), "--log-level", log_level]
+    args += [a for e in cluster.engines for a in ("--instance", e.url)]
+    return block_command(
+        f"{cluster.engines[0].name.split('-')[0]}-router-{spec.policy}",
+        args,
+        log_dir=log_dir,
+        health=lambda url: _router_ready(url, n),
+    )
+
+
+def _router_ready(url: str, instances: int) -> bool:
+    """Healthy only once the router routes to every instance (else the first requests crowd a few)."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1.0) as r:
+            return int(json.loads(r.read()).get("healthy_instances", 0)) >= instances
+    except (OSError, ValueError):
+        return False
+
+
+def _stop_cluster(c: Cluster) -> None:
+    for s in [*([c.router] if c.router is not None else []), *c.engines]:
+        s.stop(grace_s=5.0)
+
+
+# -- measuring -------------------------------------------------------------------------------------------
+
+
+async def _replay(
+    urls: list[str],
+    samples: list[Sample],
+    arrivals: np.ndarray,
+    max_model_len: int,
+    timeout_s: float,
+    concurrency: int | None,
+) -> list[BenchResult]:
+    """The same requests at the same instants into every router."""
+    runs = [
+        run_benchmark(
+            url,
+            samples,
+            arrivals,
+            max_model_len=max_model_len,
+            timeout_s=timeout_s,
+            max_concurrency=concurrency,
+        )
+        for url in urls
+    ]
+    return list(await asyncio.gather(*runs))
+
+
+_COUNTERS = {
+    "engine_lag_resets": "block:engine_lag_resets_total",
+    "engine_steps": "block:engine_steps_total",
+    "router_fallbacks": "block_router_fallbacks_total",
+    "router_forecasts_missed": "block_router_forecasts_missed_total",
+    "router_retries": "block_router_retries_total",
+}
+
+
+def _counters(c: Cluster) -> dict[str, float]:
+    """Sums of a few Prometheus counters over the cluster's servers (missing ones count 0)."""
+    totals = dict.fromkeys(_COUNTERS, 0.0)
+    servers = [*c.engines, *([c.router] if c.router is not None else [])]
+    for s in servers:
+        for line in _scrape(s.url):
+            for key, metric in _COUNTERS.items():
+                if line.startswith(metric) and line[len(metric) : len(metric) + 1] in (" ", "{"):
+                    with contextlib.suppress(ValueError, IndexError):
+                        totals[key] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def _scrape(url: str) -> Iterator[str]:
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=2.0) as r:
+            yield from r.read().decode(errors="replace").splitlines()
+    except OSError:
+        return
+
+
+def _process_cpu_s(c: Cluster) -> float:
+    """CPU seconds (user + system) used so far by the cluster's server processes (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for s in [*c.engines, *([c.router] if c.router is not None else [])]:
+        if s.proc is None:
+            continue
+        try:
+            fields = Path(f"/proc/{s.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine from /proc/stat (0, 0 where there is none)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _cpu_busy(a: tuple[float, float], b: tuple[float, float]) -> float | None:
+    """Share of the machine's CPU time that was busy between two _cpu_times() readings."""
+    total = b[1] - a[1]
+    return None if total <= 0 else round((b[0] - a[0]) / total, 3)
