@@ -9,6 +9,7 @@ group is really gone. Nothing is ever killed by name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,10 +36,10 @@ class ServerError(RuntimeError):
     """A server did not come up (it exited, or /health stayed down past the deadline)."""
 
 
-def free_port() -> int:
-    """A currently free TCP port on localhost (the OS picks; a tiny race remains, handled by retries)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on `host` (the OS picks; a tiny race remains, handled by retries)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -72,6 +73,47 @@ def serves_model(name: str) -> HealthCheck:
     return check
 
 
+def router_ready(instances: int) -> HealthCheck:
+    """A Block router's /health, once it routes to at least `instances` healthy instances (before that,
+    the first requests would crowd the few instances it already knows)."""
+
+    def check(base_url: str) -> bool:
+        try:
+            status, body = http_get(base_url + "/health", timeout=2.0)
+            return status == 200 and int(json.loads(body).get("healthy_instances", 0)) >= instances
+        except (OSError, ValueError):
+            return False
+
+    return check
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    """Signal a whole process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+async def stop_group(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> int | None:
+    """For an asyncio child started with `start_new_session=True` (see ManagedServer for the synchronous
+    kind): SIGTERM its process group, wait up to `grace_s`, then SIGKILL the group. The exit status."""
+    if proc.returncode is None:
+        with contextlib.suppress(PermissionError):
+            _killpg(proc.pid, signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            pass
+    # The leader may be gone while its group lives on: kill the group either way.
+    with contextlib.suppress(PermissionError):
+        _killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(proc.wait(), grace_s)
+    return proc.returncode
+
+
 class ManagedServer:
     """One server process tree: start, wait until healthy, stop (or crash on purpose). A context manager."""
 
@@ -84,6 +126,7 @@ class ManagedServer:
         log_dir: Path | None = None,
         port: int | None = None,
         cwd: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name = name
         self._argv_for_port = argv_for_port
@@ -91,15 +134,17 @@ class ManagedServer:
         self._health = health
         self._fixed_port = port
         self._cwd = cwd
+        self.host = host  # where the server listens (its command line must say so too)
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="block-servers-"))
         self.log_path = self.log_dir / f"{name}.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self.pin_to: int | None = None  # a CPU core for the whole tree (children inherit the affinity)
+        # CPU core(s) for the whole tree (children inherit the affinity)
+        self.pin_to: int | Collection[int] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pgid(self) -> int:
@@ -108,26 +153,32 @@ class ManagedServer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def spawn(self) -> ManagedServer:
+        """Start the process on a (free) port and return at once, without waiting for health."""
+        self.port = self._fixed_port or free_port(self.host)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                list(self._argv_for_port(self.port)),
+                env=self._env,
+                cwd=self._cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _LIVE.add(self)
+        if self.pin_to is not None:
+            # Set before the interpreter has even imported anything, so every child inherits it.
+            cpus = {self.pin_to} if isinstance(self.pin_to, int) else set(self.pin_to)
+            os.sched_setaffinity(self.proc.pid, cpus)
+        return self
+
     def start(self, timeout_s: float = 180.0, attempts: int = 3) -> ManagedServer:
         """Start and wait for health. Retries on a fresh port if the process dies early (port race)."""
         last = ""
         for _ in range(attempts):
-            self.port = self._fixed_port or free_port()
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    list(self._argv_for_port(self.port)),
-                    env=self._env,
-                    cwd=self._cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            _LIVE.add(self)
-            if self.pin_to is not None:
-                # Set before the interpreter has even imported anything, so every child inherits it.
-                os.sched_setaffinity(self.proc.pid, {self.pin_to})
+            self.spawn()
             try:
                 self._wait_healthy(timeout_s)
                 return self
@@ -152,12 +203,18 @@ class ManagedServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _signal_group(self, sig: int) -> bool:
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the leader process has used so far (Linux /proc; 0 if unknown)."""
+        if self.proc is None:
+            return 0.0
         try:
-            os.killpg(self.pgid, sig)
-            return True
-        except ProcessLookupError:
-            return False
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def _signal_group(self, sig: int) -> bool:
+        return _killpg(self.pgid, sig)
 
     def _group_exists(self) -> bool:
         return self._signal_group(0)
@@ -218,16 +275,20 @@ def block_command(
     log_dir: Path | None = None,
     health: HealthCheck = health_ok,
     port_flag: str = "--port",
+    host: str | None = None,
 ) -> ManagedServer:
-    """Any `block ...` server sub-command (engine emulator, router) run with this interpreter."""
+    """Any `block ...` server sub-command (engine emulator, router) run with this interpreter.
+    `host`: listen there (`--host HOST`) instead of the command's default, 127.0.0.1."""
+    listen = ["--host", host] if host is not None else []
 
     def argv(port: int) -> list[str]:
+        tail = [*listen, port_flag, str(port)]
         if args and args[0] in _LEAN_ENTRY_POINTS:
             # `python -m block.engine` loads only that command group: faster start-up.
-            return [sys.executable, "-m", _LEAN_ENTRY_POINTS[args[0]], *args[1:], port_flag, str(port)]
-        return [sys.executable, "-c", "from block.cli import main; main()", *args, port_flag, str(port)]
+            return [sys.executable, "-m", _LEAN_ENTRY_POINTS[args[0]], *args[1:], *tail]
+        return [sys.executable, "-c", "from block.cli import main; main()", *args, *tail]
 
-    return ManagedServer(name, argv, health=health, log_dir=log_dir)
+    return ManagedServer(name, argv, health=health, log_dir=log_dir, host=host or "127.0.0.1")
 
 
 def start_all(servers: Sequence[ManagedServer], timeout_s: float = 180.0) -> None:

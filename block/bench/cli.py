@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,10 +51,53 @@ Slo = Annotated[
 ]
 
 
-def _settings(**kw):
+def _shared_options(
+    url: Url = None,
+    dataset: Dataset = "sharegpt",
+    num_requests: NumRequests = 1000,
+    process: Process = None,
+    burstiness: Burstiness = 1.0,
+    seed: Seed = 0,
+    endpoint: Endpoint = "completions",
+    model: Model = None,
+    free_length: FreeLength = False,
+    tokenizer: Tokenizer = "llama3",
+    max_model_len: MaxModelLen = 4096,
+    timeout: Timeout = 3600.0,
+    max_concurrency: MaxConcurrency = None,
+    label: Label = None,
+    policy: Policy = None,
+    slo: Slo = None,
+) -> None:
+    """The options `bench`, `sweep` and `capacity` share (never called: its signature is the spec)."""
+
+
+_SHARED = inspect.signature(_shared_options, eval_str=True).parameters
+
+
+def with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a typer command the shared options in place of its parameter `opts`, which then receives
+    their values as one dict (option name -> value; see `_settings`)."""
+    sig = inspect.signature(command, eval_str=True)
+    params = [q for p in sig.parameters.values() for q in (_SHARED.values() if p.name == "opts" else [p])]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        opts = {name: kwargs.pop(name) for name in _SHARED}
+        command(*args, opts=opts, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def _settings(opts: dict[str, Any], **overrides: Any):
+    """BenchSettings from the shared options (validated; `fail`s with a message)."""
     from block.bench.metrics import parse_slos
     from block.bench.runner import BenchSettings
 
+    kw = {**opts, **overrides}
+    kw["timeout_s"] = kw.pop("timeout")
     if kw["url"] is None:
         fail("--url is required")
     if kw["endpoint"] not in ("completions", "chat"):
@@ -165,27 +211,13 @@ bench_app = typer.Typer(
 
 
 @bench_app.callback(invoke_without_command=True)
+@with_shared_options
 def bench(
     ctx: typer.Context,
-    url: Url = None,
-    dataset: Dataset = "sharegpt",
-    num_requests: NumRequests = 1000,
+    opts: dict[str, Any],
     qps: Annotated[
         str, typer.Option(help="Average request rate (req/s), or inf to send all at once.")
     ] = "inf",
-    process: Process = None,
-    burstiness: Burstiness = 1.0,
-    seed: Seed = 0,
-    endpoint: Endpoint = "completions",
-    model: Model = None,
-    free_length: FreeLength = False,
-    tokenizer: Tokenizer = "llama3",
-    max_model_len: MaxModelLen = 4096,
-    timeout: Timeout = 3600.0,
-    max_concurrency: MaxConcurrency = None,
-    label: Label = None,
-    policy: Policy = None,
-    slo: Slo = None,
     out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
 ) -> None:
     """Run one benchmark (sub-commands: sweep, capacity)."""
@@ -194,24 +226,7 @@ def bench(
     from block.bench.results import write_results
 
     rate = _parse_qps(qps)
-    settings = _settings(
-        url=url,
-        dataset=dataset,
-        num_requests=num_requests,
-        process=process,
-        burstiness=burstiness,
-        seed=seed,
-        endpoint=endpoint,
-        model=model,
-        free_length=free_length,
-        tokenizer=tokenizer,
-        max_model_len=max_model_len,
-        timeout_s=timeout,
-        max_concurrency=max_concurrency,
-        label=label,
-        policy=policy,
-        slo=slo,
-    )
+    settings = _settings(opts)
     samples = _load(settings)
     results, _ = _run_with_progress(settings, samples, rate, f"qps {rate:g}")
     _print_summary(results)
@@ -221,25 +236,11 @@ def bench(
 
 
 @bench_app.command()
+@with_shared_options
 def sweep(
     qps: Annotated[str, typer.Option(help="Rates START:STOP:STEP (stop included) or a list 20,24,28.")],
     out_dir: Annotated[Path, typer.Option(help="Folder for one results JSON per rate.")],
-    url: Url = None,
-    dataset: Dataset = "sharegpt",
-    num_requests: NumRequests = 1000,
-    process: Process = None,
-    burstiness: Burstiness = 1.0,
-    seed: Seed = 0,
-    endpoint: Endpoint = "completions",
-    model: Model = None,
-    free_length: FreeLength = False,
-    tokenizer: Tokenizer = "llama3",
-    max_model_len: MaxModelLen = 4096,
-    timeout: Timeout = 3600.0,
-    max_concurrency: MaxConcurrency = None,
-    label: Label = None,
-    policy: Policy = None,
-    slo: Slo = None,
+    opts: dict[str, Any],
 ) -> None:
     """Run the same workload at each rate; write OUT_DIR/qps-RATE.json."""
     from block.bench.results import write_results
@@ -249,24 +250,7 @@ def sweep(
         rates = parse_rates(qps)
     except ValueError as e:
         fail(str(e))
-    settings = _settings(
-        url=url,
-        dataset=dataset,
-        num_requests=num_requests,
-        process=process,
-        burstiness=burstiness,
-        seed=seed,
-        endpoint=endpoint,
-        model=model,
-        free_length=free_length,
-        tokenizer=tokenizer,
-        max_model_len=max_model_len,
-        timeout_s=timeout,
-        max_concurrency=max_concurrency,
-        label=label,
-        policy=policy,
-        slo=slo,
-    )
+    settings = _settings(opts)
     samples = _load(settings)
     for rate in rates:
         results, result = _run_with_progress(settings, samples, rate, f"qps {rate:g}")
@@ -279,28 +263,15 @@ def sweep(
 
 
 @bench_app.command()
+@with_shared_options
 def capacity(
     out_dir: Annotated[Path, typer.Option(help="Folder for each probe's results and capacity.json.")],
-    slo: Slo = None,
     low: Annotated[float, typer.Option(help="Lowest rate to try (req/s).")] = 1.0,
     high: Annotated[float, typer.Option(help="Highest rate to try (req/s).")] = 64.0,
     tolerance: Annotated[float, typer.Option(help="Stop when the bracket is this narrow (req/s).")] = 0.5,
     max_probes: Annotated[int, typer.Option(help="At most this many benchmark runs.")] = 12,
-    url: Url = None,
-    dataset: Dataset = "sharegpt",
-    num_requests: NumRequests = 1000,
-    process: Process = None,
-    burstiness: Burstiness = 1.0,
-    seed: Seed = 0,
-    endpoint: Endpoint = "completions",
-    model: Model = None,
-    free_length: FreeLength = False,
-    tokenizer: Tokenizer = "llama3",
-    max_model_len: MaxModelLen = 4096,
-    timeout: Timeout = 3600.0,
-    max_concurrency: MaxConcurrency = None,
-    label: Label = None,
-    policy: Policy = None,
+    *,
+    opts: dict[str, Any],
 ) -> None:
     """Highest rate meeting the aggregate SLOs (default ttft_p99=3, the paper's), by bisection.
 
@@ -311,24 +282,7 @@ def capacity(
     from block.bench.results import write_results
     from block.bench.sweep import CapacitySearch
 
-    settings = _settings(
-        url=url,
-        dataset=dataset,
-        num_requests=num_requests,
-        process=process,
-        burstiness=burstiness,
-        seed=seed,
-        endpoint=endpoint,
-        model=model,
-        free_length=free_length,
-        tokenizer=tokenizer,
-        max_model_len=max_model_len,
-        timeout_s=timeout,
-        max_concurrency=max_concurrency,
-        label=label,
-        policy=policy,
-        slo=slo or ["ttft_p99=3"],
-    )
+    settings = _settings(opts, slo=opts["slo"] or ["ttft_p99=3"])
     if not any("_" in k for k in settings.slos):
         fail("capacity needs an aggregate SLO such as ttft_p99=3")
     samples = _load(settings)
@@ -349,9 +303,9 @@ def capacity(
     summary = {
         "capacity_qps": found,
         "slos": settings.slos,
-        "label": label,
-        "policy": policy,
-        "dataset": dataset,
+        "label": settings.label,
+        "policy": settings.policy,
+        "dataset": settings.dataset,
         "probes": [{"qps": r, "passed": ok} for r, ok in search.probes],
         "at_least": found == high,
     }

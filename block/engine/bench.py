@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +25,7 @@ import orjson
 
 from block.engine.openai_protocol import ARRIVAL_TIME_HEADER
 from block.engine.settings import replica_config
+from block.launch import block_command, running
 from block.profiles import Profile, load_profile
 from block.replica import Replica, ReplicaConfig, Request
 
@@ -157,65 +155,12 @@ async def measure(base_url: str, concurrency: int, spec: BenchSpec) -> list[Timi
 # -- the engine subprocess ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def engine_subprocess(profile: str, timeout_s: float, extra: list[str] | None = None) -> Iterator[str]:
     """`python -m block.engine` in its own process group on a free port; always stopped afterwards."""
-    import httpx
-
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "block.engine",
-        "--profile",
-        profile,
-        "--port",
-        str(port),
-        "--noise",
-        "0",
-        "--seed",
-        "0",
-        "--log-level",
-        "warning",
-        *(extra or []),
-    ]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"the engine exited with code {proc.returncode}: {err.strip()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the engine did not answer /health within {timeout_s:.0f} s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    if proc.stderr is not None:
-        proc.stderr.close()
+    args = ["engine", "--profile", profile, "--noise", "0", "--seed", "0", "--log-level", "warning"]
+    with running(block_command("engine", [*args, *(extra or [])]), timeout_s=timeout_s) as (engine,):
+        yield engine.url
 
 
 # -- the report --------------------------------------------------------------------------------------

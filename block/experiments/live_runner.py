@@ -37,14 +37,10 @@ import numpy as np
 from block.bench.client import BenchResult, run_benchmark
 from block.bench.results import build_results, write_results
 from block.experiments.plan import RunOutput, RunSpec
+from block.launch import ManagedServer, block_command, router_ready, start_all
 from block.sim.workload import WorkloadSpec
 from block.workload import Sample
 from block.workload.arrivals import arrival_times, scale_trace
-
-try:  # the lead is moving the generic launcher here; fall back to its current home
-    from block.launch import ManagedServer, block_command, start_all
-except ImportError:  # pragma: no cover - depends on the tree's state
-    from block.realengine.launcher import ManagedServer, block_command, start_all
 
 # The emulator's stall rate is fixed (block/engine/settings.py) whenever noise is on.
 ENGINE_STALL_PROBABILITY = 0.001
@@ -90,6 +86,11 @@ class Cluster:
     def url(self) -> str:
         assert self.router is not None
         return self.router.url
+
+    @property
+    def servers(self) -> list[ManagedServer]:
+        """The router (while there is one) first, then the engines."""
+        return [*([self.router] if self.router is not None else []), *self.engines]
 
 
 @dataclass(frozen=True)
@@ -409,28 +410,18 @@ def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -
 
 
 def router_server(cluster: Cluster, spec: RunSpec, log_dir: Path, log_level: str) -> ManagedServer:
-    n = len(cluster.engines)
     args = ["router", "--policy", spec.policy, "--seed", str(spec.seed), "--log-level", log_level]
     args += [a for e in cluster.engines for a in ("--instance", e.url)]
     return block_command(
         f"{cluster.engines[0].name.split('-')[0]}-router-{spec.policy}",
         args,
         log_dir=log_dir,
-        health=lambda url: _router_ready(url, n),
+        health=router_ready(len(cluster.engines)),
     )
 
 
-def _router_ready(url: str, instances: int) -> bool:
-    """Healthy only once the router routes to every instance (else the first requests crowd a few)."""
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1.0) as r:
-            return int(json.loads(r.read()).get("healthy_instances", 0)) >= instances
-    except (OSError, ValueError):
-        return False
-
-
 def _stop_cluster(c: Cluster) -> None:
-    for s in [*([c.router] if c.router is not None else []), *c.engines]:
+    for s in c.servers:
         s.stop(grace_s=5.0)
 
 
@@ -472,8 +463,7 @@ _COUNTERS = {
 def _counters(c: Cluster) -> dict[str, float]:
     """Sums of a few Prometheus counters over the cluster's servers (missing ones count 0)."""
     totals = dict.fromkeys(_COUNTERS, 0.0)
-    servers = [*c.engines, *([c.router] if c.router is not None else [])]
-    for s in servers:
+    for s in c.servers:
         for line in _scrape(s.url):
             for key, metric in _COUNTERS.items():
                 if line.startswith(metric) and line[len(metric) : len(metric) + 1] in (" ", "{"):
@@ -492,17 +482,7 @@ def _scrape(url: str) -> Iterator[str]:
 
 def _process_cpu_s(c: Cluster) -> float:
     """CPU seconds (user + system) used so far by the cluster's server processes (Linux /proc)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for s in [*c.engines, *([c.router] if c.router is not None else [])]:
-        if s.proc is None:
-            continue
-        try:
-            fields = Path(f"/proc/{s.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+    return sum(s.cpu_s() for s in c.servers)
 
 
 def _cpu_times() -> tuple[float, float]:

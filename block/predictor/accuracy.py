@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
+from block.launch import block_command, running
 from block.policies.base import RoutingRequest
 from block.predictor.tracker import InstanceTracker
 from block.profiles.profile import load_profile
@@ -40,49 +39,14 @@ class Outcome:
     e2e: float = float("nan")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
-def engines(profile: str, n: int, noise: float, seed: int, timeout_s: float = 60.0):  # noqa: ANN201
+def engines(profile: str, n: int, noise: float, seed: int, timeout_s: float = 60.0) -> Iterator[list[str]]:
     """n `python -m block.engine` subprocesses, each in its own process group; always stopped."""
-    import httpx
-
-    procs, urls = [], []
-    try:
-        for i in range(n):
-            port = _free_port()
-            cmd = [sys.executable, "-m", "block.engine", "--profile", profile, "--port", str(port),
-                   "--noise", str(noise), "--seed", str(seed + i), "--log-level", "warning"]  # fmt: skip
-            procs.append(subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL))
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + timeout_s
-        for proc, url in zip(procs, urls, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"engine {url} exited with code {proc.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"engine {url} did not answer /health within {timeout_s:.0f} s")
-                time.sleep(0.1)
-        yield urls
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    args = ["engine", "--profile", profile, "--noise", str(noise), "--log-level", "warning"]
+    logs = Path(tempfile.mkdtemp(prefix="block-accuracy-"))
+    servers = [block_command(f"engine{i}", [*args, "--seed", str(seed + i)], logs) for i in range(n)]
+    with running(*servers, timeout_s=timeout_s):
+        yield [s.url for s in servers]
 
 
 def workload(num_requests: int, qps: float, seed: int, max_output: int) -> list[tuple[float, int, int]]:

@@ -15,7 +15,7 @@ import asyncio
 import os
 import shlex
 
-from block.provision.processes import stop_group
+from block.launch import stop_group
 from block.provision.providers import COMMAND, ProvisionError
 
 

@@ -1,31 +1,22 @@
 """Provider `local-emulator`: the router starts `block engine` processes itself, on free local ports.
 
-For demos, tests and live experiments without GPUs. Each engine runs in its own process group; release
-stops it (SIGTERM, then SIGKILL), and close() stops every engine still running at router shutdown.
+For demos, tests and live experiments without GPUs. Each engine runs in its own process group
+(`block.launch.ManagedServer`); release stops it (SIGTERM, then SIGKILL, the whole group), and close()
+stops every engine still running at router shutdown. Their logs go to one temporary folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import socket
-import sys
+import tempfile
+from pathlib import Path
 
-from block.provision.processes import stop_group
+from block.launch import ManagedServer, block_command
 from block.provision.providers import LOCAL_EMULATOR, ProvisionError
 
 log = logging.getLogger("block.provision.emulator")
-
-# `block engine` without the other command groups (faster start) or the console script's PATH.
-_ENTRY = ("-m", "block.engine")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    # The port is free now; another process could take it before the engine binds (then the engine
-    # exits, never becomes healthy, and the next scale-up picks a fresh port).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class LocalEmulators:
@@ -42,47 +33,45 @@ class LocalEmulators:
         self.host = host
         self.extra_args = list(extra_args or [])
         self.max_engines = max_engines
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.servers: dict[str, ManagedServer] = {}
+        self._ids = itertools.count()
+        self._log_dir: Path | None = None
 
     async def acquire(self) -> str:
-        if len(self.procs) >= self.max_engines:
-            raise ProvisionError(f"already {len(self.procs)} local engines running")
-        port = free_port(self.host)
-        args = ["--profile", self.profile, "--host", self.host, "--port", str(port)]
-        args += ["--log-level", "warning", *self.extra_args]
+        if len(self.servers) >= self.max_engines:
+            raise ProvisionError(f"already {len(self.servers)} local engines running")
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="block-provision-"))
+        args = ["engine", "--profile", self.profile, "--log-level", "warning", *self.extra_args]
+        server = block_command(f"engine{next(self._ids)}", args, self._log_dir, host=self.host)
+        # Not waiting for health: the router health-checks a new instance before routing to it. The port
+        # is free now; if another process takes it before the engine binds, the engine exits, never
+        # becomes healthy, and the next scale-up picks a fresh port.
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *_ENTRY,
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            server.spawn()
         except OSError as e:
             raise ProvisionError(f"could not start block engine: {e}") from e
-        url = f"http://{self.host}:{port}"
-        self.procs[url] = proc
-        log.info("started block engine pid %d at %s (profile %s)", proc.pid, url, self.profile)
-        return url
+        self.servers[server.url] = server
+        log.info("started block engine pid %d at %s (profile %s)", server.pgid, server.url, self.profile)
+        return server.url
 
     async def release(self, url: str) -> None:
         url = url.rstrip("/")
-        proc = self.procs.get(url)
-        if proc is None:
+        server = self.servers.get(url)
+        if server is None:
             return  # not ours (an --instance given at start): leave it running
-        status = await stop_group(proc)
-        self.procs.pop(url, None)  # only now: if stopping is cut short, close() still stops it
-        log.info("stopped block engine pid %d at %s (exit %s)", proc.pid, url, status)
+        await asyncio.to_thread(server.stop, 5.0)
+        self.servers.pop(url, None)  # only now: if stopping is cut short, close() still stops it
+        assert server.proc is not None
+        log.info("stopped block engine pid %d at %s (exit %s)", server.pgid, url, server.proc.returncode)
 
     def standby(self) -> list[str]:
         return []  # engines are started on demand
 
     def alive(self, url: str) -> bool:
-        proc = self.procs.get(url.rstrip("/"))
-        return proc is not None and proc.returncode is None
+        server = self.servers.get(url.rstrip("/"))
+        return server is not None and server.alive()
 
     async def close(self) -> None:
-        procs, self.procs = list(self.procs.values()), {}
-        await asyncio.gather(*(stop_group(p) for p in procs))
+        servers, self.servers = list(self.servers.values()), {}
+        await asyncio.gather(*(asyncio.to_thread(s.stop, 5.0) for s in servers))

@@ -145,17 +145,6 @@ def sglang_ready(n: int) -> launcher.HealthCheck:
     return check
 
 
-def block_ready(n: int) -> launcher.HealthCheck:
-    def check(url: str) -> bool:
-        try:
-            status, body = launcher.http_get(url + "/health", timeout=2.0)
-            return status == 200 and json.loads(body).get("healthy_instances") == n
-        except (OSError, ValueError):
-            return False
-
-    return check
-
-
 def block_router_server(
     policy: str, engines: Sequence[str], profile: Path, log_dir: Path | None = None, seed: int = 0
 ) -> ManagedServer:
@@ -163,7 +152,8 @@ def block_router_server(
     for url in engines:
         args += ["--instance", url]
     args += ["--profile", str(profile)]
-    return launcher.block_command(f"router-{policy}", args, log_dir, health=block_ready(len(engines)))
+    ready = launcher.router_ready(len(engines))
+    return launcher.block_command(f"router-{policy}", args, log_dir, health=ready)
 
 
 def router_server(

@@ -119,9 +119,8 @@ class Replica:
         batch = Batch()
         reqs, new_tokens = batch.requests, batch.num_new_tokens
         num_tokens = num_decode_seqs = kv_read = pairs = 0
-        i = 0
-        while i < len(running) and budget > 0:
-            req = running[i]
+        # (a preemption pops from the end of `running`: iteration then ends before the popped ones)
+        for req in running:
             done = req.num_computed_tokens
             n = req.prompt_tokens + req.num_generated - done
             if n > budget:
@@ -141,7 +140,8 @@ class Replica:
             else:  # causal attention of a chunk: its query i (0-based) sees done + i + 1 keys
                 pairs += n * done + n * (n + 1) // 2
             budget -= n
-            i += 1
+            if budget == 0:
+                break
 
         if not batch.preempted:
             max_seqs = self.config.max_num_seqs

@@ -15,18 +15,17 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from block.launch import ManagedServer, block_command, router_ready, start_all
 from block.router.loadgen import LoadClient, Result
 
 P99_LIMIT_S = 0.050  # a step whose p99 passes this is queueing, not sustaining
@@ -49,12 +48,6 @@ class BenchSettings:
     engine_num_gpu_blocks: int = 8192
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -62,21 +55,13 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Fleet:
     """Engines and a router as subprocesses, each in its own process group; always stopped."""
 
     def __init__(self, settings: BenchSettings) -> None:
         self.s = settings
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.engine_urls: list[str] = []
-        self.router_url = ""
-        self.router_pid = 0
+        self.engines: list[ManagedServer] = []
+        self.router: ManagedServer | None = None
         self.logdir = tempfile.mkdtemp(prefix="block-router-bench-")
         ncpu = os.cpu_count() or 1
         # With 4+ cores the router gets core 0 to itself and everything else shares the rest; on smaller
@@ -86,83 +71,38 @@ class Fleet:
         self.other_cpus = set(range(1, ncpu)) if self.pinned else set(range(ncpu))
         self.ncpu = ncpu
 
-    def _spawn(self, name: str, args: list[str], cpus: set[int]) -> subprocess.Popen[bytes]:
-        log = open(os.path.join(self.logdir, f"{name}.log"), "wb")  # noqa: SIM115 - closed with the process
+    @property
+    def engine_urls(self) -> list[str]:
+        return [e.url for e in self.engines]
 
-        def pin() -> None:
-            with suppress(OSError):
-                os.sched_setaffinity(0, cpus)
+    @property
+    def router_url(self) -> str:
+        assert self.router is not None
+        return self.router.url
 
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pin,
-        )
-        self.procs.append(proc)
-        return proc
+    def _server(self, name: str, args: list[str], cpus: set[int], **kw: Any) -> ManagedServer:
+        server = block_command(name, args, Path(self.logdir), **kw)
+        server.pin_to = cpus if self.pinned else None
+        return server
 
-    def start(self) -> None:
-        for i in range(self.s.instances):
-            port = free_port()
-            self._spawn(
-                f"engine{i}",
-                [
-                    "-m",
-                    "block.engine",
-                    "--profile",
-                    self.s.profile,
-                    "--port",
-                    str(port),
-                    "--noise",
-                    "0",
-                    "--seed",
-                    str(i),
-                    "--max-num-seqs",
-                    str(self.s.engine_max_num_seqs),
-                    "--num-gpu-blocks",
-                    str(self.s.engine_num_gpu_blocks),
-                    "--log-level",
-                    "warning",
-                ],
-                self.other_cpus,
-            )
-            self.engine_urls.append(f"http://127.0.0.1:{port}")
-        port = free_port()
-        args = [
-            "-m",
-            "block.router",
-            "--policy",
-            self.s.policy,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start the engines, then the router; return once it routes to all of them."""
+        engine_args = ["engine", "--profile", self.s.profile, "--noise", "0", "--log-level", "warning",
+                       "--max-num-seqs", str(self.s.engine_max_num_seqs),
+                       "--num-gpu-blocks", str(self.s.engine_num_gpu_blocks)]  # fmt: skip
+        self.engines = [
+            self._server(f"engine{i}", [*engine_args, "--seed", str(i)], self.other_cpus)
+            for i in range(self.s.instances)
         ]
-        for url in self.engine_urls:
-            args += ["--instance", url]
-        self.router_pid = self._spawn("router", args, self.router_cpus).pid
-        self.router_url = f"http://127.0.0.1:{port}"
+        start_all(self.engines, timeout_s)
+        args = ["router", "--policy", self.s.policy, "--log-level", "warning"]
+        args += [a for url in self.engine_urls for a in ("--instance", url)]
+        self.router = self._server("router", args, self.router_cpus, health=router_ready(len(self.engines)))
+        self.router.start(timeout_s)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-    def failed(self) -> str | None:
-        for proc in self.procs:
-            if proc.poll() is not None:
-                return f"a bench process exited with {proc.returncode}; logs in {self.logdir}"
-        return None
+        for server in [*([self.router] if self.router is not None else []), *self.engines]:
+            server.stop(grace_s=10.0)
 
 
 async def _get_json(url: str, timeout: float = 2.0) -> Any:
@@ -170,19 +110,6 @@ async def _get_json(url: str, timeout: float = 2.0) -> Any:
 
     async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
         return r.status, await r.json(content_type=None)
-
-
-async def wait_ready(fleet: Fleet, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (why := fleet.failed()) is not None:
-            raise RuntimeError(why)
-        with suppress(Exception):
-            status, body = await _get_json(fleet.router_url + "/health")
-            if status == 200 and body["healthy_instances"] == len(fleet.engine_urls):
-                return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"engines and router not ready after {timeout:.0f} s; logs in {fleet.logdir}")
 
 
 async def open_loop(
@@ -259,14 +186,15 @@ async def measure_throughput(fleet: Fleet, s: BenchSettings, model: str) -> dict
     for rate in s.rates:
         client = LoadClient(fleet.router_url)
         n = max(1, int(rate * s.step_seconds))
-        cpu0, wall0 = cpu_seconds(fleet.router_pid), time.perf_counter()
+        assert fleet.router is not None
+        cpu0, wall0 = fleet.router.cpu_s(), time.perf_counter()
 
         async def send(i: int, client: LoadClient = client) -> tuple[int, Result]:
             return 0, await client.request(raw, timeout=10)
 
         pairs, lag = await open_loop(send, n, rate, rng, poisson=False)
         wall = time.perf_counter() - wall0
-        cpu = cpu_seconds(fleet.router_pid) - cpu0
+        cpu = fleet.router.cpu_s() - cpu0
         client.close()
         ok = [r for _, r in pairs if r.error is None and r.status == 200]
         errors = n - len(ok)
@@ -355,7 +283,6 @@ async def measure_streams(fleet: Fleet, s: BenchSettings, model: str) -> dict[st
 
 
 async def _measure(fleet: Fleet, s: BenchSettings, progress: Any) -> dict[str, Any]:
-    await wait_ready(fleet)
     _, models = await _get_json(fleet.engine_urls[0] + "/v1/models")
     model = models["data"][0]["id"]
     report: dict[str, Any] = {}

@@ -28,12 +28,12 @@ async def provisioned_router(**settings: Any) -> AsyncIterator[tuple[RouterApp, 
     config = RouterConfig(instances=[], provider="local-emulator", emulator_profile="tiny-fast", **settings)
     app = RouterApp(config, count_tokens=count_words)
     served = await Served(app).start()
-    procs = app.autoscaler.provider.procs
+    servers = app.autoscaler.provider.servers
     seen: list[Any] = []
     try:
         yield app, served.url
     finally:
-        seen.extend(procs.values())
+        seen.extend(s.proc for s in servers.values())
         await served.stop()  # lifespan shutdown: the autoscaler stops its engines
         for proc in seen:
             assert proc.returncode is not None, "an engine outlived the router"
@@ -141,8 +141,8 @@ async def test_scale_down_drains_without_losing_requests() -> None:
             assert all(status == 200 and events == 1500 for status, events, _ in results)
             await wait_for(lambda: len(app.pool.instances) == 1, 5, "the drained instance released")
             assert draining.id not in app.pool.instances
-            procs = app.autoscaler.provider.procs
-            await wait_for(lambda: draining.url not in procs, 10, "its engine stopped")
+            servers = app.autoscaler.provider.servers
+            await wait_for(lambda: draining.url not in servers, 10, "its engine stopped")
             text = (await c.get(url + "/metrics")).text
             assert (
                 metric(

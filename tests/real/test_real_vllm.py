@@ -33,22 +33,13 @@ def get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
-def router_ready(expected: int):
-    def check(url: str) -> bool:
-        try:
-            return get_json(url + "/health").get("healthy_instances") == expected
-        except OSError:
-            return False
-
-    return check
-
-
 def start_router(policy: str, servers: list[ManagedServer], log_dir: Path) -> ManagedServer:
     args = ["router", "--policy", policy, "--log-level", "warning"]
     for s in servers:
         args += ["--instance", s.url]
     args += ["--profile", str(FITTED.get("profile", "tiny-fast"))]
-    router = launcher.block_command(f"router-{policy}", args, log_dir, health=router_ready(len(servers)))
+    ready = launcher.router_ready(len(servers))
+    router = launcher.block_command(f"router-{policy}", args, log_dir, health=ready)
     return router.start(timeout_s=60)
 
 

@@ -84,10 +84,7 @@ class FakeUpstream:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan(receive, send)
         path = scope["path"]
         if path == "/health":
             await _reply(send, 200 if self.healthy else 500, b"{}")
@@ -178,6 +175,13 @@ class FakeUpstream:
         finally:
             self.running -= 1
             gone.cancel()
+
+
+async def lifespan(receive: Any, send: Any) -> None:
+    """An ASGI app's lifespan protocol: nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 async def _reply(send: Any, status: int, body: bytes, ctype: bytes = b"application/json") -> None:

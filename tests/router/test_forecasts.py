@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.router.servers import FakeUpstream, Served, _reply, router, upstreams
+from tests.router.servers import FakeUpstream, Served, _reply, lifespan, router, upstreams
 
 
 @dataclass
@@ -21,10 +21,7 @@ class FakeSidecar:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan(receive, send)
         while (await receive()).get("more_body"):
             pass
         self.calls.append(scope["path"])
