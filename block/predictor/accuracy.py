@@ -91,11 +91,18 @@ async def _send(
 
 
 async def _run(
-    urls: list[str], profile_name: str, reqs: list[tuple[float, int, int]], sample_rate: float, seed: int
+    urls: list[str],
+    profile_name: str,
+    reqs: list[tuple[float, int, int]],
+    sample_rate: float,
+    seed: int,
+    anticipate_arrivals: bool = False,
 ) -> list[Outcome]:
     profile = load_profile(profile_name)
     rng = random.Random(seed)
-    trackers = [InstanceTracker(u, profile, added_delay="none") for u in urls]
+    trackers = [
+        InstanceTracker(u, profile, added_delay="none", anticipate_arrivals=anticipate_arrivals) for u in urls
+    ]
     outcomes: list[Outcome] = []
     tasks = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
@@ -176,6 +183,7 @@ def run_accuracy(
     sample_rate: float = 0.01,
     max_output: int = 512,
     seed: int = 0,
+    anticipate_arrivals: bool = False,
 ) -> dict[str, Any]:
     reqs = workload(num_requests, qps, seed, max_output)
     t0 = time.monotonic()
@@ -186,10 +194,10 @@ def run_accuracy(
             runner = uvloop.run
         except ImportError:  # pragma: no cover
             runner = asyncio.run
-        outcomes = runner(_run(urls, profile, reqs, sample_rate, seed))
+        outcomes = runner(_run(urls, profile, reqs, sample_rate, seed, anticipate_arrivals))
     report = summarize(outcomes)
     report.update(
         {"instances": instances, "qps": qps, "noise": noise, "profile": profile,
-         "wall_s": round(time.monotonic() - t0, 1)}
+         "anticipate_arrivals": anticipate_arrivals, "wall_s": round(time.monotonic() - t0, 1)}
     )  # fmt: skip
     return report

@@ -88,6 +88,9 @@ def register(app: typer.Typer) -> None:
         ),
         max_output: int = typer.Option(512, help="Output tokens of one request at most (keeps runs short)."),
         seed: int = typer.Option(0),
+        anticipate_arrivals: bool = typer.Option(
+            False, "--anticipate-arrivals", help="Forecasts add arrivals expected at the recent routing rate."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
     ) -> None:
         """Forecast error against emulated engines, and how often the forecast-best instance was best."""
@@ -96,7 +99,10 @@ def register(app: typer.Typer) -> None:
         if instances < 1 or qps <= 0 or num_requests < 1 or not 0 <= sample_rate <= 1:
             fail("need --instances >= 1, --qps > 0, --num-requests >= 1, 0 <= --sample-rate <= 1")
         try:
-            report = run_accuracy(instances, qps, num_requests, profile, noise, sample_rate, max_output, seed)
+            report = run_accuracy(
+                instances, qps, num_requests, profile, noise, sample_rate, max_output, seed,
+                anticipate_arrivals=anticipate_arrivals,
+            )  # fmt: skip
         except RuntimeError as e:
             fail(str(e))
         if json_out:

@@ -14,22 +14,44 @@ candidate are not counted: their shift is only known after draining both runs to
 costs several times more (`added_delay="full"` does that when wanted). Either way it needs the run
 without the candidate (drained once per Forecaster, then cached), which about doubles the cost of a
 one-shot forecast: so it is opt-in (`added_delay="horizon"`) for `forecast()`.
+
+Anticipated arrivals (opt-in, `Arrivals`): a plain forecast cannot see the requests that will reach
+the instance after the candidate and join its batch, so it runs a little fast under load. With
+`arrivals`, synthetic requests of the given mean lengths arrive at the given rate, deterministically
+`1 / rate` apart from the candidate's arrival, until the candidate finishes. They are never watched
+and their own times are not reported; `added_delay_s` keeps its meaning (it is measured on a run
+without them, which costs one more run when both are asked for).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from block.policies.base import Forecast, RoutingRequest
-from block.predictor.fastsim import FastReplica, SimRequest
+from block.predictor.fastsim import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.profiles.profile import Profile
 from block.replica.snapshot import RequestState, Snapshot
 
 CANDIDATE = "\0candidate"  # cannot clash with a request id from an engine
+ANTICIPATED = "\0anticipated"  # prefix of the synthetic future arrivals' keys
 AddedDelay = Literal["none", "horizon", "full"]
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """Requests expected to arrive after the candidate: `rate` per second, of these mean lengths."""
+
+    rate: float
+    prompt_tokens: int
+    output_tokens: int
+
+    @property
+    def active(self) -> bool:
+        return self.rate > 0 and self.prompt_tokens >= 1 and self.output_tokens >= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +140,10 @@ class Forecaster:
         *,
         added_delay: AddedDelay = "none",
         deadline: float | None = None,
+        arrivals: Arrivals | None = None,
     ) -> Prediction:
-        """`deadline`: a time.perf_counter() value; past it the run stops with DeadlineExceeded."""
+        """`deadline`: a time.perf_counter() value; past it the run stops with DeadlineExceeded.
+        `arrivals`: anticipated arrivals after the candidate (see the module docstring)."""
         cfg = self.config
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
@@ -128,6 +152,24 @@ class Forecaster:
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
         arrival = max(0.0, elapsed_s)
+
+        if arrivals is not None and arrivals.active:
+            cand, steps, events = self._run_anticipating(prompt, out, arrival, arrivals, deadline)
+            harm = 0.0
+            if added_delay != "none":  # measured without the synthetic arrivals, as documented
+                harm = self.forecast(
+                    request, elapsed_s, added_delay=added_delay, deadline=deadline
+                ).added_delay_s
+            return Prediction(
+                ttft_s=cand.first_token - arrival,  # type: ignore[operator]
+                e2e_s=cand.finish - arrival,  # type: ignore[operator]
+                queue_delay_s=cand.first_sched - arrival,  # type: ignore[operator]
+                added_delay_s=harm,
+                output_tokens=out,
+                steps=steps,
+                events=events,
+                preemptions=cand.preemptions,
+            )
 
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True)
@@ -151,6 +193,38 @@ class Forecaster:
             preemptions=cand.preemptions,
         )
 
+    def _run_anticipating(
+        self, prompt: int, out: int, arrival: float, arrivals: Arrivals, deadline: float | None
+    ) -> tuple[SimRequest, int, int]:
+        """The candidate's run with synthetic requests arriving every 1 / rate after it: the
+        candidate, finished, and the steps and events simulated."""
+        cfg = self.config
+        a_prompt = max(
+            1, min(arrivals.prompt_tokens, cfg.max_model_len - 1, cfg.num_gpu_blocks * cfg.block_size - 1)
+        )
+        a_out = max(1, min(arrivals.output_tokens, max_output(a_prompt, cfg)))
+        gap = 1.0 / arrivals.rate
+        sim, _ = self._build(until=arrival)
+        cand = SimRequest(CANDIDATE, prompt, out, watched=True)
+        sim.add_waiting(cand)
+        k = 1
+        while cand.finish is None:
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DeadlineExceeded(f"forecast unfinished after {sim.events} events")
+            t = arrival + k * gap
+            # every step that starts before t, unless the candidate finishes first
+            while cand.finish is None and sim.has_work and sim.now < t:
+                if sim.skip_ahead(t):
+                    continue
+                if not sim.step():
+                    raise SimulationStuck("idle with the candidate unfinished")
+            if cand.finish is None:
+                sim.now = max(sim.now, t)
+                sim.add_waiting(SimRequest(f"{ANTICIPATED}{k}", a_prompt, a_out))
+                k += 1
+        assert cand.first_token is not None and cand.first_sched is not None
+        return cand, sim.steps, sim.events
+
 
 def forecast(
     snapshot: Snapshot,
@@ -165,10 +239,11 @@ def forecast(
     overrun_tokens: int = OVERRUN_TOKENS,
     added_delay: AddedDelay = "none",
     step_end: float | None = None,
+    arrivals: Arrivals | None = None,
 ) -> Prediction:
     """Forecast `request` sent `elapsed_s` after `snapshot` was taken, with `pending` (routed since the
     snapshot and not in it) queued ahead of it. See the module docstring for the rules."""
     rule = LengthRule(default_output_tokens, overrun_tokens, length_of)
     return Forecaster(
         snapshot, profile, pending=pending, pending_at=pending_at, rule=rule, step_end=step_end
-    ).forecast(request, elapsed_s, added_delay=added_delay)
+    ).forecast(request, elapsed_s, added_delay=added_delay, arrivals=arrivals)

@@ -20,13 +20,14 @@ from typing import Any
 
 from block.policies.base import Forecast, RoutingRequest
 from block.predictor.fastsim import DeadlineExceeded
-from block.predictor.forecast import AddedDelay, Forecaster
+from block.predictor.forecast import AddedDelay, Arrivals, Forecaster
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.snapshot import RequestState, Snapshot
 
 RATE_WINDOW_S = 600.0  # routing times older than this are forgotten
+ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
 
 
 def added_delay_for(policy: object) -> AddedDelay:
@@ -48,7 +49,12 @@ class InstanceTracker:
         overrun_tokens: int = OVERRUN_TOKENS,
         added_delay: AddedDelay = "horizon",
         forget_after_s: float = 2.0,
+        anticipate_arrivals: bool = False,
+        anticipate_window_s: float = ANTICIPATE_WINDOW_S,
     ) -> None:
+        """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
+        this instance's routing rate over the last `anticipate_window_s`, with the mean lengths of
+        the requests routed then (see `block.predictor.forecast`). Off by default."""
         self.id = id
         self.profile = profile
         self.config = config or (
@@ -57,6 +63,8 @@ class InstanceTracker:
         self.rule = LengthRule(default_output_tokens, overrun_tokens, length_of)
         self.added_delay: AddedDelay = added_delay
         self.forget_after_s = forget_after_s
+        self.anticipate_arrivals = anticipate_arrivals
+        self.anticipate_window_s = anticipate_window_s
         self.forecast: Forecast | None = None  # set per decision by the caller
         self.last_forecast: Forecast | None = None
         self.snapshot: Snapshot | None = None
@@ -66,6 +74,7 @@ class InstanceTracker:
         self._in_flight: set[str] = set()
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed_at: list[float] = []
+        self._routed_len: list[tuple[int, int]] = []  # (prompt, output) of each in _routed_at
         self._forecaster: Forecaster | None = None
         # running, waiting, waiting tokens to prefill (snapshot part), free blocks
         self._counts = (0, 0, 0, self.config.num_gpu_blocks)
@@ -94,8 +103,11 @@ class InstanceTracker:
         self._pending[request_id] = (state, at)
         self._in_flight.add(request_id)
         self._routed_at.append(at)
+        self._routed_len.append((prompt_tokens, expected_output_tokens))
         if self._routed_at[0] < at - RATE_WINDOW_S:
-            del self._routed_at[: bisect.bisect_left(self._routed_at, at - RATE_WINDOW_S)]
+            cut = bisect.bisect_left(self._routed_at, at - RATE_WINDOW_S)
+            del self._routed_at[:cut]
+            del self._routed_len[:cut]
         self._forecaster = None
 
     def on_finished(self, request_id: str, at: float) -> None:
@@ -151,6 +163,18 @@ class InstanceTracker:
     def routed_in_last(self, seconds: float, now: float) -> int:
         return len(self._routed_at) - bisect.bisect_right(self._routed_at, now - seconds)
 
+    def recent_arrivals(self, now: float, seconds: float | None = None) -> Arrivals | None:
+        """The routing rate to this instance over the last `seconds` (default: the anticipation
+        window) and the mean lengths of those requests; None when none was routed then."""
+        window = self.anticipate_window_s if seconds is None else seconds
+        n = self.routed_in_last(window, now) if window > 0 else 0
+        if n == 0:
+            return None
+        recent = self._routed_len[-n:]
+        prompt = round(sum(p for p, _ in recent) / n)
+        output = round(sum(o for _, o in recent) / n)
+        return Arrivals(n / window, max(1, prompt), max(1, output))
+
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at
 
@@ -204,6 +228,7 @@ class InstanceTracker:
                 max(0.0, now - self.snapshot_at),
                 added_delay=self.added_delay if added_delay is None else added_delay,
                 deadline=deadline,
+                arrivals=self.recent_arrivals(now) if self.anticipate_arrivals else None,
             )
         except DeadlineExceeded:
             return None
