@@ -3,8 +3,8 @@
 
 A check that only timed out while the instance's state endpoint answered, or a proxied response from
 it delivered bytes, within the same window is a busy instance (or a busy router), not a dead one: it
-stays in rotation. Refused or reset
-connections and error statuses count at once."""
+stays in rotation. That leniency only keeps an instance in; rejoining takes a check that answered 200.
+Refused or reset connections and error statuses count at once."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ async def health_loop(pool: InstancePool, inst: Instance) -> None:
     while not inst.removed:
         started = time.monotonic()
         error = await check_once(pool.session, inst, cfg.health_timeout)
-        if error is not None and error.startswith("timeout"):
+        if error is not None and error.startswith("timeout") and inst.healthy:
+            # Only keeps an instance in rotation: a timeout never brings one back. A dead server whose
+            # process is still being torn down accepts connections but never answers, and must not
+            # rejoin on "it only timed out".
             if max(inst.state_ok_at, inst.data_at) >= started - cfg.health_interval:
                 error = None  # slow, but it answered something just now: alive
             elif lag > cfg.health_timeout / 2:

@@ -145,12 +145,19 @@ class Proxy:
         }
         with_field: bytes | None = None
         tried: list[Instance] = []
-        last_error = "no instance in rotation"
+        errors: list[str] = []
         for attempt in range(self.max_retries + 1):
             try:
                 decision = await self.decider.decide(request, tried)
             except NoInstance:
-                break
+                if not tried:
+                    break
+                # Every instance in rotation was tried: one that failed for a moment (a 5xx, a reset)
+                # may serve the next attempt; those refusing connections are already out of rotation.
+                try:
+                    decision = await self.decider.decide(request)
+                except NoInstance:
+                    break
             inst = decision.instance
             tried.append(inst)
             if attempt:
@@ -174,11 +181,11 @@ class Proxy:
                 self.pool.on_finished(inst, request_id, time.monotonic())
             if outcome is None:
                 return
-            last_error = outcome
+            errors.append(f"{inst.id}: {outcome}")
         if tried:
-            await send_error(
-                send, 502, f"upstream failed after {len(tried)} attempt(s): {last_error}", "upstream_error"
-            )
+            message = f"upstream failed after {len(tried)} attempt(s): " + "; ".join(errors)
+            log.warning("request %s: %s", request_id, message)
+            await send_error(send, 502, message, "upstream_error")
         else:
             await send_error(send, 503, "no healthy instance available", "no_healthy_instance")
 

@@ -34,7 +34,7 @@ def get_json(url: str) -> Any:
 
 
 def start_router(policy: str, servers: list[ManagedServer], log_dir: Path) -> ManagedServer:
-    args = ["router", "--policy", policy, "--log-level", "warning"]
+    args = ["router", "--policy", policy, "--log-level", "info"]
     for s in servers:
         args += ["--instance", s.url]
     args += ["--profile", str(FITTED.get("profile", "tiny-fast"))]

@@ -79,6 +79,7 @@ class FakeUpstream:
     mode: str = "ok"
     cut_after: int = 2
     healthy: bool = True
+    fail_first: int = 0  # answer 500 to this many completions first, whatever the mode
     requests: list[dict[str, Any]] = field(default_factory=list)
     running: int = 0
 
@@ -137,7 +138,7 @@ class FakeUpstream:
         body = orjson.loads(raw)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.requests.append({"path": scope["path"], "body": body, "headers": headers})
-        if self.mode == "status500":
+        if self.mode == "status500" or len(self.requests) <= self.fail_first:
             await _reply(send, 500, b'{"error":"boom"}')
             return
         stream = bool(body.get("stream"))

@@ -8,7 +8,7 @@ import time
 import httpx
 import orjson
 
-from tests.router.servers import FakeUpstream, Served, router, upstreams
+from tests.router.servers import FakeUpstream, Served, bound_socket, router, upstreams
 
 
 async def wait_for(predicate, timeout: float = 3.0) -> float:  # noqa: ANN001
@@ -47,6 +47,30 @@ async def test_dead_instance_leaves_rotation_within_1s_and_returns() -> None:
                 assert victim.id in seen
             finally:
                 await back.stop()
+
+
+async def test_a_dying_server_that_only_times_out_does_not_rejoin() -> None:
+    """A SIGKILLed server still tearing down its memory keeps its listening socket: connects succeed,
+    nothing answers. A timeout keeps a busy instance in rotation, but must never bring one back."""
+    fakes = [FakeUpstream(), FakeUpstream()]
+    async with (
+        upstreams(*fakes) as ups,
+        router([u.url for u in ups], policy="round-robin", health_interval=0.1) as (app, _),
+    ):
+        victim = app.pool.instances[ups[1].url.removeprefix("http://")]
+        port = ups[1].port
+        await ups[1].stop()
+        mute = bound_socket(port)
+        mute.listen(64)  # the kernel completes handshakes; no one ever reads
+        try:
+            await wait_for(lambda: not victim.healthy, timeout=2.0)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # ~10 health checks, each a timeout
+                victim.data_at = time.monotonic()  # as if an older stream from it still delivered bytes
+                assert not victim.healthy
+                await asyncio.sleep(0.02)
+        finally:
+            mute.close()
 
 
 async def test_unhealthy_status_takes_instance_out() -> None:
@@ -88,6 +112,16 @@ async def test_retries_at_most_twice_then_502() -> None:
         assert r.status_code == 502
         assert r.json()["error"]["code"] == "upstream_error"
         assert sum(len(f.requests) for f in fakes) == 3  # first try + two retries
+
+
+async def test_a_lone_instance_that_failed_once_is_tried_again() -> None:
+    fake = FakeUpstream(fail_first=1)
+    async with upstreams(fake) as (up,), router([up.url], policy="round-robin") as (app, url):
+        async with httpx.AsyncClient(timeout=5) as c:
+            r = await c.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 2})
+        assert r.status_code == 200
+        assert len(fake.requests) == 2
+        assert app.metrics.retries._value.get() == 1
 
 
 async def test_connection_refused_is_retried_elsewhere() -> None:
