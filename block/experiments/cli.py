@@ -133,12 +133,22 @@ def register(app: typer.Typer) -> None:
             0.01, min=0.0, max=1.0, help="Decisions replayed on every instance."
         ),
         seed: int = typer.Option(0),
+        anticipate_arrivals: bool = typer.Option(
+            False,
+            "--anticipate-arrivals",
+            help="Forecasts add the arrivals expected at each instance's recent routing rate.",
+        ),
     ) -> None:
         """Figure 5: forecast error per routed request and best-instance accuracy on a sample."""
         from block.experiments.prediction import PredictionArgs, run_live, run_sim
 
         args = PredictionArgs(
-            qps=qps, num_requests=num_requests, instances=instances, sample_rate=sample_rate, seed=seed
+            qps=qps,
+            num_requests=num_requests,
+            instances=instances,
+            sample_rate=sample_rate,
+            seed=seed,
+            anticipate_arrivals=anticipate_arrivals,
         )
         if mode == "sim":
             run_sim(args, out)

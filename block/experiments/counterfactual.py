@@ -15,9 +15,11 @@ from block.sim.simulator import Cluster
 
 
 def replay_on(
-    cluster: Cluster, r: int, prompt_tokens: int, output_tokens: int, now: float
+    cluster: Cluster, r: int, prompt_tokens: int, output_tokens: int, now: float, noisy: bool = True
 ) -> tuple[float, float]:
-    """(TTFT, E2E) of a request sent to instance r at `now`, from a copy of the instance."""
+    """(TTFT, E2E) of a request sent to instance r at `now`, from a copy of the instance. `noisy`:
+    the instance's own step noise continues (what would have happened); else exact mean step times
+    (what could be expected)."""
     memo = {id(cluster.profile): cluster.profile}  # immutable: share, do not copy
     rep, batch, noise = copy.deepcopy((cluster.replicas[r], cluster.inflight[r], cluster.noises[r]), memo)
     q = Request("\0counterfactual", prompt_tokens, output_tokens, now, output_tokens)
@@ -26,7 +28,7 @@ def replay_on(
         rep.complete(batch, cluster.next_end[r])  # the step in flight: the request cannot join it
     else:
         rep.advance_to(now)
-    apply = None if noise.is_exact else noise.apply
+    apply = None if noise.is_exact or not noisy else noise.apply
     while not q.is_finished:
         if rep.step(apply) is None:
             raise RuntimeError("counterfactual replica went idle before the request finished")

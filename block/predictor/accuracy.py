@@ -24,6 +24,7 @@ import orjson
 
 from block.launch import block_command, running
 from block.policies.base import RoutingRequest
+from block.predictor.arrival_log import FleetLog
 from block.predictor.tracker import InstanceTracker
 from block.profiles.profile import load_profile
 
@@ -100,8 +101,10 @@ async def _run(
 ) -> list[Outcome]:
     profile = load_profile(profile_name)
     rng = random.Random(seed)
+    fleet = FleetLog(len(urls)) if anticipate_arrivals else None
     trackers = [
-        InstanceTracker(u, profile, added_delay="none", anticipate_arrivals=anticipate_arrivals) for u in urls
+        InstanceTracker(u, profile, added_delay="none", anticipate_arrivals=anticipate_arrivals, fleet=fleet)
+        for u in urls
     ]
     outcomes: list[Outcome] = []
     tasks = []
@@ -150,10 +153,11 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     for o in outcomes:
         if o.sampled:
             groups.setdefault(o.group, []).append(o)
-    hits = sum(
-        min(g, key=lambda o: o.forecast_e2e).instance == min(g, key=lambda o: o.e2e).instance
-        for g in groups.values()
-    )
+    hits, regret = 0, []
+    for g in groups.values():
+        chosen, fastest = min(g, key=lambda o: o.forecast_e2e), min(g, key=lambda o: o.e2e)
+        hits += chosen.instance == fastest.instance
+        regret.append(chosen.e2e / fastest.e2e - 1)  # what choosing by forecast cost the request
     own = [o for o in outcomes if not o.sampled]
 
     def median_signed(kind: str) -> float:  # > 0: things took longer than forecast
@@ -171,6 +175,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "e2e_median_signed_error": round(median_signed("e2e"), 4),
         "sampled": len(groups),
         "best_instance_accuracy": round(hits / len(groups), 4) if groups else None,
+        "mean_regret_e2e": round(sum(regret) / len(regret), 4) if regret else None,
+        "max_regret_e2e": round(max(regret), 4) if regret else None,
     }
 
 

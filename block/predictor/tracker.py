@@ -14,11 +14,11 @@ current snapshot's queue, so an early end (EOS before the planned length) frees 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from typing import Any
 
 from block.policies.base import Forecast, RoutingRequest
+from block.predictor.arrival_log import ArrivalLog, FleetLog
 from block.predictor.fastsim import DeadlineExceeded
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
@@ -26,7 +26,6 @@ from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.snapshot import RequestState, Snapshot
 
-RATE_WINDOW_S = 600.0  # routing times older than this are forgotten
 ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
 
 
@@ -51,10 +50,13 @@ class InstanceTracker:
         forget_after_s: float = 2.0,
         anticipate_arrivals: bool = False,
         anticipate_window_s: float = ANTICIPATE_WINDOW_S,
+        fleet: FleetLog | None = None,
     ) -> None:
         """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
-        this instance's routing rate over the last `anticipate_window_s`, with the mean lengths of
-        the requests routed then (see `block.predictor.forecast`). Off by default."""
+        the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
+        routed then (see `block.predictor.forecast`): the `fleet`'s rate per instance when the
+        trackers share one (see `block.predictor.arrival_log`), else this instance's own. Off by
+        default."""
         self.id = id
         self.profile = profile
         self.config = config or (
@@ -65,6 +67,7 @@ class InstanceTracker:
         self.forget_after_s = forget_after_s
         self.anticipate_arrivals = anticipate_arrivals
         self.anticipate_window_s = anticipate_window_s
+        self.fleet = fleet
         self.forecast: Forecast | None = None  # set per decision by the caller
         self.last_forecast: Forecast | None = None
         self.snapshot: Snapshot | None = None
@@ -73,8 +76,7 @@ class InstanceTracker:
         self._pending: dict[str, tuple[RequestState, float]] = {}  # id -> (state, routed at)
         self._in_flight: set[str] = set()
         self._finished: set[str] = set()  # finished since the snapshot, still in it
-        self._routed_at: list[float] = []
-        self._routed_len: list[tuple[int, int]] = []  # (prompt, output) of each in _routed_at
+        self._routed = ArrivalLog()
         self._forecaster: Forecaster | None = None
         # running, waiting, waiting tokens to prefill (snapshot part), free blocks
         self._counts = (0, 0, 0, self.config.num_gpu_blocks)
@@ -102,12 +104,9 @@ class InstanceTracker:
         state = RequestState(request_id, at, prompt_tokens, 0, 0, expected_output_tokens)
         self._pending[request_id] = (state, at)
         self._in_flight.add(request_id)
-        self._routed_at.append(at)
-        self._routed_len.append((prompt_tokens, expected_output_tokens))
-        if self._routed_at[0] < at - RATE_WINDOW_S:
-            cut = bisect.bisect_left(self._routed_at, at - RATE_WINDOW_S)
-            del self._routed_at[:cut]
-            del self._routed_len[:cut]
+        self._routed.record(at, prompt_tokens, expected_output_tokens)
+        if self.fleet is not None:
+            self.fleet.record(at, prompt_tokens, expected_output_tokens)
         self._forecaster = None
 
     def on_finished(self, request_id: str, at: float) -> None:
@@ -161,19 +160,16 @@ class InstanceTracker:
         return [s for s, _ in self._pending.values()]
 
     def routed_in_last(self, seconds: float, now: float) -> int:
-        return len(self._routed_at) - bisect.bisect_right(self._routed_at, now - seconds)
+        return self._routed.count_since(now - seconds)
 
     def recent_arrivals(self, now: float, seconds: float | None = None) -> Arrivals | None:
-        """The routing rate to this instance over the last `seconds` (default: the anticipation
-        window) and the mean lengths of those requests; None when none was routed then."""
+        """The arrivals to expect here: the routing rate over the last `seconds` (default: the
+        anticipation window) - the fleet's per instance when shared, else this instance's own - and
+        the mean lengths of those requests; None when none was routed then."""
         window = self.anticipate_window_s if seconds is None else seconds
-        n = self.routed_in_last(window, now) if window > 0 else 0
-        if n == 0:
-            return None
-        recent = self._routed_len[-n:]
-        prompt = round(sum(p for p, _ in recent) / n)
-        output = round(sum(o for _, o in recent) / n)
-        return Arrivals(n / window, max(1, prompt), max(1, output))
+        if self.fleet is not None:
+            return self.fleet.per_instance(now, window)
+        return self._routed.arrivals(now, window)
 
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at

@@ -44,6 +44,12 @@ def register(app: typer.Typer) -> None:
         api_key: str = typer.Option(None, help="Bearer key clients must present."),
         max_body_bytes: int = typer.Option(None, help="Larger request bodies get 413. [default: 4 MiB]"),
         profile: str = typer.Option(None, help="Step-time profile for stock vLLM instances."),
+        anticipate_arrivals: bool = typer.Option(
+            None,
+            "--anticipate-arrivals/--no-anticipate-arrivals",
+            help="Forecasts add the requests expected to arrive at the fleet's recent rate per "
+            "instance (lower forecast bias under load). [default: off]",
+        ),
         default_output_tokens: int = typer.Option(None, help="Planned output when nothing better is known."),
         log_level: str = typer.Option(None, help="debug, info, warning, error. [default: info]"),
         seed: int = typer.Option(None, help="Seed for randomised policies."),
@@ -71,6 +77,9 @@ def register(app: typer.Typer) -> None:
         emulator_profile: str = typer.Option(
             None, help="Profile of engines the local-emulator provider starts. [default: tiny-fast]"
         ),
+        start_timeout_s: float = typer.Option(
+            None, help="An added instance not healthy within this is released. [default: 600]"
+        ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
             return
@@ -94,6 +103,7 @@ def register(app: typer.Typer) -> None:
                 api_key=api_key,
                 max_body_bytes=max_body_bytes,
                 profile=profile,
+                anticipate_arrivals=anticipate_arrivals,
                 default_output_tokens=default_output_tokens,
                 log_level=log_level,
                 seed=seed,
@@ -109,6 +119,7 @@ def register(app: typer.Typer) -> None:
                 scale_down_hold_s=scale_down_hold_s,
                 scale_down=False if no_scale_down else None,
                 emulator_profile=emulator_profile,
+                provision_start_timeout_s=start_timeout_s,
             )
             from block.policies import POLICIES
 

@@ -31,6 +31,7 @@ class RouterConfig:
     max_retries: int = 2  # extra attempts on other instances before the first byte went out
     connect_timeout: float = 5.0  # generous: thousands of new connections can arrive in one burst
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
+    anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
     log_level: str = "info"
     seed: int | None = None
     # Auto-provisioning (block.provision): off unless `provision` is preemptive or reactive.
@@ -49,6 +50,7 @@ class RouterConfig:
     scale_down_hold_s: float = 120.0
     scale_down_fraction: float = 0.5
     provision_interval_s: float = 0.5  # controller tick
+    provision_start_timeout_s: float = 600.0  # an added instance not healthy by then is released
 
     def provision_settings(self) -> Any:
         """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
@@ -94,8 +96,8 @@ class RouterConfig:
                 raise ValueError(f"unknown provider {self.provider!r} (known: {', '.join(PROVIDERS)})")
             if self.provider == "command" and not self.scale_up_cmd:
                 raise ValueError("--provider command needs --scale-up-cmd")
-            if self.provision_interval_s <= 0:
-                raise ValueError("provision_interval_s must be > 0")
+            if self.provision_interval_s <= 0 or self.provision_start_timeout_s <= 0:
+                raise ValueError("provision_interval_s and the start timeout must be > 0")
             self.provision_settings()  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
 

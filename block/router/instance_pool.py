@@ -19,7 +19,7 @@ from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
 from block.router.sidecar import SidecarClient
 from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
-from block.router.tracker import make_tracker
+from block.router.tracker import make_fleet_log, make_tracker
 
 log = logging.getLogger("block.router.pool")
 
@@ -58,6 +58,8 @@ class InstancePool:
         self._background: set[asyncio.Task[Any]] = set()
         # Told of every request routed and finished (the auto-provisioner); None costs nothing.
         self.observer: Any = None
+        # Every route, shared by the trackers when forecasts anticipate arrivals (--anticipate-arrivals).
+        self.fleet: Any = make_fleet_log() if config.anticipate_arrivals else None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -127,6 +129,8 @@ class InstancePool:
 
     def _update_routable(self) -> None:
         self._routable = [i for i in self.instances.values() if i.routable]
+        if self.fleet is not None:
+            self.fleet.instances = max(1, len(self._routable))
 
     def set_healthy(self, inst: Instance, healthy: bool) -> None:
         if inst.healthy != healthy:
@@ -169,7 +173,11 @@ class InstancePool:
         inst.kind = kind
         inst.accepts_expected_field = kind == BLOCK
         inst.tracker = make_tracker(
-            inst.id, _load_profile(profile_name), snapshot.config, self.config.default_output_tokens
+            inst.id,
+            _load_profile(profile_name),
+            snapshot.config,
+            self.config.default_output_tokens,
+            fleet=self.fleet,
         )
         observe(inst.tracker, snapshot, state if kind == BLOCK else None, time.monotonic())
         if inst.predictor_url:

@@ -94,8 +94,10 @@ def make_tracker(
     config: ReplicaConfig | None,
     default_output_tokens: int,
     length_of: Any = None,
+    fleet: Any = None,
 ) -> Any:
-    """The real InstanceTracker when importable and a profile is known, else BasicTracker."""
+    """The real InstanceTracker when importable and a profile is known, else BasicTracker. With a
+    `fleet` (make_fleet_log), forecasts anticipate the fleet's arrival rate per instance."""
     if profile is not None:
         try:
             from block.predictor.tracker import InstanceTracker
@@ -103,6 +105,21 @@ def make_tracker(
             pass
         else:
             return InstanceTracker(
-                id, profile, config=config, default_output_tokens=default_output_tokens, length_of=length_of
+                id,
+                profile,
+                config=config,
+                default_output_tokens=default_output_tokens,
+                length_of=length_of,
+                anticipate_arrivals=fleet is not None,
+                fleet=fleet,
             )
     return BasicTracker(id, config)
+
+
+def make_fleet_log() -> Any:
+    """The routing record all trackers share for anticipated arrivals (None without the predictor)."""
+    try:
+        from block.predictor.arrival_log import FleetLog
+    except ImportError:
+        return None
+    return FleetLog()

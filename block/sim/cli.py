@@ -76,6 +76,11 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(
             "all", help="Prompts drawn from: all, or held-out (never seen by the length model)."
         ),
+        anticipate_arrivals: bool = typer.Option(
+            False,
+            "--anticipate-arrivals",
+            help="Forecasts add the arrivals expected at each instance's recent routing rate.",
+        ),
         out: Path = typer.Option(
             Path("results/sim"), help="Directory for one results JSON per policy and rate."
         ),
@@ -118,6 +123,7 @@ def register(app: typer.Typer) -> None:
                 out=out,
                 lengths=lengths,
                 split=split,
+                anticipate_arrivals=anticipate_arrivals,
             )
         )
 

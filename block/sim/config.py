@@ -38,6 +38,8 @@ class SimConfig:
     # "lazy": snapshots taken only when a decision can see them; "poll": every replica at every tick,
     # as the router literally does (slow; the reference the lazy rule is tested against).
     refresh: str = "lazy"
+    # Forecasts add the arrivals expected at each instance's recent routing rate (InstanceTracker).
+    anticipate_arrivals: bool = False
 
     def __post_init__(self) -> None:
         if self.instances < 1:

@@ -58,7 +58,9 @@ class Cluster:
         n = config.instances
         self.replicas = [Replica(self.replica_config, self.profile) for _ in range(n)]
         self.policy: Policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
-        self.trackers = make_trackers(n, self.profile, self.replica_config, self.policy)
+        self.trackers = make_trackers(
+            n, self.profile, self.replica_config, self.policy, config.anticipate_arrivals
+        )
         self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
         self.noises = [config.noise_for(r) for r in range(n)]
         self.noise = [None if nz.is_exact else nz.apply for nz in self.noises]

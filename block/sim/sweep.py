@@ -38,6 +38,7 @@ class SimulateArgs:
     out: Path = Path("results/sim")
     lengths: str = "known"  # what the router plans with: known | estimated | quantile:Q
     split: str = "all"  # all | held-out prompts (see block.sim.workload)
+    anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -64,6 +65,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             noise=a.noise,
             stall_probability=a.stall_probability,
             seed=a.seed,
+            anticipate_arrivals=a.anticipate_arrivals,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from block.policies import Policy
+from block.predictor.arrival_log import FleetLog
 from block.predictor.tracker import InstanceTracker, added_delay_for
 from block.profiles import Profile
 from block.replica import ReplicaConfig
@@ -19,9 +20,22 @@ def reads_state(policy: Policy) -> bool:
     return policy.wants_forecasts or policy.reads_state
 
 
-def make_trackers(n: int, profile: Profile, config: ReplicaConfig, policy: Policy) -> list[Any]:
+def make_trackers(
+    n: int, profile: Profile, config: ReplicaConfig, policy: Policy, anticipate_arrivals: bool = False
+) -> list[Any]:
     added_delay = added_delay_for(policy)
-    return [InstanceTracker(instance_id(r), profile, config, added_delay=added_delay) for r in range(n)]
+    fleet = FleetLog(n) if anticipate_arrivals else None  # anticipation at the fleet's rate per instance
+    return [
+        InstanceTracker(
+            instance_id(r),
+            profile,
+            config,
+            added_delay=added_delay,
+            anticipate_arrivals=anticipate_arrivals,
+            fleet=fleet,
+        )
+        for r in range(n)
+    ]
 
 
 def instance_id(r: int) -> str:

@@ -54,8 +54,22 @@ def test_prediction_reports_errors_and_best_instance_accuracy(tmp_path: Path) ->
     assert 0 <= result["routed"]["e2e"]["mean_abs_rel"] < 0.5
     assert result["sampled"]["decisions"] > 0
     assert 0 <= result["sampled"]["best_instance_accuracy"] <= 1
+    assert 0 <= result["sampled"]["best_instance_accuracy_exact"] <= 1
+    assert result["sampled"]["mean_regret_e2e"] >= 0
     assert (tmp_path / "figure5.png").is_file() and (tmp_path / "report.md").is_file()
-    assert json.loads((tmp_path / "prediction.json").read_text())["samples"]
+    samples = json.loads((tmp_path / "prediction.json").read_text())["samples"]
+    assert samples and all(r["exact_replay_e2e"] > 0 for s in samples for r in s["instances"])
+
+
+def test_prediction_with_anticipated_arrivals_lowers_the_forecasts_bias(tmp_path: Path) -> None:
+    bias = []
+    for anticipate in (False, True):
+        args = prediction.PredictionArgs(
+            qps=9.0, num_requests=300, instances=3, sample_rate=0.0, anticipate_arrivals=anticipate
+        )
+        bias.append(prediction.run_sim(args, tmp_path / str(anticipate))["routed"]["e2e"]["mean_signed_rel"])
+    assert bias[0] < 0  # later arrivals are unseen: forecasts run fast
+    assert abs(bias[1]) < abs(bias[0])
 
 
 def test_sim_vs_live_compares_what_both_modes_wrote(tmp_path: Path) -> None:

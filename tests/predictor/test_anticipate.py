@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from block.policies.base import RoutingRequest
+from block.predictor.arrival_log import ArrivalLog, FleetLog
 from block.predictor.forecast import Arrivals, Forecaster
 from block.predictor.tracker import InstanceTracker
 from block.replica import ReplicaConfig, RequestState, Snapshot
@@ -47,3 +48,29 @@ def test_tracker_anticipates_only_when_asked(profile) -> None:
         assert f is not None
         e2e.append(f.e2e_s)
     assert e2e[1] > e2e[0]
+
+
+def test_a_shared_fleet_log_anticipates_the_fleet_rate_per_instance(profile) -> None:
+    fleet = FleetLog(instances=4)
+    trackers = [
+        InstanceTracker(f"i{n}", profile, CFG, anticipate_arrivals=True, anticipate_window_s=1.0, fleet=fleet)
+        for n in range(4)
+    ]
+    # 40 requests in the last second, all to instance 0: each instance should expect 10 per second.
+    for k in range(40):
+        trackers[0].on_routed(f"x{k}", 30 + k % 2 * 2, 40, 9.01 + k * 0.0245)
+    expected = Arrivals(10.0, 31, 40)
+    assert all(t.recent_arrivals(10.0) == expected for t in trackers)
+    assert trackers[0].routed_in_last(1.0, 10.0) == 40 and trackers[1].routed_in_last(1.0, 10.0) == 0
+    fleet.instances = 2  # two left rotation: the rest take their share
+    assert trackers[1].recent_arrivals(10.0) == Arrivals(20.0, 31, 40)
+
+
+def test_arrival_log_forgets_old_routes_and_averages_lengths() -> None:
+    log = ArrivalLog(keep_s=5.0)
+    for k in range(10):
+        log.record(float(k), 10 * (k + 1), 5)
+    assert log.count_since(-1.0) == 6  # times 0..3 fell out of the 5 s kept
+    assert log.arrivals(9.0, 2.0) == Arrivals(1.0, 95, 5)  # times 8 and 9 (after 7)
+    assert log.arrivals(9.0, 2.0, share=0.0) is None
+    assert ArrivalLog().arrivals(1.0, 1.0) is None

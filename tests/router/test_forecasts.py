@@ -91,3 +91,20 @@ async def test_block_without_forecasts_falls_back_to_least_requests() -> None:
             for _ in range(4):
                 assert (await c.post(url + "/v1/completions", json={"prompt": "a"})).status_code == 200
         assert app.metrics._fallback._value.get() == 4
+
+
+async def test_anticipated_arrivals_share_one_fleet_record() -> None:
+    fakes = [FakeUpstream(), FakeUpstream(), FakeUpstream()]
+    settings = {"policy": "block", "anticipate_arrivals": True, "profile": "tiny-fast"}
+    async with upstreams(*fakes) as ups, router([u.url for u in ups], **settings) as (app, url):
+        trackers = [i.tracker for i in app.pool.instances.values()]
+        fleet = app.pool.fleet
+        assert fleet is not None and fleet.instances == 3
+        assert all(t.fleet is fleet and t.anticipate_arrivals for t in trackers)
+        async with httpx.AsyncClient(timeout=5) as c:
+            for _ in range(6):
+                r = await c.post(url + "/v1/completions", json={"prompt": "a b c", "max_tokens": 4})
+                assert r.status_code == 200
+        assert fleet.count_since(0.0) == 6  # every route, whichever instance took it
+        app.pool.set_healthy(next(iter(app.pool.instances.values())), False)
+        assert fleet.instances == 2

@@ -1,0 +1,26 @@
+"""The accuracy benchmark's arithmetic, on hand-made outcomes."""
+
+from __future__ import annotations
+
+import pytest
+
+from block.predictor.accuracy import Outcome, summarize
+
+
+def sampled(group: int, rows: list[tuple[float, float]]) -> list[Outcome]:
+    """One sampled request: (forecast E2E, actual E2E) per instance."""
+    return [Outcome(i, True, group, f / 10, f, ttft=a / 10, e2e=a) for i, (f, a) in enumerate(rows)]
+
+
+def test_best_instance_accuracy_and_regret() -> None:
+    outcomes = [
+        *sampled(0, [(1.0, 1.1), (2.0, 2.2)]),  # forecast-best is the fastest
+        *sampled(1, [(1.0, 1.5), (1.1, 1.2)]),  # it is not: 1.5 / 1.2 - 1 = 25% regret
+        Outcome(0, False, 2, 0.1, 1.0, ttft=0.1, e2e=2.0),  # a routed request: 50% error
+    ]
+    r = summarize(outcomes)
+    assert r["sampled"] == 2 and r["requests"] == 3
+    assert r["best_instance_accuracy"] == 0.5
+    assert r["mean_regret_e2e"] == pytest.approx(0.125)
+    assert r["max_regret_e2e"] == pytest.approx(0.25)
+    assert r["e2e_error_routed"] == pytest.approx(0.5)
