@@ -244,10 +244,15 @@ class FastReplica:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
-    def run_until_watched_done(self, max_events: int = 1_000_000, deadline: float | None = None) -> None:
+    def run_until_watched_done(
+        self, max_events: int = 1_000_000, deadline: float | None = None, until: float | None = None
+    ) -> None:
         """`deadline`: a time.perf_counter() value after which DeadlineExceeded is raised (checked
-        between events, each a few microseconds), so one deep queue cannot hold a caller up."""
-        while self.watched_left > 0:
+        between events, each a few microseconds), so one deep queue cannot hold a caller up. `until`:
+        stop once virtual time reaches it, watched requests finished or not (a skipped stretch of
+        decodes may end past it)."""
+        limit = float("inf") if until is None else until
+        while self.watched_left > 0 and self.now < limit:
             if deadline is not None and time.perf_counter() > deadline:
                 raise DeadlineExceeded(f"forecast unfinished after {self.events} events")
             if self._drain_group() or self.skip_ahead():

@@ -62,6 +62,8 @@ class Prediction(Forecast):
     steps: int  # engine steps simulated, skipped ones included
     events: int  # steps simulated one by one
     preemptions: int  # of the candidate
+    # Unfinished at the horizon asked for: every time is then the horizon, a lower bound.
+    capped: bool = False
 
 
 class Forecaster:
@@ -141,9 +143,13 @@ class Forecaster:
         added_delay: AddedDelay = "none",
         deadline: float | None = None,
         arrivals: Arrivals | None = None,
+        horizon_s: float | None = None,
     ) -> Prediction:
         """`deadline`: a time.perf_counter() value; past it the run stops with DeadlineExceeded.
-        `arrivals`: anticipated arrivals after the candidate (see the module docstring)."""
+        `arrivals`: anticipated arrivals after the candidate (see the module docstring).
+        `horizon_s`: stop once the candidate has been there this long; a candidate still unfinished
+        then gets a `capped` forecast (times = the horizon, no harm term). For a question such as "over
+        the SLO or not?", it bounds the cost on a deep queue. Not combined with `arrivals`."""
         cfg = self.config
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
@@ -174,7 +180,24 @@ class Forecaster:
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True)
         sim.add_waiting(cand)
-        sim.run_until_watched_done(deadline=deadline)
+        until = None if horizon_s is None else arrival + horizon_s
+        sim.run_until_watched_done(deadline=deadline, until=until)
+        if horizon_s is not None and (cand.finish is None or cand.finish - arrival > horizon_s):
+            capped = [
+                horizon_s if t is None else min(horizon_s, t - arrival)
+                for t in (cand.first_token, cand.first_sched)
+            ]
+            return Prediction(
+                ttft_s=capped[0],
+                e2e_s=horizon_s,
+                queue_delay_s=capped[1],
+                added_delay_s=0.0,
+                output_tokens=out,
+                steps=sim.steps,
+                events=sim.events,
+                preemptions=cand.preemptions,
+                capped=True,
+            )
         assert cand.finish is not None and cand.first_token is not None and cand.first_sched is not None
 
         harm = 0.0

@@ -211,10 +211,11 @@ class InstanceTracker:
         *,
         added_delay: AddedDelay | None = None,
         deadline: float | None = None,
+        horizon_s: float | None = None,
     ) -> Forecast | None:
         """Forecast `request` routed here at caller time `now`; None before any snapshot, or when
         `deadline` (a time.perf_counter() value) passes first. `added_delay`: instead of the
-        tracker's own setting."""
+        tracker's own setting. `horizon_s`: see `Forecaster.forecast` (ignored when anticipating)."""
         fc = self.forecaster()
         if fc is None or self.snapshot_at is None:
             return None
@@ -225,6 +226,7 @@ class InstanceTracker:
                 added_delay=self.added_delay if added_delay is None else added_delay,
                 deadline=deadline,
                 arrivals=self.recent_arrivals(now) if self.anticipate_arrivals else None,
+                horizon_s=None if self.anticipate_arrivals else horizon_s,
             )
         except DeadlineExceeded:
             return None

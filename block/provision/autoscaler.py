@@ -8,6 +8,11 @@
   instance joins the pool as "starting" until its health checks pass.
 - Scale-down: the least-loaded instance is set draining (no new requests); once the router has no request
   in flight there, it leaves the pool and goes back to the provider. Nothing in flight is lost.
+- Start timeout: an instance the provisioner added that has not passed its first health check within
+  `start_timeout_s` (a crashed boot, a wrong URL from a hook) leaves the pool and goes back to the
+  provider (which stops it), is counted and logged; the controller backs off, then may try again.
+- Own forecasts stop at a horizon above the SLO (horizon.py): the decision only needs "over the SLO or
+  not", and a full forecast on a deep queue could hold the event loop for tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from typing import Any
 
 from block.policies import RoutingRequest
 from block.provision.controller import (
+    SCALE_DOWN,
     SCALE_UP,
     PoolCounts,
     ProvisionController,
     ProvisionDecision,
     ProvisionSettings,
 )
+from block.provision.horizon import predict_within
 from block.provision.metrics import ProvisionMetrics
 from block.provision.providers import Provider, ProvisionError
 from block.router.instance import Instance
@@ -34,6 +41,8 @@ from block.router.instance_pool import InstancePool
 log = logging.getLogger("block.provision")
 
 OWN_FORECAST_EVERY_S = 0.05  # when the policy forecasts nothing, forecast here at most this often
+OWN_FORECAST_HORIZON = 1.5  # x SLO: beyond it a forecast only needs to say "over the SLO"
+DEFAULT_START_TIMEOUT_S = 600.0  # generous: a GPU node plus a large model can take minutes to boot
 
 
 class Autoscaler:
@@ -44,16 +53,21 @@ class Autoscaler:
         provider: Provider,
         interval_s: float = 0.5,
         retry_s: float = 5.0,
+        start_timeout_s: float | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.provider = provider
         self.interval_s = interval_s
         self.retry_s = retry_s
+        if start_timeout_s is None:  # the router's setting (--start-timeout-s), when it has one
+            start_timeout_s = getattr(pool.config, "provision_start_timeout_s", DEFAULT_START_TIMEOUT_S)
+        self.start_timeout_s = float(start_timeout_s)
         self.controller = ProvisionController(settings, start=time.monotonic())
         self.metrics = ProvisionMetrics(pool.metrics.registry, self.state_counts)
         self.requested = 0  # scale-ups handed to the provider, no URL back yet
         self._sent: dict[str, float] = {}  # request id -> routed at
+        self._starting: dict[str, float] = {}  # instance id -> added at, until its first health check
         self._own_forecast_at = float("-inf")
         self._loop_task: asyncio.Task[None] | None = None
         self._actions: set[asyncio.Task[None]] = set()
@@ -100,7 +114,9 @@ class Autoscaler:
             # The policy made no forecast (round robin, shed under load): make one, now and then.
             self._own_forecast_at = now
             try:
-                forecast = tracker.predict(RoutingRequest(prompt_tokens, expected, expected), now)
+                request = RoutingRequest(prompt_tokens, expected, expected)
+                horizon = OWN_FORECAST_HORIZON * self.settings.slo_e2e_s
+                forecast = predict_within(tracker, request, now, horizon)
             except Exception:
                 log.debug("provisioning forecast failed on %s", inst.id, exc_info=True)
                 forecast = None
@@ -133,6 +149,7 @@ class Autoscaler:
             if inst.draining and _in_flight(inst) == 0:
                 await self.pool.remove(inst.id)  # out of the pool now; the provider may take a while
                 self._spawn(self._release(inst))
+        await self._expire_starts(now)
         decision = self.controller.decide(now, self.counts())
         if decision is not None:
             self.metrics.decisions.labels(decision.action, decision.reason).inc()
@@ -160,6 +177,28 @@ class Autoscaler:
         self.requested += 1
         self._spawn(self._acquire(decision))
 
+    async def _expire_starts(self, now: float) -> None:
+        """Release instances that never became healthy within the start timeout."""
+        for inst_id, added_at in list(self._starting.items()):
+            inst = self.pool.instances.get(inst_id)
+            if inst is None or inst.state != "starting":  # gone, or it passed a health check
+                del self._starting[inst_id]
+                continue
+            if now - added_at < self.start_timeout_s:
+                continue
+            del self._starting[inst_id]
+            await self.pool.remove(inst.id)
+            self.metrics.start_timeouts.inc()
+            self.metrics.failures.labels(SCALE_UP).inc()
+            self.controller.failed(None, now, self.retry_s)
+            log.warning(
+                "provision: %s not healthy %.0f s after it was added (%s): releasing it",
+                inst.id,
+                now - added_at,
+                inst.last_error or "no answer",
+            )
+            self._spawn(self._release(inst))
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._actions.add(task)
@@ -170,6 +209,7 @@ class Autoscaler:
             url = await self.provider.acquire()
             inst = self.pool.add(url)
             inst.provisioned = True
+            self._starting[inst.id] = time.monotonic()
             log.info("provision: %s added (%s), starting", inst.id, self.provider.name)
         except (ProvisionError, ValueError, KeyError, OSError) as e:
             self.metrics.failures.labels(decision.action).inc()
@@ -195,7 +235,7 @@ class Autoscaler:
             await self.provider.release(inst.url)
             log.info("provision: %s released (%s)", inst.id, self.provider.name)
         except ProvisionError as e:
-            self.metrics.failures.labels("scale_down").inc()
+            self.metrics.failures.labels(SCALE_DOWN).inc()
             log.warning("provision: release of %s failed: %s", inst.id, e)
 
     # -- GET /instances ----------------------------------------------------------------------------
@@ -213,6 +253,7 @@ class Autoscaler:
                 "cooldown_s": s.cooldown_s,
                 "scale_down": s.scale_down,
                 "scale_down_hold_s": s.scale_down_hold_s,
+                "start_timeout_s": self.start_timeout_s,
                 "requested": self.requested,
                 "states": self.state_counts(),
                 "decisions": [d.to_dict() for d in list(self.controller.decisions)[-20:]],

@@ -146,9 +146,10 @@ class ProvisionController:
             return self._act(now, SCALE_DOWN, UNDER_SLO, n, None)
         return None
 
-    def failed(self, decision: ProvisionDecision, now: float, retry_s: float = 5.0) -> None:
-        """The caller could not carry `decision` out (no standby left, a hook failed): back off, so a
-        broken provider is retried every `retry_s` rather than at every tick."""
+    def failed(self, decision: ProvisionDecision | None, now: float, retry_s: float = 5.0) -> None:
+        """The caller could not carry `decision` out (no standby left, a hook failed, an instance never
+        became healthy: None): back off, so a broken provider is retried every `retry_s` rather than
+        at every tick."""
         self._retry_at = now + retry_s
 
     def _act(self, now: float, action: str, reason: str, n: int, value: float | None) -> ProvisionDecision:

@@ -23,6 +23,11 @@ class ProvisionMetrics:
             ["action"],
             registry=registry,
         )
+        self.start_timeouts = Counter(
+            "block_router_provision_start_timeouts_total",
+            "Instances the provisioner added that were not healthy within the start timeout (released)",
+            registry=registry,
+        )
         self.instances = Gauge(
             "block_router_instances",
             "Instances by provisioning state (requested: a start asked of the provider, no URL yet)",

@@ -81,6 +81,7 @@ class BasicTracker:
         *,
         added_delay: str | None = None,
         deadline: float | None = None,
+        horizon_s: float | None = None,
     ) -> Forecast | None:
         return None  # no forecasting model without block.predictor
 

@@ -1,4 +1,4 @@
-"""Anticipated arrivals (opt-in): synthetic requests after the candidate slow its decode steps."""
+"""Anticipated arrivals (opt-in), and forecasts stopped at a horizon."""
 
 from __future__ import annotations
 
@@ -74,3 +74,14 @@ def test_arrival_log_forgets_old_routes_and_averages_lengths() -> None:
     assert log.arrivals(9.0, 2.0) == Arrivals(1.0, 95, 5)  # times 8 and 9 (after 7)
     assert log.arrivals(9.0, 2.0, share=0.0) is None
     assert ArrivalLog().arrivals(1.0, 1.0) is None
+
+
+def test_a_horizon_caps_only_forecasts_that_run_past_it(profile) -> None:
+    fc = Forecaster(busy(), profile)
+    request = RoutingRequest(40, 50)
+    full = fc.forecast(request, 0.01)
+    assert not full.capped
+    assert fc.forecast(request, 0.01, horizon_s=full.e2e_s * 1.01) == full
+    capped = fc.forecast(request, 0.01, horizon_s=full.e2e_s / 2)
+    assert capped.capped and capped.e2e_s == full.e2e_s / 2 and capped.added_delay_s == 0.0
+    assert capped.ttft_s <= capped.e2e_s and capped.queue_delay_s <= capped.e2e_s

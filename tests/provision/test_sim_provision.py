@@ -21,13 +21,13 @@ def workload() -> SimRequests:
     return SimRequests(rng.integers(50, 500, n), rng.integers(50, 400, n), np.concatenate([burst, calm]))
 
 
-def run(mode: str | None, **kw: float) -> ProvisionedOutcome:
+def run(mode: str | None, horizon_s: float | None = None, **kw: float) -> ProvisionedOutcome:
     config = SimConfig(instances=3, profile="llama-2-7b-a30", policy="block", record_itl=False)
     settings = None
     if mode is not None:
         opts = {"cooldown_s": 2.0, "scale_down_hold_s": 5.0, "signal_window_s": 5.0, **kw}
         settings = ProvisionSettings(mode, SLO, 1, 3, **opts)  # type: ignore[arg-type]
-    plan = SimProvisionPlan(1, 3 if mode else 1, settings, startup_delay_s=3.0)
+    plan = SimProvisionPlan(1, 3 if mode else 1, settings, startup_delay_s=3.0, forecast_horizon_s=horizon_s)
     return simulate_provisioned(config, workload(), plan)
 
 
@@ -74,11 +74,23 @@ def test_scale_down_in_the_calm_and_instance_seconds() -> None:
     assert without.instance_seconds > out.instance_seconds
 
 
+def test_forecast_horizon_caps_deep_queues_and_still_scales_up() -> None:
+    full, capped = run("preemptive"), run("preemptive", horizon_s=1.05 * SLO)
+    assert capped.stats["capped_forecasts"] > 0 and full.stats["capped_forecasts"] == 0
+    assert len(e2e(capped)) == 132
+    first = next(d for d in capped.decisions if d["action"] == "scale_up")
+    assert first["reason"] == "forecast_over_slo" and first["value_s"] == 1.05 * SLO  # capped, yet a miss
+    # The first miss is seen at the same arrival: forecasts under the horizon are exact.
+    assert first["time"] == next(d for d in full.decisions if d["action"] == "scale_up")["time"]
+
+
 def test_plan_validation() -> None:
     with pytest.raises(ValueError):
         SimProvisionPlan(0, 3)
     with pytest.raises(ValueError):
         SimProvisionPlan(2, 3, ProvisionSettings("preemptive", 1.0, 1, 4))
+    with pytest.raises(ValueError):
+        SimProvisionPlan(1, 3, forecast_horizon_s=0.0)
 
 
 def test_experiment_writes_report_and_plot(tmp_path) -> None:  # type: ignore[no-untyped-def]
