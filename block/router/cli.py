@@ -23,10 +23,10 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(
             None,
             help="Routing policy: block, block-po2, llumnix, infaas, min-qpm, "
-            "least-requests, round-robin, random. [default: block]",
+            "least-requests, round-robin, random. (default: block)",
         ),
-        port: int = typer.Option(None, help="Port to listen on. [default: 8000]"),
-        host: str = typer.Option(None, help="Address to bind. [default: 127.0.0.1]"),
+        port: int = typer.Option(None, help="Port to listen on. (default: 8000)"),
+        host: str = typer.Option(None, help="Address to bind. (default: 127.0.0.1)"),
         config: Path = typer.Option(
             None, "--config", exists=True, dir_okay=False, help="YAML file, same keys."
         ),
@@ -35,50 +35,50 @@ def register(app: typer.Typer) -> None:
             None, help="Length estimator file, or 'default' for the shipped one."
         ),
         length_quantile: float = typer.Option(
-            None, help="Plan free-length requests with this quantile of the estimate. [default: median]"
+            None, help="Plan free-length requests with this quantile of the estimate. (default: median)"
         ),
-        health_interval: float = typer.Option(None, help="Seconds between health checks. [default: 0.5]"),
-        deadline_ms: float = typer.Option(None, help="Forecast deadline per decision. [default: 5]"),
-        refresh_ms: float = typer.Option(None, help="State polling period per instance. [default: 20]"),
+        health_interval: float = typer.Option(None, help="Seconds between health checks. (default: 0.5)"),
+        deadline_ms: float = typer.Option(None, help="Forecast deadline per decision. (default: 5)"),
+        refresh_ms: float = typer.Option(None, help="State polling period per instance. (default: 20)"),
         admin_token: str = typer.Option(None, help="Bearer token for POST/DELETE /instances."),
         api_key: str = typer.Option(None, help="Bearer key clients must present."),
-        max_body_bytes: int = typer.Option(None, help="Larger request bodies get 413. [default: 4 MiB]"),
+        max_body_bytes: int = typer.Option(None, help="Larger request bodies get 413. (default: 4 MiB)"),
         profile: str = typer.Option(None, help="Step-time profile for stock vLLM instances."),
         anticipate_arrivals: bool = typer.Option(
             None,
             "--anticipate-arrivals/--no-anticipate-arrivals",
             help="Forecasts add the requests expected to arrive at the fleet's recent rate per "
-            "instance (lower forecast bias under load). [default: off]",
+            "instance (lower forecast bias under load). (default: off)",
         ),
         default_output_tokens: int = typer.Option(None, help="Planned output when nothing better is known."),
-        log_level: str = typer.Option(None, help="debug, info, warning, error. [default: info]"),
+        log_level: str = typer.Option(None, help="debug, info, warning, error. (default: info)"),
         seed: int = typer.Option(None, help="Seed for randomised policies."),
         provision: str = typer.Option(
             None, help="Auto-provisioning: preemptive (forecasts) or reactive (finished requests)."
         ),
         slo_e2e: float = typer.Option(None, "--slo-e2e", help="End-to-end latency SLO in seconds."),
-        min_instances: int = typer.Option(None, help="Fewest serving instances. [default: 1]"),
+        min_instances: int = typer.Option(None, help="Fewest serving instances. (default: 1)"),
         max_instances: int = typer.Option(
-            None, help="Most instances. [default: static: --instance + --standby count]"
+            None, help="Most instances. (default: static: --instance + --standby count)"
         ),
         provider: str = typer.Option(
-            None, help="Where instances come from: static, local-emulator, command. [default: static]"
+            None, help="Where instances come from: static, local-emulator, command. (default: static)"
         ),
         standby: list[str] = typer.Option(None, "--standby", help="Spare instance URL (static provider)."),
         scale_up_cmd: str = typer.Option(None, help="Shell hook; prints the new instance URL on stdout."),
         scale_down_cmd: str = typer.Option(
             None, help="Shell hook; gets the URL as last argument and in $BLOCK_INSTANCE_URL."
         ),
-        cooldown_s: float = typer.Option(None, help="Seconds between provisioning actions. [default: 30]"),
+        cooldown_s: float = typer.Option(None, help="Seconds between provisioning actions. (default: 30)"),
         scale_down_hold_s: float = typer.Option(
-            None, help="Forecasts under half the SLO this long retire an instance. [default: 120]"
+            None, help="Forecasts under half the SLO this long retire an instance. (default: 120)"
         ),
         no_scale_down: bool = typer.Option(False, "--no-scale-down", help="Only ever add (as the paper)."),
         emulator_profile: str = typer.Option(
-            None, help="Profile of engines the local-emulator provider starts. [default: tiny-fast]"
+            None, help="Profile of engines the local-emulator provider starts. (default: tiny-fast)"
         ),
         start_timeout_s: float = typer.Option(
-            None, help="An added instance not healthy within this is released. [default: 600]"
+            None, help="An added instance not healthy within this is released. (default: 600)"
         ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
