@@ -10,7 +10,8 @@ Rules, in order:
    down. Bounds ignore the cooldown (they are the operator's hard limits).
 2. scale up, only after the cooldown since the last action and below `max_instances`:
    - preemptive (the paper's): a routing forecast said a new request would finish after the SLO, i.e.
-     even the instance the policy chose cannot meet it;
+     even the instance the policy chose cannot meet it (after `scale_up_fraction` x SLO: below 1, the
+     fleet adds capacity while it still has headroom, since a new instance takes a while to serve);
    - reactive: a finished request took longer than the SLO.
    The triggering observation must be newer than the last action (the action already answered older ones)
    and within `signal_window_s` (a miss long ago is no reason to act now).
@@ -52,6 +53,7 @@ class ProvisionSettings:
     scale_down: bool = True
     scale_down_hold_s: float = 120.0
     scale_down_fraction: float = 0.5  # "well under the SLO": forecasts below this share of it
+    scale_up_fraction: float = 1.0  # preemptive: forecasts above this share of the SLO add capacity
     signal_window_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -65,6 +67,8 @@ class ProvisionSettings:
             raise ValueError("cooldown and hold must be >= 0 s, the signal window > 0 s")
         if not 0 < self.scale_down_fraction < 1:
             raise ValueError("scale_down_fraction must be in (0, 1)")
+        if not self.scale_down_fraction < self.scale_up_fraction <= 1:
+            raise ValueError("scale_up_fraction must be in (scale_down_fraction, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,8 @@ class ProvisionController:
         """The forecast E2E latency of a request just routed, on the instance it was sent to."""
         if e2e_s is None:
             return
-        if self.settings.mode == PREEMPTIVE and e2e_s > self.settings.slo_e2e_s:
+        s = self.settings
+        if s.mode == PREEMPTIVE and e2e_s > s.scale_up_fraction * s.slo_e2e_s:
             self._miss(now, e2e_s)
         self._level(now, e2e_s)
 

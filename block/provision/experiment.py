@@ -66,6 +66,7 @@ class ProvisionArgs:
     cooldown_s: float = 30.0
     scale_down: bool = True
     scale_down_hold_s: float = 120.0
+    scale_up_fraction: float = 1.0  # preemptive: forecasts over this share of the SLO scale up
     forecast_horizon: float = 2.0  # x SLO: forecasts stop there (0: run each to the end)
     max_model_len: int = 4096  # the workload's longest request (prompt + output)
     max_num_seqs: int | None = None  # engine batch limit (None: the profile's)
@@ -93,6 +94,7 @@ def plan_for(variant: str, a: ProvisionArgs) -> SimProvisionPlan:
         cooldown_s=a.cooldown_s,
         scale_down=a.scale_down,
         scale_down_hold_s=a.scale_down_hold_s,
+        scale_up_fraction=a.scale_up_fraction,
     )
     return SimProvisionPlan(a.initial_instances, a.max_instances, settings, a.startup_delay_s, horizon)
 
@@ -371,7 +373,12 @@ def report(result: dict[str, Any]) -> str:
         f"- {boot}; requests of at most {a['max_model_len']} tokens; cooldown {a['cooldown_s']:g} s; "
         "scale-down "
         + (f"after {a['scale_down_hold_s']:g} s under half the SLO" if a["scale_down"] else "off")
-        + ("; forecasts anticipate arrivals" if a.get("anticipate_arrivals") else ""),
+        + ("; forecasts anticipate arrivals" if a.get("anticipate_arrivals") else "")
+        + (
+            f"; preemptive scales up at {a['scale_up_fraction']:g} x the SLO"
+            if a.get("scale_up_fraction", 1.0) != 1.0
+            else ""
+        ),
         "",
         "| variant | P99 E2E (s) | P50 E2E (s) | P99 TTFT (s) | over SLO | instance-s | peak | "
         "ups | downs | first up (s) |",
@@ -461,6 +468,12 @@ def register(exp: typer.Typer) -> None:
             60.0, min=0.1, help="Live: an engine not healthy this long after its start is released."
         ),
         no_scale_down: bool = typer.Option(False, "--no-scale-down", help="Only ever add (as the paper)."),
+        scale_up_fraction: float = typer.Option(
+            1.0,
+            min=0.0,
+            max=1.0,
+            help="Preemptive: scale up when a forecast passes this share of the SLO (1: the paper's rule).",
+        ),
         anticipate_arrivals: bool = typer.Option(
             False, "--anticipate-arrivals", help="Forecasts add the arrivals expected at the fleet's rate."
         ),
@@ -497,6 +510,7 @@ def register(exp: typer.Typer) -> None:
                 startup_delay_s=startup_delay_s,
                 scale_down=not no_scale_down,
                 forecast_horizon=forecast_horizon,
+                scale_up_fraction=scale_up_fraction,
                 start_timeout_s=start_timeout_s,
                 anticipate_arrivals=anticipate_arrivals,
                 policy=policy,

@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
             None, help="Forecasts under half the SLO this long retire an instance. (default: 120)"
         ),
         no_scale_down: bool = typer.Option(False, "--no-scale-down", help="Only ever add (as the paper)."),
+        scale_up_fraction: float = typer.Option(
+            None, help="Preemptive: scale up when a forecast passes this share of the SLO. (default: 1)"
+        ),
         emulator_profile: str = typer.Option(
             None, help="Profile of engines the local-emulator provider starts. (default: tiny-fast)"
         ),
@@ -118,6 +121,7 @@ def register(app: typer.Typer) -> None:
                 cooldown_s=cooldown_s,
                 scale_down_hold_s=scale_down_hold_s,
                 scale_down=False if no_scale_down else None,
+                scale_up_fraction=scale_up_fraction,
                 emulator_profile=emulator_profile,
                 provision_start_timeout_s=start_timeout_s,
             )

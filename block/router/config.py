@@ -49,6 +49,7 @@ class RouterConfig:
     scale_down: bool = True
     scale_down_hold_s: float = 120.0
     scale_down_fraction: float = 0.5
+    scale_up_fraction: float = 1.0  # preemptive: forecasts over this share of the SLO add capacity
     provision_interval_s: float = 0.5  # controller tick
     provision_start_timeout_s: float = 600.0  # an added instance not healthy by then is released
 
@@ -74,6 +75,7 @@ class RouterConfig:
             scale_down=self.scale_down,
             scale_down_hold_s=self.scale_down_hold_s,
             scale_down_fraction=self.scale_down_fraction,
+            scale_up_fraction=self.scale_up_fraction,
         )
 
     def __post_init__(self) -> None:

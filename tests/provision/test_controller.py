@@ -9,6 +9,7 @@ from block.provision.controller import (
     BELOW_MIN,
     FINISHED_OVER_SLO,
     FORECAST_OVER_SLO,
+    PREEMPTIVE,
     SCALE_DOWN,
     SCALE_UP,
     UNDER_SLO,
@@ -130,3 +131,15 @@ def test_invalid_settings(kw: dict[str, object]) -> None:
     base.update(kw)
     with pytest.raises(ValueError):
         ProvisionSettings(**base)  # type: ignore[arg-type]
+
+
+def test_preemptive_headroom_scales_up_below_the_slo() -> None:
+    settings = ProvisionSettings(PREEMPTIVE, 10.0, min_instances=1, max_instances=4, scale_up_fraction=0.6)
+    c = ProvisionController(settings)
+    c.observe_forecast(100.0, 5.9)
+    assert c.decide(100.1, PoolCounts(2, 0, 0)) is None
+    c.observe_forecast(101.0, 6.1)  # over 60% of the SLO: add capacity now
+    d = c.decide(101.1, PoolCounts(2, 0, 0))
+    assert d is not None and d.action == SCALE_UP
+    with pytest.raises(ValueError):
+        ProvisionSettings(PREEMPTIVE, 10.0, scale_up_fraction=0.4)  # not above scale_down_fraction
