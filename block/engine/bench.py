@@ -69,8 +69,11 @@ def predict(
 ) -> list[tuple[float, float]]:
     """(TTFT, TPOT) of requests arriving at `arrivals` (seconds), by a Replica in virtual time.
 
-    A request that arrives while a step runs joins the next one, as in the live engine."""
+    A request that arrives while a step runs joins the next one, as in the live engine; it reaches the
+    queue the profile's request overhead after it arrives, as in the emulator."""
     replica = Replica(config, profile)
+    sent = arrivals
+    arrivals = [a + profile.request_overhead_s for a in sent]
     order = sorted(range(len(arrivals)), key=arrivals.__getitem__)
     requests = [
         Request(str(i), prompt_tokens, output_tokens, arrival_time=arrivals[i]) for i in range(len(arrivals))
@@ -85,11 +88,11 @@ def predict(
         if replica.step() is None:
             raise RuntimeError("the virtual replica cannot schedule the benchmark requests")
     out = []
-    for r in requests:
+    for r, t0 in zip(requests, sent, strict=True):
         assert r.first_token_time is not None and r.finish_time is not None
         out.append(
             (
-                r.first_token_time - r.arrival_time,
+                r.first_token_time - t0,
                 (r.finish_time - r.first_token_time) / max(1, output_tokens - 1),
             )
         )

@@ -12,6 +12,11 @@ One forward pass of a decoder-only transformer over a batch costs, to a good app
          + prefill_pair * prefill_attention_pairs   prefill attention is compute bound: one unit per
                                                     (query token, key token) pair under the causal mask
 
+Outside the steps, `request_overhead_s` is the latency a request pays once, off the engine's clock: HTTP,
+tokenising, handing the request to the engine core, streaming its first token back. Fitted profiles
+measure it (time to first token minus prefill time, engine idle); the emulator delays each request's
+admission by it. Profiles derived from operator tables leave it 0.
+
 Profiles are small JSON files in `block/profiles/data/`, each naming its sources and assumptions.
 """
 
@@ -54,8 +59,11 @@ class Profile:
     description: str = ""
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
+    request_overhead_s: float = 0.0  # per request, outside engine steps (see the module docstring)
 
     def __post_init__(self) -> None:
+        if self.request_overhead_s < 0:
+            raise ValueError(f"profile {self.name}: request_overhead_s must be >= 0")
         if len(self.linear_knots_tokens) < 2 or len(self.linear_knots_tokens) != len(self.linear_knots_s):
             raise ValueError(f"profile {self.name}: need >= 2 linear knots with matching times")
         if list(self.linear_knots_tokens) != sorted(set(self.linear_knots_tokens)):
@@ -109,7 +117,7 @@ class Profile:
     # -- (de)serialisation --------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "name": self.name,
             "model": self.model,
             "gpu": self.gpu,
@@ -123,6 +131,9 @@ class Profile:
             "prefill_pair_s": self.prefill_pair_s,
             "linear": {"tokens": list(self.linear_knots_tokens), "seconds": list(self.linear_knots_s)},
         }
+        if self.request_overhead_s:  # optional: profiles without it stay as they were
+            d["request_overhead_s"] = self.request_overhead_s
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Profile:
@@ -141,6 +152,7 @@ class Profile:
                 prefill_pair_s=float(d["prefill_pair_s"]),
                 linear_knots_tokens=tuple(int(x) for x in d["linear"]["tokens"]),
                 linear_knots_s=tuple(float(x) for x in d["linear"]["seconds"]),
+                request_overhead_s=float(d.get("request_overhead_s", 0.0)),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed profile: missing or bad field {e}") from e

@@ -14,25 +14,32 @@ import httpx
 
 ITL = "vllm:inter_token_latency_seconds"
 PREFILL = "vllm:request_prefill_time_seconds"
+# Stamped by the API server when it handles the first token (Block's emulator: by its engine loop).
+TTFT = "vllm:time_to_first_token_seconds"
 _LINE = re.compile(r"^(vllm:[a-z_]+)_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+)$")
 
 Counters = dict[str, tuple[float, float]]  # histogram name -> (sum, count), summed over label sets
 
 
-def read_counters(url: str) -> Counters | None:
+def read_histograms(url: str) -> Counters:
+    """Sum and count of ITL, PREFILL and TTFT, those the server has (none if /metrics is unreachable)."""
     try:
         text = httpx.get(url.rstrip("/") + "/metrics", timeout=5.0).text
     except httpx.HTTPError:
-        return None
+        return {}
     out: dict[str, list[float]] = {}
     for line in text.splitlines():
         m = _LINE.match(line)
-        if m and m.group(1) in (ITL, PREFILL):
+        if m and m.group(1) in (ITL, PREFILL, TTFT):
             acc = out.setdefault(m.group(1), [0.0, 0.0])
             acc[0 if m.group(2) == "sum" else 1] += float(m.group(3))
-    if ITL not in out or PREFILL not in out:
-        return None
     return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def read_counters(url: str) -> Counters | None:
+    """The engine-clock counters probes need (vLLM only), or None."""
+    out = read_histograms(url)
+    return out if ITL in out and PREFILL in out else None
 
 
 def mean_delta(before: Counters, after: Counters, name: str) -> tuple[float, int]:

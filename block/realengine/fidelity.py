@@ -19,6 +19,7 @@ from block.realengine import engine_metrics, launcher
 from block.realengine.replay import ReplayRequest, latency_stats, replay
 
 Log = Callable[[str], None]
+LATE_WARN_S = 0.05  # a replay client this far behind its own schedule measured itself, not the engine
 
 
 @dataclass
@@ -53,19 +54,28 @@ def workload(s: FidelitySettings, rate: float) -> list[ReplayRequest]:
 def run_rates(url: str, s: FidelitySettings, log: Log, label: str) -> dict[str, dict]:
     out = {}
     for rate in s.rates:
-        before = engine_metrics.read_counters(url)
+        before = engine_metrics.read_histograms(url)
         stats = latency_stats(replay(url, launcher.SERVED_MODEL_NAME, workload(s, rate), s.seed))
-        out[f"{rate:g}"] = {**stats.summary(), "failed": stats.failed}
+        after = engine_metrics.read_histograms(url)
+        out[f"{rate:g}"] = {**stats.summary(), "failed": stats.failed, "send_late_max": stats.send_late_max_s}
         e = out[f"{rate:g}"]
-        if before is not None and (after := engine_metrics.read_counters(url)) is not None:
-            # The engine's own clock (vLLM only): what the steps took, free of frontend delays.
-            e["engine_itl_mean"] = engine_metrics.mean_delta(before, after, engine_metrics.ITL)[0]
+        # The server's own clocks: what the steps took (ITL) and when the server had the first token
+        # (TTFT), free of what happens between the server and this client.
+        for key, name in (("server_itl_mean", engine_metrics.ITL), ("server_ttft_mean", engine_metrics.TTFT)):
+            if name in before and name in after:
+                e[key] = engine_metrics.mean_delta(before, after, name)[0]
         log(
             f"{label} qps {rate:g}: TTFT {e['ttft']['mean'] * 1e3:.1f}/{e['ttft']['p99'] * 1e3:.1f} ms, "
             f"TPOT {e['tpot']['mean'] * 1e3:.2f}/{e['tpot']['p99'] * 1e3:.2f} ms, "
-            f"E2E {e['e2e']['mean']:.3f}/{e['e2e']['p99']:.3f} s (mean/p99), failed {stats.failed}"
-            + (f", engine-clock ITL {e['engine_itl_mean'] * 1e3:.2f} ms" if "engine_itl_mean" in e else "")
+            f"E2E {e['e2e']['mean']:.3f}/{e['e2e']['p99']:.3f} s (mean/p99), failed {stats.failed}; "
+            + "".join(f"{k} {e[k] * 1e3:.2f} ms, " for k in ("server_ttft_mean", "server_itl_mean") if k in e)
+            + f"latest send {stats.send_late_max_s * 1e3:.0f} ms behind schedule"
         )
+        if stats.send_late_max_s > LATE_WARN_S:
+            log(
+                f"WARNING: the replay client fell {stats.send_late_max_s:.2f} s behind its schedule: its "
+                "timings of this run are not trustworthy (a stalled client reads tokens in bursts)"
+            )
     return out
 
 

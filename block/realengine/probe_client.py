@@ -22,6 +22,9 @@ class StreamTiming:
     token_times: list[float] = field(default_factory=list)  # one entry per output token (monotonic)
     usage_completion_tokens: int | None = None
     error: str | None = None
+    # How late the request went out against its schedule (open-loop replay): a client whose event loop
+    # stalls measures nothing trustworthy, so reports say how late it was.
+    send_late_s: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -13,7 +13,8 @@ coefficients. One bounded least-squares solve (relative errors, coefficients >= 
 What is measured per probe depends on the engine:
 * vLLM (/metrics present): engine-clock counters, the mean inter-token latency (a weighted mean over the
   probe's steps, weight = non-first tokens emitted in the step) and the prefill time; the client's TTFT
-  minus the prefill time gives the per-request overhead outside engine steps (HTTP, tokenising).
+  minus the prefill time gives the per-request overhead outside engine steps (HTTP, tokenising), which
+  the profile keeps as `request_overhead_s` (the emulator delays each request's admission by it).
 * anything else: client timing only, the TTFT of prefills (with an unknown request overhead) and, for
   decode batches, the window where all c requests decode together (see decode_window).
 
@@ -143,6 +144,12 @@ def itl_terms(c: int, p: int, d: int, plan: ProbePlan) -> list[tuple[BatchShape,
     return [(shape, later / total) for shape, _, later in steps if later]
 
 
+class ProbeFailed(RuntimeError):
+    """A request of a probe failed. One failed repeat is skipped (a pooled keep-alive connection that the
+    server closed just as it was reused fails with a transport error, seen once in ~100 probes at c=32);
+    a probe whose every repeat fails ends the fit."""
+
+
 # -- probing ------------------------------------------------------------------------------------------
 
 
@@ -157,7 +164,7 @@ async def _batch(
     out = await asyncio.gather(*tasks)
     bad = [t.error for t in out if not t.ok]
     if bad:
-        raise RuntimeError(f"probe c={c} p={p} d={d} failed: {bad[0]}")
+        raise ProbeFailed(f"probe c={c} p={p} d={d} failed: {bad[0]}")
     return out
 
 
@@ -183,9 +190,11 @@ async def _counters(url: str) -> engine_metrics.Counters | None:
     return await asyncio.to_thread(engine_metrics.read_counters, url)
 
 
-def _median_obs(obs: list[Observation]) -> Observation | None:
-    good = sorted((o for o in obs if math.isfinite(o.seconds)), key=lambda o: o.seconds)
-    return good[len(good) // 2] if good else None
+def _fastest_obs(obs: list[Observation]) -> Observation | None:
+    """The fastest repeat: on a shared host other tenants only ever add time (a median of three still
+    took in contention: fitted on a loaded 2-core machine, it made small-batch decode steps ~19% slow)."""
+    good = [o for o in obs if math.isfinite(o.seconds)]
+    return min(good, key=lambda o: o.seconds) if good else None
 
 
 async def run_probes(
@@ -205,14 +214,20 @@ async def run_probes(
             reps = []
             for _ in range(plan.repeats):
                 before = await _counters(url) if engine_clock else None
-                (t,) = await _batch(client, url, model, rng, 1, p, 2)
+                try:
+                    (t,) = await _batch(client, url, model, rng, 1, p, 2)
+                except ProbeFailed as e:
+                    log(f"skipped a repeat: {e}")
+                    continue
                 if before is not None and (after := await _counters(url)) is not None:
                     prefill, _ = engine_metrics.mean_delta(before, after, engine_metrics.PREFILL)
                     overheads.append(t.ttft - prefill)
                     reps.append(Observation("prefill", prefill, prefill_terms(p, budget), note=f"p={p}"))
                 else:
                     reps.append(Observation("ttft", t.ttft, prefill_terms(p, budget), api=1.0, note=f"p={p}"))
-            if (best := _median_obs(reps)) is not None:
+            if not reps:
+                raise ProbeFailed(f"every repeat of the prefill probe p={p} failed")
+            if (best := _fastest_obs(reps)) is not None:
                 obs.append(best)
                 log(f"prefill p={p}: {best.kind} {best.seconds * 1e3:.2f} ms")
         for c in (x for x in plan.concurrency if x <= plan.max_num_seqs):
@@ -223,14 +238,22 @@ async def run_probes(
                     reps = []
                     for _ in range(plan.repeats):
                         before = await _counters(url) if engine_clock else None
-                        timings = await _batch(client, url, model, rng, c, p, d + extra)
+                        try:
+                            timings = await _batch(client, url, model, rng, c, p, d + extra)
+                        except ProbeFailed as e:
+                            log(f"skipped a repeat: {e}")
+                            continue
                         if before is not None and (after := await _counters(url)) is not None:
                             itl, n = engine_metrics.mean_delta(before, after, engine_metrics.ITL)
                             note = f"c={c} p={p} d={d} n={n}"
                             reps.append(Observation("itl", itl, itl_terms(c, p, d, plan), note=note))
                         elif (w := decode_window(timings)) is not None:
                             reps.append(w)
-                    if (best := _median_obs(reps)) is not None:
+                        else:
+                            reps.append(Observation("window", math.nan))  # too short to measure
+                    if not reps:
+                        raise ProbeFailed(f"every repeat of the decode probe c={c} p={p} d={d} failed")
+                    if (best := _fastest_obs(reps)) is not None:
                         obs.append(best)
                         log(f"decode c={c} p={p} d={d}: {best.kind} {best.seconds * 1e3:.2f} ms")
     overhead = statistics.median(overheads) if overheads else None
@@ -320,6 +343,7 @@ def fit(
         prefill_pair_s=float(theta[3]),
         linear_knots_tokens=tuple(xs),
         linear_knots_s=tuple(float(v) for v in theta[5:]),
+        request_overhead_s=max(0.0, overhead),
     )
     return FitResult(profile, overhead, observations, rel)
 

@@ -31,6 +31,7 @@ class LatencyStats:
     tpot: list[float]
     e2e: list[float]
     failed: int
+    send_late_max_s: float = 0.0  # the latest any request went out against its schedule
 
     def summary(self) -> dict[str, dict[str, float]]:
         def stats(xs: list[float]) -> dict[str, float]:
@@ -47,7 +48,8 @@ class LatencyStats:
 def latency_stats(timings: list[StreamTiming]) -> LatencyStats:
     good = [t for t in timings if t.ok and len(t.token_times) == t.max_tokens]
     tpot = [(t.e2e - t.ttft) / (t.max_tokens - 1) for t in good if t.max_tokens > 1]
-    return LatencyStats([t.ttft for t in good], tpot, [t.e2e for t in good], len(timings) - len(good))
+    late = max((t.send_late_s for t in timings), default=0.0)
+    return LatencyStats([t.ttft for t in good], tpot, [t.e2e for t in good], len(timings) - len(good), late)
 
 
 async def _replay(url: str, model: str, requests: list[ReplayRequest], seed: int) -> list[StreamTiming]:
@@ -59,7 +61,9 @@ async def _replay(url: str, model: str, requests: list[ReplayRequest], seed: int
 
         async def one(r: ReplayRequest, prompt: list[int]) -> StreamTiming:
             await asyncio.sleep(max(0.0, start + r.offset_s - time.monotonic()))
-            return await stream_completion(client, url, model, prompt, r.output_tokens, r.prompt_tokens)
+            t = await stream_completion(client, url, model, prompt, r.output_tokens, r.prompt_tokens)
+            t.send_late_s = t.sent - (start + r.offset_s)
+            return t
 
         return list(await asyncio.gather(*(one(r, p) for r, p in zip(requests, prompts, strict=True))))
 

@@ -81,3 +81,18 @@ def test_invalid_json_text_is_a_value_error(tmp_path: Path) -> None:
 def test_unknown_name_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown profile"):
         load_profile("no-such-profile")
+
+
+def test_request_overhead_is_optional_and_round_trips(tmp_path: Path) -> None:
+    d = _good()
+    assert "request_overhead_s" not in d  # profiles without it keep their JSON as it was
+    assert Profile.from_dict(d).request_overhead_s == 0.0
+    p = Profile.from_dict({**d, "request_overhead_s": 0.0187})
+    assert p.request_overhead_s == 0.0187
+    p.save(tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json") == p
+    # Outside the engine steps: it never changes a step's time.
+    shape = BatchShape(64, 4, 3, 900, 64)
+    assert p.step_time(shape) == Profile.from_dict(d).step_time(shape)
+    with pytest.raises(ValueError, match="request_overhead_s"):
+        Profile.from_dict({**d, "request_overhead_s": -0.001})
