@@ -4,9 +4,11 @@
 candidates (the tracker and `/predict_batch` keep one per instance state), caching the run without
 the candidate that `added_delay_s` is measured against.
 
-Time: the snapshot is taken at its `now`; the candidate arrives `elapsed_s` later. The instance runs
-on alone until then (every step that starts before the arrival), the candidate then joins the
-waiting queue behind everything already there, and all times returned are relative to its arrival.
+Time: the snapshot is taken at its `now`; the candidate is sent `elapsed_s` later and reaches the
+engine's queue the profile's `request_overhead_s` after that (0 unless fitted on a real server; the
+emulator applies it too, and so does every request routed since the snapshot). The instance runs on
+alone until then (every step that starts before the arrival), the candidate then joins the waiting
+queue behind everything already there, and all times returned are relative to when it was sent.
 
 `added_delay_s` (the harm to others) is the sum, over the requests that finish no later than the
 candidate in the run with it, of (finish with candidate - finish without). Requests that outlive the
@@ -95,7 +97,11 @@ class Forecaster:
         self._running = plan_all(snapshot.running, cfg)
         self._waiting = plan_all(snapshot.waiting, cfg)
         self._later: list[tuple[float, Plan]] = []  # (offset, request) of pending arriving later
+        # A request reaches the engine's queue this long after it was sent (HTTP, tokenising): fitted
+        # profiles of real servers measure it; the emulator applies it.
+        self.request_overhead_s = profile.request_overhead_s
         offsets = [0.0] * len(pending) if pending_at is None else list(pending_at)
+        offsets = [t + self.request_overhead_s for t in offsets]
         if len(offsets) != len(pending):
             raise ValueError("pending_at needs one time per pending request")
         if pending:
@@ -157,7 +163,8 @@ class Forecaster:
         out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
-        arrival = max(0.0, elapsed_s)
+        sent = max(0.0, elapsed_s)
+        arrival = sent + self.request_overhead_s  # when it reaches the engine's queue
 
         if arrivals is not None and arrivals.active:
             cand, steps, events = self._run_anticipating(prompt, out, arrival, arrivals, deadline)
@@ -167,9 +174,9 @@ class Forecaster:
                     request, elapsed_s, added_delay=added_delay, deadline=deadline
                 ).added_delay_s
             return Prediction(
-                ttft_s=cand.first_token - arrival,  # type: ignore[operator]
-                e2e_s=cand.finish - arrival,  # type: ignore[operator]
-                queue_delay_s=cand.first_sched - arrival,  # type: ignore[operator]
+                ttft_s=cand.first_token - sent,  # type: ignore[operator]
+                e2e_s=cand.finish - sent,  # type: ignore[operator]
+                queue_delay_s=cand.first_sched - sent,  # type: ignore[operator]
                 added_delay_s=harm,
                 output_tokens=out,
                 steps=steps,
@@ -180,11 +187,11 @@ class Forecaster:
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True)
         sim.add_waiting(cand)
-        until = None if horizon_s is None else arrival + horizon_s
+        until = None if horizon_s is None else sent + horizon_s
         sim.run_until_watched_done(deadline=deadline, until=until)
-        if horizon_s is not None and (cand.finish is None or cand.finish - arrival > horizon_s):
+        if horizon_s is not None and (cand.finish is None or cand.finish - sent > horizon_s):
             capped = [
-                horizon_s if t is None else min(horizon_s, t - arrival)
+                horizon_s if t is None else min(horizon_s, t - sent)
                 for t in (cand.first_token, cand.first_sched)
             ]
             return Prediction(
@@ -206,9 +213,9 @@ class Forecaster:
             limit = cand.finish if added_delay == "horizon" else float("inf")
             harm = sum(r.finish - base[r.key] for r in reqs if r.finish is not None and r.finish <= limit)
         return Prediction(
-            ttft_s=cand.first_token - arrival,
-            e2e_s=cand.finish - arrival,
-            queue_delay_s=cand.first_sched - arrival,
+            ttft_s=cand.first_token - sent,
+            e2e_s=cand.finish - sent,
+            queue_delay_s=cand.first_sched - sent,
             added_delay_s=harm,
             output_tokens=out,
             steps=sim.steps,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from block.policies.base import RoutingRequest
 from block.predictor.arrival_log import ArrivalLog, FleetLog
 from block.predictor.forecast import Arrivals, Forecaster
@@ -85,3 +89,17 @@ def test_a_horizon_caps_only_forecasts_that_run_past_it(profile) -> None:
     capped = fc.forecast(request, 0.01, horizon_s=full.e2e_s / 2)
     assert capped.capped and capped.e2e_s == full.e2e_s / 2 and capped.added_delay_s == 0.0
     assert capped.ttft_s <= capped.e2e_s and capped.queue_delay_s <= capped.e2e_s
+
+
+def test_a_request_overhead_delays_the_candidate_and_the_pending_requests(profile) -> None:
+    slow = replace(profile, request_overhead_s=0.05)
+    request = RoutingRequest(40, 50)
+    idle = Snapshot(CFG, 0.0)
+    base = Forecaster(idle, profile).forecast(request)
+    late = Forecaster(idle, slow).forecast(request)
+    assert late.e2e_s == pytest.approx(base.e2e_s + 0.05) and late.ttft_s == pytest.approx(base.ttft_s + 0.05)
+    # A request routed just before the candidate still queues ahead of it, both late by the overhead.
+    ahead = [RequestState("p", 0.0, 300, expected_output_tokens=10)]
+    for prof in (profile, slow):
+        f = Forecaster(idle, prof, pending=ahead, pending_at=[0.0]).forecast(request, 0.001)
+        assert f.queue_delay_s > 0.0
