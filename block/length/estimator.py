@@ -1,10 +1,11 @@
 """LengthEstimator: prompt text -> expected response length in tokens, as a point and as quantiles.
 
-Model: per prompt, a feature row = text-model scores (the TF-IDF ridge heads of block.length.tfidf; other
-text models, e.g. a sentence-embedding head, would add columns) + intent features (block.length.intent).
-One gradient-boosted quantile model per level in `quantiles` maps the row to log1p(length). The point
-estimate is the median (it minimises absolute error). Quantiles are sorted per prompt before use, so they
-never cross.
+Model: per prompt, a feature row = text-model scores (the TF-IDF ridge heads of block.length.tfidf and/or
+the ridge heads on MiniLM sentence embeddings of block.length.minilm_heads) + intent features
+(block.length.intent). One gradient-boosted quantile model per level in `quantiles` maps the row to
+log1p(length). The point estimate is the median (it minimises absolute error). Each level is then shifted
+by its conformal offset (block.length.calibrate; zero for models trained without one), and quantiles are
+sorted per prompt before use, so they never cross.
 
 Stored as one compressed .npz of plain arrays plus a JSON header: no pickle, loadable by any version.
 """
@@ -40,6 +41,10 @@ class TextScorer(Protocol):
 def _scorer_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> TextScorer:
     if kind == "tfidf":
         return TfidfHeads.from_arrays(arrays)
+    if kind == "minilm":
+        from block.length.minilm_heads import MiniLMHeads  # imports the encoder only where needed
+
+        return MiniLMHeads.from_arrays(arrays)
     raise ValueError(f"unknown text scorer {kind!r}")
 
 
@@ -66,6 +71,10 @@ class LengthEstimator:
         if self.meta["feature_names"] != self.feature_names:
             # Trees index features by position: a model from other feature code would predict garbage.
             raise ValueError("length model was trained with other features than this version computes")
+        # Conformal shifts (log space) per level; models saved before calibration existed have none.
+        self.offsets = np.asarray(self.meta.get("calibration", [0.0] * len(self.quantiles)), dtype=np.float64)
+        if self.offsets.shape != (len(self.quantiles),):
+            raise ValueError("one calibration offset per quantile level is required")
         self.tokenizer_name: str = self.meta.get("tokenizer", "llama3")
         self._count_tokens = None
 
@@ -104,7 +113,7 @@ class LengthEstimator:
         """(n, levels) log1p lengths, made non-decreasing around the median: levels below it are capped
         by the next level up, levels above it raised to the next level down. The median itself is never
         moved, so `predict` can compute the median model alone and still agree with the quantiles."""
-        q = self.trees.predict(self.features(prompts, prompt_tokens))
+        q = self.trees.predict(self.features(prompts, prompt_tokens)) + self.offsets
         m = self._median
         q[:, : m + 1] = np.minimum.accumulate(q[:, m::-1], axis=1)[:, ::-1]
         q[:, m:] = np.maximum.accumulate(q[:, m:], axis=1)
@@ -139,6 +148,7 @@ class LengthEstimator:
         if not prompts:
             return np.zeros(0, dtype=np.int64)
         logm = self.trees.predict(self.features(prompts, prompt_tokens), model=self._median)[:, 0]
+        logm += self.offsets[self._median]
         return np.maximum(1, np.rint(np.expm1(logm))).astype(np.int64)
 
     def predict_quantiles_many(

@@ -6,18 +6,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from block.length.calibrate import coverage_by_level
 from block.length.estimator import LengthEstimator
 from block.length.metrics import coverage, length_metrics
 from block.workload import Sample
 
 
-def evaluate(estimator: LengthEstimator, held_out: Sequence[Sample], baseline: float) -> dict[str, float]:
-    """The paper's measures plus the coverage of the 10-90% band, on samples never trained on."""
+def evaluate(estimator: LengthEstimator, held_out: Sequence[Sample], baseline: float) -> dict:
+    """The paper's measures on samples never trained on, plus how honest the quantiles are: coverage80,
+    the share inside the 10-90% band, and `coverage`, per fitted level q the share at or below it (a
+    calibrated level q gives about q)."""
     prompts = [s.prompt for s in held_out]
     tokens = [s.prompt_tokens for s in held_out]
-    q = estimator.predict_quantiles_many(prompts, (0.1, 0.5, 0.9), tokens)
+    levels = sorted({0.1, 0.5, 0.9, *estimator.quantiles})
+    q = estimator.predict_quantiles_many(prompts, levels, tokens)
+    col = {lv: q[:, i] for i, lv in enumerate(levels)}
     actual = np.array([s.output_tokens for s in held_out], dtype=np.float64)
-    out = length_metrics(q[:, 1], actual, baseline)
-    out["coverage80"] = coverage(q[:, 0], q[:, 2], actual)
+    out: dict = length_metrics(col[0.5], actual, baseline)
+    out["coverage80"] = coverage(col[0.1], col[0.9], actual)
+    out["coverage"] = coverage_by_level(
+        q[:, [levels.index(lv) for lv in estimator.quantiles]], actual, estimator.quantiles
+    )
     out["n"] = len(held_out)
     return out

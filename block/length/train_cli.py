@@ -18,7 +18,14 @@ def train_with_progress(
 ) -> LengthEstimator:
     """Load `dataset`, keep its held-out split aside, fit on the rest, showing progress on stderr."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     samples = load_labelled(dataset, tokenizer, max_model_len)
     train, held = split(samples, seed)
@@ -28,11 +35,27 @@ def train_with_progress(
         "n_held_out": len(held),
         "max_model_len": max_model_len,
     }
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"{title}: intent features", total=training_steps(model))
+        embed_task = None
 
         def tick(desc: str) -> None:
             bar.update(task, advance=1, description=f"{title}: {desc}")
 
-        return fit_estimator(train, model, seed, tokenizer=tokenizer, progress=tick, meta=meta)
+        def embedded(done: int, total: int) -> None:
+            # A second bar, in prompts: embedding the training set is the one long step (minutes).
+            nonlocal embed_task
+            if embed_task is None:
+                embed_task = bar.add_task("embedding prompts (MiniLM)", total=total)
+            bar.update(embed_task, completed=done)
+
+        return fit_estimator(
+            train, model, seed, tokenizer=tokenizer, progress=tick, meta=meta, embed_progress=embedded
+        )

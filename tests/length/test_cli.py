@@ -41,6 +41,11 @@ def test_train_then_eval_json_on_jsonl(small_jsonl, tmp_path):
     obj = json.loads(r.output)
     assert {"mae", "baseline_mae", "spearman", "acc50", "acc100", "within25"} <= set(obj)
     assert obj["mae"] > 0 and 0 <= obj["acc50"] <= obj["acc100"] <= 1
+    # Quantile honesty: the 10-90% band, and per fitted level the share of outputs at or below it.
+    assert 0 <= obj["coverage80"] <= 1
+    shares = list(obj["coverage"].values())
+    assert list(obj["coverage"]) == ["0.05", "0.1", "0.25", "0.5", "0.75", "0.9", "0.95"]
+    assert shares == sorted(shares)
 
 
 def test_train_rejects_length_only_dataset(tmp_path):
