@@ -63,7 +63,7 @@ class EngineServer:
         self.metrics = EngineMetrics(self.model_name, settings.config, self.engine.live)
         self.engine.metrics = self.metrics
         self.lengths = OutputLengthSampler(settings.seed)
-        self.request_overhead_s = settings.profile.request_overhead_s
+        self.request_overhead = settings.profile.request_overhead
         self._task: asyncio.Task[None] | None = None
         self.app = Starlette(
             routes=[
@@ -148,10 +148,10 @@ class EngineServer:
                 output_tokens=output_tokens,
                 expected_output_tokens=params.expected_output_tokens,
             )
-            if self.request_overhead_s > 0:
+            if (overhead := self.request_overhead(params.prompt_tokens)) > 0:
                 # What a real server spends on a request outside its engine steps (HTTP, tokenising,
                 # IPC): the request reaches the engine's queue that much later.
-                await asyncio.sleep(self.request_overhead_s)
+                await asyncio.sleep(overhead)
             handle = self.engine.submit(request, params.stream, capped)
         except RequestError as e:
             return _error(e)

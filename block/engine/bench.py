@@ -73,7 +73,7 @@ def predict(
     queue the profile's request overhead after it arrives, as in the emulator."""
     replica = Replica(config, profile)
     sent = arrivals
-    arrivals = [a + profile.request_overhead_s for a in sent]
+    arrivals = [a + profile.request_overhead(prompt_tokens) for a in sent]
     order = sorted(range(len(arrivals)), key=arrivals.__getitem__)
     requests = [
         Request(str(i), prompt_tokens, output_tokens, arrival_time=arrivals[i]) for i in range(len(arrivals))

@@ -5,7 +5,7 @@ candidates (the tracker and `/predict_batch` keep one per instance state), cachi
 the candidate that `added_delay_s` is measured against.
 
 Time: the snapshot is taken at its `now`; the candidate is sent `elapsed_s` later and reaches the
-engine's queue the profile's `request_overhead_s` after that (0 unless fitted on a real server; the
+engine's queue the profile's `request_overhead(prompt)` after that (0 unless fitted on a real server; the
 emulator applies it too, and so does every request routed since the snapshot). The instance runs on
 alone until then (every step that starts before the arrival), the candidate then joins the waiting
 queue behind everything already there, and all times returned are relative to when it was sent.
@@ -97,13 +97,13 @@ class Forecaster:
         self._running = plan_all(snapshot.running, cfg)
         self._waiting = plan_all(snapshot.waiting, cfg)
         self._later: list[tuple[float, Plan]] = []  # (offset, request) of pending arriving later
-        # A request reaches the engine's queue this long after it was sent (HTTP, tokenising): fitted
+        # A request reaches the engine's queue a while after it was sent (HTTP, tokenising): fitted
         # profiles of real servers measure it; the emulator applies it.
-        self.request_overhead_s = profile.request_overhead_s
         offsets = [0.0] * len(pending) if pending_at is None else list(pending_at)
-        offsets = [t + self.request_overhead_s for t in offsets]
         if len(offsets) != len(pending):
             raise ValueError("pending_at needs one time per pending request")
+        overhead = profile.request_overhead
+        offsets = [t + overhead(s.prompt_tokens) for t, s in zip(offsets, pending, strict=True)]
         if pending:
             arrivals = sorted(zip(offsets, pending, strict=True), key=lambda x: x[0])
             for (t, _), p in zip(arrivals, plan_all([s for _, s in arrivals], cfg), strict=True):
@@ -164,7 +164,7 @@ class Forecaster:
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
         sent = max(0.0, elapsed_s)
-        arrival = sent + self.request_overhead_s  # when it reaches the engine's queue
+        arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         if arrivals is not None and arrivals.active:
             cand, steps, events = self._run_anticipating(prompt, out, arrival, arrivals, deadline)

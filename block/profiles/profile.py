@@ -12,10 +12,12 @@ One forward pass of a decoder-only transformer over a batch costs, to a good app
          + prefill_pair * prefill_attention_pairs   prefill attention is compute bound: one unit per
                                                     (query token, key token) pair under the causal mask
 
-Outside the steps, `request_overhead_s` is the latency a request pays once, off the engine's clock: HTTP,
-tokenising, handing the request to the engine core, streaming its first token back. Fitted profiles
-measure it (time to first token minus prefill time, engine idle); the emulator delays each request's
-admission by it. Profiles derived from operator tables leave it 0.
+Outside the steps, `request_overhead(prompt_tokens)` is the latency a request pays once, off the engine's
+clock: HTTP, parsing and tokenising the prompt, handing it to the engine core, streaming its first token
+back. It is `request_overhead_s` plus `request_overhead_per_token_s` per prompt token (a long prompt costs
+more to parse and hand over). Fitted profiles measure it (time to first token minus prefill time, engine
+idle, over prompt lengths); the emulator delays each request's admission by it and forecasts include it.
+Profiles derived from operator tables leave it 0.
 
 Profiles are small JSON files in `block/profiles/data/`, each naming its sources and assumptions.
 """
@@ -60,16 +62,21 @@ class Profile:
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
     request_overhead_s: float = 0.0  # per request, outside engine steps (see the module docstring)
+    request_overhead_per_token_s: float = 0.0  # and per prompt token
 
     def __post_init__(self) -> None:
-        if self.request_overhead_s < 0:
-            raise ValueError(f"profile {self.name}: request_overhead_s must be >= 0")
+        if self.request_overhead_s < 0 or self.request_overhead_per_token_s < 0:
+            raise ValueError(f"profile {self.name}: request_overhead_s and _per_token_s must be >= 0")
         if len(self.linear_knots_tokens) < 2 or len(self.linear_knots_tokens) != len(self.linear_knots_s):
             raise ValueError(f"profile {self.name}: need >= 2 linear knots with matching times")
         if list(self.linear_knots_tokens) != sorted(set(self.linear_knots_tokens)):
             raise ValueError(f"profile {self.name}: linear knots must be strictly increasing")
 
     # -- evaluation ---------------------------------------------------------------------------
+
+    def request_overhead(self, prompt_tokens: int) -> float:
+        """Seconds a request with this prompt spends outside engine steps before it is queued."""
+        return self.request_overhead_s + self.request_overhead_per_token_s * prompt_tokens
 
     def linear_time(self, num_tokens: int) -> float:
         """Time of the non-attention layers for `num_tokens` tokens: piecewise linear, extrapolated."""
@@ -131,8 +138,10 @@ class Profile:
             "prefill_pair_s": self.prefill_pair_s,
             "linear": {"tokens": list(self.linear_knots_tokens), "seconds": list(self.linear_knots_s)},
         }
-        if self.request_overhead_s:  # optional: profiles without it stay as they were
+        if self.request_overhead_s:  # optional: profiles without them stay as they were
             d["request_overhead_s"] = self.request_overhead_s
+        if self.request_overhead_per_token_s:
+            d["request_overhead_per_token_s"] = self.request_overhead_per_token_s
         return d
 
     @classmethod
@@ -153,6 +162,7 @@ class Profile:
                 linear_knots_tokens=tuple(int(x) for x in d["linear"]["tokens"]),
                 linear_knots_s=tuple(float(x) for x in d["linear"]["seconds"]),
                 request_overhead_s=float(d.get("request_overhead_s", 0.0)),
+                request_overhead_per_token_s=float(d.get("request_overhead_per_token_s", 0.0)),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed profile: missing or bad field {e}") from e

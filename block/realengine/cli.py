@@ -45,7 +45,8 @@ def fit_command(
     result.profile.save(out)
     typer.echo(
         f"wrote {out}: {len(result.observations)} observations, RMS relative error "
-        f"{result.rms_relative_error:.1%}, request overhead {result.request_overhead_s * 1e3:.2f} ms"
+        f"{result.rms_relative_error:.1%}, request overhead {result.request_overhead_s * 1e3:.2f} ms + "
+        f"{result.profile.request_overhead_per_token_s * 1e6:.2f} us per prompt token"
     )
 
 

@@ -13,8 +13,9 @@ coefficients. One bounded least-squares solve (relative errors, coefficients >= 
 What is measured per probe depends on the engine:
 * vLLM (/metrics present): engine-clock counters, the mean inter-token latency (a weighted mean over the
   probe's steps, weight = non-first tokens emitted in the step) and the prefill time; the client's TTFT
-  minus the prefill time gives the per-request overhead outside engine steps (HTTP, tokenising), which
-  the profile keeps as `request_overhead_s` (the emulator delays each request's admission by it).
+  minus the prefill time gives the per-request overhead outside engine steps (HTTP, tokenising): a line
+  over prompt lengths, kept as `request_overhead_s` + `request_overhead_per_token_s` (the emulator
+  delays each request's admission by it, forecasts include it).
 * anything else: client timing only, the TTFT of prefills (with an unknown request overhead) and, for
   decode batches, the window where all c requests decode together (see decode_window).
 
@@ -29,7 +30,6 @@ import asyncio
 import math
 import random
 import re
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -197,13 +197,33 @@ def _fastest_obs(obs: list[Observation]) -> Observation | None:
     return min(good, key=lambda o: o.seconds) if good else None
 
 
+def overhead_line(samples: list[tuple[int, float]]) -> tuple[float, float]:
+    """(fixed s, s per prompt token) of the request overhead from (prompt tokens, overhead) samples:
+    the fastest repeat per prompt length (contention only adds), then a least-squares line, both
+    terms >= 0. A long prompt costs more to parse and hand to the engine core."""
+    from scipy.optimize import lsq_linear
+
+    best: dict[int, float] = {}
+    for p, s in samples:
+        best[p] = min(s, best.get(p, math.inf))
+    if len(best) < 2:
+        return max(0.0, min(best.values())), 0.0
+    ps = np.array(sorted(best), dtype=float)
+    ys = np.array([best[int(p)] for p in ps])
+    scale = np.array([1.0, 1.0 / ps.max()])  # columns of similar size for the solver
+    sol = lsq_linear(np.column_stack([np.ones_like(ps), ps]) * scale, ys, bounds=(0.0, np.inf))
+    fixed, per_token = sol.x * scale
+    return float(fixed), float(per_token)
+
+
 async def run_probes(
     url: str, model: str, plan: ProbePlan, seed: int = 0, log: Log = print
-) -> tuple[list[Observation], float | None]:
-    """Observations, and the request overhead when the engine clock let us measure it directly."""
+) -> tuple[list[Observation], tuple[float, float] | None]:
+    """Observations, and the request overhead (fixed, per prompt token) when the engine clock let us
+    measure it directly."""
     rng = random.Random(seed)
     obs: list[Observation] = []
-    overheads: list[float] = []
+    overheads: list[tuple[int, float]] = []  # (prompt tokens, TTFT - prefill) per repeat
     budget = plan.max_num_batched_tokens
     limits = httpx.Limits(max_connections=plan.max_num_seqs + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
@@ -221,7 +241,7 @@ async def run_probes(
                     continue
                 if before is not None and (after := await _counters(url)) is not None:
                     prefill, _ = engine_metrics.mean_delta(before, after, engine_metrics.PREFILL)
-                    overheads.append(t.ttft - prefill)
+                    overheads.append((p, t.ttft - prefill))
                     reps.append(Observation("prefill", prefill, prefill_terms(p, budget), note=f"p={p}"))
                 else:
                     reps.append(Observation("ttft", t.ttft, prefill_terms(p, budget), api=1.0, note=f"p={p}"))
@@ -256,8 +276,7 @@ async def run_probes(
                     if (best := _fastest_obs(reps)) is not None:
                         obs.append(best)
                         log(f"decode c={c} p={p} d={d}: {best.kind} {best.seconds * 1e3:.2f} ms")
-    overhead = statistics.median(overheads) if overheads else None
-    return obs, overhead
+    return obs, overhead_line(overheads) if overheads else None
 
 
 # -- fitting ------------------------------------------------------------------------------------------
@@ -301,6 +320,7 @@ def fit(
     model: str,
     hardware: str,
     request_overhead_s: float | None = None,
+    request_overhead_per_token_s: float = 0.0,
 ) -> FitResult:
     from scipy.optimize import lsq_linear
 
@@ -331,7 +351,8 @@ def fit(
         sources=("block.realengine.profile_fit probes",),
         assumptions=(
             f"non-attention layers flat (zero extra) up to {plan.flat_tokens} tokens",
-            f"request overhead outside engine steps (HTTP, tokenising): {overhead * 1e3:.3f} ms per request",
+            f"request overhead outside engine steps (HTTP, tokenising): {overhead * 1e3:.3f} ms per request"
+            f" + {request_overhead_per_token_s * 1e6:.3f} us per prompt token",
         ),
         engine_defaults={
             "max_num_seqs": plan.max_num_seqs,
@@ -344,6 +365,7 @@ def fit(
         linear_knots_tokens=tuple(xs),
         linear_knots_s=tuple(float(v) for v in theta[5:]),
         request_overhead_s=max(0.0, overhead),
+        request_overhead_per_token_s=max(0.0, request_overhead_per_token_s),
     )
     return FitResult(profile, overhead, observations, rel)
 
@@ -382,7 +404,8 @@ def fit_engine(
     obs, overhead = asyncio.run(run_probes(url, model, plan, seed, log))
     if not obs:
         raise RuntimeError("no usable probe observations")
-    result = fit(obs, plan, name, model, hardware, overhead)
+    fixed, per_token = overhead if overhead is not None else (None, 0.0)
+    result = fit(obs, plan, name, model, hardware, fixed, per_token)
     defaults = {**result.profile.engine_defaults, **engine_cache_config(url), "max_model_len": max_model_len}
     result.profile = Profile(**{**result.profile.__dict__, "engine_defaults": defaults})
     return result

@@ -98,6 +98,8 @@ def test_a_request_overhead_delays_the_candidate_and_the_pending_requests(profil
     base = Forecaster(idle, profile).forecast(request)
     late = Forecaster(idle, slow).forecast(request)
     assert late.e2e_s == pytest.approx(base.e2e_s + 0.05) and late.ttft_s == pytest.approx(base.ttft_s + 0.05)
+    per_token = Forecaster(idle, replace(profile, request_overhead_per_token_s=1e-4)).forecast(request)
+    assert per_token.e2e_s == pytest.approx(base.e2e_s + 40 * 1e-4)  # a 40-token prompt
     # A request routed just before the candidate still queues ahead of it, both late by the overhead.
     ahead = [RequestState("p", 0.0, 300, expected_output_tokens=10)]
     for prof in (profile, slow):
