@@ -38,6 +38,19 @@ async def wait_for(
     raise AssertionError(f"state never satisfied the condition: {state}")
 
 
+async def timed_completion(client: httpx.AsyncClient, prompt: int, output: int) -> tuple[float, float]:
+    """(TTFT, TPOT) of one streamed completion of exactly `output` tokens, as the client saw them."""
+    body = {"prompt": list(range(prompt)), "max_tokens": output, "ignore_eos": True, "stream": True}
+    sent = time.perf_counter()
+    stamps: list[float] = []
+    async with client.stream("POST", "/v1/completions", json=body) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                stamps.append(time.perf_counter())
+    assert len(stamps) == output
+    return stamps[0] - sent, (stamps[-1] - stamps[0]) / (output - 1)
+
+
 def idle(state: dict[str, Any]) -> bool:
     return (
         not state["running"]

@@ -4,7 +4,6 @@ the request's admission in the emulator: TTFT grows by it, TPOT does not."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import httpx
 
@@ -12,23 +11,16 @@ from block.engine.bench import predict
 from block.engine.server import background_engine
 from block.engine.settings import EngineSettings, replica_config
 from tests.conftest import make_test_profile
+from tests.engine.helpers import timed_completion
 
 OVERHEAD = 0.15
 PROMPT, OUTPUT = 64, 4
 
 
 async def _ttft_tpot(url: str) -> tuple[float, float]:
-    body = {"prompt": list(range(PROMPT)), "max_tokens": OUTPUT, "ignore_eos": True, "stream": True}
     async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
         await client.get("/health")  # open the connection first
-        sent = time.perf_counter()
-        stamps: list[float] = []
-        async with client.stream("POST", "/v1/completions", json=body) as r:
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    stamps.append(time.perf_counter())
-    assert len(stamps) == OUTPUT
-    return stamps[0] - sent, (stamps[-1] - stamps[0]) / (OUTPUT - 1)
+        return await timed_completion(client, PROMPT, OUTPUT)
 
 
 async def test_request_overhead_delays_admission() -> None:

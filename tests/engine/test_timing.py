@@ -3,7 +3,6 @@ that runs the same requests in virtual time."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 from block.engine.bench import predict
 from block.engine.server import BackgroundEngine
 from tests.conftest import make_test_profile
-from tests.engine.helpers import idle, wait_for
+from tests.engine.helpers import idle, timed_completion, wait_for
 
 PROMPT, OUTPUT = 640, 16  # 10 prefill chunks of 64 tokens, then 15 decode steps: about 0.33 s a request
 
@@ -23,29 +22,17 @@ async def client(engine: BackgroundEngine) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def _timed(client: httpx.AsyncClient) -> tuple[float, float]:
-    body = {"prompt": list(range(PROMPT)), "max_tokens": OUTPUT, "ignore_eos": True, "stream": True}
-    sent = time.perf_counter()
-    stamps: list[float] = []
-    async with client.stream("POST", "/v1/completions", json=body) as r:
-        async for line in r.aiter_lines():
-            if line.startswith("data: {"):
-                stamps.append(time.perf_counter())
-    assert len(stamps) == OUTPUT
-    return stamps[0] - sent, (stamps[-1] - stamps[0]) / (OUTPUT - 1)
-
-
 async def test_ttft_and_tpot_match_the_virtual_replica(
     engine: BackgroundEngine, client: httpx.AsyncClient
 ) -> None:
     await wait_for(client, idle)
     [(ttft, tpot)] = predict(make_test_profile(), engine.engine_server.config, [0.0], PROMPT, OUTPUT)
-    await _timed(client)  # warm the connection
+    await timed_completion(client, PROMPT, OUTPUT)  # warm the connection
     # TTFT carries the HTTP round trip (one or two milliseconds here, about 1.5%) on top of the engine's
     # time. A shared CI machine can stall any single request, so the best of a few runs must match.
     errors = []
     for _ in range(6):
-        measured_ttft, measured_tpot = await _timed(client)
+        measured_ttft, measured_tpot = await timed_completion(client, PROMPT, OUTPUT)
         errors.append((measured_ttft / ttft - 1, measured_tpot / tpot - 1))
         if abs(errors[-1][0]) <= 0.05 and abs(errors[-1][1]) <= 0.03:
             break

@@ -8,43 +8,15 @@ from dataclasses import replace
 import pytest
 
 from block.profiles.profile import Profile
-from block.realengine.profile_fit import (
-    Observation,
-    ProbePlan,
-    fit,
-    itl_terms,
-    knots_for,
-    overhead_line,
-    prefill_terms,
-)
+from block.realengine.profile_fit import Observation, ProbePlan, fit, overhead_line
+from tests.profiles.synthetic_probes import synthetic_observations, truth
 
 OVERHEAD = 0.0187
 
 
-def _truth() -> Profile:
-    plan = ProbePlan()
-    xs = knots_for(plan)
-    ys = [0.0 if x <= plan.flat_tokens else 2e-5 * x for x in xs]
-    return Profile("truth", "m", "g", 0.004, 1e-4, 6e-7, 6e-8, tuple(xs), tuple(ys))
-
-
-def _observations(p: Profile, client_clock: bool) -> list[Observation]:
-    plan = ProbePlan()
-    obs = []
-    for prompt in plan.prefill_prompts:
-        kind, api = ("ttft", 1.0) if client_clock else ("prefill", 0.0)
-        obs.append(Observation(kind, 0.0, prefill_terms(prompt, plan.max_num_batched_tokens), api=api))
-    for c in (1, 4, 16, 48):
-        for ctx in (16, 1024):
-            obs.append(Observation("itl", 0.0, itl_terms(c, ctx, 64, plan)))
-    for o in obs:
-        o.seconds = sum(w * p.step_time(s) for s, w in o.terms) + o.api * OVERHEAD
-    return obs
-
-
 @pytest.mark.parametrize("client_clock", [False, True])
 def test_fitted_profile_carries_the_request_overhead(client_clock: bool) -> None:
-    obs = _observations(_truth(), client_clock)
+    obs = synthetic_observations(truth(), ProbePlan(), OVERHEAD, client_clock)
     measured = None if client_clock else OVERHEAD  # the engine clock measures it directly
     result = fit(obs, ProbePlan(), "fitted", "m", "g", request_overhead_s=measured)
     assert result.profile.request_overhead_s == pytest.approx(OVERHEAD, rel=1e-2)
@@ -53,7 +25,7 @@ def test_fitted_profile_carries_the_request_overhead(client_clock: bool) -> None
 
 def test_a_negative_measured_overhead_is_clamped() -> None:
     # TTFT minus prefill time can come out slightly negative on a noisy host: the profile keeps 0.
-    obs = _observations(_truth(), client_clock=False)
+    obs = synthetic_observations(truth(), ProbePlan(), OVERHEAD, client_clock=False)
     result = fit(obs, ProbePlan(), "fitted", "m", "g", request_overhead_s=-0.001)
     assert result.profile.request_overhead_s == 0.0
 
@@ -82,8 +54,8 @@ def test_the_overhead_line_takes_the_fastest_repeat_per_prompt_length() -> None:
 
 
 def test_a_profile_charges_its_overhead_per_request_and_per_prompt_token() -> None:
-    p = replace(_truth(), request_overhead_s=0.01, request_overhead_per_token_s=2e-6)
+    p = replace(truth(), request_overhead_s=0.01, request_overhead_per_token_s=2e-6)
     assert p.request_overhead(1000) == pytest.approx(0.012)
     again = Profile.from_dict(p.to_dict())
     assert again.request_overhead_per_token_s == 2e-6
-    assert "request_overhead_per_token_s" not in _truth().to_dict()
+    assert "request_overhead_per_token_s" not in truth().to_dict()

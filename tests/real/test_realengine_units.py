@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from block import launch
-from block.profiles.profile import Profile
 from block.realengine import launcher
 from block.realengine.probe_client import StreamTiming
 from block.realengine.profile_fit import (
@@ -24,32 +23,7 @@ from block.realengine.profile_fit import (
     prefill_terms,
     probe_steps,
 )
-
-
-def truth() -> Profile:
-    plan = ProbePlan()
-    xs = knots_for(plan)
-    ys = [0.0 if x <= plan.flat_tokens else 2e-5 * x for x in xs]
-    return Profile("truth", "m", "g", 0.003, 1e-4, 5e-8, 1e-8, tuple(xs), tuple(ys))
-
-
-def predicted(p: Profile, o: Observation, overhead: float) -> float:
-    return sum(w * p.step_time(shape) for shape, w in o.terms) + o.api * overhead
-
-
-def synthetic_observations(
-    p: Profile, plan: ProbePlan, overhead: float, client_clock: bool
-) -> list[Observation]:
-    obs = []
-    for prompt in plan.prefill_prompts:
-        kind, api = ("ttft", 1.0) if client_clock else ("prefill", 0.0)
-        obs.append(Observation(kind, 0.0, prefill_terms(prompt, plan.max_num_batched_tokens), api=api))
-    for c in (1, 4, 16, 48):
-        for ctx in (16, 1024):
-            obs.append(Observation("itl", 0.0, itl_terms(c, ctx, 64, plan)))
-    for o in obs:
-        o.seconds = predicted(p, o, overhead)
-    return obs
+from tests.profiles.synthetic_probes import synthetic_observations, truth
 
 
 @pytest.mark.parametrize("client_clock", [False, True])
