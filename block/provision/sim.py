@@ -26,7 +26,7 @@ from typing import Any
 
 from block.policies import Choice, InstanceView, Policy, RoutingRequest
 from block.provision.controller import SCALE_UP, PoolCounts, ProvisionController, ProvisionSettings
-from block.provision.horizon import is_capped, predict_within
+from block.provision.horizon import is_capped
 from block.provision.sim_fleet import ACTIVE, DRAINING, STARTING, SimFleet
 from block.sim.config import SimConfig
 from block.sim.requests import SimRequests
@@ -122,7 +122,7 @@ class _Driver:
         def predict(request: RoutingRequest, now: float, **options: Any) -> Any:
             if options or tracker.added_delay != "none":  # a harm term asked for: the full forecast
                 return full(request, now, **options)
-            f = predict_within(tracker, request, now, horizon_s)
+            f = full(request, now, added_delay="none", horizon_s=horizon_s)
             self.capped_forecasts += is_capped(f)
             return f
 
