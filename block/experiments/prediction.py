@@ -129,7 +129,7 @@ def run_sim(a: PredictionArgs, out: Path, console: Console | None = None) -> dic
         "args": a.__dict__,
         "routed": {"requests": len(idx), "ttft": _errors(f_ttft, a_ttft), "e2e": _errors(f_e2e, a_e2e)},
         "sampled": {
-            "decisions": len(collector.samples),
+            "decisions": decisions,
             "best_instance_accuracy": hits / decisions if decisions else None,
             # Against replays with mean step times: noise alone cannot decide the fastest there.
             "best_instance_accuracy_exact": exact_hits / decisions if decisions else None,
