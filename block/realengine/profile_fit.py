@@ -33,12 +33,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import numpy as np
 
 from block.profiles.profile import BatchShape, Profile
 from block.realengine import engine_metrics
-from block.realengine.probe_client import StreamTiming, stream_completion
+from block.realengine.probe_client import StreamTiming, client_session, stream_completion
 
 PROBE_TOKEN_RANGE = (100, 1000)  # ids valid in any vocabulary of >= 1000 tokens
 Log = Callable[[str], None]
@@ -158,7 +159,7 @@ def _prompt(rng: random.Random, n: int) -> list[int]:
 
 
 async def _batch(
-    client: httpx.AsyncClient, url: str, model: str, rng: random.Random, c: int, p: int, d: int
+    client: aiohttp.ClientSession, url: str, model: str, rng: random.Random, c: int, p: int, d: int
 ) -> list[StreamTiming]:
     tasks = [stream_completion(client, url, model, _prompt(rng, p), d, p) for _ in range(c)]
     out = await asyncio.gather(*tasks)
@@ -225,8 +226,7 @@ async def run_probes(
     obs: list[Observation] = []
     overheads: list[tuple[int, float]] = []  # (prompt tokens, TTFT - prefill) per repeat
     budget = plan.max_num_batched_tokens
-    limits = httpx.Limits(max_connections=plan.max_num_seqs + 8)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+    async with client_session() as client:
         await _batch(client, url, model, rng, 2, 16, 8)  # warm-up: first requests pay one-off costs
         engine_clock = await _counters(url) is not None
         log(f"measuring with the {'engine (vLLM /metrics)' if engine_clock else 'client'} clock")

@@ -12,10 +12,9 @@ import random
 import time
 from dataclasses import dataclass
 
-import httpx
 import numpy as np
 
-from block.realengine.probe_client import StreamTiming, stream_completion
+from block.realengine.probe_client import StreamTiming, client_session, stream_completion
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,13 @@ def latency_stats(timings: list[StreamTiming]) -> LatencyStats:
 async def _replay(url: str, model: str, requests: list[ReplayRequest], seed: int) -> list[StreamTiming]:
     rng = random.Random(seed)
     prompts = [[rng.randrange(100, 1000) for _ in range(r.prompt_tokens)] for r in requests]
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+    async with client_session() as client:
         start = time.monotonic()
 
         async def one(r: ReplayRequest, prompt: list[int]) -> StreamTiming:
-            await asyncio.sleep(max(0.0, start + r.offset_s - time.monotonic()))
+            # uvloop's timers have millisecond resolution and may fire early: sleep out the remainder.
+            while (wait := start + r.offset_s - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             t = await stream_completion(client, url, model, prompt, r.output_tokens, r.prompt_tokens)
             t.send_late_s = t.sent - (start + r.offset_s)
             return t
@@ -69,4 +69,6 @@ async def _replay(url: str, model: str, requests: list[ReplayRequest], seed: int
 
 
 def replay(url: str, model: str, requests: list[ReplayRequest], seed: int = 0) -> list[StreamTiming]:
-    return asyncio.run(_replay(url, model, requests, seed))
+    import uvloop  # the client's own overhead is part of what it measures: keep it small
+
+    return uvloop.run(_replay(url, model, requests, seed))

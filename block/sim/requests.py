@@ -32,6 +32,11 @@ class SimRequests:
     def __len__(self) -> int:
         return len(self.arrival_s)
 
+    def head(self, n: int) -> SimRequests:
+        """The first n requests (by arrival)."""
+        planned = None if self.planned_tokens is None else self.planned_tokens[:n]
+        return SimRequests(self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned)
+
     @classmethod
     def from_samples(
         cls,

@@ -193,7 +193,11 @@ class Cluster:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def run(self, requests: SimRequests, on_decision: DecisionHook | None) -> SimOutcome:
+    def run(
+        self, requests: SimRequests, on_decision: DecisionHook | None, pins: dict[int, int] | None = None
+    ) -> SimOutcome:
+        """`pins` (request index -> replica index) sends those requests there whatever the policy chose,
+        for counterfactuals; the policy still decides, so its own state moves on as in the plain run."""
         if on_decision is not None:
             self.lazy = False  # a hook may look at any replica: keep them all current
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -232,6 +236,8 @@ class Cluster:
             e = planned[i]
             rr = RoutingRequest(p, e, None if estimated else o)
             r, choice, targets = self.route(rr, t, clock)
+            if pins is not None and i in pins:
+                r = pins[i]
             fallbacks += choice.fallback
             if on_decision is not None:
                 on_decision(self, i, t, targets, choice)
@@ -282,6 +288,11 @@ class Cluster:
         return SimOutcome(self.config, records, duration, stats)
 
 
-def simulate(config: SimConfig, requests: SimRequests, on_decision: DecisionHook | None = None) -> SimOutcome:
+def simulate(
+    config: SimConfig,
+    requests: SimRequests,
+    on_decision: DecisionHook | None = None,
+    pins: dict[int, int] | None = None,
+) -> SimOutcome:
     """Run `requests` through a cluster built from `config`. Deterministic for a given config."""
-    return Cluster(config).run(requests, on_decision)
+    return Cluster(config).run(requests, on_decision, pins)

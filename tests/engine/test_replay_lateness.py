@@ -31,3 +31,11 @@ def test_replay_records_lateness_and_server_clocks(engine: BackgroundEngine) -> 
     assert engine_metrics.mean_delta(before, after, engine_metrics.TTFT)[1] == 2
     assert engine_metrics.mean_delta(before, after, engine_metrics.ITL)[1] == 4
     assert engine_metrics.read_counters(engine.url) is None
+
+
+def test_replay_counts_a_refused_request_as_failed(engine: BackgroundEngine) -> None:
+    too_long = ReplayRequest(0.0, 100_000, 3)  # beyond any context: the engine answers HTTP 400
+    timings = replay(engine.url, TEST_MODEL, [too_long, ReplayRequest(0.0, 16, 2)])
+    assert timings[0].error is not None and timings[0].error.startswith("HTTP 400")
+    assert timings[1].ok and len(timings[1].token_times) == 2
+    assert latency_stats(timings).failed == 1

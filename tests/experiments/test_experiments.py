@@ -61,6 +61,16 @@ def test_prediction_reports_errors_and_best_instance_accuracy(tmp_path: Path) ->
     assert samples and all(r["exact_replay_e2e"] > 0 for s in samples for r in s["instances"])
 
 
+def test_prediction_judged_by_whole_cluster_forks(tmp_path: Path) -> None:
+    args = prediction.PredictionArgs(qps=8.0, num_requests=100, instances=2, sample_rate=0.05, fork=True)
+    fork = prediction.run_sim(args, tmp_path)["sampled"]["fork"]
+    assert 0 <= fork["best_instance_accuracy"] <= 1 and 0 <= fork["present_oracle_accuracy"] <= 1
+    assert fork["mean_regret_e2e"] >= 0
+    samples = json.loads((tmp_path / "prediction.json").read_text())["samples"]
+    assert samples and all(r["fork_e2e"] > 0 for s in samples for r in s["instances"])
+    assert "whole-cluster reruns" in (tmp_path / "report.md").read_text()
+
+
 def test_prediction_with_anticipated_arrivals_lowers_the_forecasts_bias(tmp_path: Path) -> None:
     bias = []
     for anticipate in (False, True):
