@@ -8,7 +8,7 @@ exact state with the request (counterfactual.py): is the instance with the best 
 where the request would have finished first? With `fork`, each sampled decision is also rerun with the
 whole cluster and the request pinned to each instance, later arrivals included - the truth the live
 benchmark measures - and the pick of the exact mean-step replay (a forecast that knows the present
-perfectly but not the future) is scored against it too: the ceiling for any forecast made at arrival.
+perfectly but not the future) is scored against it too, as a reference.
 Live mode runs the predictor's own accuracy benchmark on emulated engines (`block predictor accuracy`).
 """
 
@@ -226,8 +226,8 @@ def _report(r: dict[str, Any]) -> str:
         if not fork
         else f" Against whole-cluster reruns with the request on each instance (later arrivals included, "
         f"as live): forecast-best = fastest {fork['best_instance_accuracy']:.1%}; a perfect forecast of the "
-        f"present that cannot know later arrivals: {fork['present_oracle_accuracy']:.1%} (the ceiling for "
-        f"any forecast made at arrival); mean regret {fork['mean_regret_e2e'] * 100:.2f}%."
+        f"present that cannot know later arrivals: {fork['present_oracle_accuracy']:.1%}; mean regret "
+        f"{fork['mean_regret_e2e'] * 100:.2f}%."
     )
     return "\n".join(
         [

@@ -66,8 +66,8 @@ async def stream_completion(
     }
     timing = StreamTiming(prompt_tokens, max_tokens, time.monotonic())
     try:
-        async with session.post(url.rstrip("/") + "/v1/completions", data=orjson.dumps(body),
-                                headers=_JSON) as r:  # fmt: skip
+        url = url.rstrip("/") + "/v1/completions"
+        async with session.post(url, data=orjson.dumps(body), headers=_JSON) as r:
             if r.status != 200:
                 timing.error = f"HTTP {r.status}: {(await r.read())[:300]!r}"
                 return timing

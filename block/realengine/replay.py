@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import uvloop
 
 from block.realengine.probe_client import StreamTiming, client_session, stream_completion
 
@@ -69,6 +70,5 @@ async def _replay(url: str, model: str, requests: list[ReplayRequest], seed: int
 
 
 def replay(url: str, model: str, requests: list[ReplayRequest], seed: int = 0) -> list[StreamTiming]:
-    import uvloop  # the client's own overhead is part of what it measures: keep it small
-
+    # uvloop: the client's own overhead is part of what it measures, so keep it small.
     return uvloop.run(_replay(url, model, requests, seed))
