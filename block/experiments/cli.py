@@ -133,6 +133,11 @@ def register(app: typer.Typer) -> None:
             0.01, min=0.0, max=1.0, help="Decisions replayed on every instance."
         ),
         seed: int = typer.Option(0),
+        policy: str = typer.Option(
+            "block",
+            help="Sim: the routing policy; it must forecast (block, block-po2, or shadow-round-robin, which "
+            "forecasts every instance but routes round robin, as the live benchmark does).",
+        ),
         anticipate_arrivals: bool = typer.Option(
             False,
             "--anticipate-arrivals",
@@ -147,6 +152,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Figure 5: forecast error per routed request and best-instance accuracy on a sample."""
         from block.experiments.prediction import PredictionArgs, run_live, run_sim
+        from block.policies import POLICIES
+
+        if policy not in POLICIES or not POLICIES[policy].wants_forecasts:
+            forecasting = ", ".join(sorted(p for p, cls in POLICIES.items() if cls.wants_forecasts))
+            raise typer.BadParameter(
+                f"{policy!r} is not a forecasting policy ({forecasting})", param_hint="--policy"
+            )
 
         args = PredictionArgs(
             qps=qps,
@@ -154,6 +166,7 @@ def register(app: typer.Typer) -> None:
             instances=instances,
             sample_rate=sample_rate,
             seed=seed,
+            policy=policy,
             anticipate_arrivals=anticipate_arrivals,
             fork=fork,
         )

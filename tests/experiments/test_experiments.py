@@ -12,6 +12,9 @@ from block.experiments.config_search import ConfigSearchArgs, Row
 from block.experiments.plan import RunSpec
 from block.experiments.runners import get_runner
 from block.experiments.sim_runner import SimRunner, to_sim_run
+from block.sim.config import SimConfig
+from block.sim.simulator import simulate
+from block.sim.workload import WorkloadSpec, requests_for
 
 
 def test_main_writes_results_plot_and_report(tmp_path: Path) -> None:
@@ -69,6 +72,20 @@ def test_prediction_judged_by_whole_cluster_forks(tmp_path: Path) -> None:
     samples = json.loads((tmp_path / "prediction.json").read_text())["samples"]
     assert samples and all(r["fork_e2e"] > 0 for s in samples for r in s["instances"])
     assert "whole-cluster reruns" in (tmp_path / "report.md").read_text()
+    assert fork["runner_up_gap_median"] >= 0
+
+
+def test_shadow_round_robin_forecasts_every_instance_but_routes_round_robin(tmp_path: Path) -> None:
+    reqs = requests_for(WorkloadSpec("sharegpt", 60, "poisson", 1.0, 0), 6.0)
+    routed = {}
+    for policy in ("round-robin", "shadow-round-robin"):
+        out = simulate(SimConfig(instances=3, policy=policy, noise=0.03), reqs)
+        routed[policy] = [r.instance for r in out.records]
+        forecasts = out.stats["forecasts"]
+    assert routed["shadow-round-robin"] == routed["round-robin"]
+    assert forecasts == 3 * len(reqs)
+    args = prediction.PredictionArgs(qps=6.0, num_requests=60, instances=3, policy="shadow-round-robin")
+    assert prediction.run_sim(args, tmp_path)["routed"]["requests"] == 60
 
 
 def test_prediction_with_anticipated_arrivals_lowers_the_forecasts_bias(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from block.predictor.accuracy import Outcome, summarize
+from block.predictor.accuracy import Outcome, runner_up_gap, summarize
 
 
 def sampled(group: int, rows: list[tuple[float, float]]) -> list[Outcome]:
@@ -24,3 +24,9 @@ def test_best_instance_accuracy_and_regret() -> None:
     assert r["mean_regret_e2e"] == pytest.approx(0.125)
     assert r["max_regret_e2e"] == pytest.approx(0.25)
     assert r["e2e_error_routed"] == pytest.approx(0.5)
+    assert r["runner_up_gap_median"] == pytest.approx((1.0 + 0.25) / 2)  # 2.2 / 1.1 - 1 and 1.5 / 1.2 - 1
+
+
+def test_runner_up_gap() -> None:
+    assert runner_up_gap([3.0, 1.0, 1.02]) == pytest.approx(0.02)
+    assert runner_up_gap([2.0]) != runner_up_gap([2.0])  # one instance: no runner-up (nan)

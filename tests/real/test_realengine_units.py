@@ -99,3 +99,17 @@ def test_launcher_reports_a_server_that_exits(tmp_path: Path) -> None:
     )
     with pytest.raises(launcher.ServerError, match="exited"):
         server.start(timeout_s=10, attempts=1)
+
+
+def test_fidelity_judges_the_emulator_against_the_mean_of_the_real_runs() -> None:
+    from block.realengine.fidelity import average, compare
+
+    def run(ttft: float, tpot: float, e2e: float) -> dict[str, dict]:
+        stats = {"ttft": ttft, "tpot": tpot, "e2e": e2e}
+        return {"2": {m: {"mean": v, "p99": 2 * v} for m, v in stats.items()}}
+
+    real = average([run(0.10, 0.004, 1.0), run(0.12, 0.006, 1.2)])
+    assert real["2"]["tpot"] == {"mean": pytest.approx(0.005), "p99": pytest.approx(0.010)}
+    err = compare(real, run(0.11, 0.0055, 1.21))["2"]
+    assert err["ttft_mean"] == pytest.approx(0.0) and err["tpot_p99"] == pytest.approx(0.1)
+    assert err["e2e_mean"] == pytest.approx(0.1)
