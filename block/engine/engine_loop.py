@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from block.clock import sleep_until
 from block.engine.metrics import EngineMetrics, LiveState
 from block.profiles import StepNoise
 from block.replica import Replica, Request, StepOutcome
@@ -187,7 +188,7 @@ class EngineLoop:
             duration = self.noise.apply(r.profile.step_time(batch.shape()))
             deadline = r.now + duration
             self.step_in_progress_until = deadline
-            await self._sleep_until(deadline)
+            await sleep_until(deadline, self.now)
             outcome = r.complete(batch, deadline)
             self._version += 1
             self.step_in_progress_until = None
@@ -195,15 +196,6 @@ class EngineLoop:
             # No await between here and the next schedule(): tokens are handed over, and requests that
             # arrive in reaction to them join a later step, exactly as with a real engine.
             self._publish(outcome)
-
-    async def _sleep_until(self, deadline: float) -> None:
-        # Timers have millisecond resolution under uvloop: sleep, then re-sleep the remainder (at most
-        # a few sub-millisecond yields) so the step never ends before its deadline.
-        while True:
-            remaining = deadline - self.now()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(remaining)
 
     def _publish(self, outcome: StepOutcome) -> None:
         end = outcome.end

@@ -8,7 +8,9 @@ exact state with the request (counterfactual.py): is the instance with the best 
 where the request would have finished first? With `fork`, each sampled decision is also rerun with the
 whole cluster and the request pinned to each instance, later arrivals included - the truth the live
 benchmark measures - and the pick of the exact mean-step replay (a forecast that knows the present
-perfectly but not the future) is scored against it too, as a reference.
+perfectly but not the future) is scored against it too, as a reference. With the `shadow-round-robin`
+policy every instance is forecast but requests go round robin, as in the live benchmark: later arrivals
+then land where they would have whatever the forecasts said.
 Live mode runs the predictor's own accuracy benchmark on emulated engines (`block predictor accuracy`).
 """
 

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from block.clock import sleep_until
 from block.launch import block_command, running
 from block.policies.base import RoutingRequest
 from block.predictor.arrival_log import FleetLog
@@ -125,9 +126,7 @@ async def _run(
 
         start = time.monotonic()
         for k, (t, prompt, output) in enumerate(reqs):
-            delay = start + t - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(start + t)
             sampled = rng.random() < sample_rate
             targets = list(range(len(urls))) if sampled else [k % len(urls)]
             await asyncio.gather(*(snapshot(i) for i in targets))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import uvloop
 
+from block.clock import sleep_until
 from block.realengine.probe_client import StreamTiming, client_session, stream_completion
 
 
@@ -59,9 +60,7 @@ async def _replay(url: str, model: str, requests: list[ReplayRequest], seed: int
         start = time.monotonic()
 
         async def one(r: ReplayRequest, prompt: list[int]) -> StreamTiming:
-            # uvloop's timers have millisecond resolution and may fire early: sleep out the remainder.
-            while (wait := start + r.offset_s - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
+            await sleep_until(start + r.offset_s)
             t = await stream_completion(client, url, model, prompt, r.output_tokens, r.prompt_tokens)
             t.send_late_s = t.sent - (start + r.offset_s)
             return t
