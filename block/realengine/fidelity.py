@@ -41,7 +41,7 @@ class FidelitySettings:
     layers: int = 4
     # Replays of the real server, back to back. The emulator is judged against their mean, and how far
     # each run lies from it is the floor under any emulator error (on a shared VM it is not small).
-    real_runs: int = 1
+    real_runs: int = 2
 
 
 def workload(s: FidelitySettings, rate: float) -> list[ReplayRequest]:

@@ -77,13 +77,10 @@ def test_prediction_judged_by_whole_cluster_forks(tmp_path: Path) -> None:
 
 def test_shadow_round_robin_forecasts_every_instance_but_routes_round_robin(tmp_path: Path) -> None:
     reqs = requests_for(WorkloadSpec("sharegpt", 60, "poisson", 1.0, 0), 6.0)
-    routed = {}
-    for policy in ("round-robin", "shadow-round-robin"):
-        out = simulate(SimConfig(instances=3, policy=policy, noise=0.03), reqs)
-        routed[policy] = [r.instance for r in out.records]
-        forecasts = out.stats["forecasts"]
-    assert routed["shadow-round-robin"] == routed["round-robin"]
-    assert forecasts == 3 * len(reqs)
+    policies = ("round-robin", "shadow-round-robin")
+    plain, shadow = (simulate(SimConfig(instances=3, policy=p, noise=0.03), reqs) for p in policies)
+    assert [r.instance for r in shadow.records] == [r.instance for r in plain.records]
+    assert shadow.stats["forecasts"] == 3 * len(reqs) and plain.stats["forecasts"] == 0
     args = prediction.PredictionArgs(qps=6.0, num_requests=60, instances=3, policy="shadow-round-robin")
     assert prediction.run_sim(args, tmp_path)["routed"]["requests"] == 60
 
