@@ -272,10 +272,12 @@ class FastReplica:
         if self.now < t:
             self.now = t
 
-    def skip_ahead(self, before: float | None = None) -> int:
+    def skip_ahead(self, before: float | None = None, arriving: int = 0) -> int:
         """Advance over decode-only steps that do not change the batch shape, up to and including
         the next completion; returns how many steps. With `before`, only steps starting before
-        that time are taken."""
+        that time are taken. `arriving`: the prompt tokens of a new request that joins the queue at
+        `before`; when it could not be admitted during the stretch anyway, the stretch runs past
+        `before` (the caller queues it afterwards)."""
         nd = self.nd
         running = self.running
         if nd == 0 or len(running) != nd or nd > self.max_tokens or self.first_step_end is not None:
@@ -286,6 +288,15 @@ class FastReplica:
             n = min(head.prompt + head.g - head.c, self.max_tokens - nd)
             if -(-(head.c + n) // bs) - head.blocks <= free - due[T % bs]:
                 return 0  # it would be admitted in the next step
+        # A stretch keeps the batch's size and only uses up blocks: a newcomer behind a stuck head,
+        # or without a sequence slot, budget or blocks now, stays out until the stretch ends.
+        if arriving and (
+            self.waiting
+            or nd >= self.max_seqs
+            or nd >= self.max_tokens
+            or -(-min(arriving, self.max_tokens - nd) // bs) > free
+        ):
+            before = None
         heap = self._heap
         while not (heap[0][2].grouped and heap[0][2].tag == heap[0][1]):
             heapq.heappop(heap)  # stale: preempted or already left
@@ -506,7 +517,7 @@ class FastReplica:
         self.steps += 1
 
         # complete: the group gains a token each; the others advance by their chunk
-        finished = False
+        finished = joinable = False
         self.T = T = T + 1
         for r, n in sched:
             r.c += n
@@ -518,13 +529,15 @@ class FastReplica:
             if r.g >= r.out:
                 self._finish(r, end)
                 finished = True
+            else:
+                joinable = True  # it decodes from now on: the group may take it
         if finished:
             self.running = running = [r for r in running if r.finish is None]
         heap = self._heap
         if heap and heap[0][0] <= T:
             self._complete_group(end)
         self.now = end
-        if len(self.running) > self.nd:
+        if joinable and len(self.running) > self.nd:
             self.regroup()
         return True
 

@@ -36,6 +36,7 @@ from block.policies.base import Forecast, RoutingRequest
 from block.predictor.fastsim import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.profiles.profile import Profile
+from block.replica.config import ReplicaConfig
 from block.replica.snapshot import RequestState, Snapshot
 
 CANDIDATE = "\0candidate"  # cannot clash with a request id from an engine
@@ -54,6 +55,12 @@ class Arrivals:
     @property
     def active(self) -> bool:
         return self.rate > 0 and self.prompt_tokens >= 1 and self.output_tokens >= 1
+
+    def sized_for(self, config: ReplicaConfig) -> tuple[int, int]:
+        """(prompt, output) tokens of each synthetic request, capped to what the instance can hold."""
+        cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size) - 1
+        prompt = max(1, min(self.prompt_tokens, cap))
+        return prompt, max(1, min(self.output_tokens, max_output(prompt, config)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,31 +234,29 @@ class Forecaster:
         self, prompt: int, out: int, arrival: float, arrivals: Arrivals, deadline: float | None
     ) -> tuple[SimRequest, int, int]:
         """The candidate's run with synthetic requests arriving every 1 / rate after it: the
-        candidate, finished, and the steps and events simulated."""
-        cfg = self.config
-        a_prompt = max(
-            1, min(arrivals.prompt_tokens, cfg.max_model_len - 1, cfg.num_gpu_blocks * cfg.block_size - 1)
-        )
-        a_out = max(1, min(arrivals.output_tokens, max_output(a_prompt, cfg)))
-        gap = 1.0 / arrivals.rate
+        candidate, finished, and the steps and events simulated.
+
+        A synthetic request joins the queue before the first step that starts at or after its
+        arrival. While it could not be admitted anyway (no free sequence slot, a stuck queue ahead
+        of it, too few blocks), a decode stretch need not stop for it: it is queued after the
+        stretch, still ahead of that step: under load most stretches then run whole."""
+        a_prompt, a_out = arrivals.sized_for(self.config)
         sim, _ = self._build(until=arrival)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True)
         sim.add_waiting(cand)
         k = 1
+        due = arrival + 1 / arrivals.rate
         while cand.finish is None:
             if deadline is not None and time.perf_counter() > deadline:
                 raise DeadlineExceeded(f"forecast unfinished after {sim.events} events")
-            t = arrival + k * gap
-            # every step that starts before t, unless the candidate finishes first
-            while cand.finish is None and sim.has_work and sim.now < t:
-                if sim.skip_ahead(t):
-                    continue
-                if not sim.step():
-                    raise SimulationStuck("idle with the candidate unfinished")
-            if cand.finish is None:
-                sim.now = max(sim.now, t)
+            if sim.now >= due:
                 sim.add_waiting(SimRequest(f"{ANTICIPATED}{k}", a_prompt, a_out))
                 k += 1
+                due = arrival + k / arrivals.rate
+            elif sim.skip_ahead(due, arriving=a_prompt):
+                continue
+            elif not sim.step():
+                raise SimulationStuck("idle with the candidate unfinished")
         assert cand.first_token is not None and cand.first_sched is not None
         return cand, sim.steps, sim.events
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from block.policies.base import RoutingRequest
-from block.predictor.forecast import CANDIDATE
+from block.predictor.forecast import ANTICIPATED, CANDIDATE, Arrivals
 from block.predictor.lengths import LengthRule, max_output
 from block.profiles.profile import Profile
 from block.replica import Replica, Request
@@ -48,8 +48,11 @@ def run_stepwise(
     elapsed_s: float = 0.0,
     rule: LengthRule | None = None,
     drain: bool = False,
+    arrivals: Arrivals | None = None,
 ) -> StepwiseRun:
-    """Run until the candidate finishes (or everything, with `drain` or without a candidate)."""
+    """Run until the candidate finishes (or everything, with `drain` or without a candidate).
+    `arrivals`: synthetic requests queued every 1 / rate after the candidate until it finishes,
+    each before the first step that starts at or after its arrival (see forecast.Arrivals)."""
     replica = build_replica(snapshot, profile, pending, rule)
     everyone = list(replica.running) + list(replica.waiting)
     t0 = snapshot.now
@@ -65,6 +68,8 @@ def run_stepwise(
             out = max(1, min(out, request.max_tokens))
         cand = Request(CANDIDATE, request.prompt_tokens, out, arrival_time=arrival)
         replica.add(cand)
+        if arrivals is not None and arrivals.active:
+            _run_with_arrivals(replica, cand, arrivals)
         while not cand.is_finished:
             replica.step()
     if drain or cand is None:
@@ -73,3 +78,16 @@ def run_stepwise(
                 break
     finish = {r.id: r.finish_time - t0 for r in everyone if r.finish_time is not None}
     return StepwiseRun(cand, finish, arrival - t0)
+
+
+def _run_with_arrivals(replica: Replica, cand: Request, arrivals: Arrivals) -> None:
+    prompt, output = arrivals.sized_for(replica.config)
+    k = 1
+    while not cand.is_finished:
+        due = cand.arrival_time + k / arrivals.rate
+        while not cand.is_finished and replica.now < due:
+            replica.step()
+        if not cand.is_finished:
+            replica.advance_to(due)
+            replica.add(Request(f"{ANTICIPATED}{k}", prompt, output, arrival_time=due))
+            k += 1

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from block.policies.base import RoutingRequest
 from block.predictor.fastsim import SimRequest
-from block.predictor.forecast import CANDIDATE, Forecaster
+from block.predictor.forecast import CANDIDATE, Arrivals, Forecaster
 from block.predictor.lengths import LengthRule
 from block.predictor.stepwise import run_stepwise
 from block.replica import RequestState
@@ -104,3 +104,24 @@ def test_more_decodes_than_the_token_budget() -> None:
     snap = Snapshot(cfg, 0.0, running, [RequestState("w", 0.0, 9, expected_output_tokens=5)])
     for drain in (False, True):
         check(snap, RoutingRequest(12, 6), [(5, 3)], 0.05, LengthRule(), drain)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(reached_snapshots(), odd_snapshots()),
+    candidates,
+    elapsed,
+    st.builds(Arrivals, st.floats(0.5, 60.0), st.integers(1, 200), st.integers(1, 150)),
+)
+def test_anticipating_forecast_equals_stepwise(snapshot, request, elapsed_s, arrivals) -> None:
+    """Synthetic arrivals may be queued after a decode stretch instead of splitting it: same times."""
+    cfg = snapshot.config
+    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
+    request = RoutingRequest(min(request.prompt_tokens, cap), request.expected_output_tokens)
+    fast = Forecaster(snapshot, PROFILE).forecast(request, elapsed_s, arrivals=arrivals)
+    ref = run_stepwise(snapshot, request, PROFILE, elapsed_s=elapsed_s, arrivals=arrivals)
+    c, arrival = ref.candidate, snapshot.now + ref.arrival
+    assert abs(fast.ttft_s - (c.first_token_time - arrival)) < US
+    assert abs(fast.e2e_s - (c.finish_time - arrival)) < US
+    assert abs(fast.queue_delay_s - (c.first_scheduled_time - arrival)) < US
+    assert fast.preemptions == c.num_preemptions
