@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from block.clock import sleep_until
 from block.launch import ManagedServer, block_command, router_ready, start_all
 from block.router.loadgen import LoadClient, Result
 
@@ -117,18 +118,17 @@ async def open_loop(
 ) -> tuple[list[tuple[int, Result]], float]:
     """Send n requests at `rate` (Poisson or evenly spaced); returns (tag, result) pairs and the lag:
     how far behind schedule the last send was (a load generator that cannot keep up shows here)."""
-    loop = asyncio.get_running_loop()
     tasks = []
-    start = loop.time()
+    start = time.monotonic()
     t = 0.0
     lag = 0.0
     for i in range(n):
         t += rng.expovariate(rate) if poisson else 1.0 / rate
-        delay = start + t - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        late = time.monotonic() - (start + t)
+        if late > 0:
+            lag = max(lag, late)
         else:
-            lag = max(lag, -delay)
+            await sleep_until(start + t)
         tasks.append(asyncio.ensure_future(send(i)))
     return list(await asyncio.gather(*tasks)), lag
 
