@@ -246,6 +246,7 @@ class Forecaster:
         sim.add_waiting(cand)
         k = 1
         due = arrival + 1 / arrivals.rate
+        skip_ahead, step = sim.skip_ahead, sim.step
         while cand.finish is None:
             if deadline is not None and time.perf_counter() > deadline:
                 raise DeadlineExceeded(f"forecast unfinished after {sim.events} events")
@@ -253,9 +254,9 @@ class Forecaster:
                 sim.add_waiting(SimRequest(f"{ANTICIPATED}{k}", a_prompt, a_out))
                 k += 1
                 due = arrival + k / arrivals.rate
-            elif sim.skip_ahead(due, arriving=a_prompt):
+            elif skip_ahead(due, a_prompt):
                 continue
-            elif not sim.step():
+            elif not step():
                 raise SimulationStuck("idle with the candidate unfinished")
         assert cand.first_token is not None and cand.first_sched is not None
         return cand, sim.steps, sim.events
