@@ -95,14 +95,15 @@ async def test_forecast_matches_the_engine_at_noise_zero() -> None:
             async with s.get(url + "/state") as r:
                 state = await r.json()
             tracker.observe_state(state, at=state["now"])  # on the engine's clock
-            cand = asyncio.create_task(_stream(s, url, "cand", 700, 30))
+            # long enough that the client's own hops (about 3 ms) stay well inside the 1%
+            cand = asyncio.create_task(_stream(s, url, "cand", 700, 80))
             arrival = None
             while arrival is None:  # when the engine got it: a network race must not decide a step
                 async with s.get(url + "/state") as r:
                     later = await r.json()
                 arrival = next((q["arrival_time"] for q in later["running"] + later["waiting"]
                                 if q["id"] == "cand"), None)  # fmt: skip
-            f = tracker.predict(RoutingRequest(700, 30), arrival)
+            f = tracker.predict(RoutingRequest(700, 80), arrival)
             ttft, e2e = await cand
             await asyncio.gather(*background)
     assert f is not None
