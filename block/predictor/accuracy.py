@@ -15,7 +15,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,9 @@ async def _run(
     sample_rate: float,
     seed: int,
     anticipate_arrivals: bool = False,
+    on_done: Callable[[], None] | None = None,
 ) -> list[Outcome]:
+    """`on_done` is called as each request finishes (a sampled one: all its copies)."""
     profile = load_profile(profile_name)
     rng = random.Random(seed)
     fleet = FleetLog(len(urls)) if anticipate_arrivals else None
@@ -118,11 +120,16 @@ async def _run(
                 state = orjson.loads(await resp.read())
             trackers[i].observe_state(state, (sent + time.monotonic()) / 2)
 
+        copies_left: dict[int, int] = {}
+
         async def one(o: Outcome, url: str, rid: str, prompt: int, output: int, tracker: InstanceTracker):
             try:
                 o.ttft, o.e2e = await _send(session, url, rid, prompt, output)
             finally:
                 tracker.on_finished(rid, time.monotonic())
+                copies_left[o.group] -= 1
+                if copies_left[o.group] == 0 and on_done is not None:
+                    on_done()
 
         start = time.monotonic()
         for k, (t, prompt, output) in enumerate(reqs):
@@ -130,6 +137,7 @@ async def _run(
             sampled = rng.random() < sample_rate
             targets = list(range(len(urls))) if sampled else [k % len(urls)]
             await asyncio.gather(*(snapshot(i) for i in targets))
+            copies_left[k] = len(targets)
             request = RoutingRequest(prompt, output)
             for i in targets:
                 now = time.monotonic()
@@ -201,7 +209,9 @@ def run_accuracy(
     max_output: int = 512,
     seed: int = 0,
     anticipate_arrivals: bool = False,
+    on_done: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
+    """`on_done`: called as each of the `num_requests` requests finishes (for a progress bar)."""
     reqs = workload(num_requests, qps, seed, max_output)
     t0 = time.monotonic()
     with engines(profile, instances, noise, seed) as urls:
@@ -211,7 +221,7 @@ def run_accuracy(
             runner = uvloop.run
         except ImportError:  # pragma: no cover
             runner = asyncio.run
-        outcomes = runner(_run(urls, profile, reqs, sample_rate, seed, anticipate_arrivals))
+        outcomes = runner(_run(urls, profile, reqs, sample_rate, seed, anticipate_arrivals, on_done))
     report = summarize(outcomes)
     report.update(
         {"instances": instances, "qps": qps, "noise": noise, "profile": profile,

@@ -94,17 +94,23 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
     ) -> None:
         """Forecast error against emulated engines, and how often the forecast-best instance was best."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         from block.predictor.accuracy import run_accuracy
 
         if instances < 1 or qps <= 0 or num_requests < 1 or not 0 <= sample_rate <= 1:
             fail("need --instances >= 1, --qps > 0, --num-requests >= 1, 0 <= --sample-rate <= 1")
-        try:
-            report = run_accuracy(
-                instances, qps, num_requests, profile, noise, sample_rate, max_output, seed,
-                anticipate_arrivals=anticipate_arrivals,
-            )  # fmt: skip
-        except RuntimeError as e:
-            fail(str(e))
+        columns = (TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("requests", total=num_requests)
+            try:
+                report = run_accuracy(
+                    instances, qps, num_requests, profile, noise, sample_rate, max_output, seed,
+                    anticipate_arrivals=anticipate_arrivals, on_done=lambda: bar.advance(task),
+                )  # fmt: skip
+            except RuntimeError as e:
+                fail(str(e))
         if json_out:
             typer.echo(json.dumps(report))
             return

@@ -1,4 +1,4 @@
-"""`block predictor bench` prints the numbers the issue asks for."""
+"""`block predictor bench` and `accuracy` print the numbers the issue asks for."""
 
 from __future__ import annotations
 
@@ -22,3 +22,21 @@ def test_bench_json() -> None:
 def test_serve_needs_an_engine() -> None:
     result = CliRunner().invoke(app, ["predictor"])
     assert result.exit_code == 2
+
+
+def test_accuracy_against_live_engines() -> None:
+    """The live benchmark end to end: two emulated engines, a quarter of the requests sent to both."""
+    args = ["--instances", "2", "--qps", "20", "--num-requests", "40", "--sample-rate", "0.25"]
+    args += ["--max-output", "16", "--profile", "tiny-fast", "--seed", "0", "--json"]
+    result = CliRunner().invoke(app, ["predictor", "accuracy", *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["requests"] == 40 and report["sampled"] >= 1
+    assert report["forecasts"] == 40 + report["sampled"]  # one more copy per sampled request
+    assert 0 <= report["best_instance_accuracy"] <= 1
+    assert report["e2e_error"] < 0.25  # about 4% here; a broken data path is off by far more
+
+
+def test_accuracy_rejects_bad_input() -> None:
+    result = CliRunner().invoke(app, ["predictor", "accuracy", "--instances", "0"])
+    assert result.exit_code != 0 and "--instances" in result.output
