@@ -24,6 +24,12 @@ def register(app: typer.Typer) -> None:
         refresh_ms: float = typer.Option(20.0, help="How often to poll the engine's /state."),
         profile: str | None = typer.Option(None, help="Profile name or JSON path (default: the engine's)."),
         default_output_tokens: int = typer.Option(256, help="Output length assumed when none is known."),
+        anticipate_arrivals: bool = typer.Option(
+            False,
+            "--anticipate-arrivals",
+            help="Forecasts add the arrivals to expect after the candidate: the rate and mean lengths of the "
+            "requests reported to POST /routed over the last 10 s.",
+        ),
         log_level: str = typer.Option("warning", help="uvicorn log level."),
     ) -> None:
         """Serve forecasts for one engine (when no sub-command is given)."""
@@ -43,7 +49,10 @@ def register(app: typer.Typer) -> None:
             engine,
             prof,
             refresh_ms / 1e3,
-            tracker_options={"default_output_tokens": default_output_tokens},
+            tracker_options={
+                "default_output_tokens": default_output_tokens,
+                "anticipate_arrivals": anticipate_arrivals,
+            },
         )
         typer.echo(f"block predictor: following {engine} at http://{host}:{port}", err=True)
         run(service, host, port, log_level)

@@ -17,6 +17,7 @@ class SidecarForecast(Forecast):
     free_blocks: int
     snapshot_age_ms: float
     predict_ms: float
+    anticipated_rate: float = 0.0  # req/s of synthetic arrivals added (a sidecar run with anticipation)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SidecarForecast:
@@ -30,6 +31,7 @@ class SidecarForecast(Forecast):
             int(d["free_blocks"]),
             float(d["snapshot_age_ms"]),
             float(d["predict_ms"]),
+            float(d.get("anticipated_rate", 0.0)),
         )
 
 

@@ -2,13 +2,15 @@
 
     POST /predict        {prompt_tokens, expected_output_tokens[, max_tokens]}
                          -> {ttft_s, e2e_s, queue_delay_s, added_delay_s, running, waiting, free_blocks,
-                             snapshot_age_ms, predict_ms}
+                             snapshot_age_ms, predict_ms, anticipated_rate}
     POST /predict_batch  {"requests": [...]} -> {"predictions": [...]}
     POST /routed         {request_id, prompt_tokens, expected_output_tokens}   (a router sent one here)
     POST /finished       {request_id}
     GET  /health, GET /metrics
 
 Forecasts go through the same `InstanceTracker` the router uses in-process, so both paths agree.
+With `anticipate_arrivals` in the tracker options, they add the arrivals to expect after the candidate at
+the rate of the requests reported to /routed (`anticipated_rate` says which rate was used).
 Bad bodies get 400 in OpenAI's error format; before the first snapshot /predict answers 503.
 """
 
@@ -179,6 +181,7 @@ class PredictorService:
         self.metrics.predictions.inc()
         self.metrics.predict_seconds.observe(took)
         age = tracker.snapshot_age(now) or 0.0
+        arrivals = tracker.recent_arrivals(now) if tracker.anticipate_arrivals else None
         self.metrics.snapshot_age.set(age)
         return {
             "ttft_s": f.ttft_s,
@@ -190,6 +193,8 @@ class PredictorService:
             "free_blocks": tracker.free_blocks,
             "snapshot_age_ms": age * 1e3,
             "predict_ms": took * 1e3,
+            # req/s of the synthetic arrivals the forecast added (--anticipate-arrivals), else 0
+            "anticipated_rate": arrivals.rate if arrivals is not None else 0.0,
         }
 
     async def predict(self, req: HTTPRequest) -> Response:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -46,8 +47,8 @@ def engine(profile: str = "llama-2-7b-a30") -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def sidecar(engine_url: str, refresh_s: float = 0.02) -> Iterator[str]:
-    service = PredictorService(engine_url, None, refresh_s)
+def sidecar(engine_url: str, refresh_s: float = 0.02, **tracker_options: Any) -> Iterator[str]:
+    service = PredictorService(engine_url, None, refresh_s, tracker_options=tracker_options)
     with app_in_thread(service.app) as url:
         import httpx
 

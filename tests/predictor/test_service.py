@@ -15,7 +15,7 @@ from block.profiles.profile import load_profile
 from tests.predictor.servers import engine, sidecar
 
 FIELDS = {"ttft_s", "e2e_s", "queue_delay_s", "added_delay_s", "running", "waiting", "free_blocks",
-          "snapshot_age_ms", "predict_ms"}  # fmt: skip
+          "snapshot_age_ms", "predict_ms", "anticipated_rate"}  # fmt: skip
 
 
 async def test_sidecar_endpoints() -> None:
@@ -64,6 +64,21 @@ async def test_sidecar_endpoints() -> None:
                 and "block_predictor_refresh_errors_total" in text
             )
             assert await client.health()
+
+
+async def test_sidecar_anticipates_the_rate_reported_to_it() -> None:
+    """--anticipate-arrivals: forecasts add arrivals at the rate of the requests reported to /routed."""
+    with engine() as eng, sidecar(eng, anticipate_arrivals=True) as url:
+        async with aiohttp.ClientSession() as s:
+            client = PredictorClient(url, s)
+            alone = await client.predict(100, 200)
+            assert alone.anticipated_rate == 0  # nothing reported yet
+            for i in range(40):  # 40 requests in the 10 s window: 4 req/s of 300 + 200 tokens
+                await client.routed(f"r{i}", 300, 200)
+                await client.finished(f"r{i}")
+            busy = await client.predict(100, 200)
+            assert busy.waiting == 0 and busy.anticipated_rate == pytest.approx(4.0)
+            assert busy.e2e_s > alone.e2e_s  # the expected arrivals join its batch
 
 
 async def _stream(
