@@ -238,8 +238,8 @@ class Forecaster:
 
         A synthetic request joins the queue before the first step that starts at or after its
         arrival. While it could not be admitted anyway (no free sequence slot, a stuck queue ahead
-        of it, too few blocks), a decode stretch need not stop for it: it is queued after the
-        stretch, still ahead of that step: under load most stretches then run whole."""
+        of it, too few blocks), a decode stretch need not stop for it: it is queued when the
+        stretch ends, before the next step. Under load most stretches then run whole."""
         a_prompt, a_out = arrivals.sized_for(self.config)
         sim, _ = self._build(until=arrival)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True)
