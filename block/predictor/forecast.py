@@ -73,6 +73,7 @@ class Prediction(Forecast):
     preemptions: int  # of the candidate
     # Unfinished at the horizon asked for: every time is then the horizon, a lower bound.
     capped: bool = False
+    anticipated_rate: float = 0.0  # req/s of the synthetic arrivals added after the candidate (0: none)
 
 
 class Forecaster:
@@ -189,6 +190,7 @@ class Forecaster:
                 steps=steps,
                 events=events,
                 preemptions=cand.preemptions,
+                anticipated_rate=arrivals.rate,
             )
 
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)

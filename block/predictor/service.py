@@ -181,7 +181,6 @@ class PredictorService:
         self.metrics.predictions.inc()
         self.metrics.predict_seconds.observe(took)
         age = tracker.snapshot_age(now) or 0.0
-        arrivals = tracker.recent_arrivals(now) if tracker.anticipate_arrivals else None
         self.metrics.snapshot_age.set(age)
         return {
             "ttft_s": f.ttft_s,
@@ -193,8 +192,7 @@ class PredictorService:
             "free_blocks": tracker.free_blocks,
             "snapshot_age_ms": age * 1e3,
             "predict_ms": took * 1e3,
-            # req/s of the synthetic arrivals the forecast added (--anticipate-arrivals), else 0
-            "anticipated_rate": arrivals.rate if arrivals is not None else 0.0,
+            "anticipated_rate": f.anticipated_rate,  # with --anticipate-arrivals; else 0
         }
 
     async def predict(self, req: HTTPRequest) -> Response:

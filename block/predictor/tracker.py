@@ -20,7 +20,7 @@ from typing import Any
 from block.policies.base import Forecast, RoutingRequest
 from block.predictor.arrival_log import ArrivalLog, FleetLog
 from block.predictor.fastsim import DeadlineExceeded
-from block.predictor.forecast import AddedDelay, Arrivals, Forecaster
+from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
@@ -212,7 +212,7 @@ class InstanceTracker:
         added_delay: AddedDelay | None = None,
         deadline: float | None = None,
         horizon_s: float | None = None,
-    ) -> Forecast | None:
+    ) -> Prediction | None:
         """Forecast `request` routed here at caller time `now`; None before any snapshot, or when
         `deadline` (a time.perf_counter() value) passes first. `added_delay`: instead of the
         tracker's own setting. `horizon_s`: see `Forecaster.forecast` (ignored when anticipating)."""
