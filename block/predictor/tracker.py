@@ -19,11 +19,11 @@ from typing import Any
 
 from block.policies.base import Forecast, RoutingRequest
 from block.predictor.arrival_log import ArrivalLog, FleetLog
-from block.predictor.fastsim import DeadlineExceeded
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
+from block.replica.fast_replica import DeadlineExceeded
 from block.replica.snapshot import RequestState, Snapshot
 
 ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
