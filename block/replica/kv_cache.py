@@ -10,7 +10,8 @@ The scheduler (Replica.schedule) asks through named operations, after nano-vllm'
   again after a preemption);
 - `append(request, n)`: a running request computes n more tokens (a decode or the next prefill chunk);
 - `free(request)`: it finished, was aborted or was preempted;
-- `can_allocate` / `blocks_needed`: the same questions without the side effect;
+- `can_allocate` / `blocks_needed` / `demand`: the same questions without the side effect;
+- `append_all(requests, n)`: `append` for many requests at once (a run of decode steps);
 - `adopt(request)`: a request rebuilt from a snapshot with its cache already filled.
 
 Admission and growth are separate operations because prefix caching (not modelled yet) treats them
@@ -23,6 +24,8 @@ same arithmetic over many requests; the property tests keep them equal to these 
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from block.replica.request import Request
 
@@ -54,7 +57,12 @@ class KVCache:
 
     def blocks_needed(self, request: Request, num_new_tokens: int) -> int:
         """More blocks `request` needs to compute `num_new_tokens` more tokens (<= 0: none)."""
-        return blocks_for(request.num_computed_tokens + num_new_tokens, self.block_size) - request.num_blocks
+        return -(-(request.num_computed_tokens + num_new_tokens) // self.block_size) - request.num_blocks
+
+    def demand(self, requests: Iterable[Request], num_new_tokens: int) -> int:
+        """More blocks the requests need together to compute `num_new_tokens` more tokens each."""
+        bs = self.block_size
+        return sum(-(-(q.num_computed_tokens + num_new_tokens) // bs) - q.num_blocks for q in requests)
 
     def can_allocate(self, request: Request, num_new_tokens: int) -> bool:
         return self.blocks_needed(request, num_new_tokens) <= self.free_blocks
@@ -75,6 +83,16 @@ class KVCache:
             self.free_blocks -= need
             request.num_blocks += need
         return True
+
+    def append_all(self, requests: Iterable[Request], num_new_tokens: int) -> None:
+        """`append` for each of the requests, known to fit (checked with `demand`)."""
+        bs, grown = self.block_size, 0
+        for q in requests:
+            blocks = -(-(q.num_computed_tokens + num_new_tokens) // bs)
+            if blocks > q.num_blocks:
+                grown += blocks - q.num_blocks
+                q.num_blocks = blocks
+        self.free_blocks -= grown
 
     def free(self, request: Request) -> None:
         self.free_blocks += request.num_blocks

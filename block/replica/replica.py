@@ -254,11 +254,8 @@ class Replica:
         n = len(running)
         if n == 0 or n > self.config.max_num_batched_tokens:
             return 0, 0
-        kv = self.kv
-        blocks_needed = kv.blocks_needed
         k = 1 << 62
         kv0 = n
-        first_demand = 0  # blocks the first step allocates
         for q in running:
             g = q.num_generated
             c = q.num_computed_tokens
@@ -267,21 +264,22 @@ class Replica:
             if q.output_tokens - g < k:
                 k = q.output_tokens - g
             kv0 += c
-            first_demand += blocks_needed(q, 1)
+        kv = self.kv
+        first_demand = kv.demand(running, 1)  # blocks the first step allocates
         free = kv.free_blocks
         budget = self.config.max_num_batched_tokens - n
         if self.waiting and n < self.config.max_num_seqs and budget > 0:
             head = self.waiting[0]
             m = min(head.num_missing_tokens, budget)
-            if blocks_needed(head, m) <= free - first_demand:
+            if kv.blocks_needed(head, m) <= free - first_demand:
                 return 0, 0  # it would be admitted in the first step
         # A request holds at least blocks_for(computed) blocks, so k steps allocate at most
         # n * blocks_for(k) of them: only when that does not fit is the exact demand needed.
-        if n * blocks_for(k, kv.block_size) > free and _decode_demand(kv, running, k) > free:
+        if n * blocks_for(k, kv.block_size) > free and kv.demand(running, k) > free:
             lo, hi = 0, k  # the largest k whose demand fits: demand(lo) fits, demand(hi) does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _decode_demand(kv, running, mid) <= free:
+                if kv.demand(running, mid) <= free:
                     lo = mid
                 else:
                     hi = mid
@@ -291,10 +289,9 @@ class Replica:
     def _apply_decodes(self, j: int, ends: list[float], finishes: bool) -> DecodeSpan:
         """The effect of j completed decode steps ending at `ends`, as complete() would leave it."""
         kv = self.kv
-        append = kv.append
         running = self.running
+        kv.append_all(running, j)  # fits: _safe_decode_steps checked the demand of all j steps
         for q in running:
-            append(q, j)  # fits: _safe_decode_steps checked the demand of all j steps
             q.num_computed_tokens += j
             q.num_generated += j
         end = ends[-1]
@@ -366,11 +363,6 @@ def _states_of(requests: Iterable[Request]) -> list[RequestState]:
         )
         for r in requests
     ]
-
-
-def _decode_demand(kv: KVCache, running: list[Request], k: int) -> int:
-    """KV blocks the running decodes allocate over the next k steps."""
-    return sum(kv.blocks_needed(q, k) for q in running)
 
 
 def _request_of(s: RequestState, output_tokens: int) -> Request:
