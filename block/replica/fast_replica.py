@@ -91,6 +91,9 @@ class DeadlineExceeded(RuntimeError):
 
 
 class FastReplica:
+    """A replica built for one forecast: load a snapshot's requests, add the candidate, run until
+    the watched requests finish (block.predictor.forecast drives it)."""
+
     def __init__(self, config: ReplicaConfig, profile: Profile) -> None:
         self.max_seqs = config.max_num_seqs
         self.max_tokens = config.max_num_batched_tokens
@@ -380,15 +383,11 @@ class FastReplica:
             while i < self.nd:
                 r = running[i]
                 if (r.c + T) % bs == 0:
-                    while free < 1:
-                        v = running.pop()
-                        free += self._preempt(v)
+                    if free < 1:
+                        free, stop = self._preempt_until_fits(r, 1, free)
                         preempted = True
-                        if v is r:
-                            stop = True
+                        if stop:
                             break
-                    if stop:
-                        break
                     free -= 1
                 i += 1
         nd = self.nd
@@ -402,15 +401,11 @@ class FastReplica:
                 r = running[p]
                 n = min(r.prompt + r.g - r.c, budget)
                 need = -(-(r.c + n) // bs) - r.blocks  # KVCache.blocks_needed, inlined
-                while need > free:
-                    v = running.pop()
-                    free += self._preempt(v)
+                if need > free:
+                    free, stop = self._preempt_until_fits(r, need, free)
                     preempted = True
-                    if v is r:
-                        stop = True
+                    if stop:
                         break
-                if stop:
-                    break
                 free -= need
                 r.blocks += need
                 sched.append((r, n))
@@ -496,6 +491,18 @@ class FastReplica:
         r.blocks = 0
         if r.watched:
             self.watched_left -= 1
+
+    def _preempt_until_fits(self, r: SimRequest, need: int, free: int) -> tuple[int, bool]:
+        """As Replica._preempt_until_fits: preempt the newest running requests until `need` blocks
+        are free for `r` (`free`: the free blocks so far). Returns the free blocks, and True when
+        `r` itself had to go."""
+        running = self.running
+        while need > free:
+            v = running.pop()
+            free += self._preempt(v)
+            if v is r:
+                return free, True
+        return free, False
 
     def _preempt(self, v: SimRequest) -> int:
         """Recompute preemption: drop its cache and put it first in line. Returns blocks freed."""
