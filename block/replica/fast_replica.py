@@ -230,12 +230,13 @@ class FastReplica:
         stop once virtual time reaches it, watched requests finished or not (a skipped stretch of
         decodes may end past it)."""
         limit = float("inf") if until is None else until
+        drain_group, skip_ahead, step = self._drain_group, self.skip_ahead, self.step
         while self.watched_left > 0 and self.now < limit:
             if deadline is not None and time.perf_counter() > deadline:
                 raise DeadlineExceeded(f"forecast unfinished after {self.events} events")
-            if self._drain_group() or self.skip_ahead():
+            if drain_group() or skip_ahead():
                 continue
-            if not self.step():
+            if not step():
                 raise SimulationStuck("idle with watched requests unfinished")
             if self.events > max_events:
                 raise SimulationStuck("too many events")
@@ -264,7 +265,7 @@ class FastReplica:
         if self.waiting and nd < self.max_seqs and nd < self.max_tokens:
             head = self.waiting[0]
             n = min(head.prompt + head.g - head.c, self.max_tokens - nd)
-            if blocks_for(head.c + n, bs) - head.blocks <= free - due[T % bs]:
+            if -(-(head.c + n) // bs) - head.blocks <= free - due[T % bs]:  # KVCache.blocks_needed
                 return 0  # it would be admitted in the next step
         # A stretch keeps the batch's size and only uses up blocks: a newcomer behind a stuck head,
         # or without a sequence slot, budget or blocks now, stays out until the stretch ends.
@@ -272,7 +273,7 @@ class FastReplica:
             self.waiting
             or nd >= self.max_seqs
             or nd >= self.max_tokens
-            or blocks_for(min(arriving, self.max_tokens - nd), bs) > free
+            or -(-min(arriving, self.max_tokens - nd) // bs) > free  # blocks_for, inlined
         ):
             before = None
         heap = self._heap
