@@ -13,7 +13,10 @@ class Batch:
     requests: list[Request] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)  # parallel to `requests`
     preempted: list[Request] = field(default_factory=list)  # preempted while forming this batch
-    # The shape (see measure)
+    # The shape, accumulated by Replica.schedule from the requests' progress before the step: a
+    # decode (one token, after the first) reads its computed + 1 KV tokens; a prefill chunk of n
+    # tokens on top of `done` costs n * done + n * (n + 1) / 2 causal (query, key) pairs: its query
+    # i (0-based) sees done + i + 1 keys.
     num_tokens: int = 0
     num_decode_seqs: int = 0
     kv_tokens_read: int = 0
@@ -21,25 +24,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.requests)
-
-    def measure(self) -> None:
-        """Set the shape from the requests' progress before the step (Replica.schedule calls it once
-        the batch is formed). A decode (one token, after the first) reads its computed + 1 KV tokens;
-        a prefill chunk of n tokens on top of `done` costs n * done + n * (n + 1) / 2 causal
-        (query, key) pairs: its query i (0-based) sees done + i + 1 keys."""
-        num_tokens = num_decode_seqs = kv_read = pairs = 0
-        for req, n in zip(self.requests, self.num_new_tokens, strict=True):
-            num_tokens += n
-            done = req.num_computed_tokens
-            if n == 1 and req.num_generated > 0:
-                num_decode_seqs += 1
-                kv_read += done + 1
-            else:
-                pairs += n * done + n * (n + 1) // 2
-        self.num_tokens = num_tokens
-        self.num_decode_seqs = num_decode_seqs
-        self.kv_tokens_read = kv_read
-        self.prefill_attention_pairs = pairs
 
     def shape(self) -> BatchShape:
         return BatchShape(

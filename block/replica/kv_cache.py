@@ -19,8 +19,11 @@ differently: admission is where a request's cached prefix would be looked up (an
 tokens jump ahead), growth is where newly filled blocks would be hashed, and a freed block would stay
 cached until evicted. `free_blocks` counts the blocks an allocation may take.
 
-The fast paths (Replica.run_decodes, fast.FastReplica) account for many steps at once with the
-same arithmetic over many requests; the property tests keep them equal to these operations.
+Replica.run_decodes uses `demand` and `append_all` for a run of decode steps. The forecast's
+FastReplica (fast_replica.py) does not call this class: it keeps one free count and, for its decode
+group, a histogram of when members need a block, with the same arithmetic inlined in its hot loops;
+tests/predictor/test_skip_ahead.py keeps it equal to Replica. A change here (prefix caching) needs its
+twin there: in `FastReplica.load`, its step's admission loop and `_finish`.
 """
 
 from __future__ import annotations
