@@ -147,7 +147,7 @@ class FastReplica:
         grouping = True
         for key, prompt, out, c, g in running:
             r = SimRequest(key, prompt, out, c, g, watch_all)
-            r.blocks = b = -(-c // bs)  # blocks_for, inlined
+            r.blocks = b = -(-c // bs)
             free -= b
             run.append(r)
             if grouping and g > 0 and prompt + g - c == 1:
@@ -163,7 +163,7 @@ class FastReplica:
                 grouping = False
         for key, prompt, out, c, g in waiting:
             r = SimRequest(key, prompt, out, c, g, watch_all)
-            r.blocks = b = -(-c // bs)  # blocks_for, inlined
+            r.blocks = b = -(-c // bs)
             free -= b
             wait.append(r)
         self.free = free
