@@ -6,7 +6,10 @@ k decode steps over the same n sequences, each reading n more KV tokens than the
 closed form (`decodes`) and an inverse (`decodes_starting_before`), which the fast paths use to skip
 over such runs. Both are derived from `seconds`: `decode_base[n]` is `seconds(n, n)` and `kv` is the
 coefficient of the KV tokens read. A new term in `seconds` that is not constant or linear in the KV
-tokens read for a decode step must change `decodes` too (the property tests would catch it).
+tokens read for a decode step must change `decodes` too, and its two inlined twins in the hottest
+loops: `Replica.run_decodes` (one decode step as `decode_base[n] + kv * kv_tokens_read`, per step for
+the noise) and `FastReplica._drain_group` (`decodes`). The property tests (tests/replica/
+test_run_decodes.py, tests/predictor/test_skip_ahead.py) fail when they drift apart.
 
 The linear term is read from a table (0 .. the largest batch asked for so far), so a step costs a
 list index instead of a bisection; a table value is `Profile.linear_time` itself, so the result is
