@@ -34,7 +34,7 @@ from block.provision.controller import (
 )
 from block.provision.horizon import predict_within
 from block.provision.metrics import ProvisionMetrics
-from block.provision.providers import Provider, ProvisionError
+from block.provision.provider import Provider, ProvisionError
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 
