@@ -234,9 +234,10 @@ def run_demo(settings: DemoSettings) -> dict[str, dict]:
     replay_s = 0.0
     for group in groups:
         console.print(f"starting engines and routers for {', '.join(group)} ...")
+        starting = time.perf_counter()
         with clusters(settings, out / "logs", group) as (urls, servers):
             engines = [s for s in servers if "-engine" in s.name]
-            console.print(f"started {len(servers)} servers in {time.perf_counter() - started:.0f} s")
+            console.print(f"started {len(servers)} servers in {time.perf_counter() - starting:.0f} s")
             before = live_validity.total(live_validity.scrape(e.url) for e in engines)
             cpu0, t0 = sum(s.cpu_s() for s in servers) + _own_cpu_s(), time.perf_counter()
             results.update(asyncio.run(replay(settings, urls, samples, arrivals)))

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Cores the full demo keeps busy (engines, routers and client together), measured with
-# `block demo --no-auto-load` on the 2-core development machine: see the README.
-FULL_DEMO_CORES = 1.3
+# Cores the full demo keeps busy (engines, routers and client together). Measured on the 2-core
+# development machine (the demo prints its own use): the smallest shape, a sixth of the full token rate,
+# used 0.24 cores; the full demo on a busy machine got 1.0 and fell behind.
+FULL_DEMO_CORES = 1.4
 HEADROOM = 0.8  # use at most this share of the cores left: the lag a busy scheduler adds comes first
 
 

@@ -36,8 +36,10 @@ MAX_P99_LAG_S = 0.050
 MAX_LOST_SHARE = 0.02
 LATE_STEP_S = 0.020  # a step this late counts in `late_steps_share`
 # The load generator is one process: when the machine starves it, it sends requests late and then in a
-# burst, so every cluster sees the same bursts and the policies look alike even while the engines keep up.
-MAX_SEND_LATE_P99_S = 0.050
+# burst, so every cluster sees the same bursts and the policies look alike even while the engines keep up
+# (a busy 2-core machine: p99 3.7 s late, the three policies within 6% of each other). Lateness under the
+# mean gap between arrivals (59-118 ms at the demo's rates) leaves the arrival process nearly intact.
+MAX_SEND_LATE_P99_S = 0.100
 
 
 @dataclass(frozen=True)
