@@ -134,7 +134,10 @@ async def replay(settings: DemoSettings, urls: dict[str, str], samples: Sequence
 
 def print_table(results: dict[str, dict]) -> None:
     base = results.get("round-robin")
-    table = Table(title="Same ShareGPT requests, three policies (emulated A30 cluster, live)")
+    title = "Same ShareGPT requests, three policies (emulated A30 cluster, live)"
+    if _invalid(results):
+        title = "INVALID (the machine did not keep real time): " + title
+    table = Table(title=title)
     table.add_column("policy", no_wrap=True)
     for col in ("TTFT mean", "TTFT p99", "E2E mean", "E2E p99", "done", "TTFT p99 / RR", "E2E p99 / RR"):
         table.add_column(col, justify="right")
@@ -153,6 +156,10 @@ def print_table(results: dict[str, dict]) -> None:
             *ratio,
         )
     console.print(table)
+
+
+def _invalid(results: dict[str, dict]) -> bool:
+    return any(r["config"].get("validity", {}).get("valid") is False for r in results.values())
 
 
 def _s(x: float | None) -> str:
@@ -194,8 +201,10 @@ def plot(results: dict[str, dict], out: Path) -> None:
     axes[2].legend()
     cfg = next(iter(results.values()))["config"]
     fig.suptitle(
-        f"{cfg['instances']} x {cfg['profile']} per policy, ShareGPT, {cfg['qps']:g} req/s, "
-        f"{cfg['num_requests']} requests (live, emulated engines)"
+        ("INVALID, the machine did not keep real time: " if _invalid(results) else "")
+        + f"{cfg['instances']} x {cfg['profile']} per policy, ShareGPT, {cfg['qps']:g} req/s, "
+        f"{cfg['num_requests']} requests (live, emulated engines)",
+        color="red" if _invalid(results) else "black",
     )
     fig.savefig(out, dpi=110)
     plt.close(fig)
