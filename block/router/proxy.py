@@ -232,7 +232,7 @@ class Proxy:
                 ctype = resp.headers.get("content-type", "application/json").encode()
                 await send_bytes(send, resp.status, data, ctype, extra)
                 if resp.status == 200:
-                    self._observe_error(decision)
+                    self._observe_completed(decision)
                 return None
             return await self._relay_stream(resp, inst, request_id, decision, receive, send)
         finally:
@@ -256,6 +256,7 @@ class Proxy:
         if not first:
             self.metrics.upstream_errors.labels("first_byte").inc()
             return f"{inst.id} closed the stream before the first byte"
+        first_byte_at = time.monotonic()  # the first token's chunk: the client's TTFT, less the hop
         await send(
             {
                 "type": "http.response.start",
@@ -310,12 +311,21 @@ class Proxy:
             await send({"type": "http.response.body", "body": error_sse(error), "more_body": False})
             return None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        self._observe_error(decision)
+        self._observe_completed(decision, first_byte_at)
         return None
 
-    def _observe_error(self, decision: Decision) -> None:
-        f = decision.forecast
-        if f is not None:
-            actual = time.monotonic() - decision.decided_at
-            if actual > 0:
-                self.metrics.forecast_error.observe(abs(f.e2e_s - actual) / actual)
+    def _observe_completed(self, decision: Decision, first_byte_at: float | None = None) -> None:
+        """Latency and forecast error of a completed request: E2E always, TTFT for streams (a whole
+        response arrives at once)."""
+        f, inst, m = decision.forecast, decision.instance, self.metrics
+        if inst.removed:  # a removed instance's series are forgotten: keep them so
+            return
+        now = time.monotonic()
+        for metric, at in (("ttft", first_byte_at), ("e2e", now)):
+            actual = None if at is None else at - decision.decided_at
+            if actual is None or actual <= 0:
+                continue
+            m.latency_observed(inst.id, metric, actual)
+            if f is not None:
+                forecast_s = f.ttft_s if metric == "ttft" else f.e2e_s
+                m.forecast_error_observed(inst.id, metric, abs(forecast_s - actual) / actual)
