@@ -306,3 +306,36 @@ async def test_instances_without_sidecar_report_null() -> None:
         async with httpx.AsyncClient(timeout=5) as c:
             row = (await c.get(url + "/instances")).json()["instances"][0]
             assert row["predictor_healthy"] is None and row["predictor_last_error"] is None
+
+
+async def test_provisioned_instance_outside_the_allow_list_is_refused_and_given_back(tmp_path) -> None:  # noqa: ANN001
+    from block.router.app import RouterApp
+    from tests.provision.test_router_provision import metric, wait_for
+    from tests.router.servers import count_words
+
+    outside = "http://192.0.2.1:8000"  # TEST-NET-1: refused before any connection is tried
+    released = tmp_path / "released.txt"
+    config = RouterConfig(
+        instances=[],
+        allowed_upstreams=["127.0.0.0/8"],
+        provision="preemptive",
+        slo_e2e=5.0,
+        min_instances=1,
+        max_instances=1,
+        provider="command",
+        scale_up_cmd=f"echo {outside}",
+        scale_down_cmd=f"printf '%s\\n' >> {released}",
+        health_interval=0.1,
+        provision_interval_s=0.05,
+    )
+    app = RouterApp(config, count_tokens=count_words)
+    served = await Served(app).start()
+    try:
+        await wait_for(lambda: released.exists(), 10, "the scale-down hook for the refused instance")
+        assert released.read_text().split() == [outside]
+        assert app.pool.instances == {}
+        async with httpx.AsyncClient(timeout=10) as c:
+            text = (await c.get(served.url + "/metrics")).text
+        assert metric(text, "block_router_provision_failures_total", action="scale_up") >= 1
+    finally:
+        await served.stop()
