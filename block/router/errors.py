@@ -15,11 +15,19 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "conflict_error",
     413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
     502: "upstream_error",
     503: "service_unavailable",
     504: "upstream_timeout",
 }
+
+
+def error_type(status: int) -> str:
+    """The OpenAI error type: the client's fault for any 4xx, the server's for anything else."""
+    return _TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "server_error")
 
 
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
@@ -27,7 +35,7 @@ def error_body(status: int, message: str, code: str | None = None) -> bytes:
         {
             "error": {
                 "message": message,
-                "type": _TYPES.get(status, "server_error"),
+                "type": error_type(status),
                 "param": None,
                 "code": code or str(status),
             }
@@ -60,5 +68,11 @@ async def send_json(
     await send_bytes(send, status, orjson.dumps(obj), extra_headers=extra_headers)
 
 
-async def send_error(send: Send, status: int, message: str, code: str | None = None) -> None:
-    await send_bytes(send, status, error_body(status, message, code))
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    code: str | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await send_bytes(send, status, error_body(status, message, code), extra_headers=extra_headers)

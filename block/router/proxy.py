@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from block.policies import RoutingRequest
+from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
 from block.router.errors import error_sse, send_bytes, send_error
 from block.router.instance import VLLM, Instance
@@ -87,7 +88,7 @@ class Proxy:
         self.default_output_tokens = default_output_tokens
         self.max_body_bytes = max_body_bytes
         self.max_retries = max_retries
-        self.auth = None if api_key is None else b"Bearer " + api_key.encode()
+        self.guard = Guard(api_key=api_key)
         # Request ids unique across routers without coordination: random prefix + counter.
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
@@ -105,10 +106,9 @@ class Proxy:
                 authorization = value
             elif name == b"content-length":
                 content_length = value
-        if self.auth is not None and authorization != self.auth:
-            await send_error(
-                send, 401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-            )
+        refusal = self.guard.check_client(authorization)
+        if refusal is not None:
+            await send_error(send, refusal.status, refusal.message, refusal.code, CHALLENGE)
             return
         try:
             if content_length is not None and int(content_length) > self.max_body_bytes:
