@@ -72,7 +72,8 @@ class RouterApp:
             config.max_body_bytes,
             config.max_retries,
             config.api_key,
-            connect_timeout=config.connect_timeout,
+            first_byte_timeout=config.first_byte_timeout_s,
+            idle_timeout=config.idle_timeout_s,
         )
         self.admin = Admin(self.pool, self.metrics, config.admin_token, config.api_key)
         self.autoscaler = make_autoscaler(config, self.pool)

@@ -47,6 +47,8 @@ class Instance:
     removed: bool = False
     draining: bool = False  # auto-provisioning retires it: no new requests, in-flight ones finish
     provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)
+    suspended_until: float = float("-inf")  # out for a timeout: health checks cannot bring it back before
+    timeouts_in_a_row: int = 0  # timeouts without a completed response in between (doubles the cool-down)
     sent: dict[str, SentRequest] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Ready-made bytes for the hot path.

@@ -77,9 +77,17 @@ class RouterMetrics:
         self.healthy.labels(instance).set(1 if healthy else 0)
 
     def forget(self, instance: str) -> None:
-        for metric in (self.healthy, self.in_flight):
-            with contextlib.suppress(KeyError):
-                metric.remove(instance)
+        self.forget_health(instance)
+        self.forget_in_flight(instance)
+
+    def forget_health(self, instance: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.healthy.remove(instance)
+
+    def forget_in_flight(self, instance: str) -> None:
+        """Only once nothing is in flight there: a later dec() would start a new series at -1."""
+        with contextlib.suppress(KeyError):
+            self.in_flight.remove(instance)
         self._in_flight_by_instance.pop(instance, None)
 
     def render(self) -> bytes:
