@@ -53,6 +53,7 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "last_forecast": None if last is None else asdict(last),
         "last_error": inst.last_error,
         "last_state_error": inst.last_state_error,
+        "cooldown_s": round(max(0.0, inst.suspended_until - now), 3),  # out after a timeout, this long
     }
 
 
