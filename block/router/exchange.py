@@ -53,10 +53,10 @@ class Timeout:
 class Watchdog:
     """One timer per attempt, re-armed lazily: the relay only records `progress_at` per chunk.
 
-    First byte: the attempt waits while the instance is delivering bytes to other requests (a queue on
-    a busy instance that works is not a hang), so the timeout fires only when the instance was silent
-    for all of it. Idle: a stream that gets nothing for `idle_s` is cut whatever the others get; the
-    instance is taken out only when it was silent for everyone over that time."""
+    First byte: the attempt waits while responses from the instance make progress (Instance.flowing_at:
+    a queue on a busy instance that works is not a hang), so the timeout fires only when nothing from
+    the instance flowed for all of it. Idle: a stream that gets nothing for `idle_s` is cut whatever the
+    others get; the instance is taken out only when nothing from it flowed over that time."""
 
     __slots__ = ("exchange", "inst", "first_byte_s", "idle_s", "progress_at", "waiting_first", "_handle")
 
@@ -88,14 +88,14 @@ class Watchdog:
         now = time.monotonic()
         if self.waiting_first:
             limit = self.first_byte_s
-            wait = max(self.progress_at, self.inst.data_at) + limit - now
+            wait = max(self.progress_at, self.inst.flowing_at) + limit - now
         else:
             limit = self.idle_s
             wait = self.progress_at + limit - now
         if wait > 0:
             self._handle = asyncio.get_running_loop().call_later(wait, self._check)
             return
-        silent = self.inst.data_at <= now - limit
+        silent = self.inst.flowing_at <= now - limit
         if self.waiting_first:
             self.exchange.timeout = Timeout(
                 f"no first byte from {self.inst.id} within {limit:g} s", "first_byte_timeout", silent

@@ -44,6 +44,9 @@ class Instance:
     last_state_error: str | None = None
     state_ok_at: float = float("-inf")  # time.monotonic() of the last good state fetch
     data_at: float = float("-inf")  # time.monotonic() when a proxied response last delivered bytes
+    # ... and when one last made progress past its first bytes (a stream's later chunks, a whole answer):
+    # the watchdogs' sign of an instance that works, which a stalling one sending first tokens is not
+    flowing_at: float = float("-inf")
     removed: bool = False
     draining: bool = False  # auto-provisioning retires it: no new requests, in-flight ones finish
     provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)

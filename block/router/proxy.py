@@ -304,7 +304,9 @@ class Proxy:
             now = time.monotonic()
             dog.first_byte(now)
             if first:
-                inst.data_at = now  # liveness for the health checker and the watchdogs
+                inst.data_at = now  # liveness for the health checker
+                if not stream or resp.status != 200:
+                    inst.flowing_at = now  # an answer, not only a stream's first token (see Watchdog)
             if resp.status == 200 and stream:
                 if not first:
                     self.metrics.upstream_errors.labels("first_byte").inc()
@@ -373,7 +375,7 @@ class Proxy:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tail = chunk
                 chunk = await content.readany()
-                inst.data_at = dog.progress_at = time.monotonic()
+                inst.data_at = inst.flowing_at = dog.progress_at = time.monotonic()
             complete = tail.endswith(_DONE_TAIL)
             error = None if complete else "the instance ended the stream early"
         except _FAILURES as e:
@@ -402,7 +404,7 @@ async def _read_rest(content: aiohttp.StreamReader, first: bytes, inst: Instance
     parts = [first]
     while chunk := await content.readany():
         parts.append(chunk)
-        inst.data_at = dog.progress_at = time.monotonic()
+        inst.data_at = inst.flowing_at = dog.progress_at = time.monotonic()
     return b"".join(parts)
 
 
