@@ -183,8 +183,8 @@ class FakeUpstream:
                 await send(
                     {"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True}
                 )
-                if self.token_delay:
-                    await asyncio.sleep(self.token_delay)
+                if self.token_delay:  # a pause that ends early when the caller hangs up
+                    await asyncio.wait((gone,), timeout=self.token_delay)
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
         finally:
             self.running -= 1
