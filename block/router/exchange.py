@@ -58,7 +58,16 @@ class Watchdog:
     the instance flowed for all of it. Idle: a stream that gets nothing for `idle_s` is cut whatever the
     others get; the instance is taken out only when nothing from it flowed over that time."""
 
-    __slots__ = ("exchange", "inst", "first_byte_s", "idle_s", "progress_at", "waiting_first", "_handle")
+    __slots__ = (
+        "exchange",
+        "inst",
+        "first_byte_s",
+        "idle_s",
+        "progress_at",
+        "waiting_first",
+        "sending",
+        "_handle",
+    )
 
     def __init__(self, exchange: Exchange, inst: Instance, first_byte_s: float, idle_s: float) -> None:
         self.exchange = exchange
@@ -67,6 +76,7 @@ class Watchdog:
         self.idle_s = idle_s
         self.progress_at = time.monotonic()
         self.waiting_first = True
+        self.sending = False  # waiting for the client to take a chunk: not the instance's time
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -91,7 +101,7 @@ class Watchdog:
             wait = max(self.progress_at, self.inst.flowing_at) + limit - now
         else:
             limit = self.idle_s
-            wait = self.progress_at + limit - now
+            wait = limit if self.sending else self.progress_at + limit - now
         if wait > 0:
             self._handle = asyncio.get_running_loop().call_later(wait, self._check)
             return

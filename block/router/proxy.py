@@ -6,6 +6,9 @@ A raw ASGI handler: the hot path of the router, so no framework objects per requ
   that point is retried on another one (at most `max_retries` times) without the client noticing.
 - A stream cut midway ends with an OpenAI-style error event and [DONE]: the client never hangs.
 - Non-streaming responses are read whole (they are small) and sent with a content length.
+- Each attempt runs in its own task, which a client leaving, the end of the shutdown drain or the
+  attempt's watchdog (first-byte and idle timeouts) cancel; closing its connection makes the engine stop
+  generating. A client that left is never retried (block/router/exchange.py).
 """
 
 from __future__ import annotations
@@ -328,6 +331,7 @@ class Proxy:
             extra = [(b"x-block-instance", inst.id_header), (b"x-block-request-id", request_id.encode())]
             ctype = resp.headers.get("content-type", "application/json").encode()
             exchange.started = True
+            dog.stop()  # the instance's part is done
             await send_bytes(send, resp.status, data, ctype, extra)
             exchange.finished = True
             if resp.status == 200:
@@ -372,10 +376,13 @@ class Proxy:
             while chunk:
                 if record is not None:
                     record.streamed_tokens += chunk.count(b"data: {")
+                dog.sending = True  # a slow reader is not the instance's gap
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                dog.sending = False
+                dog.progress_at = time.monotonic()
                 tail = chunk
                 chunk = await content.readany()
-                inst.data_at = inst.flowing_at = dog.progress_at = time.monotonic()
+                inst.data_at = inst.flowing_at = time.monotonic()
             complete = tail.endswith(_DONE_TAIL)
             error = None if complete else "the instance ended the stream early"
         except _FAILURES as e:
