@@ -87,8 +87,9 @@ def register(app: typer.Typer) -> None:
         first_byte_timeout_s: float = typer.Option(
             None,
             help="Per attempt: seconds from sending to the first response byte (a stream's first token, "
-            "a non-stream's whole answer) while the instance delivers nothing to anyone; then it is "
-            "taken out and the request retried elsewhere. (default: 60)",
+            "a non-stream's whole answer), counted while no response from that instance makes progress "
+            "(a busy instance is not a hung one); then it is taken out and the request retried "
+            "elsewhere. (default: 60)",
             rich_help_panel="Timeouts and limits",
         ),
         idle_timeout_s: float = typer.Option(

@@ -76,10 +76,6 @@ class RouterMetrics:
     def set_health(self, instance: str, healthy: bool) -> None:
         self.healthy.labels(instance).set(1 if healthy else 0)
 
-    def forget(self, instance: str) -> None:
-        self.forget_health(instance)
-        self.forget_in_flight(instance)
-
     def forget_health(self, instance: str) -> None:
         with contextlib.suppress(KeyError):
             self.healthy.remove(instance)

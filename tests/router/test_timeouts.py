@@ -118,6 +118,32 @@ async def test_hung_instance_times_out_is_retried_and_stays_out_for_its_cooldown
         assert 'block_router_upstream_errors_total{kind="first_byte_timeout"} 2.0' in text
 
 
+async def test_a_queue_behind_working_requests_is_not_a_hang() -> None:
+    """One sequence at a time: the second request waits ~2 s for its first token, four times the
+    first-byte timeout, while the first streams steadily. That instance works: no timeout, no retry."""
+    profile = load_profile("tiny-fast")
+    settings = EngineSettings(profile, replica_config(profile, max_num_seqs=1), noise=0.0, seed=0)
+    engine = BackgroundEngine(settings).start()
+    try:
+        async with router([engine.url], policy="round-robin", first_byte_timeout_s=0.5) as (app, url):
+            long = {"prompt": "a", "max_tokens": 1500, "ignore_eos": True, "stream": True}
+            short = {"prompt": "b", "max_tokens": 2, "ignore_eos": True}
+            async with httpx.AsyncClient(timeout=20) as c:
+                first = asyncio.create_task(c.post(url + "/v1/completions", json=long))
+                await wait_for(lambda: app.pool.routable()[0].tracker.in_flight == 1, timeout=3.0)
+                await asyncio.sleep(0.1)
+                queued_at = time.monotonic()
+                second = await c.post(url + "/v1/completions", json=short)
+                waited = time.monotonic() - queued_at
+                assert (await first).text.endswith("data: [DONE]\n\n")
+            assert second.status_code == 200 and waited > 0.5  # it did wait past the timeout
+            assert app.metrics.retries._value.get() == 0
+            assert app.pool.routable()  # still in rotation
+            assert "first_byte_timeout" not in app.metrics.render().decode()
+    finally:
+        engine.stop()
+
+
 async def test_stream_idle_timeout_ends_with_an_error_event() -> None:
     slow = FakeUpstream(tokens=5, token_delay=2.0)  # first event at once, then 2 s gaps
     async with (
