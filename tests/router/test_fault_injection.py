@@ -276,6 +276,10 @@ async def test_sigterm_drains_then_cuts_and_exits_within_the_bound() -> None:
                 assert stalling.running == 2
                 proc.proc.send_signal(signal.SIGTERM)
                 sent_at = time.monotonic()
+                await asyncio.sleep(0.5)  # draining now: no new connections
+                async with httpx.AsyncClient(timeout=2) as other:
+                    with pytest.raises(httpx.ConnectError):
+                        await other.get(url + "/health")
                 rest = "".join([t async for t in chunks])
                 stream_ended = time.monotonic() - sent_at
             reply = await asyncio.wait_for(whole, 10)
