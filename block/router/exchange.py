@@ -27,7 +27,7 @@ class Exchange:
 
     def __init__(self) -> None:
         self.attempt: asyncio.Task[Any] | None = None  # the upstream attempt in progress
-        self.started = False  # the response start went to the client: no retry from now on
+        self.started = False  # a stream's response start went to the client: no retry from now on
         self.finished = False  # the client has its whole response
         self.stop: str | None = None  # CLIENT_GONE or SHUTDOWN: no further attempt
         self.timeout: Timeout | None = None  # why the watchdog stopped the current attempt

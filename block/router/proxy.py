@@ -189,6 +189,8 @@ class Proxy:
                     decision = await self.decider.decide(request)
                 except NoInstance:
                     break
+            if exchange.stop is not None:  # the client left while the decision awaited forecasts
+                break
             inst = decision.instance
             tried.append(inst)
             if attempt:
@@ -296,6 +298,7 @@ class Proxy:
                 # retried elsewhere; the health checker decides about that instance.
                 self.pool.mark_failed(inst, error)
             return error
+        inst.data_at = time.monotonic()  # liveness for the health checker: it is answering
         read_all = False
         try:
             content = resp.content
@@ -330,10 +333,9 @@ class Proxy:
                 return f"{inst.id} answered {resp.status}: {data[:200].decode(errors='replace')}"
             extra = [(b"x-block-instance", inst.id_header), (b"x-block-request-id", request_id.encode())]
             ctype = resp.headers.get("content-type", "application/json").encode()
-            exchange.started = True
             dog.stop()  # the instance's part is done
+            exchange.finished = True  # from here on nothing interrupts: the answer is in hand
             await send_bytes(send, resp.status, data, ctype, extra)
-            exchange.finished = True
             if resp.status == 200:
                 self.pool.completed(inst)
                 self._observe_error(decision)
