@@ -5,9 +5,10 @@ Every way an attempt ends early is a cancellation of its task, and the Exchange 
 - the client left (http.disconnect): the upstream request is closed, nothing is retried;
 - the router shuts down and the drain time is over: the client gets a 503, or an error event when its
   stream had started;
-- the watchdog: no first byte within the first-byte timeout while the instance delivered nothing to
-  anyone, or a gap over the idle timeout between two chunks. Retried elsewhere when nothing went to the
-  client yet, else the stream ends with an error event.
+- the watchdog: no first byte within the first-byte timeout while no response from the instance made
+  progress, or a gap over the idle timeout between two chunks. Retried elsewhere when nothing went to
+  the client yet (and the client is still there), else the stream ends with an error event. The
+  instance is taken out for a cool-down (InstancePool.suspend) when nothing from it flowed meanwhile.
 """
 
 from __future__ import annotations
