@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
@@ -138,7 +139,11 @@ class EngineServer:
 
     async def _generate(self, req: HTTPRequest, kind: Kind) -> Response | _EventStream:
         try:
-            params = parse_generation(kind, parse_body(await req.body()), req.headers)
+            raw = await req.body()
+        except ClientDisconnect:  # the client left while sending its body: nobody to answer
+            return Response(status_code=499)
+        try:
+            params = parse_generation(kind, parse_body(raw), req.headers)
             given_id = req.headers.get(REQUEST_ID_HEADER)
             rid = given_id or uuid.uuid4().hex
             output_tokens, capped = self._output_length(params, given_id)

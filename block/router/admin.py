@@ -58,6 +58,7 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         # The sidecar as the router last heard it (a request's call, or an idle probe); null: no word yet.
         "predictor_healthy": None if inst.sidecar is None else inst.sidecar.healthy,
         "predictor_last_error": None if inst.sidecar is None else inst.sidecar.last_error,
+        "cooldown_s": round(max(0.0, inst.suspended_until - now), 3),  # out after a timeout, this long
     }
 
 

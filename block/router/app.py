@@ -73,7 +73,8 @@ class RouterApp:
             config.max_body_bytes,
             config.max_retries,
             config.api_key,
-            connect_timeout=config.connect_timeout,
+            first_byte_timeout=config.first_byte_timeout_s,
+            idle_timeout=config.idle_timeout_s,
         )
         self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
         self.admin = Admin(self.pool, self.metrics, self.guard)

@@ -106,6 +106,33 @@ def register(app: typer.Typer) -> None:
             "(repeat or comma-separate; names match literally, never resolved). (default: any host)",
             rich_help_panel="Security",
         ),
+        # Timeouts and limits: per upstream attempt, and the shutdown drain.
+        first_byte_timeout_s: float = typer.Option(
+            None,
+            help="Per attempt: seconds from sending to the first response byte (a stream's first token, "
+            "a non-stream's whole answer), counted while no response from that instance makes progress "
+            "(a busy instance is not a hung one); then it is taken out and the request retried "
+            "elsewhere. (default: 60)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        idle_timeout_s: float = typer.Option(
+            None,
+            help="Per attempt: longest gap between two chunks of a response; a stream cut by it ends "
+            "with an error event. (default: 60)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        timeout_cooldown_s: float = typer.Option(
+            None,
+            help="An instance taken out by a timeout stays out this long before a good health check "
+            "may bring it back; doubles per repeat without a completed response, up to 8x. (default: 30)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        drain_timeout_s: float = typer.Option(
+            None,
+            help="On SIGTERM: stop accepting, let requests in flight finish this long, then cut the "
+            "rest (streams: error event; others: 503) and exit. (default: 30)",
+            rich_help_panel="Timeouts and limits",
+        ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
             return
@@ -149,6 +176,10 @@ def register(app: typer.Typer) -> None:
                 provision_start_timeout_s=start_timeout_s,
                 allow_admin_without_auth=allow_admin_without_auth or None,
                 allowed_upstreams=allowed_upstreams or None,
+                first_byte_timeout_s=first_byte_timeout_s,
+                idle_timeout_s=idle_timeout_s,
+                timeout_cooldown_s=timeout_cooldown_s,
+                drain_timeout_s=drain_timeout_s,
             )
             from block.policies import POLICIES
 

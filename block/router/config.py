@@ -55,6 +55,11 @@ class RouterConfig:
     # Security (block.router.auth, block.router.upstreams).
     allow_admin_without_auth: bool = False  # POST/DELETE /instances open when no credential is set
     allowed_upstreams: list[str] = field(default_factory=list)  # CIDRs, IPs, host names; [] = any
+    # Timeouts and limits (per upstream attempt, and shutdown); see block/router/proxy.py.
+    first_byte_timeout_s: float = 60.0  # sending an attempt -> its first response byte (a hang detector)
+    idle_timeout_s: float = 60.0  # longest gap between two chunks of one response
+    timeout_cooldown_s: float = 30.0  # an instance out for a timeout stays out this long (doubling)
+    drain_timeout_s: float = 30.0  # on SIGTERM: in-flight requests may finish this long, then are cut
 
     def provision_settings(self) -> Any:
         """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
@@ -92,6 +97,9 @@ class RouterConfig:
             raise ValueError("max_body_bytes must be >= 1")
         if self.health_interval <= 0 or self.refresh_ms <= 0 or self.deadline_ms <= 0:
             raise ValueError("health_interval, refresh_ms and deadline_ms must be > 0")
+        for name in ("first_byte_timeout_s", "idle_timeout_s", "timeout_cooldown_s", "drain_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
         self.instances = [u.rstrip("/") for u in self.instances]
         self.standby = [u.rstrip("/") for u in self.standby]
         if self.provision is not None:

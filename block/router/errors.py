@@ -43,9 +43,9 @@ def error_body(status: int, message: str, code: str | None = None) -> bytes:
     )
 
 
-def error_sse(message: str, code: str = "upstream_error") -> bytes:
+def error_sse(message: str, code: str = "upstream_error", status: int = 502) -> bytes:
     """The last event of a stream cut midway: an error object, then [DONE], so clients never hang."""
-    return b"data: " + error_body(502, message, code) + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + error_body(status, message, code) + b"\n\ndata: [DONE]\n\n"
 
 
 async def send_bytes(

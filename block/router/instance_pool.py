@@ -50,6 +50,9 @@ class InstancePool:
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
         self._background: set[asyncio.Task[Any]] = set()
+        # Requests in flight per instance id, deleted instances included: a deleted instance's metric
+        # series stays until its last request finished, so the gauge never goes below zero.
+        self._in_flight: dict[str, int] = {}
         # Told of every request routed and finished (the auto-provisioner); None costs nothing.
         self.observer: Any = None
         # Every route, shared by the trackers when forecasts anticipate arrivals (--anticipate-arrivals).
@@ -104,7 +107,9 @@ class InstancePool:
         inst.removed = True
         self._update_routable()
         await self._stop_tasks(inst)
-        self.metrics.forget(inst.id)
+        self.metrics.forget_health(inst.id)
+        if not self._in_flight.get(inst.id):  # else once its last request finishes (on_finished)
+            self.metrics.forget_in_flight(inst.id)
         return True  # requests in flight there finish normally
 
     async def _stop_tasks(self, inst: Instance) -> None:
@@ -143,8 +148,26 @@ class InstancePool:
             log.warning("instance %s out of rotation: %s", inst.id, error)
             self.set_healthy(inst, False)
 
+    def suspend(self, inst: Instance, error: str) -> None:
+        """A timeout: out of rotation, and health checks cannot bring it back for a cool-down. A hung
+        engine still answers /health; the cool-down doubles per timeout without a completed response
+        in between (up to 8x), so a hung instance costs one timed-out attempt per cool-down at most."""
+        inst.last_error = error
+        cooldown = self.config.timeout_cooldown_s * 2 ** min(inst.timeouts_in_a_row, 3)
+        inst.timeouts_in_a_row += 1
+        inst.suspended_until = time.monotonic() + cooldown
+        if inst.healthy:
+            log.warning("instance %s out of rotation for %.0f s: %s", inst.id, cooldown, error)
+            self.set_healthy(inst, False)
+
+    def completed(self, inst: Instance) -> None:
+        """A response from it completed: it generates, so the next timeout starts the cool-down over."""
+        inst.timeouts_in_a_row = 0
+
     async def bring_up(self, inst: Instance) -> None:
         """Healthy again: detect the kind and build the tracker the first time, then rejoin."""
+        if time.monotonic() < inst.suspended_until:
+            return  # a timeout's cool-down: /health answering says nothing about generating
         if inst.tracker is None and not await self._setup(inst):
             return
         if not inst.removed:
@@ -193,6 +216,7 @@ class InstancePool:
         if self.observer is not None:  # first: it may forecast from the queue without this request
             self.observer.routed(inst, request_id, prompt_tokens, expected, now)
         inst.tracker.on_routed(request_id, prompt_tokens, expected, now)
+        self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()
         if inst.kind == VLLM:
             inst.sent[request_id] = SentRequest(prompt_tokens, expected, now)
@@ -203,6 +227,10 @@ class InstancePool:
         if inst.tracker is not None:
             inst.tracker.on_finished(request_id, now)
         self.metrics.in_flight_child(inst.id).dec()
+        left = self._in_flight[inst.id] = self._in_flight[inst.id] - 1
+        if left == 0 and inst.id not in self.instances:  # a deleted instance's last request
+            del self._in_flight[inst.id]
+            self.metrics.forget_in_flight(inst.id)
         inst.sent.pop(request_id, None)
         if inst.sidecar is not None:
             self._spawn(inst.sidecar.finished(request_id))

@@ -120,10 +120,14 @@ class RouterMetrics:
     def set_health(self, instance: str, healthy: bool) -> None:
         self.healthy.labels(instance).set(1 if healthy else 0)
 
-    def forget(self, instance: str) -> None:
-        for metric in (self.healthy, self.in_flight):
-            with contextlib.suppress(KeyError):
-                metric.remove(instance)
+    def forget_health(self, instance: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.healthy.remove(instance)
+
+    def forget_in_flight(self, instance: str) -> None:
+        """Only once nothing is in flight there: a later dec() would start a new series at -1."""
+        with contextlib.suppress(KeyError):
+            self.in_flight.remove(instance)
         self._in_flight_by_instance.pop(instance, None)
         for histogram, cache in (
             (self.forecast_error, self._forecast_error_by_instance),
