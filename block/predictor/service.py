@@ -30,6 +30,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from block.http_limits import HttpLimits
 from block.policies.base import RoutingRequest
 from block.predictor.metrics import CONTENT_TYPE, PredictorMetrics
 from block.predictor.tracker import InstanceTracker
@@ -261,4 +262,12 @@ class PredictorService:
 def serve(service: PredictorService, host: str, port: int, log_level: str = "warning") -> None:
     import uvicorn
 
-    uvicorn.run(service.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+    uvicorn.run(
+        service.app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        **HttpLimits().uvicorn_options(),  # header size, header and body read timeouts
+    )

@@ -52,6 +52,13 @@ class RouterConfig:
     scale_up_fraction: float = 1.0  # preemptive: forecasts over this share of the SLO add capacity
     provision_interval_s: float = 0.5  # controller tick
     provision_start_timeout_s: float = 600.0  # an added instance not healthy by then is released
+    # Client-facing limits (block.http_limits) and the predictor sidecars' token and notifications.
+    max_header_bytes: int = 64 * 1024  # a larger request head gets 431
+    header_timeout_s: float = 10.0  # a request head not complete by then: the connection is closed
+    body_timeout_s: float = 30.0  # a request body not complete by then (after its head) gets 408
+    predictor_token: str | None = None  # sent to every sidecar as "Authorization: Bearer ..."
+    predictor_notify_timeout_s: float = 2.0  # a /routed or /finished notice slower than this is dropped
+    predictor_notify_max_in_flight: int = 128  # per sidecar; notices beyond are dropped (counted)
 
     def provision_settings(self) -> Any:
         """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
@@ -102,6 +109,11 @@ class RouterConfig:
                 raise ValueError("provision_interval_s and the start timeout must be > 0")
             self.provision_settings()  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
+        from block.http_limits import HttpLimits
+
+        HttpLimits(self.max_header_bytes, self.header_timeout_s, self.body_timeout_s)  # validates
+        if self.predictor_notify_timeout_s <= 0 or self.predictor_notify_max_in_flight < 1:
+            raise ValueError("predictor_notify_timeout_s must be > 0 and predictor_notify_max_in_flight >= 1")
 
     @classmethod
     def build(cls, path: str | Path | None = None, **overrides: Any) -> RouterConfig:
