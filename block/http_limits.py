@@ -65,6 +65,12 @@ def _close_response(status: int, message: str) -> bytes:
     return STATUS_LINE[status] + head + body
 
 
+# uvicorn's own handlers, called directly rather than through super(): these run for every request.
+_feed = HttpToolsProtocol.data_received
+_headers_complete = HttpToolsProtocol.on_headers_complete
+_message_complete = HttpToolsProtocol.on_message_complete
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits] = HttpLimits()
 
@@ -95,7 +101,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._feed_past_head_limit(data, room)
                 return
             self._head_bytes += len(data)
-        super().data_received(data)
+        _feed(self, data)
         if self._limit_timer is None:  # a head or a body spanning reads: bound how long it may take
             if self._reading_head and self._head_bytes:
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
@@ -104,7 +110,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _feed_past_head_limit(self, data: bytes, room: int) -> None:
         """Feed what fits: if the head ends there, the rest is its body or the next request."""
-        super().data_received(data[:room])
+        _feed(self, data[:room])
         if self.transport.is_closing():
             return
         if self._reading_head:
@@ -118,15 +124,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._reading_body = True
-        self._disarm()
-        super().on_headers_complete()
+        if self._limit_timer is not None:
+            self._disarm()
+        _headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._reading_body = False
         self._reading_head = True
         self._head_bytes = 0
-        self._disarm()
-        super().on_message_complete()
+        if self._limit_timer is not None:
+            self._disarm()
+        _message_complete(self)
 
     # -- timers ----------------------------------------------------------------------------------
 
