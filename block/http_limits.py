@@ -115,7 +115,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._reading_head:
             self._head_bytes += room
-            self._close(431, f"request header fields larger than {self.limits.max_header_bytes} bytes")
+            message = f"request header fields larger than {self.limits.max_header_bytes} bytes"
+            self._close(431, message, answer=self._between_responses())
         else:
             self.data_received(data[room:])
 
@@ -150,10 +151,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._limit_timer = None
         if not self._reading_head or self.transport.is_closing():
             return
-        if self._head_bytes:
-            self._close(408, f"request header not received within {self.limits.header_timeout_s:g} s")
-        else:
-            self.transport.close()  # never said anything: nothing to answer
+        message = f"request header not received within {self.limits.header_timeout_s:g} s"
+        # a client that never said anything gets no answer
+        self._close(408, message, answer=self._head_bytes > 0 and self._between_responses())
 
     def _body_timed_out(self) -> None:
         self._limit_timer = None
@@ -162,18 +162,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.flow.read_paused:  # the application is not reading: not the client's delay
             self._arm(self.limits.body_timeout_s, self._body_timed_out)
             return
-        self._close(408, f"request body not received within {self.limits.body_timeout_s:g} s")
-
-    def _close(self, status: int, message: str) -> None:
-        """Answer `status` and close, or only close when a response is under way."""
-        self.logger.debug("%s: %d %s", self.client, status, message)
+        message = f"request body not received within {self.limits.body_timeout_s:g} s"
         cycle = self.cycle
-        if cycle is not None and cycle.response_started and not cycle.response_complete:
+        if cycle is not None and not cycle.response_started:
+            cycle.disconnected = True  # the application sees a disconnect; its reply goes nowhere
+            cycle.message_event.set()
+            self._close(408, message, answer=True)
+        else:  # already answered (say 413 before reading it all): a second answer would confuse
+            self._close(408, message, answer=False)
+
+    def _between_responses(self) -> bool:
+        """No response under way on this connection: an answer to the new request is in order."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _close(self, status: int, message: str, *, answer: bool) -> None:
+        self.logger.debug("%s: %d %s (%s)", self.client, status, message, "answered" if answer else "closed")
+        if not answer:
             self.transport.close()
             return
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True  # the application's reply, if any, goes nowhere
-            cycle.message_event.set()
         self.transport.write(_close_response(status, message))
         self._linger()
 
