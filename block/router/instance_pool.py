@@ -114,6 +114,8 @@ class InstancePool:
 
     async def _stop_tasks(self, inst: Instance) -> None:
         inst.removed = True
+        if inst.sidecar is not None:
+            inst.sidecar.close()
         for task in inst.tasks:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
@@ -202,7 +204,14 @@ class InstancePool:
         )
         observe(inst.tracker, snapshot, state if kind == BLOCK else None, time.monotonic())
         if inst.predictor_url:
-            inst.sidecar = SidecarClient(inst.predictor_url, self.session)
+            inst.sidecar = SidecarClient(
+                inst.predictor_url,
+                self.session,
+                self.config.predictor_token,
+                timeout_s=self.config.predictor_notify_timeout_s,
+                max_in_flight=self.config.predictor_notify_max_in_flight,
+                on_drop=self.metrics.predictor_notice_dropped,
+            )
         return True
 
     def first_healthy(self) -> Instance | None:
@@ -221,7 +230,7 @@ class InstancePool:
         if inst.kind == VLLM:
             inst.sent[request_id] = SentRequest(prompt_tokens, expected, now)
         if inst.sidecar is not None:
-            self._spawn(inst.sidecar.routed(request_id, prompt_tokens, expected))
+            inst.sidecar.routed(request_id, prompt_tokens, expected)
 
     def on_finished(self, inst: Instance, request_id: str, now: float) -> None:
         if inst.tracker is not None:
@@ -233,7 +242,7 @@ class InstancePool:
             self.metrics.forget_in_flight(inst.id)
         inst.sent.pop(request_id, None)
         if inst.sidecar is not None:
-            self._spawn(inst.sidecar.finished(request_id))
+            inst.sidecar.finished(request_id)
         if self.observer is not None:
             self.observer.finished(inst, request_id, now)
 
