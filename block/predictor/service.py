@@ -30,6 +30,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from block.openai_api.errors import error_body
 from block.policies.base import RoutingRequest
 from block.predictor.metrics import CONTENT_TYPE, PredictorMetrics
 from block.predictor.tracker import InstanceTracker
@@ -50,10 +51,7 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def _error(e: BadRequest) -> Response:
-    kind = "BadRequestError" if e.status == 400 else "ServiceUnavailableError"
-    return _json(
-        {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}, e.status
-    )
+    return Response(error_body(e.status, e.message, e.param), e.status, media_type="application/json")
 
 
 async def _body(req: HTTPRequest) -> dict[str, Any]:

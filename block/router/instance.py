@@ -48,6 +48,8 @@ class Instance:
     draining: bool = False  # auto-provisioning retires it: no new requests, in-flight ones finish
     provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)
     sent: dict[str, SentRequest] = field(default_factory=dict)
+    models: frozenset[str] | None = None  # from its GET /v1/models (served_models.py); None: not known
+    models_asked_at: float = float("-inf")  # time.monotonic() when it was last asked
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Ready-made bytes for the hot path.
     completions_url: str = ""

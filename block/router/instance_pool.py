@@ -17,6 +17,7 @@ from block.router.health import health_loop
 from block.router.instance import BLOCK, UNKNOWN, VLLM, Instance, SentRequest
 from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
+from block.router.served_models import RETRY_S, learn, served_by
 from block.router.sidecar import SidecarClient
 from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
 from block.router.tracker import make_fleet_log, make_tracker
@@ -55,6 +56,7 @@ class InstancePool:
         self.base_config = ReplicaConfig()  # for stock vLLM, where /metrics gives only the cache config
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
+        self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
         # Told of every request routed and finished (the auto-provisioner); None costs nothing.
         self.observer: Any = None
@@ -129,6 +131,7 @@ class InstancePool:
 
     def _update_routable(self) -> None:
         self._routable = [i for i in self.instances.values() if i.routable]
+        self._served = served_by(self._routable)
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
 
@@ -149,6 +152,7 @@ class InstancePool:
         """Healthy again: detect the kind and build the tracker the first time, then rejoin."""
         if inst.tracker is None and not await self._setup(inst):
             return
+        await learn(self.session, inst, self._models_timeout)
         if not inst.removed:
             log.info("instance %s in rotation (%s)", inst.id, inst.kind)
             self.set_healthy(inst, True)
@@ -183,6 +187,25 @@ class InstancePool:
         if inst.predictor_url:
             inst.sidecar = SidecarClient(inst.predictor_url, self.session)
         return True
+
+    # -- served models -------------------------------------------------------------------------
+
+    @property
+    def _models_timeout(self) -> float:
+        return max(0.5, self.config.health_timeout)
+
+    def served_models(self) -> frozenset[str] | None:
+        """The model names the instances in rotation serve; None while one of them has not said."""
+        if self._served is None:
+            now = time.monotonic()
+            for inst in self._routable:
+                if inst.models is None and now - inst.models_asked_at >= RETRY_S:
+                    self._spawn(self._learn_models(inst))
+        return self._served
+
+    async def _learn_models(self, inst: Instance) -> None:
+        if await learn(self.session, inst, self._models_timeout):
+            self._update_routable()
 
     def first_healthy(self) -> Instance | None:
         return self._routable[0] if self._routable else None
