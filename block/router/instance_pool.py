@@ -200,6 +200,7 @@ class InstancePool:
             now = time.monotonic()
             for inst in self._routable:
                 if inst.models is None and now - inst.models_asked_at >= RETRY_S:
+                    inst.models_asked_at = now  # one question in flight per instance
                     self._spawn(self._learn_models(inst))
         return self._served
 

@@ -1,8 +1,8 @@
 """The model names the fleet serves, learned from each instance's GET /v1/models, so the router can
 answer an unknown `model` with vLLM's 404 itself.
 
-Learned when an instance joins rotation, and lazily again (at most once per `RETRY_S` per instance)
-while an instance in rotation has no list yet. Until every instance in rotation has one, the router
+Learned each time an instance joins rotation, and lazily again (at most once per `RETRY_S` per
+instance) while an instance in rotation has no list. Until every instance in rotation has one, the router
 knows no list and passes every model on: the instance answers, as it would without a router.
 """
 
@@ -43,15 +43,12 @@ async def fetch_models(session: aiohttp.ClientSession, url: str, timeout: float)
 
 
 async def learn(session: aiohttp.ClientSession, inst: Instance, timeout: float) -> bool:
-    """Ask `inst` for its models (rate-limited per instance); True when its list changed."""
-    now = time.monotonic()
-    if now - inst.models_asked_at < RETRY_S:
-        return False
-    inst.models_asked_at = now
+    """Ask `inst` for its models now; True when what we know changed. A failed answer forgets the
+    list (an instance that came back may serve another model): its requests pass until it answers."""
+    inst.models_asked_at = time.monotonic()
     models = await fetch_models(session, inst.url, timeout)
     if models is None:
-        log.info("instance %s: no model list from /v1/models; unknown models are passed on", inst.id)
-        return False
+        log.debug("instance %s: no model list from /v1/models; any model is passed on", inst.id)
     changed = models != inst.models
     inst.models = models
     return changed
