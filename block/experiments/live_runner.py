@@ -13,7 +13,10 @@ request history (min-qpm's 60 s window, round robin's position) from one run int
 Live runs are only faithful while the machine keeps up: every streamed token costs CPU in the engine,
 the router and the client. Each results file therefore records the machine's CPU use during the run,
 the engines' lag resets (the emulator fell behind its step deadlines) and the router's fallbacks (a
-forecast missed its deadline), so a reader can tell a policy effect from an overloaded host.
+forecast missed its deadline), so a reader can tell a policy effect from an overloaded host. Each batch
+is also judged (block/live_validity.py: the engines' step lag and the client's send lateness during the
+run): a batch that did not keep real time is printed as INVALID and marked so in `config.validity`
+of its results files, and is run again rather than reused on resume.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from block import live_validity
 from block.bench.client import BenchResult, run_benchmark
 from block.bench.results import build_results, write_results
 from block.experiments.plan import RunOutput, RunSpec
@@ -195,6 +200,7 @@ class LiveRunner:
             samples, arrivals = requests_for(eff.workload, eff.qps)
             concurrency = closed_loop_concurrency(eff) if math.isinf(eff.qps) else None
             before = [_counters(c) for c in clusters]
+            lag_before = _engine_lag(clusters)
             own0 = [_process_cpu_s(c) for c in clusters], os.times()
             cpu0 = _cpu_times()
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -211,12 +217,19 @@ class LiveRunner:
             cpu = _cpu_busy(cpu0, _cpu_times())
             own1 = [_process_cpu_s(c) for c in clusters], os.times()
             after = [_counters(c) for c in clusters]
+            lag = _engine_lag(clusters)
         finally:
             for c in clusters:
                 if c.router is not None:
                     c.router.stop()
                     c.router = None
         client_cpu = (own1[1].user + own1[1].system) - (own0[1].user + own0[1].system)
+        send_late = [r.sent_s - r.scheduled_s for o in outcomes for r in o.records if r.sent_s is not None]
+        during = lag.minus(lag_before) if lag is not None and lag_before is not None else None
+        verdict = live_validity.judge(during, send_late)
+        if verdict.valid is False:
+            names = ", ".join(s.name for s in specs)
+            print(f"{names}: {verdict.message}", file=sys.stderr)
         outputs = []
         for k, (spec, e, outcome) in enumerate(zip(specs, effective, outcomes, strict=True)):
             b, a = before[k], after[k]
@@ -238,11 +251,14 @@ class LiveRunner:
             results = build_results(
                 results_config(e, live), outcome.records, outcome.duration_s, dict(spec.slos)
             )
+            results["config"]["validity"] = verdict.to_dict()
             for r in results["requests"]:
                 r["itl_s"] = []  # the summary's itl_s was computed from them; the file stays small
             path = out_dir / f"{spec.name}.json"
             write_results(results, path)
-            outputs.append(RunOutput(spec, path, results["summary"], {"live": live}))
+            outputs.append(
+                RunOutput(spec, path, results["summary"], {"live": live, "validity": verdict.to_dict()})
+            )
         return outputs
 
     def _clusters_for(self, specs: list[RunSpec], log_dir: Path) -> list[Cluster]:
@@ -275,6 +291,8 @@ class LiveRunner:
             return None
         if data.get("summary", {}).get("slos") != dict(spec.slos):
             return None
+        if cfg.get("validity", {}).get("valid") is False:
+            return None  # measured while the machine could not keep up: measure again
         return RunOutput(spec, path, data["summary"], {"live": cfg.get("live", {}), "reused": True})
 
 
@@ -470,6 +488,11 @@ def _counters(c: Cluster) -> dict[str, float]:
                     with contextlib.suppress(ValueError, IndexError):
                         totals[key] += float(line.rsplit(" ", 1)[1])
     return totals
+
+
+def _engine_lag(clusters: list[Cluster]) -> live_validity.EngineLag | None:
+    """The lag counters of every engine of the batch, summed."""
+    return live_validity.total(live_validity.scrape(e.url) for c in clusters for e in c.engines)
 
 
 def _scrape(url: str) -> Iterator[str]:

@@ -40,7 +40,7 @@ class InstanceTracker:
     def __init__(
         self,
         id: str,
-        profile: Profile,
+        profile: Profile | None,
         config: ReplicaConfig | None = None,
         *,
         default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
@@ -56,11 +56,14 @@ class InstanceTracker:
         the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
         routed then (see `block.predictor.forecast`): the `fleet`'s rate per instance when the
         trackers share one (see `block.predictor.arrival_log`), else this instance's own. Off by
-        default."""
+        default. Without a `profile` (a stock vLLM instance whose step times are unknown) the tracker
+        counts exactly as with one and makes no forecasts: `predict` answers None."""
         self.id = id
         self.profile = profile
         self.config = config or (
-            ReplicaConfig.from_dict(profile.engine_defaults) if profile.engine_defaults else ReplicaConfig()
+            ReplicaConfig.from_dict(profile.engine_defaults)
+            if profile is not None and profile.engine_defaults
+            else ReplicaConfig()
         )
         self.rule = LengthRule(default_output_tokens, overrun_tokens, length_of)
         self.added_delay: AddedDelay = added_delay
@@ -177,8 +180,9 @@ class InstanceTracker:
     # -- forecasts -------------------------------------------------------------------------------
 
     def forecaster(self) -> Forecaster | None:
-        """The prepared forecaster for the current state (rebuilt only when the state changed)."""
-        if self.snapshot is None:
+        """The prepared forecaster for the current state (rebuilt only when the state changed); None
+        before the first snapshot or without a profile."""
+        if self.snapshot is None or self.profile is None:
             return None
         if self._forecaster is None:
             snap = self.snapshot

@@ -34,7 +34,7 @@ from block.provision.controller import (
 )
 from block.provision.horizon import predict_within
 from block.provision.metrics import ProvisionMetrics
-from block.provision.providers import Provider, ProvisionError
+from block.provision.provider import Provider, ProvisionError
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 
@@ -207,7 +207,11 @@ class Autoscaler:
     async def _acquire(self, decision: ProvisionDecision) -> None:
         try:
             url = await self.provider.acquire()
-            inst = self.pool.add(url)
+            try:
+                inst = self.pool.add(url)
+            except ValueError:  # an invalid URL, or one outside --allowed-upstreams: give it back
+                await self.provider.release(url)
+                raise
             inst.provisioned = True
             self._starting[inst.id] = time.monotonic()
             log.info("provision: %s added (%s), starting", inst.id, self.provider.name)

@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from block.policies import make_policy
-from block.router.admin import Admin, bearer_ok, error_response
+from block.router.admin import Admin, error_response, refused
+from block.router.auth import Guard
 from block.router.config import RouterConfig
 from block.router.decide import Decider
 from block.router.instance_pool import InstancePool
@@ -74,7 +75,8 @@ class RouterApp:
             config.api_key,
             connect_timeout=config.connect_timeout,
         )
-        self.admin = Admin(self.pool, self.metrics, config.admin_token, config.api_key)
+        self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
+        self.admin = Admin(self.pool, self.metrics, self.guard)
         self.autoscaler = make_autoscaler(config, self.pool)
         self.admin.provisioner = self.autoscaler
         self.starlette = Starlette(
@@ -116,10 +118,9 @@ class RouterApp:
             await self.autoscaler.close()
 
     async def models(self, request: Request) -> Response:
-        if not bearer_ok(request, self.config.api_key):
-            return error_response(
-                401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-            )
+        refusal = self.guard.check_client(request.headers.get("authorization"))
+        if refusal is not None:
+            return refused(refusal)
         for inst in self.pool.routable():
             try:
                 async with self.pool.session.get(

@@ -40,8 +40,16 @@ def register(app: typer.Typer) -> None:
         health_interval: float = typer.Option(None, help="Seconds between health checks. (default: 0.5)"),
         deadline_ms: float = typer.Option(None, help="Forecast deadline per decision. (default: 5)"),
         refresh_ms: float = typer.Option(None, help="State polling period per instance. (default: 20)"),
-        admin_token: str = typer.Option(None, help="Bearer token for POST/DELETE /instances."),
-        api_key: str = typer.Option(None, help="Bearer key clients must present."),
+        admin_token: str = typer.Option(
+            None,
+            help="Bearer token for POST/DELETE /instances (else the API key guards them).",
+            rich_help_panel="Security",
+        ),
+        api_key: str = typer.Option(
+            None,
+            help="Bearer key clients must present (completions, /v1/models, GET /instances).",
+            rich_help_panel="Security",
+        ),
         max_body_bytes: int = typer.Option(None, help="Larger request bodies get 413. (default: 4 MiB)"),
         profile: str = typer.Option(None, help="Step-time profile for stock vLLM instances."),
         anticipate_arrivals: bool = typer.Option(
@@ -82,6 +90,21 @@ def register(app: typer.Typer) -> None:
         ),
         start_timeout_s: float = typer.Option(
             None, help="An added instance not healthy within this is released. (default: 600)"
+        ),
+        # Security (block.router.auth, block.router.upstreams).
+        allow_admin_without_auth: bool = typer.Option(
+            False,
+            "--allow-admin-without-auth",
+            help="Let anyone add and remove instances when neither --admin-token nor --api-key is set "
+            "(trusted networks only). (default: refused with 403)",
+            rich_help_panel="Security",
+        ),
+        allowed_upstreams: list[str] = typer.Option(
+            None,
+            "--allowed-upstreams",
+            help="Only instance and predictor URLs on these hosts: CIDRs, IP addresses or host names "
+            "(repeat or comma-separate; names match literally, never resolved). (default: any host)",
+            rich_help_panel="Security",
         ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
@@ -124,6 +147,8 @@ def register(app: typer.Typer) -> None:
                 scale_up_fraction=scale_up_fraction,
                 emulator_profile=emulator_profile,
                 provision_start_timeout_s=start_timeout_s,
+                allow_admin_without_auth=allow_admin_without_auth or None,
+                allowed_upstreams=allowed_upstreams or None,
             )
             from block.policies import POLICIES
 

@@ -52,6 +52,9 @@ class RouterConfig:
     scale_up_fraction: float = 1.0  # preemptive: forecasts over this share of the SLO add capacity
     provision_interval_s: float = 0.5  # controller tick
     provision_start_timeout_s: float = 600.0  # an added instance not healthy by then is released
+    # Security (block.router.auth, block.router.upstreams).
+    allow_admin_without_auth: bool = False  # POST/DELETE /instances open when no credential is set
+    allowed_upstreams: list[str] = field(default_factory=list)  # CIDRs, IPs, host names; [] = any
 
     def provision_settings(self) -> Any:
         """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
@@ -102,6 +105,24 @@ class RouterConfig:
                 raise ValueError("provision_interval_s and the start timeout must be > 0")
             self.provision_settings()  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
+        self.check_security()
+
+    def upstream_allow_list(self) -> Any:
+        """The parsed --allowed-upstreams (a block.router.upstreams.AllowList), None when empty."""
+        from block.router.upstreams import AllowList
+
+        return AllowList.parse(self.allowed_upstreams)
+
+    def check_security(self) -> None:
+        """Credentials non-empty; every configured instance, predictor and standby URL valid and allowed."""
+        from block.router.upstreams import check_upstream
+
+        if self.api_key == "" or self.admin_token == "":
+            raise ValueError("--api-key and --admin-token must not be empty")
+        allowed = self.upstream_allow_list()
+        self.instances = [check_upstream(u, allowed) for u in self.instances]
+        self.standby = [check_upstream(u, allowed) for u in self.standby]
+        self.predictors = [check_upstream(u, allowed, "predictor") for u in self.predictors]
 
     @classmethod
     def build(cls, path: str | Path | None = None, **overrides: Any) -> RouterConfig:
@@ -118,7 +139,7 @@ class RouterConfig:
 
 
 _ALIASES = {"instance": "instances", "predictor": "predictors"}
-_LISTS = ("instances", "predictors", "standby")
+_LISTS = ("instances", "predictors", "standby", "allowed_upstreams")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -117,8 +117,7 @@ class Decider:
         choice = self.policy.choose(request, views, now)
         inst = by_view[id(choice.instance)]
         forecast = choice.instance.forecast if self.policy.wants_forecasts else None
-        if choice.fallback:
-            self.metrics.fallback()
+        self.metrics.decided(self.policy.wants_forecasts, choice.fallback)
         elapsed = time.perf_counter() - started
         self.metrics.decision_seconds.observe(elapsed)
         self.metrics.routed(inst.id)

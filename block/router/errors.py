@@ -42,5 +42,11 @@ async def send_json(
     await send_bytes(send, status, orjson.dumps(obj), extra_headers=extra_headers)
 
 
-async def send_error(send: Send, status: int, message: str, code: str | None = None) -> None:
-    await send_bytes(send, status, error_body(status, message, code))
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    code: str | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await send_bytes(send, status, error_body(status, message, code), extra_headers=extra_headers)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -21,6 +20,7 @@ from block.router.served_models import RETRY_S, learn, served_by
 from block.router.sidecar import SidecarClient
 from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
 from block.router.tracker import make_fleet_log, make_tracker
+from block.router.upstreams import check_upstream
 
 log = logging.getLogger("block.router.pool")
 
@@ -41,17 +41,11 @@ def make_session(config: RouterConfig) -> aiohttp.ClientSession:
     )
 
 
-def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"instance URL must be http(s)://host[:port]: {url!r}")
-    return url.rstrip("/")
-
-
 class InstancePool:
     def __init__(self, config: RouterConfig, metrics: RouterMetrics) -> None:
         self.config = config
         self.metrics = metrics
+        self.allowed_upstreams = config.upstream_allow_list()  # None: any valid URL
         self.instances: dict[str, Instance] = {}
         self.base_config = ReplicaConfig()  # for stock vLLM, where /metrics gives only the cache config
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
@@ -90,7 +84,11 @@ class InstancePool:
     # -- membership ----------------------------------------------------------------------------
 
     def add(self, url: str, predictor_url: str | None = None) -> Instance:
-        inst = Instance(check_url(url), predictor_url.rstrip("/") if predictor_url else None)
+        """Raises ValueError (BadUpstream, UpstreamNotAllowed) for a URL the router must not use."""
+        url = check_upstream(url, self.allowed_upstreams)
+        if predictor_url:
+            predictor_url = check_upstream(predictor_url, self.allowed_upstreams, "predictor")
+        inst = Instance(url, predictor_url or None)
         if inst.id in self.instances:
             raise KeyError(f"instance {inst.id} is already configured")
         self.instances[inst.id] = inst
@@ -234,6 +232,11 @@ class InstancePool:
             self._spawn(inst.sidecar.finished(request_id))
         if self.observer is not None:
             self.observer.finished(inst, request_id, now)
+
+    def probe_idle_sidecar(self, inst: Instance) -> None:
+        """A sidecar no request has used lately gets a bounded GET /health (its status in GET /instances)."""
+        if inst.sidecar.claim_probe():
+            self._spawn(inst.sidecar.probe(self.config.health_timeout))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

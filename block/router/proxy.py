@@ -23,6 +23,7 @@ import orjson
 
 from block.openai_api.errors import RequestError
 from block.policies import RoutingRequest
+from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
 from block.router.errors import error_sse, send_bytes, send_error
 from block.router.instance import VLLM, Instance
@@ -88,7 +89,7 @@ class Proxy:
         self.default_output_tokens = default_output_tokens
         self.max_body_bytes = max_body_bytes
         self.max_retries = max_retries
-        self.auth = None if api_key is None else b"Bearer " + api_key.encode()
+        self.guard = Guard(api_key=api_key)
         # Request ids unique across routers without coordination: random prefix + counter.
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
@@ -106,10 +107,9 @@ class Proxy:
                 authorization = value
             elif name == b"content-length":
                 content_length = value
-        if self.auth is not None and authorization != self.auth:
-            await send_error(
-                send, 401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-            )
+        refusal = self.guard.check_client(authorization)
+        if refusal is not None:
+            await send_error(send, refusal.status, refusal.message, refusal.code, CHALLENGE)
             return
         try:
             if content_length is not None and int(content_length) > self.max_body_bytes:
@@ -248,7 +248,7 @@ class Proxy:
                 ctype = resp.headers.get("content-type", "application/json").encode()
                 await send_bytes(send, resp.status, data, ctype, extra)
                 if resp.status == 200:
-                    self._observe_error(decision)
+                    self._observe_completed(decision)
                 return None
             return await self._relay_stream(resp, inst, request_id, decision, receive, send)
         finally:
@@ -272,6 +272,7 @@ class Proxy:
         if not first:
             self.metrics.upstream_errors.labels("first_byte").inc()
             return f"{inst.id} closed the stream before the first byte"
+        first_byte_at = time.monotonic()  # the first token's chunk: the client's TTFT, less the hop
         await send(
             {
                 "type": "http.response.start",
@@ -326,12 +327,21 @@ class Proxy:
             await send({"type": "http.response.body", "body": error_sse(error), "more_body": False})
             return None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        self._observe_error(decision)
+        self._observe_completed(decision, first_byte_at)
         return None
 
-    def _observe_error(self, decision: Decision) -> None:
-        f = decision.forecast
-        if f is not None:
-            actual = time.monotonic() - decision.decided_at
-            if actual > 0:
-                self.metrics.forecast_error.observe(abs(f.e2e_s - actual) / actual)
+    def _observe_completed(self, decision: Decision, first_byte_at: float | None = None) -> None:
+        """Latency and forecast error of a completed request: E2E always, TTFT for streams (a whole
+        response arrives at once)."""
+        f, inst, m = decision.forecast, decision.instance, self.metrics
+        if inst.removed:  # a removed instance's series are forgotten: keep them so
+            return
+        now = time.monotonic()
+        for metric, at in (("ttft", first_byte_at), ("e2e", now)):
+            actual = None if at is None else at - decision.decided_at
+            if actual is None or actual <= 0:
+                continue
+            m.latency_observed(inst.id, metric, actual)
+            if f is not None:
+                forecast_s = f.ttft_s if metric == "ttft" else f.e2e_s
+                m.forecast_error_observed(inst.id, metric, abs(forecast_s - actual) / actual)
