@@ -16,6 +16,7 @@ from block.router.health import health_loop
 from block.router.instance import BLOCK, UNKNOWN, VLLM, Instance, SentRequest
 from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
+from block.router.served_models import RETRY_S, learn, served_by
 from block.router.sidecar import SidecarClient
 from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
 from block.router.tracker import make_fleet_log, make_tracker
@@ -49,6 +50,7 @@ class InstancePool:
         self.base_config = ReplicaConfig()  # for stock vLLM, where /metrics gives only the cache config
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
+        self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
         # Requests in flight per instance id, deleted instances included: a deleted instance's metric
         # series stays until its last request finished, so the gauge never goes below zero.
@@ -134,6 +136,7 @@ class InstancePool:
 
     def _update_routable(self) -> None:
         self._routable = [i for i in self.instances.values() if i.routable]
+        self._served = served_by(self._routable)
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
 
@@ -172,6 +175,7 @@ class InstancePool:
             return  # a timeout's cool-down: /health answering says nothing about generating
         if inst.tracker is None and not await self._setup(inst):
             return
+        await learn(self.session, inst, self._models_timeout)
         if not inst.removed:
             log.info("instance %s in rotation (%s)", inst.id, inst.kind)
             self.set_healthy(inst, True)
@@ -213,6 +217,26 @@ class InstancePool:
                 on_drop=self.metrics.predictor_notice_dropped,
             )
         return True
+
+    # -- served models -------------------------------------------------------------------------
+
+    @property
+    def _models_timeout(self) -> float:
+        return max(0.5, self.config.health_timeout)
+
+    def served_models(self) -> frozenset[str] | None:
+        """The model names the instances in rotation serve; None while one of them has not said."""
+        if self._served is None:
+            now = time.monotonic()
+            for inst in self._routable:
+                if inst.models is None and now - inst.models_asked_at >= RETRY_S:
+                    inst.models_asked_at = now  # one question in flight per instance
+                    self._spawn(self._learn_models(inst))
+        return self._served
+
+    async def _learn_models(self, inst: Instance) -> None:
+        if await learn(self.session, inst, self._models_timeout):
+            self._update_routable()
 
     def first_healthy(self) -> Instance | None:
         return self._routable[0] if self._routable else None
