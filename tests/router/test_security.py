@@ -334,6 +334,8 @@ async def test_provisioned_instance_outside_the_allow_list_is_refused_and_given_
     served = await Served(app).start()
     try:
         await wait_for(lambda: released.exists(), 10, "the scale-down hook for the refused instance")
+        # the hook has written, the failed scale-up is counted once its task is over
+        await wait_for(lambda: app.autoscaler.requested == 0, 10, "the failed scale-up to finish")
         assert released.read_text().split() == [outside]
         assert app.pool.instances == {}
         async with httpx.AsyncClient(timeout=10) as c:
