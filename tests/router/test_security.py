@@ -196,7 +196,9 @@ def test_allowed_upstreams_apply_to_configured_urls() -> None:
             instances=["http://10.1.2.3:8000"], predictors=["http://1.2.3.4:9"], allowed_upstreams=allowed
         )
     with pytest.raises(ValueError, match="not in --allowed-upstreams"):
-        RouterConfig(instances=["http://10.1.2.3:8000"], standby=["http://h:9"], allowed_upstreams=allowed)
+        RouterConfig.build(
+            instances=["http://10.1.2.3:8000"], standby=["http://h:9"], allowed_upstreams=allowed
+        )
     with pytest.raises(ValueError, match="not a CIDR"):
         RouterConfig(instances=["http://10.1.2.3:8000"], allowed_upstreams=["10.0.0.0/33"])
     with pytest.raises(ValueError, match="must not be empty"):
@@ -317,7 +319,7 @@ async def test_provisioned_instance_outside_the_allow_list_is_refused_and_given_
 
     outside = "http://192.0.2.1:8000"  # TEST-NET-1: refused before any connection is tried
     released = tmp_path / "released.txt"
-    config = RouterConfig(
+    config = RouterConfig.build(
         instances=[],
         allowed_upstreams=["127.0.0.0/8"],
         provision="preemptive",
@@ -334,6 +336,8 @@ async def test_provisioned_instance_outside_the_allow_list_is_refused_and_given_
     served = await Served(app).start()
     try:
         await wait_for(lambda: released.exists(), 10, "the scale-down hook for the refused instance")
+        # the hook has written, the failed scale-up is counted once its task is over
+        await wait_for(lambda: app.autoscaler.requested == 0, 10, "the failed scale-up to finish")
         assert released.read_text().split() == [outside]
         assert app.pool.instances == {}
         # the hook runs before the failure is counted: read the counter until it shows (bounded)
