@@ -5,15 +5,21 @@ Block router with a different policy (block, llumnix, round-robin). One load gen
 same ShareGPT requests at the same instants into all three routers, so the policies face exactly
 the same workload and the same machine noise. Running the clusters together rather than one after
 another keeps the demo short: a policy's run lasts as long as its slowest response.
+
+On a busy machine the emulated engines cannot keep real time, and then every policy looks the same. So
+the demo first sizes itself to the CPU the machine has free (block/demo_load.py), and afterwards reads
+how late the engines ran from their own counters (block/live_validity.py): a run whose engines fell
+behind is printed and saved as INVALID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +27,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from block import live_validity
 from block.bench.client import run_benchmark
 from block.bench.results import build_results, write_results
+from block.demo_load import measure_load, pick_shape
 from block.launch import ManagedServer, block_command, start_all
 
 console = Console(highlight=False, width=110)  # the table needs ~100 columns, also in logs
@@ -39,6 +47,8 @@ class DemoSettings:
     noise: float = 0.03
     seed: int = 0
     out: Path = field(default_factory=lambda: Path("demo-results"))
+    sequential: bool = False  # one cluster at a time (less CPU at once, longer)
+    auto_load: bool = False  # size engines, rate and order to the CPU the machine has free now
 
     @property
     def num_requests(self) -> int:
@@ -60,11 +70,14 @@ def cluster_servers(
 
 
 @contextlib.contextmanager
-def clusters(settings: DemoSettings, log_dir: Path) -> Iterator[dict[str, str]]:
-    """Start every cluster (engines first, then routers); yield {policy: router URL}; stop all."""
+def clusters(
+    settings: DemoSettings, log_dir: Path, policies: Sequence[str]
+) -> Iterator[tuple[dict[str, str], list[ManagedServer]]]:
+    """Start the clusters of `policies` (engines first, then routers); yield ({policy: router URL},
+    every server started); stop all."""
     started: list[ManagedServer] = []
     try:
-        plans = {p: cluster_servers(settings, p, log_dir) for p in settings.policies}
+        plans = {p: cluster_servers(settings, p, log_dir) for p in policies}
         engines = [e for es, _ in plans.values() for e in es]
         started += engines
         start_all(engines, timeout_s=120)
@@ -74,7 +87,7 @@ def clusters(settings: DemoSettings, log_dir: Path) -> Iterator[dict[str, str]]:
             routers[policy] = block_command(f"{policy}-router", [*argv, *instance_args], log_dir=log_dir)
         started += routers.values()
         start_all(list(routers.values()), timeout_s=120)
-        yield {policy: r.url for policy, r in routers.items()}
+        yield {policy: r.url for policy, r in routers.items()}, started
     finally:
         for server in reversed(started):
             server.stop()
@@ -121,7 +134,10 @@ async def replay(settings: DemoSettings, urls: dict[str, str], samples: Sequence
 
 def print_table(results: dict[str, dict]) -> None:
     base = results.get("round-robin")
-    table = Table(title="Same ShareGPT requests, three policies (emulated A30 cluster, live)")
+    title = "Same ShareGPT requests, three policies (emulated A30 cluster, live)"
+    if _invalid(results):
+        title = "INVALID (the machine did not keep real time): " + title
+    table = Table(title=title)
     table.add_column("policy", no_wrap=True)
     for col in ("TTFT mean", "TTFT p99", "E2E mean", "E2E p99", "done", "TTFT p99 / RR", "E2E p99 / RR"):
         table.add_column(col, justify="right")
@@ -140,6 +156,10 @@ def print_table(results: dict[str, dict]) -> None:
             *ratio,
         )
     console.print(table)
+
+
+def _invalid(results: dict[str, dict]) -> bool:
+    return any(r["config"].get("validity", {}).get("valid") is False for r in results.values())
 
 
 def _s(x: float | None) -> str:
@@ -181,8 +201,10 @@ def plot(results: dict[str, dict], out: Path) -> None:
     axes[2].legend()
     cfg = next(iter(results.values()))["config"]
     fig.suptitle(
-        f"{cfg['instances']} x {cfg['profile']} per policy, ShareGPT, {cfg['qps']:g} req/s, "
-        f"{cfg['num_requests']} requests (live, emulated engines)"
+        ("INVALID, the machine did not keep real time: " if _invalid(results) else "")
+        + f"{cfg['instances']} x {cfg['profile']} per policy, ShareGPT, {cfg['qps']:g} req/s, "
+        f"{cfg['num_requests']} requests (live, emulated engines)",
+        color="red" if _invalid(results) else "black",
     )
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -194,29 +216,86 @@ def run_demo(settings: DemoSettings) -> dict[str, dict]:
     started = time.perf_counter()
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
+    if settings.auto_load:
+        shape, why = pick_shape(measure_load(), len(settings.policies))
+        console.print(why)
+        settings = replace(
+            settings,
+            instances=shape.instances,
+            qps=shape.instances * shape.qps_per_instance,
+            duration_s=settings.duration_s * shape.duration_share,
+            sequential=shape.sequential,
+        )
+    how = "one after another" if settings.sequential else "side by side"
     console.print(
         f"[bold]Block demo[/]: {len(settings.policies)} clusters of {settings.instances} emulated "
-        f"{settings.profile} engines, one per policy ({', '.join(settings.policies)}); "
+        f"{settings.profile} engines, one per policy ({', '.join(settings.policies)}), {how}; "
         f"{settings.num_requests} ShareGPT requests at {settings.qps:g} req/s (Poisson) to each."
     )
     samples = load_workload(
         "sharegpt", settings.num_requests, seed=settings.seed, max_model_len=settings.max_model_len
     )
     arrivals = arrival_times(len(samples), settings.qps, "poisson", seed=settings.seed)
-    console.print("starting engines and routers ...")
-    with clusters(settings, out / "logs") as urls:
-        servers = len(urls) * (settings.instances + 1)
-        console.print(f"started {servers} servers in {time.perf_counter() - started:.0f} s")
-        results = asyncio.run(replay(settings, urls, samples, arrivals))
+    groups = [[p] for p in settings.policies] if settings.sequential else [list(settings.policies)]
+    results: dict[str, dict] = {}
+    lag: live_validity.EngineLag | None = None
+    cpu_s = 0.0  # servers and client, while requests ran
+    replay_s = 0.0
+    for group in groups:
+        console.print(f"starting engines and routers for {', '.join(group)} ...")
+        starting = time.perf_counter()
+        with clusters(settings, out / "logs", group) as (urls, servers):
+            engines = [s for s in servers if "-engine" in s.name]
+            console.print(f"started {len(servers)} servers in {time.perf_counter() - starting:.0f} s")
+            before = live_validity.total(live_validity.scrape(e.url) for e in engines)
+            cpu0, t0 = sum(s.cpu_s() for s in servers) + _own_cpu_s(), time.perf_counter()
+            results.update(asyncio.run(replay(settings, urls, samples, arrivals)))
+            replay_s += time.perf_counter() - t0
+            cpu_s += sum(s.cpu_s() for s in servers) + _own_cpu_s() - cpu0
+            after = live_validity.total(live_validity.scrape(e.url) for e in engines)
+        if before is not None and after is not None:
+            lag = after.minus(before) if lag is None else lag.plus(after.minus(before))
+    verdict = live_validity.judge(lag, send_lateness(results.values()))
+    cores = cpu_s / replay_s if replay_s > 0 else 0.0
     for policy, res in results.items():
+        res["config"]["validity"] = verdict.to_dict()
+        res["config"]["sequential"] = settings.sequential
+        res["config"]["demo_cores"] = round(cores, 2)  # engines, routers and client, over the run
         write_results(res, out / f"{policy}.json")
+    print_verdict(verdict)
     print_table(results)
     plot(results, out / "demo.png")
+    if verdict.valid is False:
+        print_verdict(verdict)  # again under the table, where the eye lands
     console.print(
-        f"results: {out}/<policy>.json  plot: [bold]{out / 'demo.png'}[/]  "
-        f"(whole demo {time.perf_counter() - started:.0f} s)"
+        f"the demo used {cores:.2f} cores while requests ran; results: {out}/<policy>.json  plot: "
+        f"[bold]{out / 'demo.png'}[/]  (whole demo {time.perf_counter() - started:.0f} s)"
     )
     return results
+
+
+def send_lateness(results: Iterable[dict]) -> list[float]:
+    """How late the client sent each request after its scheduled instant, over results files."""
+    return [
+        r["sent_s"] - r["scheduled_s"]
+        for res in results
+        for r in res["requests"]
+        if r["sent_s"] is not None and r["scheduled_s"] is not None
+    ]
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def print_verdict(verdict: live_validity.Verdict) -> None:
+    if verdict.valid is False:
+        console.print(f"[bold red]{verdict.message}[/]")
+    elif verdict.valid is None:
+        console.print(f"[yellow]{verdict.message}[/]")
+    else:
+        console.print(f"[green]{verdict.message}[/]")
 
 
 def register(app: Any) -> None:
@@ -224,11 +303,23 @@ def register(app: Any) -> None:
 
     @app.command("demo")
     def demo(
-        qps: float = typer.Option(DemoSettings.qps, help="Request rate sent to each cluster (req/s)."),
+        qps: float = typer.Option(
+            None, help="Request rate into each cluster (req/s; default 17 at 4 engines, less when busy)."
+        ),
         duration: float = typer.Option(
             DemoSettings.duration_s, help="Seconds of sending; responses then drain."
         ),
-        instances: int = typer.Option(DemoSettings.instances, min=1, help="Engines per cluster."),
+        instances: int = typer.Option(
+            None, min=1, help="Engines per cluster (default: 4, fewer on a busy machine)."
+        ),
+        sequential: bool = typer.Option(
+            None, "--sequential/--side-by-side", help="Run the clusters one after another or all at once."
+        ),
+        auto_load: bool = typer.Option(
+            True,
+            help="Size engines, rate and order to the CPU the machine has free (off when any of "
+            "--instances, --qps, --sequential is given).",
+        ),
         profile: str = typer.Option(DemoSettings.profile, help="Step-time profile of every engine."),
         policies: str = typer.Option(",".join(DemoSettings.policies), help="Comma-separated policies."),
         seed: int = typer.Option(0, help="Seed of the workload, arrivals and engine noise."),
@@ -238,14 +329,17 @@ def register(app: Any) -> None:
         from block.errors import fail
         from block.launch import ServerError
 
+        explicit = instances is not None or qps is not None or sequential is not None
         settings = DemoSettings(
             policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
-            instances=instances,
+            instances=instances or DemoSettings.instances,
             profile=profile,
-            qps=qps,
+            qps=qps or DemoSettings.qps,
             duration_s=duration,
             seed=seed,
             out=out,
+            sequential=bool(sequential),
+            auto_load=auto_load and not explicit,
         )
         try:
             run_demo(settings)

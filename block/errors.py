@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 _stderr = Console(stderr=True, highlight=False)
 
@@ -14,5 +15,5 @@ class BlockError(Exception):
 
 def fail(message: str, code: int = 2) -> None:
     """Print `error: message` to stderr and exit with `code`."""
-    _stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    _stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # "[:port]" is no markup
     raise typer.Exit(code)

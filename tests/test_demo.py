@@ -32,4 +32,10 @@ def test_demo_runs_every_policy_on_the_same_requests_and_stops_its_servers(tmp_p
     rr_tokens = [r["output_tokens"] for r in results["round-robin"]["requests"]]
     assert block_tokens == rr_tokens  # the same requests went to both clusters
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+    # the run was judged from its engines' own lag counters and its client's send times, and says so
+    validity = results["block"]["config"]["validity"]
+    assert validity["valid"] in (True, False) and validity["steps"] > 0
+    assert validity["send_late_p99_s"] is not None
+    assert validity["message"].startswith("valid" if validity["valid"] else "INVALID")
+    assert results["round-robin"]["config"]["validity"] == validity  # one verdict for the whole run
     assert not _LIVE  # every engine and router was stopped

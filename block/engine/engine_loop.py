@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from block.clock import sleep_until
-from block.engine.metrics import EngineMetrics, LiveState
+from block.engine.metrics import STEP_LAG_BUCKETS, EngineMetrics, LatencyHistogram, LiveState
 from block.profiles import StepNoise
 from block.replica import Replica, Request, StepOutcome
 
@@ -91,6 +91,14 @@ class EngineLoop:
         self.step_in_progress_until: float | None = None
         self.num_steps = 0
         self.num_lag_resets = 0  # times the loop fell more than max_lag_s behind (a starved host)
+        # How well the loop keeps real time (read by live runs to judge whether they are valid).
+        self.step_seconds = 0.0
+        self.lag_dropped_seconds = 0.0
+        self.step_lag = LatencyHistogram(
+            "block:engine_step_lag_seconds",
+            "How late the engine loop completed each step after its deadline (seconds).",
+            STEP_LAG_BUCKETS,
+        )
         self._handles: dict[Request, RequestHandle] = {}
         self._wakeup = asyncio.Event()
         self._idle = True
@@ -144,7 +152,15 @@ class EngineLoop:
     def live(self) -> LiveState:
         r = self.replica
         return LiveState(
-            len(r.running), len(r.waiting), r.kv.usage, r.num_preemptions, self.num_steps, self.num_lag_resets
+            len(r.running),
+            len(r.waiting),
+            r.kv.usage,
+            r.num_preemptions,
+            self.num_steps,
+            self.num_lag_resets,
+            self.step_seconds,
+            self.lag_dropped_seconds,
+            self.step_lag,
         )
 
     # -- the loop --------------------------------------------------------------------------------
@@ -175,6 +191,7 @@ class EngineLoop:
             elif now - r.now > self.max_lag_s:
                 # The host stalled us for longer than catching up step by step is worth: restart the
                 # timeline at now (the emulated GPU lost that time). Counted in /metrics.
+                self.lag_dropped_seconds += now - r.now
                 r.advance_to(now)
                 self.num_lag_resets += 1
             batch = r.schedule()
@@ -189,6 +206,8 @@ class EngineLoop:
             deadline = r.now + duration
             self.step_in_progress_until = deadline
             await sleep_until(deadline, self.now)
+            self.step_lag.observe(self.now() - deadline)
+            self.step_seconds += duration
             outcome = r.complete(batch, deadline)
             self._version += 1
             self.step_in_progress_until = None

@@ -27,6 +27,9 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
 E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
                240.0, 480.0, 960.0, 1920.0, 7680.0)
 # fmt: on
+# How late the engine loop woke after a step's deadline: well under a millisecond on a machine that keeps
+# up; tens of milliseconds and more when the host cannot give the engine its CPU in time.
+STEP_LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class LatencyHistogram:
@@ -67,6 +70,9 @@ class LiveState:
     num_preemptions: int
     num_steps: int
     num_lag_resets: int
+    step_seconds: float  # emulated GPU time: the sum of the steps' modelled durations
+    lag_dropped_seconds: float  # time the lag resets dropped from the timeline
+    step_lag: LatencyHistogram  # per step: wake-up time minus the step's deadline
 
 
 class EngineMetrics:
@@ -135,6 +141,16 @@ class _Collector(Collector):
             "Times the engine loop fell too far behind its step deadlines and restarted its timeline.",
             s.num_lag_resets,
         )
+        # Whether a live run kept real time (block/live_validity.py): the lag of every step against
+        # its deadline, the modelled step time it is judged against, and the time resets dropped.
+        step_doc = "Modelled duration of the steps completed."
+        yield counter("block:engine_step_seconds", step_doc, s.step_seconds)
+        yield counter(
+            "block:engine_lag_dropped_seconds",
+            "Seconds of lag the engine's lag resets dropped from its timeline.",
+            s.lag_dropped_seconds,
+        )
+        yield s.step_lag.family(m.model_name)
         for h in (m.ttft, m.itl, m.e2e):
             yield h.family(m.model_name)
         cfg = m.config

@@ -34,7 +34,7 @@ from block.provision.controller import (
 )
 from block.provision.horizon import predict_within
 from block.provision.metrics import ProvisionMetrics
-from block.provision.providers import Provider, ProvisionError
+from block.provision.provider import Provider, ProvisionError
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 
@@ -53,16 +53,14 @@ class Autoscaler:
         provider: Provider,
         interval_s: float = 0.5,
         retry_s: float = 5.0,
-        start_timeout_s: float | None = None,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.provider = provider
         self.interval_s = interval_s
         self.retry_s = retry_s
-        if start_timeout_s is None:  # the router's setting (--start-timeout-s), when it has one
-            start_timeout_s = getattr(pool.config, "provision_start_timeout_s", DEFAULT_START_TIMEOUT_S)
-        self.start_timeout_s = float(start_timeout_s)
+        self.start_timeout_s = float(start_timeout_s)  # the router's --start-timeout-s
         self.controller = ProvisionController(settings, start=time.monotonic())
         self.metrics = ProvisionMetrics(pool.metrics.registry, self.state_counts)
         self.requested = 0  # scale-ups handed to the provider, no URL back yet
@@ -207,7 +205,11 @@ class Autoscaler:
     async def _acquire(self, decision: ProvisionDecision) -> None:
         try:
             url = await self.provider.acquire()
-            inst = self.pool.add(url)
+            try:
+                inst = self.pool.add(url)
+            except ValueError:  # an invalid URL, or one outside --allowed-upstreams: give it back
+                await self.provider.release(url)
+                raise
             inst.provisioned = True
             self._starting[inst.id] = time.monotonic()
             log.info("provision: %s added (%s), starting", inst.id, self.provider.name)

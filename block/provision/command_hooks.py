@@ -16,7 +16,7 @@ import os
 import shlex
 
 from block.launch import stop_group
-from block.provision.providers import COMMAND, ProvisionError
+from block.provision.provider import ProvisionError
 
 
 async def run_hook(cmd: str, env: dict[str, str], timeout_s: float) -> str:
@@ -51,7 +51,7 @@ def url_from_output(text: str) -> str:
 
 
 class CommandHooks:
-    name = COMMAND
+    name = "command"
 
     def __init__(self, scale_up_cmd: str, scale_down_cmd: str | None, timeout_s: float = 300.0) -> None:
         if not scale_up_cmd:

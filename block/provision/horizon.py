@@ -20,7 +20,7 @@ from block.policies.base import Forecast, RoutingRequest
 
 def predict_within(tracker: Any, request: RoutingRequest, now: float, horizon_s: float) -> Forecast | None:
     """`tracker.predict(request, now, added_delay="none")` stopped at `horizon_s` after the request's
-    arrival. A tracker that cannot forecast (the router's BasicTracker) answers None."""
+    arrival. A tracker that cannot forecast (one without a profile) answers None."""
     return tracker.predict(request, now, added_delay="none", horizon_s=horizon_s)
 
 

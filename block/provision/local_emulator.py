@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 
 from block.launch import ManagedServer, block_command
-from block.provision.providers import LOCAL_EMULATOR, ProvisionError
+from block.provision.provider import ProvisionError
 
 log = logging.getLogger("block.provision.emulator")
 
 
 class LocalEmulators:
-    name = LOCAL_EMULATOR
+    name = "local-emulator"
 
     def __init__(
         self,

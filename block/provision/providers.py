@@ -1,41 +1,15 @@
-"""The provider interface: whatever can hand the router a new instance URL and take one back.
-
-Providers only act; the controller decides. `acquire` returns as soon as the instance has an address; the
-router health-checks it and puts it in rotation once it answers (so slow boots never block the router).
-"""
+"""The providers by name (`--provider`): each is one file implementing `block.provision.provider.Provider`."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from block.provision.command_hooks import CommandHooks
+from block.provision.local_emulator import LocalEmulators
+from block.provision.provider import Provider, ProvisionError
+from block.provision.static_pool import StaticPool
 
-STATIC = "static"
-LOCAL_EMULATOR = "local-emulator"
-COMMAND = "command"
-PROVIDERS = (STATIC, LOCAL_EMULATOR, COMMAND)
+PROVIDERS = (StaticPool.name, LocalEmulators.name, CommandHooks.name)
 
-
-class ProvisionError(Exception):
-    """A provider could not add or release an instance (nothing left, a hook failed...)."""
-
-
-class Provider(Protocol):
-    name: str
-
-    async def acquire(self) -> str:
-        """Start or reserve one instance; its base URL. Raises ProvisionError."""
-        ...
-
-    async def release(self, url: str) -> None:
-        """Give back an instance the router no longer routes to (its requests have finished)."""
-        ...
-
-    def standby(self) -> list[str]:
-        """Instances ready to be handed out without starting anything (for GET /instances)."""
-        ...
-
-    async def close(self) -> None:
-        """Router shutdown: stop whatever this provider started."""
-        ...
+__all__ = ["PROVIDERS", "Provider", "ProvisionError", "make_provider"]
 
 
 def make_provider(
@@ -47,16 +21,10 @@ def make_provider(
     hook_timeout_s: float = 300.0,
     emulator_profile: str = "tiny-fast",
 ) -> Provider:
-    if kind == STATIC:
-        from block.provision.static_pool import StaticPool
-
+    if kind == StaticPool.name:
         return StaticPool(standby or [])
-    if kind == LOCAL_EMULATOR:
-        from block.provision.local_emulator import LocalEmulators
-
+    if kind == LocalEmulators.name:
         return LocalEmulators(emulator_profile)
-    if kind == COMMAND:
-        from block.provision.command_hooks import CommandHooks
-
+    if kind == CommandHooks.name:
         return CommandHooks(scale_up_cmd or "", scale_down_cmd, hook_timeout_s)
     raise ValueError(f"unknown provider {kind!r} (known: {', '.join(PROVIDERS)})")

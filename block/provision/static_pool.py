@@ -6,11 +6,11 @@ used instance is the warmest one to hand out again). Nothing is started or stopp
 
 from __future__ import annotations
 
-from block.provision.providers import STATIC, ProvisionError
+from block.provision.provider import ProvisionError
 
 
 class StaticPool:
-    name = STATIC
+    name = "static"
 
     def __init__(self, standby: list[str]) -> None:
         self._standby = [u.rstrip("/") for u in standby]

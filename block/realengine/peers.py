@@ -32,7 +32,7 @@ import httpx
 
 from block.realengine import launcher
 from block.realengine.launcher import ManagedServer
-from block.realengine.vllm_venv import _base_python, _run
+from block.realengine.vllm_venv import base_python, run_checked
 
 Log = Callable[[str], None]
 
@@ -66,11 +66,11 @@ def ensure_sglang_router_venv(venv: Path | None = None, version: str = SGLANG_RO
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    _run([_base_python(), "-m", "venv", str(venv)])
-    _run([str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    _run([str(py), "-m", "pip", "install", "--quiet", f"sglang-router=={version}"])
+    run_checked([base_python(), "-m", "venv", str(venv)])
+    run_checked([str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    run_checked([str(py), "-m", "pip", "install", "--quiet", f"sglang-router=={version}"])
     # Smoke check: the launcher parses its arguments (this loads the Rust extension too).
-    _run([str(py), "-c", "import sglang_router.launch_router, sglang_router.sglang_router_rs"])
+    run_checked([str(py), "-c", "import sglang_router.launch_router, sglang_router.sglang_router_rs"])
     (venv / _STAMP).write_text(f"sglang-router=={version}\nbuilt_in_s={time.monotonic() - t0:.0f}\n")
     return venv
 
@@ -79,7 +79,7 @@ def ensure_sglang_router_venv(venv: Path | None = None, version: str = SGLANG_RO
 
 
 @dataclass(frozen=True)
-class RouterConfig:
+class PeerConfig:
     family: str  # SGLANG or BLOCK
     policy: str
 
@@ -88,17 +88,17 @@ class RouterConfig:
         return f"{self.family}:{self.policy}"
 
 
-ALL_CONFIGS: tuple[RouterConfig, ...] = (
-    *(RouterConfig(SGLANG, p) for p in SGLANG_POLICIES),
-    *(RouterConfig(BLOCK, p) for p in BLOCK_POLICIES),
+ALL_CONFIGS: tuple[PeerConfig, ...] = (
+    *(PeerConfig(SGLANG, p) for p in SGLANG_POLICIES),
+    *(PeerConfig(BLOCK, p) for p in BLOCK_POLICIES),
 )
 
 
-def parse_configs(text: str) -> list[RouterConfig]:
+def parse_configs(text: str) -> list[PeerConfig]:
     """'all', or a comma list of FAMILY:POLICY (family 'sglang'/'sglang-router' or 'block')."""
     if text.strip().lower() == "all":
         return list(ALL_CONFIGS)
-    out: list[RouterConfig] = []
+    out: list[PeerConfig] = []
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
@@ -108,7 +108,7 @@ def parse_configs(text: str) -> list[RouterConfig]:
         if not sep or policy not in known:
             choices = ", ".join(c.label for c in ALL_CONFIGS)
             raise ValueError(f"unknown router config {item!r}; choose 'all' or from: {choices}")
-        out.append(RouterConfig(family, policy))
+        out.append(PeerConfig(family, policy))
     if not out:
         raise ValueError("no router configs given")
     return out
@@ -157,7 +157,7 @@ def block_router_server(
 
 
 def router_server(
-    cfg: RouterConfig, engines: Sequence[str], sglang_python: Path, profile: Path, log_dir: Path, seed: int
+    cfg: PeerConfig, engines: Sequence[str], sglang_python: Path, profile: Path, log_dir: Path, seed: int
 ) -> ManagedServer:
     if cfg.family == SGLANG:
         return sglang_router_server(sglang_python, cfg.policy, engines, log_dir)
@@ -251,7 +251,7 @@ class PeerSettings:
     seed: int = 0
     max_model_len: int = 1024  # ShareGPT filter: prompt + output at most this
     max_output_tokens: int = 128  # cap on the forced output length, so the whole run takes minutes
-    configs: list[RouterConfig] = field(default_factory=lambda: list(ALL_CONFIGS))
+    configs: list[PeerConfig] = field(default_factory=lambda: list(ALL_CONFIGS))
     profile: Path | None = None  # for Block's router; fitted on engine 0 when not given
     overhead_probes: int = 20
     drain_timeout_s: float = 120.0
@@ -271,7 +271,7 @@ def workload(s: PeerSettings) -> tuple[list, list[float]]:
 
 
 def run_config(
-    cfg: RouterConfig,
+    cfg: PeerConfig,
     router: ManagedServer,
     engines: Sequence[str],
     s: PeerSettings,

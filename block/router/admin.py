@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from dataclasses import asdict
 from typing import Any
@@ -11,6 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from block.router.auth import CHALLENGE, Guard, Refusal
 from block.router.errors import error_body
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
@@ -21,15 +21,17 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, message: str, code: str | None = None) -> Response:
-    return Response(error_body(status, message, code), status_code=status, media_type="application/json")
+def error_response(
+    status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        error_body(status, message, code), status_code=status, media_type="application/json", headers=headers
+    )
 
 
-def bearer_ok(request: Request, secret: str | None) -> bool:
-    if secret is None:
-        return True
-    given = request.headers.get("authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {secret}".encode())
+def refused(refusal: Refusal) -> Response:
+    headers = {k.decode(): v.decode() for k, v in CHALLENGE} if refusal.status == 401 else None
+    return error_response(refusal.status, refusal.message, refusal.code, headers)
 
 
 def describe(inst: Instance, now: float) -> dict[str, Any]:
@@ -53,22 +55,24 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "last_forecast": None if last is None else asdict(last),
         "last_error": inst.last_error,
         "last_state_error": inst.last_state_error,
+        # The sidecar as the router last heard it (a request's call, or an idle probe); null: no word yet.
+        "predictor_healthy": None if inst.sidecar is None else inst.sidecar.healthy,
+        "predictor_last_error": None if inst.sidecar is None else inst.sidecar.last_error,
+        "cooldown_s": round(max(0.0, inst.suspended_until - now), 3),  # out after a timeout, this long
     }
 
 
 class Admin:
-    def __init__(
-        self, pool: InstancePool, metrics: RouterMetrics, admin_token: str | None, api_key: str | None
-    ):
+    def __init__(self, pool: InstancePool, metrics: RouterMetrics, guard: Guard):
         self.pool = pool
         self.metrics = metrics
-        self.admin_token = admin_token
-        self.api_key = api_key
+        self.guard = guard
         self.provisioner: Any = None  # the auto-provisioner, when --provision is on
 
     async def list_instances(self, request: Request) -> Response:
-        if not (bearer_ok(request, self.admin_token) or (self.api_key and bearer_ok(request, self.api_key))):
-            return error_response(401, "admin token or API key required")
+        refusal = self.guard.check_read(request.headers.get("authorization"))
+        if refusal is not None:
+            return refused(refusal)
         now = time.monotonic()
         body: dict[str, Any] = {"instances": [describe(i, now) for i in self.pool.instances.values()]}
         if self.provisioner is not None:  # standby instances, pending starts, recent decisions
@@ -76,8 +80,9 @@ class Admin:
         return json_response(body)
 
     async def add_instance(self, request: Request) -> Response:
-        if not bearer_ok(request, self.admin_token):
-            return error_response(401, "admin token required (Authorization: Bearer TOKEN)")
+        refusal = self.guard.check_admin(request.headers.get("authorization"))
+        if refusal is not None:
+            return refused(refusal)
         try:
             data = orjson.loads(await request.body())
             url = data["url"]
@@ -89,14 +94,15 @@ class Admin:
         try:
             inst = self.pool.add(url, predictor)
         except ValueError as e:
-            return error_response(400, str(e))
+            return error_response(400, str(e), getattr(e, "code", None))
         except KeyError as e:
             return error_response(409, str(e.args[0]), "conflict")
         return json_response(describe(inst, time.monotonic()), status=201)
 
     async def remove_instance(self, request: Request) -> Response:
-        if not bearer_ok(request, self.admin_token):
-            return error_response(401, "admin token required (Authorization: Bearer TOKEN)")
+        refusal = self.guard.check_admin(request.headers.get("authorization"))
+        if refusal is not None:
+            return refused(refusal)
         instance_id = request.path_params["instance_id"]
         if not await self.pool.remove(instance_id):
             return error_response(404, f"no instance {instance_id!r}")

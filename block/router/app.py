@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from block.policies import make_policy
-from block.router.admin import Admin, bearer_ok, error_response
+from block.router.admin import Admin, error_response, refused
+from block.router.auth import Guard
 from block.router.config import RouterConfig
 from block.router.decide import Decider
 from block.router.instance_pool import InstancePool
@@ -34,21 +35,13 @@ def load_length_estimator(spec: str | None, quantile: float | None = None) -> Le
 
 def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
     """The auto-provisioner (block.provision) when --provision is set, else None."""
-    settings = config.provision_settings()
+    p = config.provision
+    settings = p.settings(len(config.instances))
     if settings is None:
         return None
     from block.provision.autoscaler import Autoscaler
-    from block.provision.providers import make_provider
 
-    provider = make_provider(
-        config.provider,
-        standby=config.standby,
-        scale_up_cmd=config.scale_up_cmd,
-        scale_down_cmd=config.scale_down_cmd,
-        hook_timeout_s=config.hook_timeout_s,
-        emulator_profile=config.emulator_profile,
-    )
-    return Autoscaler(pool, settings, provider, config.provision_interval_s)
+    return Autoscaler(pool, settings, p.make_provider(), p.interval_s, start_timeout_s=p.start_timeout_s)
 
 
 class RouterApp:
@@ -72,9 +65,11 @@ class RouterApp:
             config.max_body_bytes,
             config.max_retries,
             config.api_key,
-            connect_timeout=config.connect_timeout,
+            first_byte_timeout=config.first_byte_timeout_s,
+            idle_timeout=config.idle_timeout_s,
         )
-        self.admin = Admin(self.pool, self.metrics, config.admin_token, config.api_key)
+        self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
+        self.admin = Admin(self.pool, self.metrics, self.guard)
         self.autoscaler = make_autoscaler(config, self.pool)
         self.admin.provisioner = self.autoscaler
         self.starlette = Starlette(
@@ -116,10 +111,9 @@ class RouterApp:
             await self.autoscaler.close()
 
     async def models(self, request: Request) -> Response:
-        if not bearer_ok(request, self.config.api_key):
-            return error_response(
-                401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-            )
+        refusal = self.guard.check_client(request.headers.get("authorization"))
+        if refusal is not None:
+            return refused(refusal)
         for inst in self.pool.routable():
             try:
                 async with self.pool.session.get(

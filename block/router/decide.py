@@ -117,8 +117,7 @@ class Decider:
         choice = self.policy.choose(request, views, now)
         inst = by_view[id(choice.instance)]
         forecast = choice.instance.forecast if self.policy.wants_forecasts else None
-        if choice.fallback:
-            self.metrics.fallback()
+        self.metrics.decided(self.policy.wants_forecasts, choice.fallback)
         elapsed = time.perf_counter() - started
         self.metrics.decision_seconds.observe(elapsed)
         self.metrics.routed(inst.id)
@@ -142,15 +141,23 @@ class Decider:
     ) -> list[Forecast | None]:
         deadline = started + self.deadline_s
         out: list[Forecast | None] = []
+        refused: list[str] = []
         for v in views:
             if time.perf_counter() > deadline:  # out of time: the rest stay unknown
                 out.append(None)
                 continue
             try:  # a forecast still running at the deadline stops there (None)
                 out.append(v.predict(request, now, added_delay=self.added_delay, deadline=deadline))
+            except (
+                ValueError
+            ) as e:  # the request cannot fit there (over-length): expected, the engine says 400
+                refused.append(f"{v.id}: {e}")
+                out.append(None)
             except Exception:  # a predictor bug must never fail a request
                 log.exception("forecast failed on %s", v.id)
                 out.append(None)
+        if refused:
+            _log_unfit(request, refused)
         return out
 
     async def _sidecar_forecasts(
@@ -169,10 +176,26 @@ class Decider:
         out: list[Forecast | None] = []
         for t, inst in zip(tasks, targets, strict=True):
             if t is None:  # no sidecar for this one: forecast in process
-                out.append(inst.tracker.predict(request, time.monotonic(), added_delay=self.added_delay))
+                try:
+                    now = time.monotonic()
+                    out.append(inst.tracker.predict(request, now, added_delay=self.added_delay))
+                except ValueError as e:
+                    _log_unfit(request, [f"{inst.id}: {e}"])
+                    out.append(None)
             elif t.done() and not t.cancelled() and t.exception() is None:
                 out.append(t.result())
             else:
                 t.cancel()
                 out.append(None)
         return out
+
+
+def _log_unfit(request: RoutingRequest, reasons: list[str]) -> None:
+    """One line per request that fits no instance's forecast (an over-length prompt is the client's
+    error; the engine will answer it 400), not a traceback per instance."""
+    log.info(
+        "no forecast for a request of %d prompt tokens: it does not fit %d instance(s) (%s)",
+        request.prompt_tokens,
+        len(reasons),
+        reasons[0],
+    )

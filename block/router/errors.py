@@ -1,4 +1,5 @@
-"""OpenAI-format error bodies and the tiny ASGI helpers that send them."""
+"""The router's OpenAI-format errors (rendered by block/openai_api/errors.py, as the engine's are) and
+the tiny ASGI helpers that send them."""
 
 from __future__ import annotations
 
@@ -7,37 +8,18 @@ from typing import Any
 
 import orjson
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from block.openai_api import errors as openai_errors
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "upstream_timeout",
-}
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": _TYPES.get(status, "server_error"),
-                "param": None,
-                "code": code or str(status),
-            }
-        }
-    )
+    return openai_errors.error_body(status, message, code=code)
 
 
-def error_sse(message: str, code: str = "upstream_error") -> bytes:
+def error_sse(message: str, code: str = "upstream_error", status: int = 502) -> bytes:
     """The last event of a stream cut midway: an error object, then [DONE], so clients never hang."""
-    return b"data: " + error_body(502, message, code) + b"\n\ndata: [DONE]\n\n"
+    return openai_errors.error_event(status, message, code)
 
 
 async def send_bytes(
@@ -60,5 +42,11 @@ async def send_json(
     await send_bytes(send, status, orjson.dumps(obj), extra_headers=extra_headers)
 
 
-async def send_error(send: Send, status: int, message: str, code: str | None = None) -> None:
-    await send_bytes(send, status, error_body(status, message, code))
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    code: str | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await send_bytes(send, status, error_body(status, message, code), extra_headers=extra_headers)

@@ -58,6 +58,8 @@ async def health_loop(pool: InstancePool, inst: Instance) -> None:
             if inst.healthy:
                 log.warning("instance %s out of rotation: %s", inst.id, error)
                 pool.set_healthy(inst, False)
+        if inst.sidecar is not None:
+            pool.probe_idle_sidecar(inst)
         slept_from = time.monotonic()
         await asyncio.sleep(cfg.health_interval)
         lag = time.monotonic() - slept_from - cfg.health_interval

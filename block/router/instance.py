@@ -44,10 +44,17 @@ class Instance:
     last_state_error: str | None = None
     state_ok_at: float = float("-inf")  # time.monotonic() of the last good state fetch
     data_at: float = float("-inf")  # time.monotonic() when a proxied response last delivered bytes
+    # ... and when one last made progress past its first bytes (a stream's later chunks, a whole answer):
+    # the watchdogs' sign of an instance that works, which a stalling one sending first tokens is not
+    flowing_at: float = float("-inf")
     removed: bool = False
     draining: bool = False  # auto-provisioning retires it: no new requests, in-flight ones finish
     provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)
+    suspended_until: float = float("-inf")  # out for a timeout: health checks cannot bring it back before
+    timeouts_in_a_row: int = 0  # timeouts without a completed response in between (doubles the cool-down)
     sent: dict[str, SentRequest] = field(default_factory=dict)
+    models: frozenset[str] | None = None  # from its GET /v1/models (served_models.py); None: not known
+    models_asked_at: float = float("-inf")  # time.monotonic() when it was last asked
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Ready-made bytes for the hot path.
     completions_url: str = ""

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -17,9 +16,11 @@ from block.router.health import health_loop
 from block.router.instance import BLOCK, UNKNOWN, VLLM, Instance, SentRequest
 from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
+from block.router.served_models import RETRY_S, learn, served_by
 from block.router.sidecar import SidecarClient
 from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
 from block.router.tracker import make_fleet_log, make_tracker
+from block.router.upstreams import check_upstream
 
 log = logging.getLogger("block.router.pool")
 
@@ -40,22 +41,20 @@ def make_session(config: RouterConfig) -> aiohttp.ClientSession:
     )
 
 
-def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"instance URL must be http(s)://host[:port]: {url!r}")
-    return url.rstrip("/")
-
-
 class InstancePool:
     def __init__(self, config: RouterConfig, metrics: RouterMetrics) -> None:
         self.config = config
         self.metrics = metrics
+        self.allowed_upstreams = config.upstream_allow_list()  # None: any valid URL
         self.instances: dict[str, Instance] = {}
         self.base_config = ReplicaConfig()  # for stock vLLM, where /metrics gives only the cache config
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
+        self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
+        # Requests in flight per instance id, deleted instances included: a deleted instance's metric
+        # series stays until its last request finished, so the gauge never goes below zero.
+        self._in_flight: dict[str, int] = {}
         # Told of every request routed and finished (the auto-provisioner); None costs nothing.
         self.observer: Any = None
         # Every route, shared by the trackers when forecasts anticipate arrivals (--anticipate-arrivals).
@@ -88,7 +87,11 @@ class InstancePool:
     # -- membership ----------------------------------------------------------------------------
 
     def add(self, url: str, predictor_url: str | None = None) -> Instance:
-        inst = Instance(check_url(url), predictor_url.rstrip("/") if predictor_url else None)
+        """Raises ValueError (BadUpstream, UpstreamNotAllowed) for a URL the router must not use."""
+        url = check_upstream(url, self.allowed_upstreams)
+        if predictor_url:
+            predictor_url = check_upstream(predictor_url, self.allowed_upstreams, "predictor")
+        inst = Instance(url, predictor_url or None)
         if inst.id in self.instances:
             raise KeyError(f"instance {inst.id} is already configured")
         self.instances[inst.id] = inst
@@ -106,11 +109,15 @@ class InstancePool:
         inst.removed = True
         self._update_routable()
         await self._stop_tasks(inst)
-        self.metrics.forget(inst.id)
+        self.metrics.forget_health(inst.id)
+        if not self._in_flight.get(inst.id):  # else once its last request finishes (on_finished)
+            self.metrics.forget_in_flight(inst.id)
         return True  # requests in flight there finish normally
 
     async def _stop_tasks(self, inst: Instance) -> None:
         inst.removed = True
+        if inst.sidecar is not None:
+            inst.sidecar.close()
         for task in inst.tasks:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
@@ -129,6 +136,7 @@ class InstancePool:
 
     def _update_routable(self) -> None:
         self._routable = [i for i in self.instances.values() if i.routable]
+        self._served = served_by(self._routable)
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
 
@@ -145,10 +153,29 @@ class InstancePool:
             log.warning("instance %s out of rotation: %s", inst.id, error)
             self.set_healthy(inst, False)
 
+    def suspend(self, inst: Instance, error: str) -> None:
+        """A timeout: out of rotation, and health checks cannot bring it back for a cool-down. A hung
+        engine still answers /health; the cool-down doubles per timeout without a completed response
+        in between (up to 8x), so a hung instance costs one timed-out attempt per cool-down at most."""
+        inst.last_error = error
+        cooldown = self.config.timeout_cooldown_s * 2 ** min(inst.timeouts_in_a_row, 3)
+        inst.timeouts_in_a_row += 1
+        inst.suspended_until = time.monotonic() + cooldown
+        if inst.healthy:
+            log.warning("instance %s out of rotation for %.0f s: %s", inst.id, cooldown, error)
+            self.set_healthy(inst, False)
+
+    def completed(self, inst: Instance) -> None:
+        """A response from it completed: it generates, so the next timeout starts the cool-down over."""
+        inst.timeouts_in_a_row = 0
+
     async def bring_up(self, inst: Instance) -> None:
         """Healthy again: detect the kind and build the tracker the first time, then rejoin."""
+        if time.monotonic() < inst.suspended_until:
+            return  # a timeout's cool-down: /health answering says nothing about generating
         if inst.tracker is None and not await self._setup(inst):
             return
+        await learn(self.session, inst, self._models_timeout)
         if not inst.removed:
             log.info("instance %s in rotation (%s)", inst.id, inst.kind)
             self.set_healthy(inst, True)
@@ -181,8 +208,35 @@ class InstancePool:
         )
         observe(inst.tracker, snapshot, state if kind == BLOCK else None, time.monotonic())
         if inst.predictor_url:
-            inst.sidecar = SidecarClient(inst.predictor_url, self.session)
+            inst.sidecar = SidecarClient(
+                inst.predictor_url,
+                self.session,
+                self.config.predictor_token,
+                timeout_s=self.config.predictor_notify_timeout_s,
+                max_in_flight=self.config.predictor_notify_max_in_flight,
+                on_drop=self.metrics.predictor_notice_dropped,
+            )
         return True
+
+    # -- served models -------------------------------------------------------------------------
+
+    @property
+    def _models_timeout(self) -> float:
+        return max(0.5, self.config.health_timeout)
+
+    def served_models(self) -> frozenset[str] | None:
+        """The model names the instances in rotation serve; None while one of them has not said."""
+        if self._served is None:
+            now = time.monotonic()
+            for inst in self._routable:
+                if inst.models is None and now - inst.models_asked_at >= RETRY_S:
+                    inst.models_asked_at = now  # one question in flight per instance
+                    self._spawn(self._learn_models(inst))
+        return self._served
+
+    async def _learn_models(self, inst: Instance) -> None:
+        if await learn(self.session, inst, self._models_timeout):
+            self._update_routable()
 
     def first_healthy(self) -> Instance | None:
         return self._routable[0] if self._routable else None
@@ -195,21 +249,31 @@ class InstancePool:
         if self.observer is not None:  # first: it may forecast from the queue without this request
             self.observer.routed(inst, request_id, prompt_tokens, expected, now)
         inst.tracker.on_routed(request_id, prompt_tokens, expected, now)
+        self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()
         if inst.kind == VLLM:
             inst.sent[request_id] = SentRequest(prompt_tokens, expected, now)
         if inst.sidecar is not None:
-            self._spawn(inst.sidecar.routed(request_id, prompt_tokens, expected))
+            inst.sidecar.routed(request_id, prompt_tokens, expected)
 
     def on_finished(self, inst: Instance, request_id: str, now: float) -> None:
         if inst.tracker is not None:
             inst.tracker.on_finished(request_id, now)
         self.metrics.in_flight_child(inst.id).dec()
+        left = self._in_flight[inst.id] = self._in_flight[inst.id] - 1
+        if left == 0 and inst.id not in self.instances:  # a deleted instance's last request
+            del self._in_flight[inst.id]
+            self.metrics.forget_in_flight(inst.id)
         inst.sent.pop(request_id, None)
         if inst.sidecar is not None:
-            self._spawn(inst.sidecar.finished(request_id))
+            inst.sidecar.finished(request_id)
         if self.observer is not None:
             self.observer.finished(inst, request_id, now)
+
+    def probe_idle_sidecar(self, inst: Instance) -> None:
+        """A sidecar no request has used lately gets a bounded GET /health (its status in GET /instances)."""
+        if inst.sidecar.claim_probe():
+            self._spawn(inst.sidecar.probe(self.config.health_timeout))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -1,4 +1,14 @@
-"""Prometheus metrics of one router, in its own registry (so several routers can live in one process)."""
+"""Prometheus metrics of one router, in its own registry (so several routers can live in one process).
+
+Forecast quality per instance: `block_router_forecast_error_ratio{instance, metric}` is a histogram of
+|forecast - actual| / actual for the TTFT (streams: time to the first byte relayed) and the E2E latency of
+each completed request that was routed with a forecast. `block_router_decisions_total{policy, outcome}`
+counts every decision: `forecast` (chosen by forecasts), `fallback` (forecasts were wanted but missing:
+the fallback rule chose) or `no_forecast` (the policy does not use them), so the share of decisions made
+without forecasts is a PromQL ratio. `block_router_request_latency_seconds{instance, metric}` is the
+latency of every completed request as the router sees it (from the decision). A removed instance's
+series are forgotten.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 _DECISION_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 _ERROR_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+_LATENCY_METRICS = ("ttft", "e2e")
 
 
 class RouterMetrics:
@@ -28,8 +40,22 @@ class RouterMetrics:
         )
         self.forecast_error = Histogram(
             "block_router_forecast_error_ratio",
-            "|forecast - actual| / actual end-to-end latency of completed requests",
+            "|forecast - actual| / actual latency of completed requests, by instance and metric (ttft, e2e)",
+            ["instance", "metric"],
             buckets=_ERROR_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "block_router_request_latency_seconds",
+            "Latency of completed requests from the routing decision, by instance and metric (ttft, e2e)",
+            ["instance", "metric"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "block_router_decisions_total",
+            "Routing decisions by outcome: forecast, fallback (forecast missing), no_forecast (policy)",
+            ["policy", "outcome"],
             registry=r,
         )
         self.fallbacks = Counter(
@@ -53,9 +79,23 @@ class RouterMetrics:
         self.in_flight = Gauge(
             "block_router_in_flight", "Requests in flight per instance", ["instance"], registry=r
         )
+        self.predictor_notices_dropped = Counter(
+            "block_router_predictor_notifications_dropped_total",
+            "/routed and /finished notices to predictor sidecars not delivered, by reason: overflow "
+            "(too many outstanding to one sidecar), timeout, error (refused or an error answer)",
+            ["reason"],
+            registry=r,
+        )
         self._requests_by_instance: dict[str, Counter] = {}
         self._in_flight_by_instance: dict[str, Gauge] = {}
         self._fallback = self.fallbacks.labels(policy)
+        # Exported at 0 before the first failure, so dashboards and rate() see the series from the start.
+        for kind in ("connect", "status", "read", "first_byte", "mid_stream"):
+            self.upstream_errors.labels(kind)
+        # Every outcome exists from the start (at 0), so the share without forecasts is defined at once.
+        self._decided = {o: self.decisions.labels(policy, o) for o in ("forecast", "fallback", "no_forecast")}
+        self._forecast_error_by_instance: dict[str, dict[str, Histogram]] = {}
+        self._latency_by_instance: dict[str, dict[str, Histogram]] = {}
 
     # Children are cached: label lookups cost more than the increments themselves.
     def routed(self, instance: str) -> None:
@@ -70,17 +110,53 @@ class RouterMetrics:
             child = self._in_flight_by_instance[instance] = self.in_flight.labels(instance)
         return child
 
-    def fallback(self) -> None:
-        self._fallback.inc()
+    def decided(self, wants_forecasts: bool, fallback: bool) -> None:
+        """One decision; a fallback is counted in block_router_fallbacks_total as well."""
+        if fallback:
+            self._fallback.inc()
+        outcome = "fallback" if fallback else "forecast" if wants_forecasts else "no_forecast"
+        self._decided[outcome].inc()
+
+    def forecast_error_observed(self, instance: str, metric: str, ratio: float) -> None:
+        """`metric` is "ttft" or "e2e"."""
+        _children(self.forecast_error, self._forecast_error_by_instance, instance)[metric].observe(ratio)
+
+    def latency_observed(self, instance: str, metric: str, seconds: float) -> None:
+        _children(self.latency, self._latency_by_instance, instance)[metric].observe(seconds)
+
+    def predictor_notice_dropped(self, reason: str) -> None:
+        self.predictor_notices_dropped.labels(reason).inc()
 
     def set_health(self, instance: str, healthy: bool) -> None:
         self.healthy.labels(instance).set(1 if healthy else 0)
 
-    def forget(self, instance: str) -> None:
-        for metric in (self.healthy, self.in_flight):
-            with contextlib.suppress(KeyError):
-                metric.remove(instance)
+    def forget_health(self, instance: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.healthy.remove(instance)
+
+    def forget_in_flight(self, instance: str) -> None:
+        """Only once nothing is in flight there: a later dec() would start a new series at -1."""
+        with contextlib.suppress(KeyError):
+            self.in_flight.remove(instance)
         self._in_flight_by_instance.pop(instance, None)
+        for histogram, cache in (
+            (self.forecast_error, self._forecast_error_by_instance),
+            (self.latency, self._latency_by_instance),
+        ):
+            if cache.pop(instance, None) is not None:
+                for m in _LATENCY_METRICS:
+                    with contextlib.suppress(KeyError):
+                        histogram.remove(instance, m)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _children(
+    histogram: Histogram, cache: dict[str, dict[str, Histogram]], instance: str
+) -> dict[str, Histogram]:
+    """An instance's (ttft, e2e) children of a histogram labelled by instance and metric, cached."""
+    children = cache.get(instance)
+    if children is None:
+        children = cache[instance] = {m: histogram.labels(instance, m) for m in _LATENCY_METRICS}
+    return children

@@ -6,6 +6,9 @@ A raw ASGI handler: the hot path of the router, so no framework objects per requ
   that point is retried on another one (at most `max_retries` times) without the client noticing.
 - A stream cut midway ends with an OpenAI-style error event and [DONE]: the client never hangs.
 - Non-streaming responses are read whole (they are small) and sent with a content length.
+- Each attempt runs in its own task, which a client leaving, the end of the shutdown drain or the
+  attempt's watchdog (first-byte and idle timeouts) cancel; closing its connection makes the engine stop
+  generating. A client that left is never retried (block/router/exchange.py).
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from typing import Any
 import aiohttp
 import orjson
 
+from block.openai_api.errors import RequestError
 from block.policies import RoutingRequest
+from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
 from block.router.errors import error_sse, send_bytes, send_error
+from block.router.exchange import CLIENT_GONE, SHUTDOWN, Exchange, Watchdog
 from block.router.instance import VLLM, Instance
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
-from block.router.request_shape import CHAT_PATH, BadRequest, LengthEstimate, RequestShape, parse_shape
+from block.router.request_shape import CHAT_PATH, LengthEstimate, RequestShape, parse_shape
 
 log = logging.getLogger("block.router.proxy")
 
@@ -36,6 +42,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _FAILURES = (aiohttp.ClientError, TimeoutError, OSError)
 _DONE_TAIL = b"[DONE]\n\n"
+SHUTDOWN_MESSAGE = "the router is shutting down"
 
 
 class BodyTooLarge(Exception):
@@ -76,8 +83,8 @@ class Proxy:
         max_body_bytes: int,
         max_retries: int,
         api_key: str | None,
-        connect_timeout: float = 2.0,
-        stream_idle_timeout: float = 300.0,
+        first_byte_timeout: float = 60.0,
+        idle_timeout: float = 60.0,
     ) -> None:
         self.pool = pool
         self.decider = decider
@@ -87,15 +94,20 @@ class Proxy:
         self.default_output_tokens = default_output_tokens
         self.max_body_bytes = max_body_bytes
         self.max_retries = max_retries
-        self.auth = None if api_key is None else b"Bearer " + api_key.encode()
+        self.guard = Guard(api_key=api_key)
         # Request ids unique across routers without coordination: random prefix + counter.
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=stream_idle_timeout
-        )
+        # Per attempt (the connect timeout is the session's): see block/router/exchange.py.
+        self.first_byte_timeout = first_byte_timeout
+        self.idle_timeout = idle_timeout
+        self.live: set[Exchange] = set()  # requests in flight (the shutdown cuts what is left)
+        self.closing = False  # after the drain: new requests get 503
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if self.closing:
+            await send_error(send, 503, SHUTDOWN_MESSAGE, "shutting_down")
+            return
         if scope["method"] != "POST":
             await send_error(send, 405, "use POST")
             return
@@ -105,10 +117,9 @@ class Proxy:
                 authorization = value
             elif name == b"content-length":
                 content_length = value
-        if self.auth is not None and authorization != self.auth:
-            await send_error(
-                send, 401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-            )
+        refusal = self.guard.check_client(authorization)
+        if refusal is not None:
+            await send_error(send, refusal.status, refusal.message, refusal.code, CHALLENGE)
             return
         try:
             if content_length is not None and int(content_length) > self.max_body_bytes:
@@ -121,20 +132,54 @@ class Proxy:
             return
         path = scope["path"]
         try:
-            body = orjson.loads(raw)
-            shape = parse_shape(
-                path, body, self.count_tokens, self.estimate_length, self.default_output_tokens
-            )
-        except orjson.JSONDecodeError as e:
-            await send_error(send, 400, f"invalid JSON body: {e}")
-            return
-        except BadRequest as e:
-            await send_error(send, 400, str(e))
+            body, shape = self._parse(path, raw)
+        except RequestError as e:
+            await send_bytes(send, e.status, e.body())
             return
         await self._route(path, body, raw, shape, receive, send)
 
+    def _parse(self, path: str, raw: bytes) -> tuple[dict[str, Any], RequestShape]:
+        """The body and its shape, or RequestError (a 4xx): no body makes this raise anything else."""
+        try:
+            body = orjson.loads(raw)
+            shape = parse_shape(
+                path,
+                body,
+                self.count_tokens,
+                self.estimate_length,
+                self.default_output_tokens,
+                self.pool.served_models(),
+            )
+        except orjson.JSONDecodeError as e:
+            raise RequestError(f"invalid JSON body: {e}") from None
+        except RequestError:
+            raise
+        except Exception as e:  # a parser bug must still answer 400, never 500: log it to fix it
+            log.exception("request parsing failed")
+            raise RequestError(f"could not parse the request: {type(e).__name__}") from None
+        return body, shape
+
     async def _route(
         self, path: str, body: dict[str, Any], raw: bytes, shape: RequestShape, receive: Receive, send: Send
+    ) -> None:
+        exchange = Exchange()
+        self.live.add(exchange)
+        watcher = asyncio.create_task(_watch_client(receive, exchange))
+        try:
+            await self._serve(path, body, raw, shape, exchange, send)
+        finally:
+            exchange.finished = True
+            watcher.cancel()
+            self.live.discard(exchange)
+
+    async def _serve(
+        self,
+        path: str,
+        body: dict[str, Any],
+        raw: bytes,
+        shape: RequestShape,
+        exchange: Exchange,
+        send: Send,
     ) -> None:
         request_id = f"{self._prefix}-{next(self._counter)}"
         request = RoutingRequest(shape.prompt_tokens, shape.expected_output_tokens, shape.max_tokens)
@@ -147,6 +192,8 @@ class Proxy:
         tried: list[Instance] = []
         errors: list[str] = []
         for attempt in range(self.max_retries + 1):
+            if exchange.stop is not None:  # never retry for a client that left, nor while cutting
+                break
             try:
                 decision = await self.decider.decide(request, tried)
             except NoInstance:
@@ -158,6 +205,8 @@ class Proxy:
                     decision = await self.decider.decide(request)
                 except NoInstance:
                     break
+            if exchange.stop is not None:  # the client left while the decision awaited forecasts
+                break
             inst = decision.instance
             tried.append(inst)
             if attempt:
@@ -173,21 +222,72 @@ class Proxy:
             self.pool.on_routed(
                 inst, request_id, shape.prompt_tokens, shape.expected_output_tokens, decision.decided_at
             )
-            try:
-                outcome = await self._attempt(
-                    url, payload, headers, shape.stream, inst, request_id, decision, receive, send
+            dog = Watchdog(exchange, inst, self.first_byte_timeout, self.idle_timeout)
+            task = exchange.attempt = asyncio.create_task(
+                self._attempt(
+                    url, payload, headers, shape.stream, inst, request_id, decision, exchange, dog, send
                 )
+            )
+            dog.start()
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError:  # this handler itself is cancelled: so is the attempt
+                task.cancel()
+                raise
             finally:
+                dog.stop()
+                exchange.attempt = None
                 self.pool.on_finished(inst, request_id, time.monotonic())
-            if outcome is None:
+            timeout, exchange.timeout = exchange.timeout, None
+            if not task.cancelled():
+                outcome = task.result()
+                if outcome is None:
+                    return
+                errors.append(f"{inst.id}: {outcome}")
+                continue
+            if exchange.stop is not None or timeout is None:
+                break
+            self.metrics.upstream_errors.labels(timeout.kind).inc()
+            if timeout.instance_silent:
+                self.pool.suspend(inst, timeout.message)
+            if exchange.started:  # the client has part of a stream: end it, no retry
+                log.warning("stream %s cut: %s", request_id, timeout.message)
+                await self._end_stream(exchange, send, f"stream cut: {timeout.message}")
                 return
-            errors.append(f"{inst.id}: {outcome}")
-        if tried:
+            log.warning("request %s: %s; retrying elsewhere", request_id, timeout.message)
+            errors.append(timeout.message)
+        if exchange.stop == CLIENT_GONE:
+            return  # nobody to answer
+        if exchange.stop == SHUTDOWN:
+            await self._cut(exchange, send)
+        elif tried:
             message = f"upstream failed after {len(tried)} attempt(s): " + "; ".join(errors)
             log.warning("request %s: %s", request_id, message)
             await send_error(send, 502, message, "upstream_error")
         else:
             await send_error(send, 503, "no healthy instance available", "no_healthy_instance")
+
+    async def _cut(self, exchange: Exchange, send: Send) -> None:
+        """The drain time is over: an error event ends a stream that started, a 503 answers the rest."""
+        if exchange.started:
+            await self._end_stream(exchange, send, SHUTDOWN_MESSAGE, "shutting_down", 503)
+        else:
+            await send_error(send, 503, SHUTDOWN_MESSAGE, "shutting_down")
+
+    async def _end_stream(
+        self, exchange: Exchange, send: Send, message: str, code: str = "upstream_error", status: int = 502
+    ) -> None:
+        event = error_sse(message, code, status)
+        await send({"type": "http.response.body", "body": event, "more_body": False})
+        exchange.finished = True
+
+    def cut_all(self) -> int:
+        """Shutdown after the drain: stop every request still in flight (see _cut) and refuse new ones."""
+        self.closing = True
+        live = list(self.live)
+        for exchange in live:
+            exchange.interrupt(SHUTDOWN)
+        return len(live)
 
     async def _attempt(
         self,
@@ -198,16 +298,14 @@ class Proxy:
         inst: Instance,
         request_id: str,
         decision: Decision,
-        receive: Receive,
+        exchange: Exchange,
+        dog: Watchdog,
         send: Send,
     ) -> str | None:
-        """Relay one attempt. None when the client got a response; else why it can be retried."""
-        session = self.pool.session
+        """Relay one attempt (its own task: see block/router/exchange.py for what cancels it). None when
+        the client got a response; else why it can be retried."""
         try:
-            if stream:  # an idle limit between chunks, so a frozen instance cannot hang the client
-                resp = await session.post(url, data=payload, headers=headers, timeout=self._stream_timeout)
-            else:  # a long generation sends nothing until done: only the connect timeout applies
-                resp = await session.post(url, data=payload, headers=headers)
+            resp = await self.pool.session.post(url, data=payload, headers=headers)
         except _FAILURES as e:
             error = f"{type(e).__name__}: {e}"
             self.metrics.upstream_errors.labels("connect").inc()
@@ -217,45 +315,66 @@ class Proxy:
                 self.pool.mark_failed(inst, error)
             return error
         inst.data_at = time.monotonic()  # liveness for the health checker: it is answering
+        read_all = False
         try:
+            content = resp.content
+            try:  # the first body bytes: a stream's first token, a non-stream's answer
+                first = await content.readany()
+            except _FAILURES as e:
+                self.metrics.upstream_errors.labels("first_byte").inc()
+                return f"{type(e).__name__} before the first byte: {e}"
+            now = time.monotonic()
+            dog.first_byte(now)
+            if first:
+                inst.data_at = now  # liveness for the health checker
+                if not stream or resp.status != 200:
+                    inst.flowing_at = now  # an answer, not only a stream's first token (see Watchdog)
+            if resp.status == 200 and stream:
+                if not first:
+                    self.metrics.upstream_errors.labels("first_byte").inc()
+                    return f"{inst.id} closed the stream before the first byte"
+                outcome = await self._relay_stream(
+                    resp, first, inst, request_id, decision, exchange, dog, send
+                )
+                read_all = True
+                return outcome
+            try:
+                data = await _read_rest(content, first, inst, dog)
+            except _FAILURES as e:
+                self.metrics.upstream_errors.labels("read").inc()
+                return f"{type(e).__name__}: {e}"
+            read_all = True
             if resp.status >= 500:  # the instance failed: nothing went to the client yet, so retry
-                text = (await resp.read())[:200].decode(errors="replace")
                 self.metrics.upstream_errors.labels("status").inc()
-                return f"{inst.id} answered {resp.status}: {text}"
-            if resp.status != 200 or not stream:
-                try:
-                    data = await resp.read()
-                except _FAILURES as e:
-                    self.metrics.upstream_errors.labels("read").inc()
-                    return f"{type(e).__name__}: {e}"
-                extra = [(b"x-block-instance", inst.id_header), (b"x-block-request-id", request_id.encode())]
-                ctype = resp.headers.get("content-type", "application/json").encode()
-                await send_bytes(send, resp.status, data, ctype, extra)
-                if resp.status == 200:
-                    self._observe_error(decision)
-                return None
-            return await self._relay_stream(resp, inst, request_id, decision, receive, send)
+                return f"{inst.id} answered {resp.status}: {data[:200].decode(errors='replace')}"
+            extra = [(b"x-block-instance", inst.id_header), (b"x-block-request-id", request_id.encode())]
+            ctype = resp.headers.get("content-type", "application/json").encode()
+            dog.stop()  # the instance's part is done
+            exchange.finished = True  # from here on nothing interrupts: the answer is in hand
+            await send_bytes(send, resp.status, data, ctype, extra)
+            if resp.status == 200:
+                self.pool.completed(inst)
+                self._observe_completed(decision)
+            return None
         finally:
-            resp.release()
+            if read_all:
+                resp.release()
+            else:  # cancelled or failed midway: close the connection, so the engine stops generating
+                resp.close()
 
     async def _relay_stream(
         self,
         resp: aiohttp.ClientResponse,
+        first: bytes,
         inst: Instance,
         request_id: str,
         decision: Decision,
-        receive: Receive,
+        exchange: Exchange,
+        dog: Watchdog,
         send: Send,
     ) -> str | None:
-        content = resp.content
-        try:
-            first = await content.readany()
-        except _FAILURES as e:
-            self.metrics.upstream_errors.labels("first_byte").inc()
-            return f"{type(e).__name__} before the first byte: {e}"
-        if not first:
-            self.metrics.upstream_errors.labels("first_byte").inc()
-            return f"{inst.id} closed the stream before the first byte"
+        first_byte_at = dog.progress_at  # set at the first token's chunk: the client's TTFT, less the hop
+        exchange.started = True
         await send(
             {
                 "type": "http.response.start",
@@ -269,53 +388,64 @@ class Proxy:
             }
         )
         record = inst.sent.get(request_id) if inst.kind == VLLM else None
-        client_gone = False
-        finished = False
-
-        async def watch_disconnect() -> None:
-            # uvicorn drops writes to a closed client silently: watch for the disconnect and stop the
-            # upstream request so the engine frees its slot.
-            nonlocal client_gone
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    break
-            if not finished:
-                client_gone = True
-                resp.close()
-
-        watcher = asyncio.create_task(watch_disconnect())
+        content = resp.content
         chunk = first
         tail = b""
         try:
             while chunk:
-                inst.data_at = time.monotonic()
                 if record is not None:
                     record.streamed_tokens += chunk.count(b"data: {")
+                dog.sending = True  # a slow reader is not the instance's gap
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                dog.sending = False
+                dog.progress_at = time.monotonic()
                 tail = chunk
                 chunk = await content.readany()
+                inst.data_at = inst.flowing_at = time.monotonic()
             complete = tail.endswith(_DONE_TAIL)
             error = None if complete else "the instance ended the stream early"
         except _FAILURES as e:
             error = f"stream cut: {type(e).__name__}: {e}"
-        finally:
-            finished = True
-            watcher.cancel()
-        if client_gone:
-            return None
         if error is not None:
             self.metrics.upstream_errors.labels("mid_stream").inc()
             log.warning("stream %s from %s: %s", request_id, inst.id, error)
-            await send({"type": "http.response.body", "body": error_sse(error), "more_body": False})
+            await self._end_stream(exchange, send, error)
             return None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        self._observe_error(decision)
+        exchange.finished = True
+        self.pool.completed(inst)
+        self._observe_completed(decision, first_byte_at)
         return None
 
-    def _observe_error(self, decision: Decision) -> None:
-        f = decision.forecast
-        if f is not None:
-            actual = time.monotonic() - decision.decided_at
-            if actual > 0:
-                self.metrics.forecast_error.observe(abs(f.e2e_s - actual) / actual)
+    def _observe_completed(self, decision: Decision, first_byte_at: float | None = None) -> None:
+        """Latency and forecast error of a completed request: E2E always, TTFT for streams (a whole
+        response arrives at once)."""
+        f, inst, m = decision.forecast, decision.instance, self.metrics
+        if inst.removed:  # a removed instance's series are forgotten: keep them so
+            return
+        now = time.monotonic()
+        for metric, at in (("ttft", first_byte_at), ("e2e", now)):
+            actual = None if at is None else at - decision.decided_at
+            if actual is None or actual <= 0:
+                continue
+            m.latency_observed(inst.id, metric, actual)
+            if f is not None:
+                forecast_s = f.ttft_s if metric == "ttft" else f.e2e_s
+                m.forecast_error_observed(inst.id, metric, abs(forecast_s - actual) / actual)
+
+
+async def _read_rest(content: aiohttp.StreamReader, first: bytes, inst: Instance, dog: Watchdog) -> bytes:
+    """The rest of a whole (non-stream) body after its first bytes; the watchdog bounds each gap."""
+    parts = [first]
+    while chunk := await content.readany():
+        parts.append(chunk)
+        inst.data_at = inst.flowing_at = dog.progress_at = time.monotonic()
+    return b"".join(parts)
+
+
+async def _watch_client(receive: Receive, exchange: Exchange) -> None:
+    """uvicorn drops writes to a closed client silently: watch for the disconnect and stop the attempt,
+    whose connection to the instance then closes, so the engine frees the request's slot."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    exchange.interrupt(CLIENT_GONE)

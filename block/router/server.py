@@ -1,12 +1,21 @@
-"""Run a RouterApp under uvicorn with uvloop and httptools (the fastest pure-Python-host stack)."""
+"""Run a RouterApp under uvicorn with uvloop and httptools (the fastest pure-Python-host stack).
+
+Shutdown (SIGTERM or SIGINT) is bounded: uvicorn stops accepting and closes idle connections, requests
+in flight may finish for `drain_timeout_s`, then the proxy cuts what is left (a stream gets an error
+event, anything else a 503) and the process exits. uvicorn's own graceful timeout, a little longer, is
+only the backstop for a handler that does not end after the cut.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
+import socket
 
 import uvicorn
 
+from block.http_limits import HttpLimits
 from block.router.app import RouterApp
 from block.router.config import RouterConfig
 
@@ -24,13 +33,16 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def http_limits(config: RouterConfig) -> HttpLimits:
+    return HttpLimits(config.max_header_bytes, config.header_timeout_s, config.body_timeout_s)
+
+
 def uvicorn_config(app: RouterApp, config: RouterConfig) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
-        loop="uvloop",
-        http="httptools",
+        **http_limits(config).uvicorn_options(),
         lifespan="on",
         access_log=False,
         log_level=config.log_level.lower(),
@@ -38,7 +50,37 @@ def uvicorn_config(app: RouterApp, config: RouterConfig) -> uvicorn.Config:
         timeout_keep_alive=60,
         server_header=False,
         date_header=False,
+        timeout_graceful_shutdown=config.drain_timeout_s + CUT_GRACE_S,
     )
+
+
+CUT_GRACE_S = 5.0  # after the cut, for handlers to send their error and end
+
+log = logging.getLogger("block.router")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with the router's bounded drain (see the module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, app: RouterApp) -> None:
+        super().__init__(config)
+        self.router = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        proxy = self.router.proxy
+        drain = self.router.config.drain_timeout_s
+        if proxy.live:
+            log.info("draining %d request(s) for up to %g s", len(proxy.live), drain)
+
+        def cut() -> None:
+            if n := proxy.cut_all():
+                log.warning("drain time over: cut %d request(s) still in flight", n)
+
+        timer = asyncio.get_running_loop().call_later(drain, cut)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()
 
 
 def serve(config: RouterConfig) -> None:
@@ -47,4 +89,4 @@ def serve(config: RouterConfig) -> None:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     app = RouterApp(config)
-    uvicorn.Server(uvicorn_config(app, config)).run()
+    DrainingServer(uvicorn_config(app, config), app).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -79,3 +80,28 @@ async def test_non_streaming_client_disconnect_frees_blocks(
     assert state["free_blocks"] == 64
     metrics = (await client.get("/metrics")).text
     assert 'vllm:request_success_total{finished_reason="abort"' in metrics
+
+
+async def test_client_leaving_while_sending_its_body_logs_no_traceback(
+    engine: BackgroundEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's loggers do not propagate to the root logger: listen to its error logger directly."""
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addHandler(caplog.handler)
+    try:
+        reader, writer = await asyncio.open_connection(engine.host, engine.port)
+        head = (
+            "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            "content-length: 1000\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"prompt": "half a bo')
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body now
+        writer.close()
+        await writer.wait_closed()
+        async with httpx.AsyncClient(base_url=engine.url, timeout=10.0) as c:
+            assert (await c.get("/health")).status_code == 200  # the request is over
+        await asyncio.sleep(0.2)
+    finally:
+        uvicorn_errors.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

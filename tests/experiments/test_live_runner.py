@@ -39,13 +39,25 @@ def test_two_policies_side_by_side_write_bench_schema_results(tmp_path: Path) ->
         assert len(data["summary"]["instances"]) == 2
         live = o.extra["live"]
         assert live["parallel_clusters"] == 2 and live["engine_steps"] > 0
+        # judged from the engines' lag during the batch and the client's send times (one verdict)
+        validity = data["config"]["validity"]
+        assert validity["valid"] in (True, False) and validity["steps"] > 0
+        assert validity == o.extra["validity"] == outputs[0].extra["validity"]
     a, b = (json.loads(o.path.read_text())["requests"] for o in outputs)
     assert [r["scheduled_s"] for r in a] == [r["scheduled_s"] for r in b]
     assert runner._engines == {}  # every server stopped
 
     # An identical second call reads the files back instead of starting servers.
+    valid = [json.loads(o.path.read_text())["config"]["validity"]["valid"] for o in outputs]
     again = LiveRunner(LiveSettings(log_dir=tmp_path / "logs")).run(specs, tmp_path / "runs")
-    assert all(o.extra.get("reused") for o in again)
+    if all(valid):  # a run marked invalid is measured again instead (below)
+        assert all(o.extra.get("reused") for o in again)
+    # A run that did not keep real time is not reused: it is measured again.
+    data = json.loads(outputs[0].path.read_text())
+    data["config"]["validity"]["valid"] = False
+    outputs[0].path.write_text(json.dumps(data))
+    fresh = LiveRunner(LiveSettings(log_dir=tmp_path / "logs"))
+    assert fresh._reuse(specs[0], fresh.effective(specs[0]), tmp_path / "runs") is None
 
 
 def test_saturation_pilot_runs_closed_loop(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from block.predictor.tracker import InstanceTracker
 from block.profiles import load_profile
 from block.provision.horizon import is_capped, predict_within
 from block.replica import Replica, Request
-from block.router.tracker import BasicTracker
 
 PROFILE = load_profile("llama-2-7b-a30")
 
@@ -61,6 +60,7 @@ def test_beyond_the_horizon_the_forecast_is_capped() -> None:
 
 
 def test_trackers_without_forecasts_pass_through() -> None:
-    basic: object = BasicTracker("b")
-    assert predict_within(basic, RoutingRequest(10, 10), 0.0, 5.0) is None  # type: ignore[arg-type]
+    no_profile = InstanceTracker("b", None)
+    no_profile.observe(Replica(no_profile.config, PROFILE).snapshot(), at=0.0)
+    assert predict_within(no_profile, RoutingRequest(10, 10), 0.0, 5.0) is None
     assert predict_within(InstanceTracker("none", PROFILE), RoutingRequest(10, 10), 0.0, 5.0) is None

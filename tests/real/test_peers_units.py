@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from block.realengine import peers
-from block.realengine.peers import BLOCK, SGLANG, RouterConfig
+from block.realengine.peers import BLOCK, SGLANG, PeerConfig
 
 METRICS = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -32,8 +32,8 @@ def test_parse_configs() -> None:
         "block:round-robin",
     ]
     assert peers.parse_configs("sglang:cache_aware, block:llumnix") == [
-        RouterConfig(SGLANG, "cache_aware"),
-        RouterConfig(BLOCK, "llumnix"),
+        PeerConfig(SGLANG, "cache_aware"),
+        PeerConfig(BLOCK, "llumnix"),
     ]
     for bad in ("", "sglang:llumnix", "block:cache_aware", "nginx:round_robin", "block"):
         with pytest.raises(ValueError):

@@ -71,7 +71,9 @@ class Served:
 @dataclass
 class FakeUpstream:
     """A minimal vLLM-like engine. `mode` injects failures:
-    ok | status500 | cut (closes the stream after `cut_after` events) | close_first (headers, then closes)."""
+    ok | status500 | cut (closes the stream after `cut_after` events) | close_first (headers, then closes)
+    | hang (answers /health and /state, never a generation: it waits for the caller to hang up).
+    `disconnects` counts generations whose caller hung up before the answer was complete."""
 
     block: bool = True  # serve GET /state (Block engine) or 404 there (stock vLLM)
     tokens: int = 5
@@ -82,6 +84,8 @@ class FakeUpstream:
     fail_first: int = 0  # answer 500 to this many completions first, whatever the mode
     requests: list[dict[str, Any]] = field(default_factory=list)
     running: int = 0
+    disconnects: int = 0
+    models: list[str] | None = field(default_factory=lambda: ["fake-model"])  # None: /v1/models is a 404
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -97,7 +101,11 @@ class FakeUpstream:
         elif path == "/metrics":
             await _reply(send, 200, self.metrics().encode(), b"text/plain")
         elif path == "/v1/models":
-            await _reply(send, 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}')
+            if self.models is None:
+                await _reply(send, 404, b'{"detail":"Not Found"}')
+            else:
+                cards = [{"id": m, "object": "model"} for m in self.models]
+                await _reply(send, 200, orjson.dumps({"object": "list", "data": cards}))
         elif path in ("/v1/completions", "/v1/chat/completions"):
             await self.complete(scope, receive, send)
         else:
@@ -143,8 +151,17 @@ class FakeUpstream:
             return
         stream = bool(body.get("stream"))
         n = int(body.get("max_tokens") or self.tokens)
-        if not stream:
-            await asyncio.sleep(self.token_delay * n)
+        if self.mode == "hang" or not stream:
+            self.running += 1
+            try:  # the answer is due after all its tokens (never, hung); unless the caller leaves first
+                gone = await _disconnect_within(
+                    receive, None if self.mode == "hang" else self.token_delay * n
+                )
+            finally:
+                self.running -= 1
+            if gone:
+                self.disconnects += 1
+                return
             await _reply(
                 send, 200, orjson.dumps({"object": "text_completion", "choices": [{"text": "x" * n}]})
             )
@@ -163,6 +180,7 @@ class FakeUpstream:
         try:
             for i in range(n):
                 if gone.done():
+                    self.disconnects += 1
                     return
                 if self.mode == "cut" and i == self.cut_after:
                     raise ConnectionAbortedError("injected: cut mid-stream")
@@ -170,12 +188,26 @@ class FakeUpstream:
                 await send(
                     {"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True}
                 )
-                if self.token_delay:
-                    await asyncio.sleep(self.token_delay)
+                if self.token_delay:  # a pause that ends early when the caller hangs up
+                    await asyncio.wait((gone,), timeout=self.token_delay)
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
         finally:
             self.running -= 1
             gone.cancel()
+
+
+async def _disconnect_within(receive: Any, seconds: float | None) -> bool:
+    """True when the caller hung up within `seconds` (None: wait for that however long it takes)."""
+
+    async def disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(disconnect(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def lifespan(receive: Any, send: Any) -> None:

@@ -3,16 +3,24 @@ budget that keeps a burst of forecasts from taking the whole event loop."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import httpx
+import pytest
+
+from block.engine.server import BackgroundEngine
+from block.engine.settings import EngineSettings, replica_config
 from block.policies import RoutingRequest, make_policy
 from block.predictor.tracker import InstanceTracker
+from block.profiles import load_profile
 from block.replica import Replica, ReplicaConfig, Request
 from block.router.decide import Decider, ForecastBudget
 from block.router.instance import Instance
 from block.router.metrics import RouterMetrics
 from tests.conftest import make_test_profile
+from tests.router.servers import router
 
 PROFILE = make_test_profile()
 CFG = ReplicaConfig(max_num_seqs=8, max_num_batched_tokens=64, block_size=16, num_gpu_blocks=64)
@@ -88,3 +96,26 @@ async def test_a_forecast_past_the_deadline_is_missing_not_an_error() -> None:
     d.deadline_s = 0.0  # nothing fits: every forecast misses, the policy falls back
     decision = await d.decide(REQ)
     assert decision.fallback
+
+
+async def test_an_over_length_prompt_logs_one_line_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """The prompt fits no instance (model length 4,096): an expected client error, which the engines
+    answer with a 400; the router says so in one line per request, not a traceback per instance."""
+    profile = load_profile("tiny-fast")
+    engines = [
+        BackgroundEngine(EngineSettings(profile, replica_config(profile), noise=0.0, seed=i)).start()
+        for i in range(2)
+    ]
+    try:
+        async with router([e.url for e in engines], policy="block", deadline_ms=500) as (_, url):
+            caplog.set_level(logging.INFO, logger="block.router")
+            async with httpx.AsyncClient(timeout=10) as c:
+                r = await c.post(url + "/v1/completions", json={"prompt": "w " * 5000, "max_tokens": 2})
+            assert r.status_code == 400 and "maximum context length" in r.json()["error"]["message"]
+    finally:
+        for e in engines:
+            e.stop()
+    decision_logs = [rec for rec in caplog.records if rec.name == "block.router.decision"]
+    assert [rec.exc_info for rec in decision_logs] == [None]
+    assert decision_logs[0].levelno == logging.INFO
+    assert "5001 prompt tokens" in decision_logs[0].getMessage()  # 5,000 words and the begin-of-text token

@@ -61,6 +61,7 @@ async def test_block_policy_forecasts_real_engines() -> None:
                 row["last_forecast"] is not None and row["state_source"] == "/state" for row in listing
             )
             assert len({r.headers["x-block-instance"] for r in responses}) >= 2  # load spread by forecasts
-            assert app.metrics.forecast_error._sum.get() > 0
+            errors = app.metrics.forecast_error.collect()[0].samples
+            assert sum(s.value for s in errors if s.name.endswith("_sum")) > 0
             await asyncio.sleep(0.05)
             assert all(i.tracker.in_flight == 0 for i in app.pool.instances.values())
