@@ -8,7 +8,7 @@ whose P99 TTFT stays within 3 s, found per (kind, error, policy) cell by a searc
 
 1. probe the policy's reference capacity (or, for the reference itself, a guess), then walk up or down
    in growing steps (6%, 12%, ...) until one rate meets the SLO and the next does not;
-2. bisect that bracket until it is narrower than `tolerance` (2%) of the rate;
+2. bisect that bracket until it is narrower than `tolerance` (3%) of the rate;
 3. the capacity is then interpolated in log(P99 TTFT) between the highest passing and the lowest failing
    rate, as `block experiment main` does (block/sim/capacity.py).
 
@@ -61,7 +61,7 @@ class ModelErrorArgs:
     noise: float = 0.03
     slo_s: float = PAPER_SLO_S
     step: float = 0.06  # relative step of the walk to a bracket
-    tolerance: float = 0.02  # bisect until the bracket is narrower than this share of the rate
+    tolerance: float = 0.03  # bisect until the bracket is narrower than this share of the rate
     max_probes: int = 10  # per cell
     workers: int = 2
 

@@ -4,8 +4,13 @@ Every forecast uses the nominal profile. An engine with model error multiplies e
 by a factor that only it knows, taken at the step's start; step noise (noise.py) then applies on top.
 `KIND:E` names the error, E a fraction (0.2 = 20%):
 
-- `static`: each instance runs at its own fixed factor, drawn uniformly in [1-E, 1+E] (a GPU that is a
-  bit faster or slower than the one the profile was fitted on, a profile fitted on another engine).
+- `static`: each instance runs at its own fixed factor, uniform in [1-E, 1+E] (a GPU that is a bit
+  faster or slower than the one the profile was fitted on, a profile fitted on another engine). The
+  draws are stratified: instance i takes the golden-ratio sequence's i-th point from a seeded start, so
+  consecutive instances spread over the band instead of clumping. Each factor is still uniform over the
+  seeds, but a fleet's mean speed stays near the profile's (4 plain draws can all come out slow): what
+  the error changes is how the engines differ from the profile and from each other, not the fleet's
+  capacity.
 - `drift`: each instance's factor wanders within [1-E, 1+E] over minutes (thermal throttling, a
   neighbour's load coming and going): a normalised sum of three slow sinusoids, periods 60-300 s.
 - `correlated`: the whole fleet slows down together by up to E for stretches of seconds, as under CPU
@@ -25,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 KINDS = ("static", "drift", "correlated")
+
+GOLDEN = (5**0.5 - 1) / 2  # static: successive instances' points of the golden-ratio sequence
 
 DRIFT_COMPONENTS = 3
 DRIFT_PERIODS_S = (60.0, 300.0)  # log-uniform
@@ -55,7 +62,7 @@ class ModelError:
         """Instance `instance`'s step-time factor as a function of time."""
         e = self.error
         if self.kind == "static":
-            u = _rng("static", self.seed, instance).random()
+            u = (_rng("static", self.seed, 0).random() + instance * GOLDEN) % 1.0
             value = 1.0 + e * (2.0 * u - 1.0)
             return lambda _t: value
         if self.kind == "drift":
