@@ -142,5 +142,5 @@ def _model_error_note(settings: EngineSettings) -> str:
         return ""
     note = f", model error {error}"
     if error.kind == "static" and settings.seed is not None:
-        note += f": steps x{error.factor(settings.seed)(0.0):.3f} the profile's"
+        note += f": x{error.speed(settings.seed)(0.0):.3f} the profile's speed"
     return note + ", not reported"

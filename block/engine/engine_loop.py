@@ -88,7 +88,7 @@ class EngineLoop:
     ) -> None:
         self.replica = replica
         self.noise = noise
-        # The true speed the profile does not know, as a factor over wall-clock time (settings.py).
+        # The true speed the profile does not know, as a step-time factor over wall-clock time (settings.py).
         self.model_error = model_error
         self.clock = clock or EngineClock()
         self._wall_offset = time.time() - self.clock.now()  # engine clock -> wall-clock seconds

@@ -39,7 +39,7 @@ class EngineSettings:
         """This engine's true step-time factor over wall-clock time; None without model error.
 
         The seed is the engine's instance index in a fleet: engines with different seeds draw different
-        factors (static, drift), without one a random index. Wall-clock time (not the engine's own clock)
+        speeds (static, drift), without one a random index. Wall-clock time (not the engine's own clock)
         makes every engine of a host share the `correlated` slowdowns, as CPU contention would."""
         error = self.model_error
         if error is None or error.error == 0:

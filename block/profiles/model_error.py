@@ -1,25 +1,28 @@
 """Model error: engines that run at a "true" speed the predictor does not know.
 
-Every forecast uses the nominal profile. An engine with model error multiplies each step's nominal time
-by a factor that only it knows, taken at the step's start; step noise (noise.py) then applies on top.
-`KIND:E` names the error, E a fraction (0.2 = 20%):
+Every forecast uses the nominal profile. An engine with model error runs at a speed relative to that
+profile that only it knows: each step takes the nominal time divided by the speed at the step's start
+(`factor` = 1 / speed), and step noise (noise.py) applies on top. `KIND:E` names the error, E a fraction
+(0.2 = 20%):
 
-- `static`: each instance runs at its own fixed factor, uniform in [1-E, 1+E] (a GPU that is a bit
-  faster or slower than the one the profile was fitted on, a profile fitted on another engine). The
-  draws are stratified: instance i takes the golden-ratio sequence's i-th point from a seeded start, so
-  consecutive instances spread over the band instead of clumping. Each factor is still uniform over the
-  seeds, but a fleet's mean speed stays near the profile's (4 plain draws can all come out slow): what
-  the error changes is how the engines differ from the profile and from each other, not the fleet's
-  capacity.
-- `drift`: each instance's factor wanders within [1-E, 1+E] over minutes (thermal throttling, a
+- `static`: each instance runs at its own fixed speed, uniform in [1-E, 1+E] (a GPU a bit faster or
+  slower than the one the profile was fitted on, a profile fitted on another engine). The draws are
+  stratified: instance i takes the golden-ratio sequence's i-th point from a seeded start, so
+  consecutive instances spread over the band instead of clumping. Each speed is still uniform over the
+  seeds, but a fleet's mean speed, and so its total throughput, stays near the profile's (4 plain draws
+  can all come out slow): what the error changes is how the engines differ from the profile and from
+  each other, not how much the fleet can serve.
+- `drift`: each instance's speed wanders within [1-E, 1+E] over minutes (thermal throttling, a
   neighbour's load coming and going): a normalised sum of three slow sinusoids, periods 60-300 s.
-- `correlated`: the whole fleet slows down together by up to E for stretches of seconds, as under CPU
-  contention on a shared host: time is cut into 15 s epochs, two in three hold one slowdown of 2-10 s at
-  a depth of 0.5-1 x E. The factor is 1 outside the stretches, so this kind only ever slows.
+- `correlated`: the whole fleet slows down together, to a speed 1 - E at worst, for stretches of
+  seconds, as under CPU contention on a shared host: time is cut into 15 s epochs, two in three hold one
+  slowdown of 2-10 s at a depth of 0.5-1 x E. The speed is 1 outside the stretches: this kind only slows.
 
-Every factor is a pure function of (seed, instance, time): the same run draws the same factors whatever
-asks first, and the simulator and the emulator can be compared. The instance index is ignored by
-`correlated`, which is what makes it shared.
+Speeds, not step-time factors, are uniform in the band, so that E=0.4 static does not make the fleet
+faster on average (1/speed averages above 1; a step-time factor uniform in [0.6, 1.4] would give the
+fleet 6% more throughput). Every speed is a pure function of (seed, instance, time): the same run draws
+the same speeds whatever asks first, and the simulator and the emulator can be compared. The instance
+index is ignored by `correlated`, which is what makes it shared.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ CORRELATED_CHANCE = 2 / 3  # share of epochs with a slowdown
 CORRELATED_STRETCH_S = (2.0, 10.0)
 CORRELATED_DEPTH = (0.5, 1.0)  # x E
 
-Factor = Callable[[float], float]  # time (s) -> multiplier of the nominal step time
+Factor = Callable[[float], float]  # time (s) -> a speed, or a multiplier of the nominal step time
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,8 @@ class ModelError:
     def __str__(self) -> str:
         return f"{self.kind}:{self.error:g}"
 
-    def factor(self, instance: int) -> Factor:
-        """Instance `instance`'s step-time factor as a function of time."""
+    def speed(self, instance: int) -> Factor:
+        """Instance `instance`'s speed relative to its profile, as a function of time."""
         e = self.error
         if self.kind == "static":
             u = (_rng("static", self.seed, 0).random() + instance * GOLDEN) % 1.0
@@ -68,6 +71,11 @@ class ModelError:
         if self.kind == "drift":
             return _drift(e, _rng("drift", self.seed, instance))
         return _Correlated(e, self.seed)
+
+    def factor(self, instance: int) -> Factor:
+        """Instance `instance`'s step-time factor (1 / speed) as a function of time."""
+        speed = self.speed(instance)
+        return lambda t: 1.0 / speed(t)
 
 
 def parse_model_error(text: str | None, seed: int = 0) -> ModelError | None:
@@ -98,14 +106,14 @@ def _drift(e: float, rng: random.Random) -> Factor:
     waves = [(e * a / total, w, phase) for a, w, phase in waves]  # amplitudes sum to E: within the band
     sin = math.sin
 
-    def factor(t: float) -> float:
+    def speed(t: float) -> float:
         return 1.0 + sum(a * sin(w * t + phase) for a, w, phase in waves)
 
-    return factor
+    return speed
 
 
 class _Correlated:
-    """The fleet's shared slowdowns; remembers the last epoch looked at (steps come in time order)."""
+    """The fleet's shared speed; remembers the last epoch looked at (steps come in time order)."""
 
     __slots__ = ("e", "seed", "_epoch", "_start", "_end", "_slow")
 
@@ -123,13 +131,13 @@ class _Correlated:
         return self._slow if self._start <= t < self._end else 1.0
 
     def stretch(self, epoch: int) -> tuple[float, float, float] | None:
-        """(start, end, factor) of the slowdown in `epoch`, or None when it has none."""
+        """(start, end, speed) of the slowdown in `epoch`, or None when it has none."""
         rng = _rng("correlated", self.seed, epoch)
         if rng.random() >= CORRELATED_CHANCE:
             return None
         length = rng.uniform(*CORRELATED_STRETCH_S)
         start = epoch * CORRELATED_EPOCH_S + rng.uniform(0, CORRELATED_EPOCH_S - length)
-        return start, start + length, 1.0 + self.e * rng.uniform(*CORRELATED_DEPTH)
+        return start, start + length, 1.0 - self.e * rng.uniform(*CORRELATED_DEPTH)
 
     def _load(self, epoch: int) -> None:
         self._epoch = epoch

@@ -69,9 +69,9 @@ def step_seconds(url: str) -> float:
 
 def test_an_engine_with_model_error_runs_slower_and_reports_its_nominal_profile() -> None:
     error = ModelError("static", 0.5)
-    nominal = dataclasses.replace(engine_settings(), seed=5)  # the seed is the instance index in a fleet
+    nominal = dataclasses.replace(engine_settings(), seed=2)  # the seed is the instance index in a fleet
     factor = error.factor(nominal.seed)(0.0)
-    assert factor > 1.1  # this instance draws a slow engine
+    assert error.speed(nominal.seed)(0.0) < 0.9  # this instance draws a slow engine
     skewed = dataclasses.replace(nominal, model_error=error)
     body = {"prompt": list(range(200)), "max_tokens": 12, "ignore_eos": True}
     spent, states = [], []

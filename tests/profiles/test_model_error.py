@@ -55,28 +55,29 @@ def test_every_kind_stays_in_its_band_and_is_reproducible(
     kind: str, e: float, seed: int, instance: int, ts: list[float]
 ) -> None:
     error = ModelError(kind, e, seed)
-    f = error.factor(instance)
-    values = [f(t) for t in ts]
-    low = 1.0 if kind == "correlated" else 1.0 - e  # correlated only ever slows
-    assert all(low - 1e-12 <= v <= 1.0 + e + 1e-12 for v in values)
+    speed, factor = error.speed(instance), error.factor(instance)
+    values = [speed(t) for t in ts]
+    high = 1.0 if kind == "correlated" else 1.0 + e  # correlated only ever slows
+    assert all(1.0 - e - 1e-12 <= v <= high + 1e-12 for v in values)
+    assert [factor(t) for t in ts] == [1.0 / v for v in values]  # steps take nominal / speed
     # a pure function of (seed, instance, time): a fresh copy asked in the reverse order agrees
-    g = ModelError(kind, e, seed).factor(instance)
+    g = ModelError(kind, e, seed).speed(instance)
     assert [g(t) for t in reversed(ts)] == list(reversed(values))
 
 
 def test_static_is_constant_per_instance_and_spread_over_the_band() -> None:
     error = ModelError("static", 0.3, seed=0)
-    factors = [error.factor(i)(0.0) for i in range(200)]
-    assert all(error.factor(i)(t) == factors[i] for i in range(5) for t in (1.0, 100.0, 1e5))
-    assert min(factors) < 0.71 and max(factors) > 1.29  # over [0.7, 1.3]
-    assert factors != [ModelError("static", 0.3, seed=1).factor(i)(0.0) for i in range(200)]
+    speeds = [error.speed(i)(0.0) for i in range(200)]
+    assert all(error.speed(i)(t) == speeds[i] for i in range(5) for t in (1.0, 100.0, 1e5))
+    assert min(speeds) < 0.71 and max(speeds) > 1.29  # over [0.7, 1.3]
+    assert speeds != [ModelError("static", 0.3, seed=1).speed(i)(0.0) for i in range(200)]
     # one instance over many seeds: uniform over the band
-    one = sorted(ModelError("static", 0.3, seed=s).factor(5)(0.0) for s in range(400))
+    one = sorted(ModelError("static", 0.3, seed=s).speed(5)(0.0) for s in range(400))
     assert one[0] < 0.72 and one[-1] > 1.28 and 0.97 < one[200] < 1.03
     # a fleet's draws are stratified: whatever the seed, 12 instances average close to the profile's
     # speed (plain uniform draws stray by 0.17 x E at one standard deviation, 0.5 x E now and then)
     for seed in range(200):
-        fleet = [ModelError("static", 0.3, seed=seed).factor(i)(0.0) for i in range(12)]
+        fleet = [ModelError("static", 0.3, seed=seed).speed(i)(0.0) for i in range(12)]
         assert abs(sum(fleet) / 12 - 1.0) < 0.3 * 0.17
         assert min(fleet) < 0.85 and max(fleet) > 1.15  # both slow and fast engines
 
@@ -84,37 +85,37 @@ def test_static_is_constant_per_instance_and_spread_over_the_band() -> None:
 def test_drift_wanders_over_minutes_not_seconds() -> None:
     e = 0.2
     for instance in range(20):
-        f = ModelError("drift", e, seed=0).factor(instance)
+        f = ModelError("drift", e, seed=0).speed(instance)
         values = [f(float(t)) for t in range(0, 1200)]
         assert max(values) - min(values) > e / 2  # it really moves within 20 minutes...
         steps = [abs(b - a) for a, b in zip(values, values[1:], strict=False)]
         assert max(steps) < e * 2 * math.pi / 60  # ...but slowly: periods of a minute or more
-    assert ModelError("drift", e).factor(0)(30.0) != ModelError("drift", e).factor(1)(30.0)
+    assert ModelError("drift", e).speed(0)(30.0) != ModelError("drift", e).speed(1)(30.0)
 
 
 def test_correlated_slowdowns_are_shared_stretches_of_seconds() -> None:
     e = 0.4
     error = ModelError("correlated", e, seed=5)
-    fleet = [error.factor(i) for i in range(6)]
+    fleet = [error.speed(i) for i in range(6)]
     grid = [k * 0.05 for k in range(int(1800 / 0.05))]  # half an hour
     series = [fleet[0](t) for t in grid]
     for f in fleet[1:]:
         assert [f(t) for t in grid[::50]] == series[::50]  # every instance at once
-    slowed = sum(v > 1.0 for v in series) / len(series)
+    slowed = sum(v < 1.0 for v in series) / len(series)
     assert 0.15 < slowed < 0.4  # two epochs in three hold 2-10 s of 15
-    assert max(series) > 1 + e * 0.9 and min(v for v in series if v > 1) < 1 + e * 0.6
+    assert min(series) < 1 - e * 0.9 and max(v for v in series if v < 1) > 1 - e * 0.6
     # stretches: maximal runs of one slowed value last 2-10 s
     runs, start = [], None
     for t, v, prev in zip(grid[1:], series[1:], series, strict=False):
-        if v > 1 and v != prev:
+        if v < 1 and v != prev:
             start = t
-        elif prev > 1 and v != prev and start is not None:
+        elif prev < 1 and v != prev and start is not None:
             runs.append(t - start)
             start = None
     assert len(runs) > 50
     lo, hi = CORRELATED_STRETCH_S
     assert all(lo - 0.1 <= r <= hi + 0.1 for r in runs)
-    other = ModelError("correlated", e, seed=6).factor(0)
+    other = ModelError("correlated", e, seed=6).speed(0)
     assert [other(t) for t in grid] != series  # another fleet seed, other stretches
 
 
