@@ -257,7 +257,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Capacity (P99 TTFT <= 3 s, 12 x A30, ShareGPT) of each policy when the engines run at a true
         speed the router's profile does not know: static, drifting or fleet-wide correlated error.
-        About 10 minutes with the defaults on 2 cores; resumes an interrupted run from --out."""
+        About 470 CPU seconds with the defaults (7 minutes on a busy 2-core machine); resumes an interrupted
+        run from --out."""
         from block.experiments.model_error import ModelErrorArgs, run
 
         if mode != "sim":

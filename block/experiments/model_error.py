@@ -301,7 +301,8 @@ def markdown(a: ModelErrorArgs, results: dict[Cell, CellResult], wall_s: float) 
         f"# Model error: {a.instances} x {a.profile}, {a.num_requests:,} {a.dataset} requests",
         "",
         f"Capacity at P99 TTFT <= {a.slo_s:g} s per policy; the forecasts always use the nominal profile. "
-        f"Search: walk in {a.step:.0%} steps from the error-0 capacity, bisect to {a.tolerance:.0%}, "
+        f"Search: walk in growing steps ({a.step:.0%}, {2 * a.step:.0%}, ...) from the error-0 capacity, "
+        f"bisect to {a.tolerance:.0%}, "
         f"log-interpolate; seed {a.seed}, step noise {a.noise:g}. `>=`/`<`: every/no probed rate met "
         f"the SLO. Wall time {wall_s:.0f} s.",
         "",

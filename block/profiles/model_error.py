@@ -115,20 +115,20 @@ def _drift(e: float, rng: random.Random) -> Factor:
 class _Correlated:
     """The fleet's shared speed; remembers the last epoch looked at (steps come in time order)."""
 
-    __slots__ = ("e", "seed", "_epoch", "_start", "_end", "_slow")
+    __slots__ = ("e", "seed", "_epoch", "_start", "_end", "_speed")
 
     def __init__(self, e: float, seed: int) -> None:
         self.e = e
         self.seed = seed
         self._epoch = -1
         self._start = self._end = 0.0
-        self._slow = 1.0
+        self._speed = 1.0
 
     def __call__(self, t: float) -> float:
         epoch = math.floor(t / CORRELATED_EPOCH_S)
         if epoch != self._epoch:
             self._load(epoch)
-        return self._slow if self._start <= t < self._end else 1.0
+        return self._speed if self._start <= t < self._end else 1.0
 
     def stretch(self, epoch: int) -> tuple[float, float, float] | None:
         """(start, end, speed) of the slowdown in `epoch`, or None when it has none."""
@@ -142,7 +142,7 @@ class _Correlated:
     def _load(self, epoch: int) -> None:
         self._epoch = epoch
         found = self.stretch(epoch)
-        self._start, self._end, self._slow = found if found is not None else (0.0, 0.0, 1.0)
+        self._start, self._end, self._speed = found if found is not None else (0.0, 0.0, 1.0)
 
 
 class TrueStepTime:
