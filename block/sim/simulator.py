@@ -28,6 +28,7 @@ from typing import Any
 
 from block.bench.record import RequestRecord
 from block.policies import Choice, InstanceView, Policy, RoutingRequest, make_policy
+from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.sim.config import SimConfig
 from block.sim.freshness import SnapshotFeed
@@ -63,7 +64,9 @@ class Cluster:
         )
         self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
         self.noises = [config.noise_for(r) for r in range(n)]
-        self.noise = [None if nz.is_exact else nz.apply for nz in self.noises]
+        self.noise = [
+            self.step_time_for(r, None if nz.is_exact else nz.apply) for r, nz in enumerate(self.noises)
+        ]
         self.feed = SnapshotFeed(self.replicas, self.trackers, config.refresh_s, self.step_end_of)
         self.uses_snapshots = needs_snapshots(self.policy)
         self.lazy = config.schedule == "auto" and not reads_state(self.policy)
@@ -78,6 +81,17 @@ class Cluster:
         self.limit = 0.0  # steps ending at or before this time may complete now (the next arrival)
 
     # -- replica steps -----------------------------------------------------------------------------
+
+    def step_time_for(
+        self, r: int, noise: Callable[[float], float] | None
+    ) -> Callable[[float], float] | None:
+        """What replica r's steps take beyond the profile's mean: model error (a true speed the trackers'
+        profile does not know), then step noise. None: exactly the mean."""
+        factor = self.config.model_error_for(r)
+        if factor is None:
+            return noise
+        rep = self.replicas[r]
+        return TrueStepTime(factor, lambda: rep.now, noise)
 
     def step_end_of(self, r: int) -> float | None:
         return self.next_end[r] if self.inflight[r] is not None else None

@@ -1,0 +1,26 @@
+"""Power of two choices on in-flight counts, as sglang-router's `power_of_two` does.
+
+Two instances drawn at random, the one with fewer requests in flight wins (a tie is a coin flip). No
+forecasts and no snapshots: only the router's own counts, so it is the like-for-like heuristic against
+which Block's forecasting `block-po2` (the same two-instance sample, chosen by forecast) is judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from block.policies.base import Choice, InstanceView, Policy, RoutingRequest, register
+
+
+@register
+class PowerOfTwo(Policy):
+    name = "po2"
+    needs_snapshots = False
+
+    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
+        if len(instances) < 2:
+            return Choice(instances[0])
+        a, b = self.rng.sample(list(instances), 2)
+        if a.in_flight == b.in_flight:
+            return Choice(a if self.rng.random() < 0.5 else b)
+        return Choice(a if a.in_flight < b.in_flight else b)
