@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(
             None,
             help="Routing policy: block, block-po2, llumnix, infaas, min-qpm, "
-            "least-requests, round-robin, random. (default: block)",
+            "least-requests, po2, round-robin, random. (default: block)",
             rich_help_panel="Routing",
         ),
         port: int = typer.Option(None, help="Port to listen on. (default: 8000)", rich_help_panel="Server"),

@@ -22,29 +22,30 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_an_engine_whose_steps_are_shorter_than_its_own_loop_reports_lag_and_an_invalid_run() -> None:
-    # Steps of about 2 microseconds: no Python loop completes a step that fast, so every step ends late
-    # by more than the one before, on any machine, loaded or not.
+    # Steps of about 0.2 microseconds: no Python loop completes a step that fast (a few microseconds each
+    # here), so every step ends later than the one before, and over 16,000 steps the mean lag passes the
+    # 10 ms limit several times over on any machine, loaded or not.
     profile = dataclasses.replace(
         make_test_profile(),
-        step_overhead_s=1e-6,
+        step_overhead_s=1e-7,
         per_seq_s=0.0,
         decode_kv_token_s=0.0,
         prefill_pair_s=0.0,
-        linear_knots_s=(1e-6, 1e-6, 1e-6, 1e-6),
+        linear_knots_s=(1e-7, 1e-7, 1e-7, 1e-7),
     )
     settings = EngineSettings(
-        profile, replica_config(profile, num_gpu_blocks=512), noise=0.0, seed=1, model="m"
+        profile, replica_config(profile, num_gpu_blocks=1100, max_model_len=16384), noise=0.0, seed=1, model="m"
     )
     with background_engine(settings) as engine:
         before = live_validity.scrape(engine.url)
         assert before is not None and before.steps == 0
-        out = _post(engine.url, {"prompt": [1, 2, 3], "max_tokens": 4000, "ignore_eos": True})
-        assert out["usage"]["completion_tokens"] == 4000
+        out = _post(engine.url, {"prompt": [1, 2, 3], "max_tokens": 16000, "ignore_eos": True})
+        assert out["usage"]["completion_tokens"] == 16000
         lag = live_validity.scrape(engine.url)
     assert lag is not None
     during = lag.minus(before)
-    assert during.steps >= 4000
-    assert during.step_seconds < 0.02  # 4,000 modelled steps of ~2 us
+    assert during.steps >= 16000
+    assert during.step_seconds < 0.02  # 16,000 modelled steps of ~0.2 us
     assert during.lag_seconds > during.step_seconds  # ... that took far longer in real time
     verdict = live_validity.judge(during)
     assert verdict.valid is False and verdict.message.startswith("INVALID"), (during, verdict)
