@@ -33,9 +33,8 @@ def test_an_engine_whose_steps_are_shorter_than_its_own_loop_reports_lag_and_an_
         prefill_pair_s=0.0,
         linear_knots_s=(1e-7, 1e-7, 1e-7, 1e-7),
     )
-    settings = EngineSettings(
-        profile, replica_config(profile, num_gpu_blocks=1100, max_model_len=16384), noise=0.0, seed=1, model="m"
-    )
+    config = replica_config(profile, num_gpu_blocks=1100, max_model_len=16384)
+    settings = EngineSettings(profile, config, noise=0.0, seed=1, model="m")
     with background_engine(settings) as engine:
         before = live_validity.scrape(engine.url)
         assert before is not None and before.steps == 0
