@@ -1,5 +1,6 @@
 """The router's use of a `block predictor` sidecar: forecasts, and best-effort /routed and /finished
 notices (a sidecar that is down must never affect serving; the decision's deadline bounds predict).
+The notices go out as the instance's request listener, each in a background task.
 
 Every call's outcome is remembered for GET /instances (`predictor_healthy`, `predictor_last_error`):
 traffic itself is the health check. Only a sidecar the router has not heard from for `IDLE_PROBE_S`
@@ -10,20 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
-from block.policies import Forecast
+from block.fleet.listeners import RequestListener, Routed
 from block.predictor.client import PredictorClient, PredictorError
+from block.request import Forecast
 
 _ERRORS = (aiohttp.ClientError, TimeoutError, OSError, PredictorError, ValueError, KeyError)
 
 IDLE_PROBE_S = 5.0  # no call answered or failed for this long: probe /health (at most this often)
 
 
-class SidecarClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class SidecarClient(RequestListener):
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, spawn: Spawn) -> None:
+        """`spawn` runs a notice in the background (the router keeps and cancels the tasks)."""
         self.client = PredictorClient(base_url, session)
+        self.spawn = spawn
         self.healthy: bool | None = None  # None until the first call ends
         self.last_error: str | None = None
         self.heard_at = float("-inf")  # time.monotonic() of the last call that ended either way
@@ -45,14 +54,20 @@ class SidecarClient:
         self._record(None)
         return forecast
 
-    async def routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int) -> None:
+    def routed(self, instance: str, request: Routed) -> None:
+        self.spawn(self._routed(request.request_id, request.prompt_tokens, request.expected_output_tokens))
+
+    def finished(self, instance: str, request_id: str, at: float) -> None:
+        self.spawn(self._finished(request_id))
+
+    async def _routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int) -> None:
         try:
             await self.client.routed(request_id, prompt_tokens, expected_output_tokens)
             self._record(None)
         except _ERRORS as e:
             self._record(e)
 
-    async def finished(self, request_id: str) -> None:
+    async def _finished(self, request_id: str) -> None:
         try:
             await self.client.finished(request_id)
             self._record(None)

@@ -30,10 +30,10 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from block.policies.base import RoutingRequest
-from block.predictor.metrics import CONTENT_TYPE, PredictorMetrics
-from block.predictor.tracker import InstanceTracker
+from block.fleet.tracker import InstanceTracker
 from block.profiles.profile import Profile, load_profile
+from block.request import RoutingRequest
+from block.sidecar.metrics import CONTENT_TYPE, PredictorMetrics
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
