@@ -50,8 +50,8 @@ async def test_a_registered_source_is_detected_and_feeds_the_tracker(monkeypatch
 
 
 async def test_block_engines_and_stock_vllm_are_told_apart() -> None:
-    async with upstreams(FakeUpstream(), FakeUpstream(block=False)) as (block, vllm):
-        async with aiohttp.ClientSession() as session:
-            assert await sources.detect(session, block.url, 2.0) is sources.BlockState
-            assert await sources.detect(session, vllm.url, 2.0) is sources.VllmMetrics
-            assert await sources.detect(session, "http://127.0.0.1:9", 0.5) is None  # nothing there
+    fakes = upstreams(FakeUpstream(), FakeUpstream(block=False))
+    async with fakes as (block, vllm), aiohttp.ClientSession() as session:
+        assert await sources.detect(session, block.url, 2.0) is sources.BlockState
+        assert await sources.detect(session, vllm.url, 2.0) is sources.VllmMetrics
+        assert await sources.detect(session, "http://127.0.0.1:9", 0.5) is None  # nothing there
