@@ -12,6 +12,7 @@ import uvicorn
 
 from block.engine.app import EngineServer
 from block.engine.settings import EngineSettings
+from block.http_limits import HttpLimits
 
 
 def uvicorn_config(server: EngineServer, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
@@ -19,8 +20,7 @@ def uvicorn_config(server: EngineServer, host: str, port: int, log_level: str = 
         server.app,
         host=host,
         port=port,
-        loop="uvloop",
-        http="httptools",
+        **HttpLimits().uvicorn_options(),  # header size, header and body read timeouts
         lifespan="on",
         access_log=False,
         log_level=log_level,

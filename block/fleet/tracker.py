@@ -12,6 +12,11 @@ queue, until a snapshot shows them (matched by request id) or they finish (`on_f
 request that a snapshot taken more than `forget_after_s` after its routing still does not show has
 come and gone (or was lost) and is dropped. Requests reported finished are also removed from the
 current snapshot's queue, so an early end (EOS before the planned length) frees its place at once.
+
+In-flight record: the router's is exact (it sees every request end). A sidecar hears of requests only
+from notices, which may be lost or forged, so with `in_flight_follows_snapshots` it keeps only the
+requests still pending or in the latest snapshot: an id that never shows up is gone after
+`forget_after_s`, and one whose /finished was lost goes when the engine no longer shows it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class InstanceTracker:
         overrun_tokens: int = OVERRUN_TOKENS,
         added_delay: AddedDelay = "horizon",
         forget_after_s: float = 2.0,
+        in_flight_follows_snapshots: bool = False,
         anticipate_arrivals: bool = False,
         anticipate_window_s: float = ANTICIPATE_WINDOW_S,
         fleet: FleetLog | None = None,
@@ -71,6 +77,7 @@ class InstanceTracker:
         self.rule = LengthRule(default_output_tokens, overrun_tokens, length_of)
         self.added_delay: AddedDelay = added_delay
         self.forget_after_s = forget_after_s
+        self.in_flight_follows_snapshots = in_flight_follows_snapshots
         self.anticipate_arrivals = anticipate_arrivals
         self.anticipate_window_s = anticipate_window_s
         self.fleet = fleet
@@ -93,11 +100,14 @@ class InstanceTracker:
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = None
         self._finished.clear()
-        if self._pending:  # most snapshots come with nothing routed since the last one
+        # most snapshots come with nothing routed since the last one
+        if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
             seen = {s.id for s in snapshot.running}
             seen.update(s.id for s in snapshot.waiting)
             cutoff = at - self.forget_after_s
             self._pending = {k: v for k, v in self._pending.items() if k not in seen and v[1] >= cutoff}
+            if self.in_flight_follows_snapshots:
+                self._in_flight.intersection_update(seen | self._pending.keys())
         self._recount()
 
     def observe_state(self, state: dict[str, Any], at: float) -> None:

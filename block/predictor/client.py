@@ -40,12 +40,14 @@ class PredictorError(RuntimeError):
 
 
 class PredictorClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, token: str | None = None) -> None:
+        """`token`: the sidecar's (`block predictor --token`), sent as a bearer token on every POST."""
         self.base_url = base_url.rstrip("/")
         self.session = session
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.session.post(self.base_url + path, json=body) as resp:
+        async with self.session.post(self.base_url + path, json=body, headers=self._headers) as resp:
             data = await resp.json(content_type=None)
             if resp.status != 200:
                 message = data.get("error", {}).get("message") if isinstance(data, dict) else None

@@ -133,6 +133,30 @@ def register(app: typer.Typer) -> None:
             "rest (streams: error event; others: 503) and exit. (default: 30)",
             rich_help_panel="Timeouts and limits",
         ),
+        # Client-facing limits, and the sidecars' shared token.
+        max_header_bytes: int = typer.Option(
+            None,
+            help="A request head (request line and headers) larger than this gets 431. (default: 65536)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        header_timeout_s: float = typer.Option(
+            None,
+            help="Close a connection whose request head is not complete within this many seconds "
+            "(from opening, or from the head's first byte on a kept-alive connection). (default: 10)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        body_timeout_s: float = typer.Option(
+            None,
+            help="A request body not complete this many seconds after its head gets 408. (default: 30)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        predictor_token: str = typer.Option(
+            None,
+            envvar="BLOCK_PREDICTOR_TOKEN",
+            show_envvar=True,
+            help="Bearer token the --predictor sidecars require (their --token).",
+            rich_help_panel="Security",
+        ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
             return
@@ -180,6 +204,10 @@ def register(app: typer.Typer) -> None:
                 idle_timeout_s=idle_timeout_s,
                 timeout_cooldown_s=timeout_cooldown_s,
                 drain_timeout_s=drain_timeout_s,
+                max_header_bytes=max_header_bytes,
+                header_timeout_s=header_timeout_s,
+                body_timeout_s=body_timeout_s,
+                predictor_token=predictor_token,
             )
             from block.policies import POLICIES
 

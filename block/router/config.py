@@ -60,6 +60,13 @@ class RouterConfig:
     idle_timeout_s: float = 60.0  # longest gap between two chunks of one response
     timeout_cooldown_s: float = 30.0  # an instance out for a timeout stays out this long (doubling)
     drain_timeout_s: float = 30.0  # on SIGTERM: in-flight requests may finish this long, then are cut
+    # Client-facing limits (block.http_limits) and the predictor sidecars' token and notifications.
+    max_header_bytes: int = 64 * 1024  # a larger request head gets 431
+    header_timeout_s: float = 10.0  # a request head not complete by then: the connection is closed
+    body_timeout_s: float = 30.0  # a request body not complete by then (after its head) gets 408
+    predictor_token: str | None = None  # sent to every sidecar as "Authorization: Bearer ..."
+    predictor_notify_timeout_s: float = 2.0  # a /routed or /finished notice slower than this is dropped
+    predictor_notify_max_in_flight: int = 128  # per sidecar; notices beyond are dropped (counted)
 
     def provision_settings(self) -> Any:
         """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
@@ -131,6 +138,11 @@ class RouterConfig:
         self.instances = [check_upstream(u, allowed) for u in self.instances]
         self.standby = [check_upstream(u, allowed) for u in self.standby]
         self.predictors = [check_upstream(u, allowed, "predictor") for u in self.predictors]
+        from block.http_limits import HttpLimits
+
+        HttpLimits(self.max_header_bytes, self.header_timeout_s, self.body_timeout_s)  # validates
+        if self.predictor_notify_timeout_s <= 0 or self.predictor_notify_max_in_flight < 1:
+            raise ValueError("predictor_notify_timeout_s must be > 0 and predictor_notify_max_in_flight >= 1")
 
     @classmethod
     def build(cls, path: str | Path | None = None, **overrides: Any) -> RouterConfig:

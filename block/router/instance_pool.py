@@ -23,7 +23,7 @@ from block.router.health import health_loop
 from block.router.instance import Instance
 from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
-from block.router.sidecar import SidecarClient
+from block.router.sidecar import SidecarClient, SidecarNotices
 from block.router.upstreams import check_upstream
 
 log = logging.getLogger("block.router.pool")
@@ -123,6 +123,8 @@ class InstancePool:
 
     async def _stop_tasks(self, inst: Instance) -> None:
         inst.removed = True
+        if inst.sidecar is not None:
+            inst.sidecar.close()
         for task in inst.tasks:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
@@ -210,8 +212,15 @@ class InstancePool:
         inst.tracker.observe(snapshot, time.monotonic(), step_end)
         inst.listeners.add(source)
         if inst.predictor_url:
-            inst.sidecar = SidecarClient(inst.predictor_url, self.session, self._spawn)
-            inst.listeners.add(inst.sidecar)
+            inst.sidecar = SidecarClient(
+                inst.predictor_url,
+                self.session,
+                self.config.predictor_token,
+                timeout_s=self.config.predictor_notify_timeout_s,
+                max_in_flight=self.config.predictor_notify_max_in_flight,
+                on_drop=self.metrics.predictor_notice_dropped,
+            )
+            inst.listeners.add(SidecarNotices(inst.sidecar))
         return True
 
     def first_healthy(self) -> Instance | None:

@@ -79,6 +79,13 @@ class RouterMetrics:
         self.in_flight = Gauge(
             "block_router_in_flight", "Requests in flight per instance", ["instance"], registry=r
         )
+        self.predictor_notices_dropped = Counter(
+            "block_router_predictor_notifications_dropped_total",
+            "/routed and /finished notices to predictor sidecars not delivered, by reason: overflow "
+            "(too many outstanding to one sidecar), timeout, error (refused or an error answer)",
+            ["reason"],
+            registry=r,
+        )
         self._requests_by_instance: dict[str, Counter] = {}
         self._in_flight_by_instance: dict[str, Gauge] = {}
         self._fallback = self.fallbacks.labels(policy)
@@ -116,6 +123,9 @@ class RouterMetrics:
 
     def latency_observed(self, instance: str, metric: str, seconds: float) -> None:
         _children(self.latency, self._latency_by_instance, instance)[metric].observe(seconds)
+
+    def predictor_notice_dropped(self, reason: str) -> None:
+        self.predictor_notices_dropped.labels(reason).inc()
 
     def set_health(self, instance: str, healthy: bool) -> None:
         self.healthy.labels(instance).set(1 if healthy else 0)

@@ -15,6 +15,7 @@ import socket
 
 import uvicorn
 
+from block.http_limits import HttpLimits
 from block.router.app import RouterApp
 from block.router.config import RouterConfig
 
@@ -32,13 +33,16 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def http_limits(config: RouterConfig) -> HttpLimits:
+    return HttpLimits(config.max_header_bytes, config.header_timeout_s, config.body_timeout_s)
+
+
 def uvicorn_config(app: RouterApp, config: RouterConfig) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
-        loop="uvloop",
-        http="httptools",
+        **http_limits(config).uvicorn_options(),
         lifespan="on",
         access_log=False,
         log_level=config.log_level.lower(),

@@ -30,6 +30,19 @@ def register(app: typer.Typer) -> None:
             help="Forecasts add the arrivals to expect after the candidate: the rate and mean lengths of the "
             "requests reported to POST /routed over the last 10 s.",
         ),
+        token: str | None = typer.Option(
+            None,
+            envvar="BLOCK_PREDICTOR_TOKEN",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer TOKEN' on every POST (/predict, /predict_batch, /routed, "
+            "/finished); /health and /metrics stay open. Prefer the environment variable: it does not "
+            "show in ps.",
+        ),
+        routed_ttl_s: float = typer.Option(
+            2.0,
+            help="A request reported to /routed that no snapshot shows within this many seconds is "
+            "forgotten (100 refresh periods at the default --refresh-ms).",
+        ),
         log_level: str = typer.Option("warning", help="uvicorn log level."),
     ) -> None:
         """Serve forecasts for one engine (when no sub-command is given)."""
@@ -37,6 +50,8 @@ def register(app: typer.Typer) -> None:
             return
         if not engine:
             fail("give --engine URL (or a sub-command: bench, accuracy)")
+        if routed_ttl_s <= 0:
+            fail("--routed-ttl-s must be > 0")
         from block.profiles.profile import load_profile
         from block.sidecar.service import PredictorService
         from block.sidecar.service import serve as run
@@ -52,9 +67,12 @@ def register(app: typer.Typer) -> None:
             tracker_options={
                 "default_output_tokens": default_output_tokens,
                 "anticipate_arrivals": anticipate_arrivals,
+                "forget_after_s": routed_ttl_s,
             },
+            token=token,
         )
-        typer.echo(f"block predictor: following {engine} at http://{host}:{port}", err=True)
+        auth = "token required" if token else "no token: open to anyone who can connect"
+        typer.echo(f"block predictor: following {engine} at http://{host}:{port} ({auth})", err=True)
         run(service, host, port, log_level)
 
     @predictor_app.command("bench")

@@ -8,6 +8,11 @@
     POST /finished       {request_id}
     GET  /health, GET /metrics
 
+With a `token`, every POST needs "Authorization: Bearer <token>" (401 otherwise); /health and /metrics
+stay open. Requests reported to /routed that no snapshot shows within the tracker's `forget_after_s`
+(`block predictor --routed-ttl-s`) are forgotten, and the sidecar's in-flight record keeps only what is
+pending or in the latest snapshot: fake or lost ids never accumulate.
+
 Forecasts go through the same `InstanceTracker` the router uses in-process, so both paths agree.
 With `anticipate_arrivals` in the tracker options, they add the arrivals to expect after the candidate at
 the rate of the requests reported to /routed (`anticipated_rate` says which rate was used).
@@ -18,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -31,12 +37,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from block.fleet.tracker import InstanceTracker
+from block.http_limits import HttpLimits
 from block.profiles.profile import Profile, load_profile
 from block.request import RoutingRequest
 from block.sidecar.metrics import CONTENT_TYPE, PredictorMetrics
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
+Handler = Callable[[HTTPRequest], Awaitable[Response]]
 
 
 class BadRequest(Exception):
@@ -49,11 +57,24 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
+_ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 503: "ServiceUnavailableError"}
+
+
 def _error(e: BadRequest) -> Response:
-    kind = "BadRequestError" if e.status == 400 else "ServiceUnavailableError"
-    return _json(
+    kind = _ERROR_TYPES[e.status]
+    response = _json(
         {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}, e.status
     )
+    if e.status == 401:
+        response.headers["www-authenticate"] = "Bearer"
+    return response
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`, the scheme in any case (RFC 7235), compared in constant time."""
+    scheme, _, given = authorization.strip().partition(" ")
+    same = hmac.compare_digest(given.strip().encode(), token.encode())
+    return same and scheme.lower() == "bearer"
 
 
 async def _body(req: HTTPRequest) -> dict[str, Any]:
@@ -101,9 +122,12 @@ class PredictorService:
         refresh_s: float = 0.02,
         *,
         tracker_options: dict[str, Any] | None = None,
+        token: str | None = None,
         clock=time.monotonic,  # noqa: ANN001 - the tracker's time base
     ) -> None:
+        """`token`: required as a bearer token on every POST (None: open, as before)."""
         self.engine_url = engine_url.rstrip("/")
+        self.token = token or None
         self.profile = profile
         self.refresh_s = refresh_s
         self.tracker_options = tracker_options or {}
@@ -113,10 +137,10 @@ class PredictorService:
         self.refresh_errors = 0
         self.app = Starlette(
             routes=[
-                Route("/predict", self.predict, methods=["POST"]),
-                Route("/predict_batch", self.predict_batch, methods=["POST"]),
-                Route("/routed", self.routed, methods=["POST"]),
-                Route("/finished", self.finished, methods=["POST"]),
+                Route("/predict", self._authorized(self.predict), methods=["POST"]),
+                Route("/predict_batch", self._authorized(self.predict_batch), methods=["POST"]),
+                Route("/routed", self._authorized(self.routed), methods=["POST"]),
+                Route("/finished", self._authorized(self.finished), methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"]),
             ],
@@ -158,11 +182,26 @@ class PredictorService:
         if self.tracker is None:
             if self.profile is None:
                 self.profile = load_profile(state.get("profile") or "")
-            self.tracker = InstanceTracker(self.engine_url, self.profile, **self.tracker_options)
+            self.tracker = InstanceTracker(
+                self.engine_url, self.profile, in_flight_follows_snapshots=True, **self.tracker_options
+            )
         # the engine read its clock about halfway through the round trip
         self.tracker.observe_state(state, (sent + received) / 2)
 
     # -- handlers --------------------------------------------------------------------------------
+
+    def _authorized(self, handler: Handler) -> Handler:
+        """`handler` behind the bearer token, when one is set."""
+        token = self.token
+        if token is None:
+            return handler
+
+        async def guarded(req: HTTPRequest) -> Response:
+            if not bearer_matches(req.headers.get("authorization", ""), token):
+                return _error(BadRequest("a valid 'Authorization: Bearer' token is required", status=401))
+            return await handler(req)
+
+        return guarded
 
     def _ready(self) -> InstanceTracker:
         if self.tracker is None or self.tracker.snapshot is None:
@@ -261,4 +300,12 @@ class PredictorService:
 def serve(service: PredictorService, host: str, port: int, log_level: str = "warning") -> None:
     import uvicorn
 
-    uvicorn.run(service.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+    uvicorn.run(
+        service.app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        **HttpLimits().uvicorn_options(),  # header size, header and body read timeouts
+    )

@@ -48,7 +48,16 @@ def engine(profile: str = "llama-2-7b-a30") -> Iterator[str]:
 
 @contextlib.contextmanager
 def sidecar(engine_url: str, refresh_s: float = 0.02, **tracker_options: Any) -> Iterator[str]:
-    service = PredictorService(engine_url, None, refresh_s, tracker_options=tracker_options)
+    with sidecar_service(engine_url, refresh_s, **tracker_options) as (_service, url):
+        yield url
+
+
+@contextlib.contextmanager
+def sidecar_service(
+    engine_url: str, refresh_s: float = 0.02, token: str | None = None, **tracker_options: Any
+) -> Iterator[tuple[PredictorService, str]]:
+    """A sidecar with its first snapshot, and the service object (to look at its tracker)."""
+    service = PredictorService(engine_url, None, refresh_s, tracker_options=tracker_options, token=token)
     with app_in_thread(service.app) as url:
         import httpx
 
@@ -56,4 +65,4 @@ def sidecar(engine_url: str, refresh_s: float = 0.02, **tracker_options: Any) ->
         while httpx.get(url + "/health").status_code != 200:
             assert time.monotonic() < deadline, "the sidecar never got a snapshot"
             time.sleep(0.02)
-        yield url
+        yield service, url

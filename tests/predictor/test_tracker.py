@@ -81,3 +81,24 @@ def test_tracker_forecast_equals_the_library_forecast(profile) -> None:
     )
     assert got is not None
     assert abs(got.e2e_s - want.e2e_s) < 1e-9 and abs(got.added_delay_s - want.added_delay_s) < 1e-9
+
+
+def test_a_sidecar_in_flight_record_follows_the_snapshots(profile) -> None:
+    """in_flight_follows_snapshots (the sidecar's): ids never seen go after forget_after_s, and one whose
+    /finished was lost goes when the engine stops showing it. The router's record stays exact."""
+    replica = Replica(CFG, profile)
+    replica.add(Request("real", 60, 400, expected_output_tokens=400))
+    replica.step()
+    sidecar = InstanceTracker("a", profile, CFG, forget_after_s=1.0, in_flight_follows_snapshots=True)
+    router = InstanceTracker("a", profile, CFG, forget_after_s=1.0)
+    for t in (sidecar, router):
+        t.on_routed("real", 60, 400, at=0.0)
+        for i in range(100):
+            t.on_routed(f"fake{i}", 2000, 2000, at=0.0)
+        t.observe(replica.snapshot(), at=0.5)
+        assert t.in_flight == 101 and len(t.pending) == 100  # the fakes may still be on their way
+        t.observe(replica.snapshot(), at=1.5)
+        assert t.pending == []
+    assert sidecar.in_flight == 1 and router.in_flight == 101
+    sidecar.observe(Replica(CFG, profile).snapshot(), at=2.0)  # "real" ended; its /finished was lost
+    assert sidecar.in_flight == 0
