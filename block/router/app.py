@@ -38,8 +38,8 @@ def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
     settings = config.provision_settings()
     if settings is None:
         return None
-    from block.provision.autoscaler import Autoscaler
     from block.provision.providers import make_provider
+    from block.router.autoscaler import Autoscaler
 
     provider = make_provider(
         config.provider,
