@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+
+from block.machine_load import cpu_busy, cpu_times, load_average
 
 # Cores the full demo keeps busy (engines, routers and client together). Measured on the 2-core
 # development machine (the demo prints its own use): the smallest shape, a sixth of the full token rate,
@@ -69,16 +70,9 @@ class MachineLoad:
 
 def measure_load(sample_s: float = 1.0) -> MachineLoad:
     """How busy the machine is now, before the demo starts anything."""
-    cpus = os.cpu_count() or 1
-    try:
-        load1 = os.getloadavg()[0]
-    except OSError:
-        load1 = 0.0
-    a = _cpu_times()
+    before = cpu_times()
     time.sleep(sample_s)
-    b = _cpu_times()
-    total = b[1] - a[1]
-    return MachineLoad(cpus, load1, None if total <= 0 else (b[0] - a[0]) / total)
+    return MachineLoad(os.cpu_count() or 1, load_average(), cpu_busy(before, cpu_times()))
 
 
 def pick_shape(load: MachineLoad, policies: int) -> tuple[Shape, str]:
@@ -102,13 +96,3 @@ def pick_shape(load: MachineLoad, policies: int) -> tuple[Shape, str]:
         f"{seen}; even the smallest demo ({shape.describe()}, about {shape.cores(policies):.1f} cores) "
         "may not keep real time here: the lag check after the run will say"
     )
-
-
-def _cpu_times() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine from /proc/stat; (0, 0) where there is none."""
-    try:
-        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)

@@ -26,8 +26,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from block.openai_api.errors import error_body
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
@@ -58,9 +59,7 @@ class HttpLimits:
 
 def _close_response(status: int, message: str) -> bytes:
     """A complete response that closes the connection, with an OpenAI-format error body."""
-    body = orjson.dumps(
-        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": str(status)}}
-    )
+    body = error_body(status, message)
     head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
     return STATUS_LINE[status] + head + body
 

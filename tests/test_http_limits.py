@@ -85,4 +85,4 @@ async def test_a_head_just_under_the_limit_passes_and_one_over_gets_431() -> Non
         assert (await exchange(port, post(b"ok", extra=near))).startswith(b"HTTP/1.1 200")
         over = b"X-Pad: " + b"a" * LIMITS.max_header_bytes + b"\r\n"
         reply = await exchange(port, post(b"ok", extra=over))
-        assert reply.startswith(b"HTTP/1.1 431") and b'"code":"431"' in reply
+        assert reply.startswith(b"HTTP/1.1 431") and b'"code":431' in reply

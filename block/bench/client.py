@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from block.bench.record import RequestRecord
+from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, USER_MESSAGE_EXTRA
 from block.workload.sample import Sample
 
 INSTANCE_HEADER = "x-block-instance"
@@ -148,7 +149,8 @@ async def run_benchmark(
     """Send `samples[i]` at `arrivals[i]` seconds from now and measure every response.
 
     With ignore_eos, max_tokens is the sample's output length (the server must produce exactly that);
-    without it (free length), max_tokens is what the model length leaves. Setting `stop` ends the run
+    without it (free length), max_tokens is what the model length leaves after the prompt and its
+    special tokens (a server refuses more, as vLLM does). Setting `stop` ends the run
     early: nothing more is sent, requests in flight are abandoned and left out of the records.
     """
     if endpoint not in ENDPOINTS:
@@ -166,7 +168,8 @@ async def run_benchmark(
         t0 = time.perf_counter()
 
         async def one(i: int, sample: Sample) -> RequestRecord:
-            max_tokens = sample.output_tokens if ignore_eos else max(1, max_model_len - sample.prompt_tokens)
+            room = max_model_len - sample.prompt_tokens - (USER_MESSAGE_EXTRA if chat else TEXT_PROMPT_EXTRA)
+            max_tokens = sample.output_tokens if ignore_eos else max(1, room)
             record = RequestRecord(i, sample.prompt_tokens, max_tokens, float(arrivals[i]))
             body = request_body(sample, model, endpoint, ignore_eos, max_tokens)
             await send_one(session, post_url, body, record, t0, chat)

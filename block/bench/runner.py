@@ -56,7 +56,8 @@ def make_arrivals(s: BenchSettings, samples: list[Sample], qps: float) -> np.nda
     return arrival_times(len(samples), qps, s.process, s.burstiness, s.seed)
 
 
-def config_of(s: BenchSettings, qps: float, model: str, interrupted: bool) -> dict:
+def config_of(s: BenchSettings, qps: float, model: str, interrupted: bool, started_at: datetime) -> dict:
+    """The run's settings as saved with its results; `started_at`: when the run began sending."""
     config = asdict(s)
     config.pop("slos")
     config.update(
@@ -64,7 +65,7 @@ def config_of(s: BenchSettings, qps: float, model: str, interrupted: bool) -> di
         model=model,
         ignore_eos=not s.free_length,
         interrupted=interrupted,
-        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        started_at=started_at.isoformat(timespec="seconds"),
     )
     return config
 
@@ -104,9 +105,10 @@ def run_once(
         finally:
             loop.remove_signal_handler(signal.SIGINT)
 
+    started_at = datetime.now(UTC)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         result = runner.run(main())
-    config = config_of(s, qps, result.model, result.interrupted)
+    config = config_of(s, qps, result.model, result.interrupted, started_at)
     return build_results(config, result.records, result.duration_s, s.slos), result
 
 

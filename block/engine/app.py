@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,14 +32,16 @@ from block.engine.openai_protocol import (
     REQUEST_ID_HEADER,
     GenerationParams,
     Kind,
-    RequestError,
-    error_body,
     parse_body,
     parse_generation,
 )
 from block.engine.output_lengths import OutputLengthSampler
 from block.engine.settings import EngineSettings
+from block.openai_api.errors import RequestError, error_body, error_event
+from block.openai_api.request import check_context
 from block.replica import Replica, Request
+
+log = logging.getLogger("block.engine")
 
 
 class JSONResponse(Response):
@@ -59,6 +62,7 @@ class EngineServer:
         self.settings = settings
         self.config = settings.config
         self.model_name = settings.model_name
+        self.served_models = frozenset({self.model_name})
         self.created = int(time.time())
         self.engine = EngineLoop(Replica(settings.config, settings.profile), settings.step_noise())
         self.metrics = EngineMetrics(self.model_name, settings.config, self.engine.live)
@@ -95,7 +99,7 @@ class EngineServer:
 
     async def health(self, _req: HTTPRequest) -> Response:
         if self._task is not None and self._task.done():
-            return JSONResponse({"error": "engine loop stopped"}, status_code=503)
+            return Response(error_body(503, "engine loop stopped"), 503, media_type="application/json")
         return Response(status_code=200)
 
     async def version(self, _req: HTTPRequest) -> Response:
@@ -121,12 +125,11 @@ class EngineServer:
 
     async def _http_error(self, _req: HTTPRequest, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        names = {404: "NotFoundError", 405: "MethodNotAllowedError"}
-        body = error_body(str(exc.detail), names.get(exc.status_code, "HTTPError"), None, exc.status_code)
+        body = error_body(exc.status_code, str(exc.detail))
         return Response(body, status_code=exc.status_code, media_type="application/json", headers=exc.headers)
 
     async def _server_error(self, _req: HTTPRequest, exc: Exception) -> Response:
-        body = error_body(f"internal error: {exc!r}", "InternalServerError", None, 500)
+        body = error_body(500, f"internal error: {exc!r}")
         return Response(body, status_code=500, media_type="application/json")
 
     # -- generation ------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class EngineServer:
         except ClientDisconnect:  # the client left while sending its body: nobody to answer
             return Response(status_code=499)
         try:
-            params = parse_generation(kind, parse_body(raw), req.headers)
+            params = self._parse(kind, raw, req.headers)
             given_id = req.headers.get(REQUEST_ID_HEADER)
             rid = given_id or uuid.uuid4().hex
             output_tokens, capped = self._output_length(params, given_id)
@@ -183,9 +186,7 @@ class EngineServer:
             self.engine.abort(handle)  # the client left: free its KV blocks now
             return Response(status_code=499)  # nobody reads it
         if handle.error is not None:
-            return Response(
-                error_body(handle.error, "InternalServerError", None, 500), 500, media_type="application/json"
-            )
+            return Response(error_body(500, handle.error), 500, media_type="application/json")
         body = responses.full_response(
             kind,
             response_id,
@@ -197,6 +198,15 @@ class EngineServer:
         )
         return JSONResponse(body, headers={ARRIVAL_TIME_HEADER: repr(handle.request.arrival_time)})
 
+    def _parse(self, kind: Kind, raw: bytes, headers: Any) -> GenerationParams:
+        try:
+            return parse_generation(kind, parse_body(raw), headers, self.served_models)
+        except RequestError:
+            raise
+        except Exception as e:  # a parser bug must still answer 400, never 500: log it to fix it
+            log.exception("request parsing failed")
+            raise RequestError(f"could not parse the request: {type(e).__name__}") from None
+
     def _output_length(self, params: GenerationParams, given_id: str | None) -> tuple[int, bool]:
         """(tokens to generate, whether a cap ends it). Refuses what can never run, as vLLM does."""
         cfg = self.config
@@ -204,23 +214,10 @@ class EngineServer:
         param = "prompt" if params.kind == "completion" else "messages"
         kv_tokens = cfg.num_gpu_blocks * cfg.block_size
         room = min(cfg.max_model_len, kv_tokens) - prompt  # the most output that can ever fit
-        if prompt >= cfg.max_model_len:
-            raise RequestError(
-                f"This model's maximum context length is {cfg.max_model_len} tokens. However, your "
-                f"prompt has {prompt} tokens, leaving no room for any output. Please reduce the length "
-                "of the prompt.",
-                param,
-            )
+        check_context(params.kind, prompt, params.max_tokens, cfg.max_model_len)
         fixed = None  # the output length when the client fixes it (ignore_eos)
         if params.ignore_eos:
             fixed = params.max_tokens if params.max_tokens is not None else max(1, room)
-            if prompt + fixed > cfg.max_model_len:
-                raise RequestError(
-                    f"This model's maximum context length is {cfg.max_model_len} tokens. However, you "
-                    f"requested {prompt + fixed} tokens ({prompt} in the prompt, {fixed} in the "
-                    "completion). Please reduce the length of the prompt or completion.",
-                    "max_tokens",
-                )
         if room < 1:
             raise RequestError(
                 f"the prompt ({prompt} tokens) needs more KV-cache blocks than the engine has "
@@ -250,12 +247,7 @@ class EngineServer:
             n = await handle.wait_beyond(sent)
             if n == FINISHED:
                 message = handle.error or "request aborted"
-                yield (
-                    b"data: "
-                    + error_body(message, "InternalServerError", None, 500)
-                    + b"\n\n"
-                    + responses.DONE
-                )
+                yield error_event(500, message)
                 return
             parts = [writer.first()] if sent == 0 else []
             for i in range(sent, n):

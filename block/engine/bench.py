@@ -130,9 +130,8 @@ async def measure(base_url: str, concurrency: int, spec: BenchSpec) -> list[Timi
     prompt = [1000 + i % 30000 for i in range(spec.prompt_tokens)]
 
     def body(max_tokens: int) -> bytes:
-        return orjson.dumps(
-            {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
-        )
+        # No `model`: the engine serves its own (a name it does not serve would be a 404).
+        return orjson.dumps({"prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": True})
 
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)

@@ -43,6 +43,7 @@ from block.bench.client import BenchResult, run_benchmark
 from block.bench.results import build_results, write_results
 from block.experiments.plan import RunOutput, RunSpec
 from block.launch import ManagedServer, block_command, router_ready, start_all
+from block.machine_load import cpu_busy, cpu_times
 from block.sim.workload import WorkloadSpec
 from block.workload import Sample
 from block.workload.arrivals import arrival_times, scale_trace
@@ -82,7 +83,9 @@ class EngineKey:
 
 
 @dataclass
-class Cluster:
+class LiveCluster:
+    """Real engine processes and the router in front of them (simulated: block.sim.simulator.Cluster)."""
+
     key: EngineKey
     engines: list[ManagedServer]
     router: ManagedServer | None = None
@@ -118,7 +121,7 @@ class LiveRunner:
 
     def __init__(self, settings: LiveSettings | None = None) -> None:
         self.settings = settings or LiveSettings()
-        self._engines: dict[tuple[EngineKey, int], Cluster] = {}  # idle clusters kept for the next batch
+        self._engines: dict[tuple[EngineKey, int], LiveCluster] = {}  # idle clusters kept for the next batch
         self._names = itertools.count()  # cluster names for server logs
 
     # -- plan.Runner ---------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class LiveRunner:
             before = [_counters(c) for c in clusters]
             lag_before = _engine_lag(clusters)
             own0 = [_process_cpu_s(c) for c in clusters], os.times()
-            cpu0 = _cpu_times()
+            cpu0 = cpu_times()
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
             outcomes = asyncio.run(
                 _replay(
@@ -214,7 +217,7 @@ class LiveRunner:
                     concurrency,
                 )
             )
-            cpu = _cpu_busy(cpu0, _cpu_times())
+            cpu = cpu_busy(cpu0, cpu_times())
             own1 = [_process_cpu_s(c) for c in clusters], os.times()
             after = [_counters(c) for c in clusters]
             lag = _engine_lag(clusters)
@@ -261,7 +264,7 @@ class LiveRunner:
             )
         return outputs
 
-    def _clusters_for(self, specs: list[RunSpec], log_dir: Path) -> list[Cluster]:
+    def _clusters_for(self, specs: list[RunSpec], log_dir: Path) -> list[LiveCluster]:
         """Engines for each spec: reuse idle ones with the same configuration, stop the rest, start new."""
         wanted: list[tuple[EngineKey, int]] = []
         for s in specs:
@@ -273,7 +276,9 @@ class LiveRunner:
         for slot in wanted:
             if slot not in self._engines:
                 name = f"c{next(self._names)}"
-                new[slot] = Cluster(slot[0], engine_servers(slot[0], name, log_dir, self.settings.log_level))
+                new[slot] = LiveCluster(
+                    slot[0], engine_servers(slot[0], name, log_dir, self.settings.log_level)
+                )
         if new:
             servers = [e for c in new.values() for e in c.engines]
             start_all(servers, timeout_s=self.settings.start_timeout_s)
@@ -427,7 +432,7 @@ def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -
     ]
 
 
-def router_server(cluster: Cluster, spec: RunSpec, log_dir: Path, log_level: str) -> ManagedServer:
+def router_server(cluster: LiveCluster, spec: RunSpec, log_dir: Path, log_level: str) -> ManagedServer:
     args = ["router", "--policy", spec.policy, "--seed", str(spec.seed), "--log-level", log_level]
     args += [a for e in cluster.engines for a in ("--instance", e.url)]
     return block_command(
@@ -438,7 +443,7 @@ def router_server(cluster: Cluster, spec: RunSpec, log_dir: Path, log_level: str
     )
 
 
-def _stop_cluster(c: Cluster) -> None:
+def _stop_cluster(c: LiveCluster) -> None:
     for s in c.servers:
         s.stop(grace_s=5.0)
 
@@ -478,7 +483,7 @@ _COUNTERS = {
 }
 
 
-def _counters(c: Cluster) -> dict[str, float]:
+def _counters(c: LiveCluster) -> dict[str, float]:
     """Sums of a few Prometheus counters over the cluster's servers (missing ones count 0)."""
     totals = dict.fromkeys(_COUNTERS, 0.0)
     for s in c.servers:
@@ -490,7 +495,7 @@ def _counters(c: Cluster) -> dict[str, float]:
     return totals
 
 
-def _engine_lag(clusters: list[Cluster]) -> live_validity.EngineLag | None:
+def _engine_lag(clusters: list[LiveCluster]) -> live_validity.EngineLag | None:
     """The lag counters of every engine of the batch, summed."""
     return live_validity.total(live_validity.scrape(e.url) for c in clusters for e in c.engines)
 
@@ -503,22 +508,6 @@ def _scrape(url: str) -> Iterator[str]:
         return
 
 
-def _process_cpu_s(c: Cluster) -> float:
+def _process_cpu_s(c: LiveCluster) -> float:
     """CPU seconds (user + system) used so far by the cluster's server processes (Linux /proc)."""
     return sum(s.cpu_s() for s in c.servers)
-
-
-def _cpu_times() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine from /proc/stat (0, 0 where there is none)."""
-    try:
-        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _cpu_busy(a: tuple[float, float], b: tuple[float, float]) -> float | None:
-    """Share of the machine's CPU time that was busy between two _cpu_times() readings."""
-    total = b[1] - a[1]
-    return None if total <= 0 else round((b[0] - a[0]) / total, 3)

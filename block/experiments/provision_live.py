@@ -31,8 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from block.experiments.live_runner import _cpu_busy, _cpu_times  # machine CPU, as other live runs record it
 from block.launch import ManagedServer, block_command, router_ready
+from block.machine_load import cpu_busy, cpu_times, load_average
 
 STATIC = "static"
 HELD_STATES = ("requested", "starting", "active", "unhealthy", "draining")
@@ -183,12 +183,12 @@ async def _run_one(
         polled: list[tuple[float, dict[str, Any]]] = []
         t0 = time.monotonic()
         sampler = asyncio.create_task(_sample(router.url, t0, sample_s, polled))
-        cpu0 = _cpu_times()
+        cpu0 = cpu_times()
         try:
             result = await run_benchmark(
                 router.url, samples, arrivals, max_model_len=a.max_model_len, timeout_s=a.request_timeout_s
             )
-            busy = _cpu_busy(cpu0, _cpu_times())
+            busy = cpu_busy(cpu0, cpu_times())
             await asyncio.sleep(sample_s)  # one more sample after the last response
         finally:
             sampler.cancel()
@@ -221,7 +221,7 @@ async def _run_one(
         left,
         str(router.log_path),
         busy,
-        os.getloadavg()[0],
+        load_average(),
         lag,
         metrics.get("block_router_fallbacks_total", 0.0),
     )

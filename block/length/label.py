@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from block.errors import BlockError
+from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA
 from block.workload import Sample
 
 
@@ -104,7 +105,7 @@ async def label_async(
 
             async def one(s: Sample) -> None:
                 nonlocal written, failed, capped
-                room = min(max_tokens, max_model_len - s.prompt_tokens)
+                room = min(max_tokens, max_model_len - s.prompt_tokens - TEXT_PROMPT_EXTRA)
                 if room < 1:
                     failed += 1
                     return

@@ -35,21 +35,13 @@ def load_length_estimator(spec: str | None, quantile: float | None = None) -> Le
 
 def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
     """The auto-provisioner (block.provision) when --provision is set, else None."""
-    settings = config.provision_settings()
+    p = config.provision
+    settings = p.settings(len(config.instances))
     if settings is None:
         return None
-    from block.provision.providers import make_provider
     from block.router.autoscaler import Autoscaler
 
-    provider = make_provider(
-        config.provider,
-        standby=config.standby,
-        scale_up_cmd=config.scale_up_cmd,
-        scale_down_cmd=config.scale_down_cmd,
-        hook_timeout_s=config.hook_timeout_s,
-        emulator_profile=config.emulator_profile,
-    )
-    return Autoscaler(pool, settings, provider, config.provision_interval_s)
+    return Autoscaler(pool, settings, p.make_provider(), p.interval_s, start_timeout_s=p.start_timeout_s)
 
 
 class RouterApp:

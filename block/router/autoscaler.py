@@ -54,16 +54,14 @@ class Autoscaler(RequestListener):
         provider: Provider,
         interval_s: float = 0.5,
         retry_s: float = 5.0,
-        start_timeout_s: float | None = None,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.provider = provider
         self.interval_s = interval_s
         self.retry_s = retry_s
-        if start_timeout_s is None:  # the router's setting (--start-timeout-s), when it has one
-            start_timeout_s = getattr(pool.config, "provision_start_timeout_s", DEFAULT_START_TIMEOUT_S)
-        self.start_timeout_s = float(start_timeout_s)
+        self.start_timeout_s = float(start_timeout_s)  # the router's --start-timeout-s
         self.controller = ProvisionController(settings, start=time.monotonic())
         self.metrics = ProvisionMetrics(pool.metrics.registry, self.state_counts)
         self.requested = 0  # scale-ups handed to the provider, no URL back yet

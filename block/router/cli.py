@@ -19,27 +19,47 @@ def register(app: typer.Typer) -> None:
     @router.callback(invoke_without_command=True)
     def serve(
         ctx: typer.Context,
-        instance: list[str] = typer.Option(None, "--instance", help="Instance base URL (repeat for each)."),
+        instance: list[str] = typer.Option(
+            None, "--instance", help="Instance base URL (repeat for each).", rich_help_panel="Routing"
+        ),
         policy: str = typer.Option(
             None,
             help="Routing policy: block, block-po2, llumnix, infaas, min-qpm, "
             "least-requests, round-robin, random. (default: block)",
+            rich_help_panel="Routing",
         ),
-        port: int = typer.Option(None, help="Port to listen on. (default: 8000)"),
-        host: str = typer.Option(None, help="Address to bind. (default: 127.0.0.1)"),
+        port: int = typer.Option(None, help="Port to listen on. (default: 8000)", rich_help_panel="Server"),
+        host: str = typer.Option(
+            None, help="Address to bind. (default: 127.0.0.1)", rich_help_panel="Server"
+        ),
         config: Path = typer.Option(
-            None, "--config", exists=True, dir_okay=False, help="YAML file, same keys."
+            None,
+            "--config",
+            exists=True,
+            dir_okay=False,
+            help="YAML file, same keys.",
+            rich_help_panel="Server",
         ),
-        predictor: list[str] = typer.Option(None, "--predictor", help="Sidecar predictor URL per instance."),
+        predictor: list[str] = typer.Option(
+            None, "--predictor", help="Sidecar predictor URL per instance.", rich_help_panel="State"
+        ),
         length_model: str = typer.Option(
-            None, help="Length estimator file, or 'default' for the shipped one."
+            None, help="Length estimator file, or 'default' for the shipped one.", rich_help_panel="Routing"
         ),
         length_quantile: float = typer.Option(
-            None, help="Plan free-length requests with this quantile of the estimate. (default: median)"
+            None,
+            help="Plan free-length requests with this quantile of the estimate. (default: median)",
+            rich_help_panel="Routing",
         ),
-        health_interval: float = typer.Option(None, help="Seconds between health checks. (default: 0.5)"),
-        deadline_ms: float = typer.Option(None, help="Forecast deadline per decision. (default: 5)"),
-        refresh_ms: float = typer.Option(None, help="State polling period per instance. (default: 20)"),
+        health_interval: float = typer.Option(
+            None, help="Seconds between health checks. (default: 0.5)", rich_help_panel="State"
+        ),
+        deadline_ms: float = typer.Option(
+            None, help="Forecast deadline per decision. (default: 5)", rich_help_panel="Routing"
+        ),
+        refresh_ms: float = typer.Option(
+            None, help="State polling period per instance. (default: 20)", rich_help_panel="State"
+        ),
         admin_token: str = typer.Option(
             None,
             help="Bearer token for POST/DELETE /instances (else the API key guards them).",
@@ -50,46 +70,85 @@ def register(app: typer.Typer) -> None:
             help="Bearer key clients must present (completions, /v1/models, GET /instances).",
             rich_help_panel="Security",
         ),
-        max_body_bytes: int = typer.Option(None, help="Larger request bodies get 413. (default: 4 MiB)"),
-        profile: str = typer.Option(None, help="Step-time profile for stock vLLM instances."),
+        max_body_bytes: int = typer.Option(
+            None,
+            help="Larger request bodies get 413. (default: 4 MiB)",
+            rich_help_panel="Timeouts and limits",
+        ),
+        profile: str = typer.Option(
+            None, help="Step-time profile for stock vLLM instances.", rich_help_panel="State"
+        ),
         anticipate_arrivals: bool = typer.Option(
             None,
             "--anticipate-arrivals/--no-anticipate-arrivals",
             help="Forecasts add the requests expected to arrive at the fleet's recent rate per "
             "instance (lower forecast bias under load). (default: off)",
+            rich_help_panel="Routing",
         ),
-        default_output_tokens: int = typer.Option(None, help="Planned output when nothing better is known."),
-        log_level: str = typer.Option(None, help="debug, info, warning, error. (default: info)"),
-        seed: int = typer.Option(None, help="Seed for randomised policies."),
+        default_output_tokens: int = typer.Option(
+            None, help="Planned output when nothing better is known.", rich_help_panel="Routing"
+        ),
+        log_level: str = typer.Option(
+            None, help="debug, info, warning, error. (default: info)", rich_help_panel="Server"
+        ),
+        seed: int = typer.Option(None, help="Seed for randomised policies.", rich_help_panel="Routing"),
         provision: str = typer.Option(
-            None, help="Auto-provisioning: preemptive (forecasts) or reactive (finished requests)."
+            None,
+            help="Auto-provisioning: preemptive (forecasts) or reactive (finished requests).",
+            rich_help_panel="Provisioning",
         ),
-        slo_e2e: float = typer.Option(None, "--slo-e2e", help="End-to-end latency SLO in seconds."),
-        min_instances: int = typer.Option(None, help="Fewest serving instances. (default: 1)"),
+        slo_e2e: float = typer.Option(
+            None, "--slo-e2e", help="End-to-end latency SLO in seconds.", rich_help_panel="Provisioning"
+        ),
+        min_instances: int = typer.Option(
+            None, help="Fewest serving instances. (default: 1)", rich_help_panel="Provisioning"
+        ),
         max_instances: int = typer.Option(
-            None, help="Most instances. (default: static: --instance + --standby count)"
+            None,
+            help="Most instances. (default: static: --instance + --standby count)",
+            rich_help_panel="Provisioning",
         ),
         provider: str = typer.Option(
-            None, help="Where instances come from: static, local-emulator, command. (default: static)"
+            None,
+            help="Where instances come from: static, local-emulator, command. (default: static)",
+            rich_help_panel="Provisioning",
         ),
-        standby: list[str] = typer.Option(None, "--standby", help="Spare instance URL (static provider)."),
-        scale_up_cmd: str = typer.Option(None, help="Shell hook; prints the new instance URL on stdout."),
+        standby: list[str] = typer.Option(
+            None, "--standby", help="Spare instance URL (static provider).", rich_help_panel="Provisioning"
+        ),
+        scale_up_cmd: str = typer.Option(
+            None, help="Shell hook; prints the new instance URL on stdout.", rich_help_panel="Provisioning"
+        ),
         scale_down_cmd: str = typer.Option(
-            None, help="Shell hook; gets the URL as last argument and in $BLOCK_INSTANCE_URL."
+            None,
+            help="Shell hook; gets the URL as last argument and in $BLOCK_INSTANCE_URL.",
+            rich_help_panel="Provisioning",
         ),
-        cooldown_s: float = typer.Option(None, help="Seconds between provisioning actions. (default: 30)"),
+        cooldown_s: float = typer.Option(
+            None, help="Seconds between provisioning actions. (default: 30)", rich_help_panel="Provisioning"
+        ),
         scale_down_hold_s: float = typer.Option(
-            None, help="Forecasts under half the SLO this long retire an instance. (default: 120)"
+            None,
+            help="Forecasts under half the SLO this long retire an instance. (default: 120)",
+            rich_help_panel="Provisioning",
         ),
-        no_scale_down: bool = typer.Option(False, "--no-scale-down", help="Only ever add (as the paper)."),
+        no_scale_down: bool = typer.Option(
+            False, "--no-scale-down", help="Only ever add (as the paper).", rich_help_panel="Provisioning"
+        ),
         scale_up_fraction: float = typer.Option(
-            None, help="Preemptive: scale up when a forecast passes this share of the SLO. (default: 1)"
+            None,
+            help="Preemptive: scale up when a forecast passes this share of the SLO. (default: 1)",
+            rich_help_panel="Provisioning",
         ),
         emulator_profile: str = typer.Option(
-            None, help="Profile of engines the local-emulator provider starts. (default: tiny-fast)"
+            None,
+            help="Profile of engines the local-emulator provider starts. (default: tiny-fast)",
+            rich_help_panel="Provisioning",
         ),
         start_timeout_s: float = typer.Option(
-            None, help="An added instance not healthy within this is released. (default: 600)"
+            None,
+            help="An added instance not healthy within this is released. (default: 600)",
+            rich_help_panel="Provisioning",
         ),
         # Security (block.router.auth, block.router.upstreams).
         allow_admin_without_auth: bool = typer.Option(
@@ -216,7 +275,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, OSError) as e:
             fail(str(e))
             return
-        if not cfg.instances and cfg.provision is None:
+        if not cfg.instances and not cfg.provision.enabled:
             fail(
                 "give at least one --instance URL (or 'instances:' in --config); "
                 "more can be added at run time"

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from block.provision.config import ROUTER_KEYS, ProvisionConfig, field_names
+
 
 @dataclass(slots=True)
 class RouterConfig:
@@ -34,24 +36,8 @@ class RouterConfig:
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
     log_level: str = "info"
     seed: int | None = None
-    # Auto-provisioning (block.provision): off unless `provision` is preemptive or reactive.
-    provision: str | None = None
-    slo_e2e: float | None = None  # seconds
-    min_instances: int = 1
-    max_instances: int | None = None  # default for the static provider: instances + standby
-    provider: str = "static"  # static | local-emulator | command
-    standby: list[str] = field(default_factory=list)  # static provider's spare instances
-    scale_up_cmd: str | None = None
-    scale_down_cmd: str | None = None
-    hook_timeout_s: float = 300.0
-    emulator_profile: str = "tiny-fast"  # local-emulator: `block engine --profile`
-    cooldown_s: float = 30.0
-    scale_down: bool = True
-    scale_down_hold_s: float = 120.0
-    scale_down_fraction: float = 0.5
-    scale_up_fraction: float = 1.0  # preemptive: forecasts over this share of the SLO add capacity
-    provision_interval_s: float = 0.5  # controller tick
-    provision_start_timeout_s: float = 600.0  # an added instance not healthy by then is released
+    # Auto-provisioning (block.provision.config): off unless its mode is preemptive or reactive.
+    provision: ProvisionConfig = field(default_factory=ProvisionConfig)
     # Security (block.router.auth, block.router.upstreams).
     allow_admin_without_auth: bool = False  # POST/DELETE /instances open when no credential is set
     allowed_upstreams: list[str] = field(default_factory=list)  # CIDRs, IPs, host names; [] = any
@@ -68,31 +54,6 @@ class RouterConfig:
     predictor_notify_timeout_s: float = 2.0  # a /routed or /finished notice slower than this is dropped
     predictor_notify_max_in_flight: int = 128  # per sidecar; notices beyond are dropped (counted)
 
-    def provision_settings(self) -> Any:
-        """The controller's settings (a block.provision.ProvisionSettings), or None when off."""
-        if self.provision is None:
-            return None
-        from block.provision.controller import ProvisionSettings
-
-        if self.slo_e2e is None:
-            raise ValueError("--provision needs --slo-e2e SECONDS")
-        max_instances = self.max_instances
-        if max_instances is None:
-            if self.provider != "static":
-                raise ValueError(f"--provider {self.provider} needs --max-instances")
-            max_instances = len(self.instances) + len(self.standby)
-        return ProvisionSettings(
-            mode=self.provision,
-            slo_e2e_s=self.slo_e2e,
-            min_instances=self.min_instances,
-            max_instances=max_instances,
-            cooldown_s=self.cooldown_s,
-            scale_down=self.scale_down,
-            scale_down_hold_s=self.scale_down_hold_s,
-            scale_down_fraction=self.scale_down_fraction,
-            scale_up_fraction=self.scale_up_fraction,
-        )
-
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
             raise ValueError("give one --predictor per --instance, in the same order")
@@ -108,17 +69,9 @@ class RouterConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         self.instances = [u.rstrip("/") for u in self.instances]
-        self.standby = [u.rstrip("/") for u in self.standby]
-        if self.provision is not None:
-            from block.provision.providers import PROVIDERS
-
-            if self.provider not in PROVIDERS:
-                raise ValueError(f"unknown provider {self.provider!r} (known: {', '.join(PROVIDERS)})")
-            if self.provider == "command" and not self.scale_up_cmd:
-                raise ValueError("--provider command needs --scale-up-cmd")
-            if self.provision_interval_s <= 0 or self.provision_start_timeout_s <= 0:
-                raise ValueError("provision_interval_s and the start timeout must be > 0")
-            self.provision_settings()  # validates the controller's settings now, not at first use
+        self.provision.settings(
+            len(self.instances)
+        )  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
         self.check_security()
 
@@ -136,7 +89,7 @@ class RouterConfig:
             raise ValueError("--api-key and --admin-token must not be empty")
         allowed = self.upstream_allow_list()
         self.instances = [check_upstream(u, allowed) for u in self.instances]
-        self.standby = [check_upstream(u, allowed) for u in self.standby]
+        self.provision.standby = [check_upstream(u, allowed) for u in self.provision.standby]
         self.predictors = [check_upstream(u, allowed, "predictor") for u in self.predictors]
         from block.http_limits import HttpLimits
 
@@ -146,20 +99,26 @@ class RouterConfig:
 
     @classmethod
     def build(cls, path: str | Path | None = None, **overrides: Any) -> RouterConfig:
-        """YAML file values (keys as the fields, or with dashes as the flags), then non-None overrides."""
+        """YAML file values (keys as the fields, or with dashes as the flags), then non-None overrides.
+        Provisioning settings come flat (`provision: reactive`, `slo-e2e: 5`, as the flags) or as a nested
+        `provision:` mapping; flat ones win, as flags win over the file."""
         values: dict[str, Any] = {}
+        provision: dict[str, Any] = {}
         if path is not None:
             values.update(load_yaml(path))
+            if isinstance(values.get("provision"), dict):
+                provision.update(field_names(values.pop("provision")))
         values.update({k: v for k, v in overrides.items() if v is not None and v != []})
-        known = {f.name for f in fields(cls)}
+        provision.update({ROUTER_KEYS[k]: values.pop(k) for k in list(values) if k in ROUTER_KEYS})
+        known = {f.name for f in fields(cls)} - {"provision"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown router setting(s): {', '.join(unknown)}")
-        return cls(**values)
+        return cls(provision=ProvisionConfig.from_mapping(provision), **values)
 
 
 _ALIASES = {"instance": "instances", "predictor": "predictors"}
-_LISTS = ("instances", "predictors", "standby", "allowed_upstreams")
+_LISTS = ("instances", "predictors", "standby", "allowed_upstreams")  # a lone string is a list of one
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""OpenAI-format error bodies and the tiny ASGI helpers that send them."""
+"""The router's OpenAI-format errors (rendered by block/openai_api/errors.py, as the engine's are) and
+the tiny ASGI helpers that send them."""
 
 from __future__ import annotations
 
@@ -7,45 +8,18 @@ from typing import Any
 
 import orjson
 
+from block.openai_api import errors as openai_errors
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "upstream_timeout",
-}
-
-
-def error_type(status: int) -> str:
-    """The OpenAI error type: the client's fault for any 4xx, the server's for anything else."""
-    return _TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "server_error")
 
 
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": error_type(status),
-                "param": None,
-                "code": code or str(status),
-            }
-        }
-    )
+    return openai_errors.error_body(status, message, code=code)
 
 
 def error_sse(message: str, code: str = "upstream_error", status: int = 502) -> bytes:
     """The last event of a stream cut midway: an error object, then [DONE], so clients never hang."""
-    return b"data: " + error_body(status, message, code) + b"\n\ndata: [DONE]\n\n"
+    return openai_errors.error_event(status, message, code)
 
 
 async def send_bytes(

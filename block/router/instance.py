@@ -44,6 +44,8 @@ class Instance:
     provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)
     suspended_until: float = float("-inf")  # out for a timeout: health checks cannot bring it back before
     timeouts_in_a_row: int = 0  # timeouts without a completed response in between (doubles the cool-down)
+    models: frozenset[str] | None = None  # from its GET /v1/models (served_models.py); None: not known
+    models_asked_at: float = float("-inf")  # time.monotonic() when it was last asked
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Ready-made bytes for the hot path.
     completions_url: str = ""

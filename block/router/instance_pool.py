@@ -23,6 +23,7 @@ from block.router.health import health_loop
 from block.router.instance import Instance
 from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
+from block.router.served_models import RETRY_S, learn, served_by
 from block.router.sidecar import SidecarClient, SidecarNotices
 from block.router.upstreams import check_upstream
 
@@ -55,6 +56,7 @@ class InstancePool:
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
         self.routable_ids: frozenset[str] = frozenset()  # the rotation filter's list (block.fleet.filters)
+        self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
         # Requests in flight per instance id, deleted instances included: a deleted instance's metric
         # series stays until its last request finished, so the gauge never goes below zero.
@@ -144,6 +146,7 @@ class InstancePool:
     def _update_routable(self) -> None:
         self._routable = [i for i in self.instances.values() if i.routable]
         self.routable_ids = frozenset(i.id for i in self._routable)
+        self._served = served_by(self._routable)
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
 
@@ -182,6 +185,7 @@ class InstancePool:
             return  # a timeout's cool-down: /health answering says nothing about generating
         if inst.tracker is None and not await self._setup(inst):
             return
+        await learn(self.session, inst, self._models_timeout)
         if not inst.removed:
             log.info("instance %s in rotation (%s)", inst.id, inst.kind)
             self.set_healthy(inst, True)
@@ -222,6 +226,26 @@ class InstancePool:
             )
             inst.listeners.add(SidecarNotices(inst.sidecar))
         return True
+
+    # -- served models -------------------------------------------------------------------------
+
+    @property
+    def _models_timeout(self) -> float:
+        return max(0.5, self.config.health_timeout)
+
+    def served_models(self) -> frozenset[str] | None:
+        """The model names the instances in rotation serve; None while one of them has not said."""
+        if self._served is None:
+            now = time.monotonic()
+            for inst in self._routable:
+                if inst.models is None and now - inst.models_asked_at >= RETRY_S:
+                    inst.models_asked_at = now  # one question in flight per instance
+                    self._spawn(self._learn_models(inst))
+        return self._served
+
+    async def _learn_models(self, inst: Instance) -> None:
+        if await learn(self.session, inst, self._models_timeout):
+            self._update_routable()
 
     def first_healthy(self) -> Instance | None:
         return self._routable[0] if self._routable else None

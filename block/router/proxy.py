@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from block.openai_api.errors import RequestError
 from block.request import RoutingRequest
 from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
@@ -32,7 +33,7 @@ from block.router.exchange import CLIENT_GONE, SHUTDOWN, Exchange, Watchdog
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
-from block.router.request_shape import CHAT_PATH, BadRequest, LengthEstimate, RequestShape, parse_shape
+from block.router.request_shape import CHAT_PATH, LengthEstimate, RequestShape, parse_shape
 
 log = logging.getLogger("block.router.proxy")
 
@@ -131,17 +132,32 @@ class Proxy:
             return
         path = scope["path"]
         try:
-            body = orjson.loads(raw)
-            shape = parse_shape(
-                path, body, self.count_tokens, self.estimate_length, self.default_output_tokens
-            )
-        except orjson.JSONDecodeError as e:
-            await send_error(send, 400, f"invalid JSON body: {e}")
-            return
-        except BadRequest as e:
-            await send_error(send, 400, str(e))
+            body, shape = self._parse(path, raw)
+        except RequestError as e:
+            await send_bytes(send, e.status, e.body())
             return
         await self._route(path, body, raw, shape, receive, send)
+
+    def _parse(self, path: str, raw: bytes) -> tuple[dict[str, Any], RequestShape]:
+        """The body and its shape, or RequestError (a 4xx): no body makes this raise anything else."""
+        try:
+            body = orjson.loads(raw)
+            shape = parse_shape(
+                path,
+                body,
+                self.count_tokens,
+                self.estimate_length,
+                self.default_output_tokens,
+                self.pool.served_models(),
+            )
+        except orjson.JSONDecodeError as e:
+            raise RequestError(f"invalid JSON body: {e}") from None
+        except RequestError:
+            raise
+        except Exception as e:  # a parser bug must still answer 400, never 500: log it to fix it
+            log.exception("request parsing failed")
+            raise RequestError(f"could not parse the request: {type(e).__name__}") from None
+        return body, shape
 
     async def _route(
         self, path: str, body: dict[str, Any], raw: bytes, shape: RequestShape, receive: Receive, send: Send

@@ -1,9 +1,9 @@
 """What the router needs to know about a request before choosing: prompt tokens and planned output.
 
-Parsed once from the JSON body. Prompt tokens: text is counted with the tokenizer, token-id prompts by
-their length. Chat messages are counted as the Llama 3 chat template renders them, the same rule as
-the engine emulator (block/engine/prompt_tokens.py): <|begin_of_text|>, per message a 4-token frame
-around role and content, then the 4-token assistant generation prompt.
+Parsed once from the JSON body by the parser the engine uses too (block/openai_api/request.py): the
+same validation, and the same prompt count (the Llama 3 chat template, <|begin_of_text|> included),
+with the tokenizer the router is configured with. Any body either parses or raises `RequestError`
+(a 4xx for the client), never anything else.
 
 The length estimator (block/length, loaded by `load_length_estimate`) sees a chat as its last user
 message: it was trained on ShareGPT first-turn prompts, plain text without roles, and the last user
@@ -13,9 +13,12 @@ message is what the answer replies to (a role prefix measurably worsened its err
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+
+from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA
+from block.openai_api.request import model_not_found, parse_request
 
 log = logging.getLogger("block.router.request_shape")
 
@@ -23,10 +26,6 @@ CHAT_PATH = "/v1/chat/completions"
 
 # (prompt text, its token count or None) -> planned output tokens; see load_length_estimate.
 LengthEstimate = Callable[[str, int | None], int]
-
-
-class BadRequest(ValueError):
-    """The body is not a valid request; the message goes back to the client with a 400."""
 
 
 @dataclass(slots=True)
@@ -38,29 +37,31 @@ class RequestShape:
     prompt_text: str | None  # what the estimator read; None for token-id prompts or without estimator
 
 
-BEGIN_OF_TEXT = 1
-MESSAGE_FRAME = 4  # <|start_header_id|>, <|end_header_id|>, "\n\n", <|eot_id|>
-GENERATION_PROMPT = 4  # <|start_header_id|>assistant<|end_header_id|>\n\n
-
-
-def chat_messages(messages: Any) -> list[tuple[str, str]]:
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' must be a non-empty list")
-    out = []
-    for m in messages:
-        if not isinstance(m, dict):
-            raise BadRequest("each message must be an object")
-        content = m.get("content")
-        if isinstance(content, list):  # multi-part content: keep the text parts
-            content = "\n".join(
-                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-            )
-        elif content is None:
-            content = ""
-        elif not isinstance(content, str):
-            raise BadRequest("message 'content' must be a string or a list of parts")
-        out.append((str(m.get("role", "user")), content))
-    return out
+def parse_shape(
+    path: str,
+    body: Any,
+    count: Callable[[str], int],
+    estimate: LengthEstimate | None,
+    default_output_tokens: int,
+    served_models: Collection[str] | None = None,
+) -> RequestShape:
+    """`served_models`: the model names the instances serve (None: not known, any is passed on)."""
+    req = parse_request("chat" if path == CHAT_PATH else "completion", body, count)
+    if served_models is not None and req.model and req.model not in served_models:
+        raise model_not_found(req.model)
+    text: str | None = None
+    text_tokens: int | None = None
+    if req.messages is not None:
+        if estimate is not None:  # only the estimator reads the text
+            text = estimator_text(req.messages)
+            text_tokens = count(text)
+    elif req.prompt_text is not None:
+        text = req.prompt_text
+        text_tokens = req.prompt_tokens - TEXT_PROMPT_EXTRA * req.prompts  # the text alone
+    expected = expected_output_tokens(
+        req.max_tokens, req.ignore_eos, text, estimate, default_output_tokens, text_tokens
+    )
+    return RequestShape(req.prompt_tokens, expected, req.max_tokens, req.stream, text)
 
 
 def estimator_text(messages: list[tuple[str, str]]) -> str:
@@ -69,65 +70,6 @@ def estimator_text(messages: list[tuple[str, str]]) -> str:
         if role == "user" and content:
             return content
     return "\n".join(content for _, content in messages if content)
-
-
-def chat_tokens(messages: list[tuple[str, str]], count: Callable[[str], int]) -> int:
-    total = BEGIN_OF_TEXT + GENERATION_PROMPT
-    for role, content in messages:
-        total += MESSAGE_FRAME + count(role) + (count(content) if content else 0)
-    return total
-
-
-def _completion_prompt(prompt: Any, count: Callable[[str], int]) -> tuple[int, str | None]:
-    if isinstance(prompt, str):
-        return count(prompt), prompt
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(t, int) for t in prompt):
-            return len(prompt), None
-        if all(isinstance(p, str) for p in prompt):
-            return sum(count(p) for p in prompt), "\n".join(prompt)
-        if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompt):
-            return sum(len(p) for p in prompt), None
-    raise BadRequest("'prompt' must be a string, a list of strings, or token ids")
-
-
-def _int_or_none(body: dict[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BadRequest(f"'{key}' must be a positive integer")
-    return value
-
-
-def parse_shape(
-    path: str,
-    body: Any,
-    count: Callable[[str], int],
-    estimate: LengthEstimate | None,
-    default_output_tokens: int,
-) -> RequestShape:
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    if path == CHAT_PATH:
-        messages = chat_messages(body.get("messages"))
-        prompt_tokens = chat_tokens(messages, count)
-        text: str | None = None
-        text_tokens: int | None = None
-        if estimate is not None:  # only the estimator reads the text
-            text = estimator_text(messages)
-            text_tokens = count(text)
-        max_tokens = _int_or_none(body, "max_completion_tokens") or _int_or_none(body, "max_tokens")
-    else:
-        if "prompt" not in body:
-            raise BadRequest("'prompt' is required")
-        prompt_tokens, text = _completion_prompt(body["prompt"], count)
-        text_tokens = prompt_tokens
-        max_tokens = _int_or_none(body, "max_tokens")
-    expected = expected_output_tokens(
-        max_tokens, bool(body.get("ignore_eos")), text, estimate, default_output_tokens, text_tokens
-    )
-    return RequestShape(prompt_tokens, expected, max_tokens, bool(body.get("stream")), text)
 
 
 def expected_output_tokens(

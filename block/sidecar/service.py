@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from block.fleet.tracker import InstanceTracker
 from block.http_limits import HttpLimits
+from block.openai_api.errors import error_body
 from block.profiles.profile import Profile, load_profile
 from block.request import RoutingRequest
 from block.sidecar.metrics import CONTENT_TYPE, PredictorMetrics
@@ -57,14 +58,8 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-_ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 503: "ServiceUnavailableError"}
-
-
 def _error(e: BadRequest) -> Response:
-    kind = _ERROR_TYPES[e.status]
-    response = _json(
-        {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}, e.status
-    )
+    response = Response(error_body(e.status, e.message, e.param), e.status, media_type="application/json")
     if e.status == 401:
         response.headers["www-authenticate"] = "Bearer"
     return response

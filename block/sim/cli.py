@@ -50,39 +50,75 @@ def register(app: typer.Typer) -> None:
     @sim_app.callback(invoke_without_command=True)
     def simulate_cmd(
         ctx: typer.Context,
-        instances: int = typer.Option(12, min=1, help="Instances in the cluster."),
-        profile: str = typer.Option("llama-2-7b-a30", help="Step-time profile (name or .json path)."),
-        policies: str = typer.Option(DEFAULT_POLICIES, help="Comma-separated policies."),
-        dataset: str = typer.Option("sharegpt", help="Workload spec (see `block bench --help`)."),
-        qps: str = typer.Option("20:36:2", help="Rates: START:STOP:STEP, a list 20,28 or one rate."),
-        num_requests: int = typer.Option(10_000, min=1, help="Requests per run."),
-        process: str = typer.Option("poisson", help="Arrivals: poisson | gamma | constant | trace."),
-        burstiness: float = typer.Option(1.0, help="CV of gamma inter-arrival times (sets --process gamma)."),
-        seed: int = typer.Option(0, help="Seed of the workload, arrivals, step noise and policies."),
-        noise: float = typer.Option(0.03, min=0.0, help="Relative std of step times (0: exact means)."),
-        stall_probability: float = typer.Option(0.001, min=0.0, max=1.0, help="Chance a step stalls 3x."),
-        max_num_seqs: int = typer.Option(None, min=1, help="Engine max_num_seqs (default: the profile's)."),
-        max_num_batched_tokens: int = typer.Option(None, min=1, help="Engine token budget per step."),
-        num_gpu_blocks: int = typer.Option(None, min=1, help="KV-cache blocks per instance."),
-        max_model_len: int = typer.Option(4096, min=2, help="Prompt + output tokens at most."),
-        workers: int = typer.Option(2, min=1, help="Runs simulated in parallel."),
-        keep_itl: bool = typer.Option(False, help="Keep per-request inter-token gaps in the files (large)."),
-        slo_ttft_p99: float = typer.Option(3.0, help="P99 TTFT SLO (s) defining capacity."),
+        instances: int = typer.Option(12, min=1, help="Instances in the cluster.", rich_help_panel="Cluster"),
+        profile: str = typer.Option(
+            "llama-2-7b-a30", help="Step-time profile (name or .json path).", rich_help_panel="Cluster"
+        ),
+        policies: str = typer.Option(
+            DEFAULT_POLICIES, help="Comma-separated policies.", rich_help_panel="Routing"
+        ),
+        dataset: str = typer.Option(
+            "sharegpt", help="Workload spec (see `block bench --help`).", rich_help_panel="Workload"
+        ),
+        qps: str = typer.Option(
+            "20:36:2", help="Rates: START:STOP:STEP, a list 20,28 or one rate.", rich_help_panel="Workload"
+        ),
+        num_requests: int = typer.Option(10_000, min=1, help="Requests per run.", rich_help_panel="Workload"),
+        process: str = typer.Option(
+            "poisson", help="Arrivals: poisson | gamma | constant | trace.", rich_help_panel="Workload"
+        ),
+        burstiness: float = typer.Option(
+            1.0, help="CV of gamma inter-arrival times (sets --process gamma).", rich_help_panel="Workload"
+        ),
+        seed: int = typer.Option(
+            0, help="Seed of the workload, arrivals, step noise and policies.", rich_help_panel="Workload"
+        ),
+        noise: float = typer.Option(
+            0.03, min=0.0, help="Relative std of step times (0: exact means).", rich_help_panel="Cluster"
+        ),
+        stall_probability: float = typer.Option(
+            0.001, min=0.0, max=1.0, help="Chance a step stalls 3x.", rich_help_panel="Cluster"
+        ),
+        max_num_seqs: int = typer.Option(
+            None, min=1, help="Engine max_num_seqs (default: the profile's).", rich_help_panel="Cluster"
+        ),
+        max_num_batched_tokens: int = typer.Option(
+            None, min=1, help="Engine token budget per step.", rich_help_panel="Cluster"
+        ),
+        num_gpu_blocks: int = typer.Option(
+            None, min=1, help="KV-cache blocks per instance.", rich_help_panel="Cluster"
+        ),
+        max_model_len: int = typer.Option(
+            4096, min=2, help="Prompt + output tokens at most.", rich_help_panel="Cluster"
+        ),
+        workers: int = typer.Option(2, min=1, help="Runs simulated in parallel.", rich_help_panel="Output"),
+        keep_itl: bool = typer.Option(
+            False, help="Keep per-request inter-token gaps in the files (large).", rich_help_panel="Output"
+        ),
+        slo_ttft_p99: float = typer.Option(
+            3.0, help="P99 TTFT SLO (s) defining capacity.", rich_help_panel="Output"
+        ),
         lengths: str = typer.Option(
             "known",
             help="Lengths the router plans with: known (true, ignore_eos), estimated (the length "
             "model's median on the prompt) or quantile:Q. Replicas always generate the true length.",
+            rich_help_panel="Routing",
         ),
         split: str = typer.Option(
-            "all", help="Prompts drawn from: all, or held-out (never seen by the length model)."
+            "all",
+            help="Prompts drawn from: all, or held-out (never seen by the length model).",
+            rich_help_panel="Workload",
         ),
         anticipate_arrivals: bool = typer.Option(
             False,
             "--anticipate-arrivals",
             help="Forecasts add the arrivals expected at each instance's recent routing rate.",
+            rich_help_panel="Routing",
         ),
         out: Path = typer.Option(
-            Path("results/sim"), help="Directory for one results JSON per policy and rate."
+            Path("results/sim"),
+            help="Directory for one results JSON per policy and rate.",
+            rich_help_panel="Output",
         ),
     ) -> None:
         """Run every policy at every rate; write results JSON, print a comparison and capacities."""

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from block.engine.server import BackgroundEngine
+from tests.engine.conftest import TEST_MODEL
 from tests.engine.helpers import idle, wait_for
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -38,6 +39,21 @@ CASES = [
     ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
     ("/v1/chat/completions", {"messages": MESSAGES, "max_completion_tokens": -1}, "max_completion_tokens"),
     ("/v1/chat/completions", {"messages": MESSAGES, "n": 3}, "n"),
+    # vLLM's validation: max_tokens beyond what the prompt leaves of the context, without ignore_eos
+    ("/v1/completions", {"prompt": list(range(100)), "max_tokens": 4000}, "max_tokens"),
+    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4096}, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "temperature": -1}, "temperature"),
+    ("/v1/completions", {"prompt": "x", "top_p": 1.5}, "top_p"),
+    ("/v1/completions", {"prompt": "x", "top_p": 0}, "top_p"),
+    ("/v1/completions", {"prompt": "x", "min_tokens": 5, "max_tokens": 2}, "min_tokens"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2.5}, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "stop": [1]}, "stop"),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        "messages",
+    ),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages"),
 ]
 
 
@@ -61,6 +77,34 @@ async def test_bad_input_is_a_400_in_openai_format(
     assert set(err) == {"message", "type", "param", "code"}
     assert err["type"] == "BadRequestError" and err["code"] == 400 and err["message"]
     assert err["param"] == param
+
+
+async def test_unknown_model_is_vllms_404(client: httpx.AsyncClient) -> None:
+    for route, body in [
+        ("/v1/completions", {"model": "gpt-nope", "prompt": "x", "max_tokens": 1}),
+        ("/v1/chat/completions", {"model": "gpt-nope", "messages": MESSAGES, "max_tokens": 1}),
+    ]:
+        r = await client.post(route, json=body)
+        assert r.status_code == 404, r.text
+        assert r.json()["error"] == {
+            "message": "The model `gpt-nope` does not exist.",
+            "type": "NotFoundError",
+            "param": "model",
+            "code": 404,
+        }
+    for model in (TEST_MODEL, None, ""):  # the served name, or none: served
+        r = await client.post("/v1/completions", json={"model": model, "prompt": "x", "max_tokens": 1})
+        assert r.status_code == 200, r.text
+
+
+async def test_max_tokens_within_the_context_and_integral_floats_are_served(
+    client: httpx.AsyncClient,
+) -> None:
+    # 100 prompt tokens leave 3,996 of the 4,096-token context; the KV cache (1,024 tokens) caps the sample
+    r = await client.post("/v1/completions", json={"prompt": list(range(100)), "max_tokens": 3996})
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/completions", json={"prompt": "x", "max_tokens": 3.0, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
 
 
 async def test_bad_expected_output_header(client: httpx.AsyncClient) -> None:

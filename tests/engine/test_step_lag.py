@@ -47,5 +47,5 @@ def test_an_engine_whose_steps_are_shorter_than_its_own_loop_reports_lag_and_an_
     assert during.step_seconds < 0.02  # 4,000 modelled steps of ~2 us
     assert during.lag_seconds > during.step_seconds  # ... that took far longer in real time
     verdict = live_validity.judge(during)
-    assert verdict.valid is False and verdict.message.startswith("INVALID")
+    assert verdict.valid is False and verdict.message.startswith("INVALID"), (during, verdict)
     assert verdict.mean_lag_s is not None and verdict.mean_lag_s > live_validity.MAX_MEAN_LAG_S

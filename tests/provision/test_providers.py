@@ -79,10 +79,12 @@ def test_child_of_timed_out_hook_is_gone(tmp_path: Path) -> None:
 def test_router_config_validation() -> None:
     from block.router.config import RouterConfig
 
-    cfg = RouterConfig(instances=["http://a:1"], provision="preemptive", slo_e2e=5.0, standby=["http://b:2/"])
-    s = cfg.provision_settings()
+    cfg = RouterConfig.build(
+        instances=["http://a:1"], provision="preemptive", slo_e2e=5.0, standby=["http://b:2/"]
+    )
+    s = cfg.provision.settings(len(cfg.instances))
     assert (s.mode, s.min_instances, s.max_instances) == ("preemptive", 1, 2)  # max: instances + standby
-    assert RouterConfig(instances=["http://a:1"]).provision_settings() is None
+    assert RouterConfig(instances=["http://a:1"]).provision.settings(1) is None
     bad = [
         {"provision": "preemptive"},  # no SLO
         {"provision": "sometimes", "slo_e2e": 1.0},
@@ -93,4 +95,4 @@ def test_router_config_validation() -> None:
     ]
     for kw in bad:
         with pytest.raises(ValueError):
-            RouterConfig(instances=[], **kw)  # type: ignore[arg-type]
+            RouterConfig.build(**kw)

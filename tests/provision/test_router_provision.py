@@ -25,7 +25,9 @@ from tests.router.servers import Served, count_words
 async def provisioned_router(**settings: Any) -> AsyncIterator[tuple[RouterApp, str]]:
     settings.setdefault("health_interval", 0.1)
     settings.setdefault("provision_interval_s", 0.05)
-    config = RouterConfig(instances=[], provider="local-emulator", emulator_profile="tiny-fast", **settings)
+    config = RouterConfig.build(
+        instances=[], provider="local-emulator", emulator_profile="tiny-fast", **settings
+    )
     app = RouterApp(config, count_tokens=count_words)
     served = await Served(app).start()
     servers = app.autoscaler.provider.servers

@@ -16,7 +16,7 @@ from tests.router.servers import Served, count_words
 async def test_never_healthy_instance_is_released(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: it never passes a health check
     released = tmp_path / "released.txt"
-    config = RouterConfig(
+    config = RouterConfig.build(
         instances=[],
         provision="preemptive",
         slo_e2e=5.0,

@@ -85,6 +85,7 @@ class FakeUpstream:
     requests: list[dict[str, Any]] = field(default_factory=list)
     running: int = 0
     disconnects: int = 0
+    models: list[str] | None = field(default_factory=lambda: ["fake-model"])  # None: /v1/models is a 404
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -100,7 +101,11 @@ class FakeUpstream:
         elif path == "/metrics":
             await _reply(send, 200, self.metrics().encode(), b"text/plain")
         elif path == "/v1/models":
-            await _reply(send, 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}')
+            if self.models is None:
+                await _reply(send, 404, b'{"detail":"Not Found"}')
+            else:
+                cards = [{"id": m, "object": "model"} for m in self.models]
+                await _reply(send, 200, orjson.dumps({"object": "list", "data": cards}))
         elif path in ("/v1/completions", "/v1/chat/completions"):
             await self.complete(scope, receive, send)
         else:

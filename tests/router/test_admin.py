@@ -15,7 +15,7 @@ async def test_api_key_required() -> None:
         async with httpx.AsyncClient(timeout=5) as c:
             body = {"prompt": "a", "max_tokens": 1}
             r = await c.post(url + "/v1/completions", json=body)
-            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+            assert r.status_code == 401 and r.json()["error"]["type"] == "AuthenticationError"
             r = await c.post(url + "/v1/completions", json=body, headers={"authorization": "Bearer nope"})
             assert r.status_code == 401
             assert (await c.get(url + "/v1/models")).status_code == 401
@@ -36,7 +36,7 @@ async def test_body_limit_and_bad_json() -> None:
             r = await c.post(url + "/v1/completions", content=chunked())
             assert r.status_code == 413
             r = await c.post(url + "/v1/completions", content=b"{not json")
-            assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+            assert r.status_code == 400 and r.json()["error"]["type"] == "BadRequestError"
             r = await c.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 0})
             assert r.status_code == 400
             assert (await c.get(url + "/v1/completions")).status_code == 405

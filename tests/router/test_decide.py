@@ -117,4 +117,4 @@ async def test_an_over_length_prompt_logs_one_line_and_no_traceback(caplog: pyte
     decision_logs = [rec for rec in caplog.records if rec.name == "block.router.decision"]
     assert [rec.exc_info for rec in decision_logs] == [None]
     assert decision_logs[0].levelno == logging.INFO
-    assert "5000 prompt tokens" in decision_logs[0].getMessage()
+    assert "5001 prompt tokens" in decision_logs[0].getMessage()  # 5,000 words and the begin-of-text token

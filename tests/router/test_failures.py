@@ -153,7 +153,7 @@ async def test_mid_stream_cut_ends_with_error_event_then_done() -> None:
         events = [e for e in r.text.split("\n\n") if e]
         assert events[0].startswith("data: {") and events[1].startswith("data: {")
         error = orjson.loads(events[-2].removeprefix("data: "))
-        assert error["error"]["type"] == "upstream_error"
+        assert error["error"]["type"] == "InternalServerError" and error["error"]["code"] == "upstream_error"
         assert events[-1] == "data: [DONE]"
         await asyncio.sleep(0.05)
         assert app.pool.routable()[0].tracker.in_flight == 0

@@ -293,7 +293,7 @@ async def test_sigterm_drains_then_cuts_and_exits_within_the_bound() -> None:
         assert reply.status_code == 503
         assert reply.json()["error"] == {
             "message": "the router is shutting down",
-            "type": "service_unavailable",
+            "type": "ServiceUnavailableError",
             "param": None,
             "code": "shutting_down",
         }

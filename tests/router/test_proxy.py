@@ -113,4 +113,4 @@ def test_error_body_is_openai_format() -> None:
     from block.router.errors import error_body
 
     e = orjson.loads(error_body(400, "bad"))["error"]
-    assert e["message"] == "bad" and e["type"] == "invalid_request_error"
+    assert e == {"message": "bad", "type": "BadRequestError", "param": None, "code": 400}  # vLLM's shape

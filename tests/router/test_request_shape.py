@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from block.router.request_shape import BadRequest, expected_output_tokens, parse_shape
+from block.openai_api.errors import RequestError
+from block.router.request_shape import expected_output_tokens, parse_shape
 from tests.router.servers import count_words
 
 
@@ -37,7 +38,9 @@ def test_token_id_prompts_count_by_length_and_skip_estimator() -> None:
     s = shape({"prompt": [1, 2, 3, 4]}, estimate=lambda t, n: 7)
     assert s.prompt_tokens == 4 and s.expected_output_tokens == 100 and s.prompt_text is None
     assert shape({"prompt": [[1, 2], [3]]}).prompt_tokens == 3
-    assert shape({"prompt": ["a b", "c"]}).prompt_tokens == 3
+    # each text prompt counts its <|begin_of_text|>, as the engine (and vLLM) count it
+    assert shape({"prompt": "a b"}).prompt_tokens == 1 + 2
+    assert shape({"prompt": ["a b", "c"]}).prompt_tokens == (1 + 2) + (1 + 1)
 
 
 def test_chat_uses_the_engine_template_count() -> None:
@@ -63,11 +66,11 @@ def test_chat_uses_the_engine_template_count() -> None:
     ],
 )
 def test_bad_completion_bodies(body: object) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(RequestError):
         shape(body)
 
 
 def test_bad_chat_bodies() -> None:
     for body in ({"messages": []}, {"messages": "hi"}, {"messages": [3]}, {"messages": [{"content": 5}]}):
-        with pytest.raises(BadRequest):
+        with pytest.raises(RequestError):
             shape(body, "/v1/chat/completions")

@@ -1,0 +1,64 @@
+"""Prompt tokens as vLLM serving a Llama 3 model counts them: the one counter of the router and the engine.
+
+A text prompt is tokenized with the tokenizer's special tokens, so <|begin_of_text|> comes first.
+Chat messages are counted as the Llama 3 chat template renders them, without building the string:
+
+    <|begin_of_text|>
+    per message:  <|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>
+    then:         <|start_header_id|>assistant<|end_header_id|>\\n\\n      (the generation prompt)
+
+i.e. 1 + sum(4 + tokens(role) + tokens(content)) + 4 tokens. `count` is the plain tokenizer count
+(no special tokens): the engine passes llama3's, the router the tokenizer it is configured with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Count = Callable[[str], int]
+
+BEGIN_OF_TEXT = 1
+MESSAGE_FRAME = 4  # <|start_header_id|>, <|end_header_id|>, "\n\n", <|eot_id|>
+GENERATION_PROMPT = 4  # <|start_header_id|>assistant<|end_header_id|>\n\n
+
+
+def text_tokens(text: str, count: Count) -> int:
+    """Tokens of a text prompt: <|begin_of_text|> plus the text; 0 for an empty prompt."""
+    return BEGIN_OF_TEXT + count(text) if text else 0
+
+
+def chat_tokens(messages: list[tuple[str, str]], count: Count) -> int:
+    """Tokens of the rendered Llama 3 chat template for (role, content) pairs."""
+    total = BEGIN_OF_TEXT + GENERATION_PROMPT
+    for role, content in messages:
+        total += MESSAGE_FRAME + (count(role) if role else 0) + (count(content) if content else 0)
+    return total
+
+
+def message_text(content: Any) -> str | None:
+    """The text of an OpenAI message `content`: a string or a list of {"type": "text", "text": ...}
+    parts (other part types carry no text tokens here); None when it has neither shape."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts: list[str] = []
+        for part in content:
+            if not isinstance(part, dict):
+                return None
+            if part.get("type") == "text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    return None
+                texts.append(text)
+        return "\n".join(texts)
+    return None
+
+
+# What a request adds around the text a client counted: <|begin_of_text|> before a text prompt, and
+# the chat template around one user message ("user" is one llama3 token). A client that sets
+# max_tokens to what the context leaves subtracts these too, or vLLM refuses it.
+TEXT_PROMPT_EXTRA = BEGIN_OF_TEXT
+USER_MESSAGE_EXTRA = BEGIN_OF_TEXT + MESSAGE_FRAME + 1 + GENERATION_PROMPT
