@@ -94,16 +94,12 @@ class Forecasts:
     ) -> list[Forecast | None]:
         """Each view's forecast for `request` routed at `now` (the trackers' clock). `started`: when the
         decision began (time.perf_counter()), from which the deadline and the budget count."""
-        budget = self.budget
-        if budget is not None:
-            if started is None:
-                started = time.perf_counter()
-            if not budget.available(started):  # forecasts took their share of the loop lately: shed
-                return [None] * len(views)
-        deadline = None
-        if self.deadline_s is not None:
-            if started is None:
-                started = time.perf_counter()
+        budget, deadline = self.budget, None
+        if started is None and (budget is not None or self.deadline_s is not None):
+            started = time.perf_counter()
+        if budget is not None and started is not None and not budget.available(started):
+            return [None] * len(views)  # forecasts took their share of the loop lately: shed them
+        if self.deadline_s is not None and started is not None:
             deadline = started + self.deadline_s
         out: list[Forecast | None] = []
         refused: list[str] = []
