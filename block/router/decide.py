@@ -77,7 +77,7 @@ class Decider:
                 )
             else:
                 forecasts = self.forecasts.in_process(request, targets, now, started)
-            missed = forecasts.count(None)
+            missed = sum(f is None for f in forecasts)
             if missed:
                 self.metrics.forecasts_missed.inc(missed)
             candidates = Candidates(targets, forecasts)
