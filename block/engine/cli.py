@@ -37,6 +37,12 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, help="Seed for step noise and sampled output lengths."),
         model: str | None = typer.Option(None, help="Served model name (default: the profile's model)."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
+        model_error: str = typer.Option(
+            "none",
+            help="KIND:E: run at a true speed the profile (still reported as is) does not know, E a "
+            "fraction: static (a fixed factor in [1-E, 1+E] drawn from --seed), drift (wanders in that "
+            "band over minutes), correlated (every engine of the host up to E slower for seconds).",
+        ),
     ) -> None:
         """Serve an emulated engine (when no sub-command is given)."""
         if ctx.invoked_subcommand is not None:
@@ -48,6 +54,7 @@ def register(app: typer.Typer) -> None:
             noise,
             seed,
             model,
+            model_error,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             num_gpu_blocks=num_gpu_blocks,
@@ -59,7 +66,7 @@ def register(app: typer.Typer) -> None:
             f"block engine: {settings.model_name} on profile {settings.profile.name} at http://{host}:{port} "
             f"(max_num_seqs {cfg.max_num_seqs}, max_num_batched_tokens {cfg.max_num_batched_tokens}, "
             f"{cfg.num_gpu_blocks} blocks of {cfg.block_size}, max_model_len {cfg.max_model_len}, "
-            f"noise {noise})",
+            f"noise {noise}{_model_error_note(settings)})",
             err=True,
         )
         run_server(settings, host, port, log_level)
@@ -101,17 +108,39 @@ def register(app: typer.Typer) -> None:
 
 
 def _settings(
-    profile: str, noise: float, seed: int | None, model: str | None, **overrides: int | None
+    profile: str,
+    noise: float,
+    seed: int | None,
+    model: str | None,
+    model_error: str = "none",
+    **overrides: int | None,
 ) -> EngineSettings:
     from block.engine.settings import EngineSettings, replica_config
     from block.profiles import load_profile
+    from block.profiles.model_error import parse_model_error
 
     if noise < 0:
         fail("--noise must be >= 0")
+    try:
+        error = parse_model_error(model_error)
+    except ValueError as e:
+        fail(f"--model-error: {e}")
+        raise  # unreachable: fail() exits
     try:
         prof = load_profile(profile)
         config = replica_config(prof, **overrides)
     except ValueError as e:
         fail(str(e))
         raise  # unreachable: fail() exits
-    return EngineSettings(prof, config, noise=noise, seed=seed, model=model)
+    return EngineSettings(prof, config, noise=noise, seed=seed, model=model, model_error=error)
+
+
+def _model_error_note(settings: EngineSettings) -> str:
+    """For the start-up line (the operator's log, never an API): what the router is not told."""
+    error = settings.model_error
+    if error is None:
+        return ""
+    note = f", model error {error}"
+    if error.kind == "static" and settings.seed is not None:
+        note += f": x{error.speed(settings.seed)(0.0):.3f} the profile's speed"
+    return note + ", not reported"

@@ -1,6 +1,7 @@
 """The engine loop: one task drives one Replica in real time.
 
-Each step: form the batch at the replica's time, take its duration from the profile (times noise),
+Each step: form the batch at the replica's time, take its duration from the profile (times the model
+error's factor at the step's start, if any, then noise),
 sleep until `deadline = step_start + duration` on a monotonic clock, then complete the batch at the
 deadline and hand the emitted tokens to the waiting requests. The next step starts at the previous
 deadline, not at the wake-up time, so the event loop's lateness does not accumulate; after idling (or
@@ -19,6 +20,7 @@ from typing import Any
 from block.clock import sleep_until
 from block.engine.metrics import STEP_LAG_BUCKETS, EngineMetrics, LatencyHistogram, LiveState
 from block.profiles import StepNoise
+from block.profiles.model_error import Factor
 from block.replica import Replica, Request, StepOutcome
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,14 @@ class EngineLoop:
         clock: EngineClock | None = None,
         metrics: EngineMetrics | None = None,
         max_lag_s: float = 1.0,
+        model_error: Factor | None = None,
     ) -> None:
         self.replica = replica
         self.noise = noise
+        # The true speed the profile does not know, as a step-time factor over wall-clock time (settings.py).
+        self.model_error = model_error
         self.clock = clock or EngineClock()
+        self._wall_offset = time.time() - self.clock.now()  # engine clock -> wall-clock seconds
         self.metrics = metrics
         self.max_lag_s = max_lag_s
         self.step_in_progress_until: float | None = None
@@ -202,7 +208,10 @@ class EngineLoop:
                 log.error("nothing schedulable with %d requests queued", r.num_requests)
                 await asyncio.sleep(0.01)
                 continue
-            duration = self.noise.apply(r.profile.step_time(batch.shape()))
+            mean = r.profile.step_time(batch.shape())
+            if self.model_error is not None:
+                mean *= self.model_error(r.now + self._wall_offset)
+            duration = self.noise.apply(mean)
             deadline = r.now + duration
             self.step_in_progress_until = deadline
             await sleep_until(deadline, self.now)

@@ -26,11 +26,11 @@ from typing import Any
 
 from block.fleet.arrival_log import ArrivalLog, FleetLog
 from block.fleet.sources.block_state import reading
-from block.predictor import DeadlineExceeded
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
+from block.replica.fast_replica import DeadlineExceeded
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 

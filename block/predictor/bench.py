@@ -13,7 +13,7 @@ from typing import Any
 from block.predictor.forecast import Arrivals, Forecaster, forecast
 from block.predictor.stepwise import run_stepwise
 from block.profiles.profile import Profile
-from block.replica import ReplicaConfig, RequestState, Snapshot
+from block.replica import ReplicaConfig, RequestState, Snapshot, blocks_for
 from block.request import RoutingRequest
 
 ANTICIPATED_RATE = 3.0  # req/s per instance for the anticipated-arrivals timing
@@ -55,11 +55,11 @@ def busy_snapshot(
         p, o = lengths()
         g = rng.randint(1, o - 1) if i < 2 else 0  # the first two were preempted after some output
         wait_states.append(RequestState(f"wait{i}", 0.0, p, 0, g, o))
-    used_blocks = sum(-(-s.computed_tokens // base.block_size) for s in run_states)
+    used_blocks = sum(blocks_for(s.computed_tokens, base.block_size) for s in run_states)
     config = replace(
         base,
         max_num_seqs=max(base.max_num_seqs, running),
-        num_gpu_blocks=max(int(used_blocks / kv_usage) + 1, -(-max_len // base.block_size)),
+        num_gpu_blocks=max(int(used_blocks / kv_usage) + 1, blocks_for(max_len, base.block_size)),
     )
     free = config.num_gpu_blocks - used_blocks
     return Snapshot(config, 100.0, run_states, wait_states, free_blocks=free, profile=profile.name)

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from block.predictor.fastsim import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
+from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 

@@ -19,6 +19,8 @@ more to parse and hand over). Fitted profiles measure it (time to first token mi
 idle, over prompt lengths); the emulator delays each request's admission by it and forecasts include it.
 Profiles derived from operator tables leave it 0.
 
+The formula itself is `StepCost.seconds` (step_cost.py), the one place every path times a step with.
+
 Profiles are small JSON files in `block/profiles/data/`, each naming its sources and assumptions.
 """
 
@@ -27,9 +29,12 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from block.profiles.step_cost import StepCost
 
 DATA_PACKAGE = "block.profiles.data"
 
@@ -91,25 +96,25 @@ class Profile:
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         return y0 + (y1 - y0) * (num_tokens - x0) / (x1 - x0)
 
+    @cached_property
+    def cost(self) -> StepCost:
+        """The step-time formula with this profile's coefficients (built once, on first use)."""
+        return StepCost(
+            self.step_overhead_s,
+            self.per_seq_s,
+            self.decode_kv_token_s,
+            self.prefill_pair_s,
+            self.linear_time,
+        )
+
     def step_time(self, shape: BatchShape) -> float:
-        if shape.num_seqs == 0:
-            return 0.0
-        return (
-            self.step_overhead_s
-            + self.per_seq_s * shape.num_seqs
-            + self.linear_time(shape.num_tokens)
-            + self.decode_kv_token_s * shape.kv_tokens_read
-            + self.prefill_pair_s * shape.prefill_attention_pairs
+        return self.cost.seconds(
+            shape.num_tokens, shape.num_seqs, shape.kv_tokens_read, shape.prefill_attention_pairs
         )
 
     def decode_step_time(self, num_seqs: int, kv_tokens_read: int) -> float:
         """A decode-only step: `num_seqs` sequences, one token each."""
-        return (
-            self.step_overhead_s
-            + self.per_seq_s * num_seqs
-            + self.linear_time(num_seqs)
-            + self.decode_kv_token_s * kv_tokens_read
-        )
+        return self.cost.seconds(num_seqs, num_seqs, kv_tokens_read)
 
     def prefill_time(self, prompt_tokens: int, chunk: int) -> float:
         """Time to prefill one prompt alone in chunks of `chunk` tokens (used by `profile show`)."""

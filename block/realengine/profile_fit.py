@@ -31,7 +31,7 @@ import math
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import httpx
@@ -407,5 +407,5 @@ def fit_engine(
     fixed, per_token = overhead if overhead is not None else (None, 0.0)
     result = fit(obs, plan, name, model, hardware, fixed, per_token)
     defaults = {**result.profile.engine_defaults, **engine_cache_config(url), "max_model_len": max_model_len}
-    result.profile = Profile(**{**result.profile.__dict__, "engine_defaults": defaults})
+    result.profile = replace(result.profile, engine_defaults=defaults)
     return result

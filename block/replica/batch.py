@@ -15,7 +15,8 @@ class Batch:
     preempted: list[Request] = field(default_factory=list)  # preempted while forming this batch
     # The shape, accumulated by Replica.schedule from the requests' progress before the step: a
     # decode (one token, after the first) reads its computed + 1 KV tokens; a prefill chunk of n
-    # tokens on top of `done` costs n * done + n * (n + 1) / 2 causal (query, key) pairs.
+    # tokens on top of `done` costs n * done + n * (n + 1) / 2 causal (query, key) pairs: its query
+    # i (0-based) sees done + i + 1 keys.
     num_tokens: int = 0
     num_decode_seqs: int = 0
     kv_tokens_read: int = 0

@@ -59,6 +59,7 @@ class Replica:
     def __init__(self, config: ReplicaConfig, profile: Profile) -> None:
         self.config = config
         self.profile = profile
+        profile.cost.reserve(config.max_num_batched_tokens)  # hot loops index its tables
         self.kv = KVCache(config.num_gpu_blocks, config.block_size)
         self.running: list[Request] = []  # scheduling order: oldest first, preemption takes the last
         self.waiting: deque[Request] = deque()
@@ -74,10 +75,7 @@ class Replica:
                 f"request {request.id}: {request.prompt_tokens} prompt + {request.output_tokens} output "
                 f"tokens exceed max_model_len {self.config.max_model_len}"
             )
-        if (
-            blocks_for(request.prompt_tokens + request.output_tokens, self.config.block_size)
-            > self.kv.num_blocks
-        ):
+        if not self.kv.fits(request.prompt_tokens + request.output_tokens):
             raise ValueError(f"request {request.id} needs more KV blocks than the cache holds")
         self.waiting.append(request)
 
@@ -111,10 +109,11 @@ class Replica:
         can, possibly itself. Waiting requests are admitted FCFS only when nothing was preempted,
         while budget, sequence slots and blocks last.
         """
-        # This loop runs for every request of every step, so Request.num_missing_tokens, the block
-        # allocation (see kv_cache.py) and the batch shape's bookkeeping are inlined.
+        # This loop runs for every request of every step, so Request.num_missing_tokens and the batch
+        # shape's bookkeeping (see Batch) are inlined: a separate pass over the batch cost 4% of a
+        # step-by-step forecast.
         kv, running, waiting = self.kv, self.running, self.waiting
-        bs = kv.block_size
+        append, allocate = kv.append, kv.allocate
         budget = self.config.max_num_batched_tokens
         batch = Batch()
         reqs, new_tokens = batch.requests, batch.num_new_tokens
@@ -125,20 +124,16 @@ class Replica:
             n = req.prompt_tokens + req.num_generated - done
             if n > budget:
                 n = budget
-            need = -(-(done + n) // bs) - req.num_blocks
-            if need > kv.free_blocks and self._preempt_until_fits(req, need, batch.preempted):
+            if not append(req, n) and self._preempt_until_fits(req, n, batch.preempted):
                 break  # it preempted itself: it was the newest, nothing after it remains
-            if need > 0:
-                kv.free_blocks -= need
-                req.num_blocks += need
             reqs.append(req)
             new_tokens.append(n)
             num_tokens += n
             if n == 1 and req.num_generated > 0:
                 num_decode_seqs += 1
                 kv_read += done + 1
-            else:  # causal attention of a chunk: its query i (0-based) sees done + i + 1 keys
-                pairs += n * done + n * (n + 1) // 2
+            else:
+                pairs += n * done + n * (n + 1) // 2  # see Batch
             budget -= n
             if budget == 0:
                 break
@@ -151,12 +146,8 @@ class Replica:
                 n = req.prompt_tokens + req.num_generated - done
                 if n > budget:
                     n = budget
-                need = -(-(done + n) // bs) - req.num_blocks
-                if need > kv.free_blocks:
+                if not allocate(req, n):
                     break
-                if need > 0:
-                    kv.free_blocks -= need
-                    req.num_blocks += need
                 waiting.popleft()
                 running.append(req)
                 if req.first_scheduled_time is None:
@@ -176,16 +167,17 @@ class Replica:
         batch.prefill_attention_pairs = pairs
         return batch
 
-    def _preempt_until_fits(self, req: Request, need: int, preempted: list[Request]) -> bool:
-        """Preempt the newest running requests until `need` blocks are free for `req`.
-        Returns True when `req` itself had to go."""
-        while need > self.kv.free_blocks:
+    def _preempt_until_fits(self, req: Request, num_new_tokens: int, preempted: list[Request]) -> bool:
+        """Preempt the newest running requests until `req` gets the blocks for `num_new_tokens`
+        more tokens. Returns True when `req` itself had to go."""
+        while True:
             victim = self.running.pop()
             self._preempt(victim)
             preempted.append(victim)
             if victim is req:
                 return True
-        return False
+            if self.kv.append(req, num_new_tokens):
+                return False
 
     def complete(self, batch: Batch, end: float) -> StepOutcome:
         """The step that computed `batch` ended at `end`: advance progress, emit tokens, finish."""
@@ -221,7 +213,9 @@ class Replica:
             if batch.preempted:
                 raise RuntimeError("a request needs more KV blocks than the cache holds")
             return None
-        duration = self.profile.step_time(batch.shape())
+        duration = self.profile.cost.seconds(
+            batch.num_tokens, len(batch.requests), batch.kv_tokens_read, batch.prefill_attention_pairs
+        )
         if noise is not None:
             duration = noise(duration)
         return self.complete(batch, self.now + duration)
@@ -245,7 +239,8 @@ class Replica:
           run, so it cannot be admitted in any later step either.
         """
         run = DecodeRun()
-        kv_s = self.profile.decode_kv_token_s
+        cost = self.profile.cost
+        kv_s = cost.kv
         while self.now <= until:
             k, kv0 = self._safe_decode_steps()
             if k == 0:
@@ -254,8 +249,8 @@ class Replica:
             n = len(running)
             t = self.now
             ends: list[float] = []
-            # Profile.step_time of this batch shape is `base + kv_s * kv`, summed in the same order.
-            base = self.profile.decode_step_time(n, 0)
+            # StepCost.seconds of a decode step is `base + kv_s * kv`, summed in the same order.
+            base = cost.decode_base[n]
             for j in range(k):
                 d = base + kv_s * (kv0 + j * n)
                 if noise is not None:
@@ -279,10 +274,8 @@ class Replica:
         n = len(running)
         if n == 0 or n > self.config.max_num_batched_tokens:
             return 0, 0
-        bs = self.config.block_size
         k = 1 << 62
         kv0 = n
-        first_demand = 0  # blocks the first step allocates
         for q in running:
             g = q.num_generated
             c = q.num_computed_tokens
@@ -291,21 +284,22 @@ class Replica:
             if q.output_tokens - g < k:
                 k = q.output_tokens - g
             kv0 += c
-            first_demand += -(-(c + 1) // bs) - q.num_blocks
-        free = self.kv.free_blocks
+        kv = self.kv
+        first_demand = kv.demand(running, 1)  # blocks the first step allocates
+        free = kv.free_blocks
         budget = self.config.max_num_batched_tokens - n
         if self.waiting and n < self.config.max_num_seqs and budget > 0:
             head = self.waiting[0]
             m = min(head.num_missing_tokens, budget)
-            if blocks_for(head.num_computed_tokens + m, bs) - head.num_blocks <= free - first_demand:
+            if kv.blocks_needed(head, m) <= free - first_demand:
                 return 0, 0  # it would be admitted in the first step
         # A request holds at least blocks_for(computed) blocks, so k steps allocate at most
         # n * blocks_for(k) of them: only when that does not fit is the exact demand needed.
-        if n * -(-k // bs) > free and _decode_demand(running, k, bs) > free:
+        if n * blocks_for(k, kv.block_size) > free and kv.demand(running, k) > free:
             lo, hi = 0, k  # the largest k whose demand fits: demand(lo) fits, demand(hi) does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _decode_demand(running, mid, bs) <= free:
+                if kv.demand(running, mid) <= free:
                     lo = mid
                 else:
                     hi = mid
@@ -315,17 +309,11 @@ class Replica:
     def _apply_decodes(self, j: int, ends: list[float], finishes: bool) -> DecodeSpan:
         """The effect of j completed decode steps ending at `ends`, as complete() would leave it."""
         kv = self.kv
-        bs = kv.block_size
         running = self.running
-        grown = 0
+        kv.append_all(running, j)  # fits: _safe_decode_steps checked the demand of all j steps
         for q in running:
-            c = q.num_computed_tokens + j
-            q.num_computed_tokens = c
+            q.num_computed_tokens += j
             q.num_generated += j
-            blocks = -(-c // bs)
-            grown += blocks - q.num_blocks
-            q.num_blocks = blocks
-        kv.free_blocks -= grown
         end = ends[-1]
         self.now = end
         span = DecodeSpan(list(running), ends)
@@ -395,11 +383,6 @@ def _states_of(requests: Iterable[Request]) -> list[RequestState]:
         )
         for r in requests
     ]
-
-
-def _decode_demand(running: list[Request], k: int, bs: int) -> int:
-    """KV blocks the running decodes allocate over the next k steps."""
-    return sum(-(-(q.num_computed_tokens + k) // bs) - q.num_blocks for q in running)
 
 
 def _request_of(s: RequestState, output_tokens: int) -> Request:

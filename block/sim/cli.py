@@ -115,6 +115,12 @@ def register(app: typer.Typer) -> None:
             help="Forecasts add the arrivals expected at each instance's recent routing rate.",
             rich_help_panel="Routing",
         ),
+        model_error: str = typer.Option(
+            "none",
+            help="KIND:E: replicas run at a true speed the router's profile does not know, E a fraction "
+            "(static: each its own factor in [1-E, 1+E]; drift: wandering in that band over minutes; "
+            "correlated: the whole fleet up to E slower for seconds at a time).",
+        ),
         out: Path = typer.Option(
             Path("results/sim"),
             help="Directory for one results JSON per policy and rate.",
@@ -134,6 +140,12 @@ def register(app: typer.Typer) -> None:
             parse_lengths(lengths)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--lengths") from None
+        from block.profiles.model_error import parse_model_error
+
+        try:
+            parse_model_error(model_error)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--model-error") from None
         if split not in SPLITS:
             raise typer.BadParameter(f"choose one of {', '.join(SPLITS)}", param_hint="--split")
         simulate_main(
@@ -160,6 +172,7 @@ def register(app: typer.Typer) -> None:
                 lengths=lengths,
                 split=split,
                 anticipate_arrivals=anticipate_arrivals,
+                model_error="" if model_error.strip().lower() == "none" else model_error,
             )
         )
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from block.profiles import Profile, StepNoise, load_profile
+from block.profiles.model_error import Factor, parse_model_error
 from block.replica import ReplicaConfig
 
 # The live router polls every instance's state this often; forecasts see snapshots this old at most.
@@ -40,6 +41,9 @@ class SimConfig:
     refresh: str = "lazy"
     # Forecasts add the arrivals expected at each instance's recent routing rate (InstanceTracker).
     anticipate_arrivals: bool = False
+    # Model error (block/profiles/model_error.py): `KIND:E` makes the replicas run at a true speed the
+    # router's forecasts do not know; "" runs them at the profile's. Seeded by `seed`.
+    model_error: str = ""
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -50,6 +54,7 @@ class SimConfig:
             raise ValueError("schedule must be 'auto' or 'eager'")
         if self.refresh not in ("lazy", "poll"):
             raise ValueError("refresh must be 'lazy' or 'poll'")
+        parse_model_error(self.model_error)  # a bad KIND:E fails here, with its one-line reason
 
     def load_profile(self) -> Profile:
         return load_profile(self.profile)
@@ -70,6 +75,11 @@ class SimConfig:
             stall_factor=self.stall_factor,
             seed=self.seed * 1_000_003 + instance,
         )
+
+    def model_error_for(self, instance: int) -> Factor | None:
+        """Instance `instance`'s true step-time factor over time, or None without model error."""
+        error = parse_model_error(self.model_error, self.seed)
+        return None if error is None or error.error == 0 else error.factor(instance)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,6 +33,7 @@ from block.fleet.filters import Filter, apply_filters
 from block.fleet.forecasts import Forecasts
 from block.fleet.listeners import Listeners, Routed
 from block.policies import Candidates, Choice, Policy, make_policy
+from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
 from block.sim.config import SimConfig
@@ -72,7 +73,9 @@ class Cluster:
         self.forecasts = Forecasts(self.policy)  # no deadline, no budget: virtual time
         self.listeners = Listeners()  # told of every request routed and finished
         self.noises = [config.noise_for(r) for r in range(n)]
-        self.noise = [None if nz.is_exact else nz.apply for nz in self.noises]
+        self.noise = [
+            self.step_time_for(r, None if nz.is_exact else nz.apply) for r, nz in enumerate(self.noises)
+        ]
         self.feed = SnapshotFeed(self.replicas, self.trackers, config.refresh_s, self.step_end_of)
         self.uses_snapshots = needs_snapshots(self.policy)
         self.lazy = config.schedule == "auto" and not reads_state(self.policy)
@@ -87,6 +90,17 @@ class Cluster:
         self.limit = 0.0  # steps ending at or before this time may complete now (the next arrival)
 
     # -- replica steps -----------------------------------------------------------------------------
+
+    def step_time_for(
+        self, r: int, noise: Callable[[float], float] | None
+    ) -> Callable[[float], float] | None:
+        """What replica r's steps take beyond the profile's mean: model error (a true speed the trackers'
+        profile does not know), then step noise. None: exactly the mean."""
+        factor = self.config.model_error_for(r)
+        if factor is None:
+            return noise
+        rep = self.replicas[r]
+        return TrueStepTime(factor, lambda: rep.now, noise)
 
     def step_end_of(self, r: int) -> float | None:
         return self.next_end[r] if self.inflight[r] is not None else None

@@ -39,6 +39,7 @@ class SimulateArgs:
     lengths: str = "known"  # what the router plans with: known | estimated | quantile:Q
     split: str = "all"  # all | held-out prompts (see block.sim.workload)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
+    model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -66,6 +67,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             stall_probability=a.stall_probability,
             seed=a.seed,
             anticipate_arrivals=a.anticipate_arrivals,
+            model_error=a.model_error,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

@@ -6,11 +6,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from block.policies.base import RoutingRequest
-from block.predictor.fastsim import SimRequest
 from block.predictor.forecast import CANDIDATE, Arrivals, Forecaster
 from block.predictor.lengths import LengthRule
 from block.predictor.stepwise import run_stepwise
 from block.replica import RequestState
+from block.replica.fast_replica import SimRequest
 from tests.predictor.strategies import PROFILE, odd_snapshots, reached_snapshots
 
 US = 1e-6

@@ -30,6 +30,7 @@ def test_parse_configs() -> None:
         "block:block",
         "block:llumnix",
         "block:round-robin",
+        "block:po2",
     ]
     assert peers.parse_configs("sglang:cache_aware, block:llumnix") == [
         PeerConfig(SGLANG, "cache_aware"),
@@ -91,3 +92,62 @@ def test_table_counts_short_outputs_as_failures() -> None:
     assert len(lines) == 4 and lines[0].startswith("| config |")
     assert lines[2] == "| block:block | 3 | 2 | 250.0 | 500.0 | 1.500 | 3.000 | 2.00 | 200 | 2/2 | +1.20 |"
     assert lines[3].endswith("| ?/4 | - |")
+
+
+def _run(label: str, ttft_p99: float | None, e2e_p99: float | None) -> dict:
+    res = _results(label, [1, 1], None)
+    res["summary"]["ttft_s"] = {**res["summary"]["ttft_s"], "p99": ttft_p99}
+    res["summary"]["e2e_s"] = {**res["summary"]["e2e_s"], "p99": e2e_p99}
+    return res
+
+
+def test_repeats_are_summarized_as_median_min_max_per_config() -> None:
+    runs = [
+        _run("block:block", 2.0, 5.0),
+        _run("sglang-router:power_of_two", 1.4, 3.3),
+        _run("block:block", 3.3, 10.7),
+        _run("sglang-router:power_of_two", 2.4, 5.7),
+        _run("block:block", 2.5, 5.3),
+        _run("sglang-router:power_of_two", None, None),  # a round where nothing completed
+    ]
+    configs = peers.summarize_repeats(runs)
+    assert configs == {
+        "block:block": {
+            "ttft_p99_s": {"median": 2.5, "min": 2.0, "max": 3.3},
+            "e2e_p99_s": {"median": 5.3, "min": 5.0, "max": 10.7},
+        },
+        "sglang-router:power_of_two": {
+            "ttft_p99_s": {"median": pytest.approx(1.9), "min": 1.4, "max": 2.4},
+            "e2e_p99_s": {"median": pytest.approx(4.5), "min": 3.3, "max": 5.7},
+        },
+    }
+    assert peers.summarize_repeats([_run("block:po2", None, None)]) == {
+        "block:po2": {
+            "ttft_p99_s": {"median": None, "min": None, "max": None},
+            "e2e_p99_s": {"median": None, "min": None, "max": None},
+        }
+    }
+    lines = peers.format_spread_table(configs, 3).splitlines()
+    assert lines[0].startswith("| config | TTFT p99 s, median (min-max) of 3 |")
+    assert lines[2] == "| block:block | 2.500 (2.000-3.300) | 5.300 (5.000-10.700) |"
+
+
+def test_each_round_writes_its_own_results_file(tmp_path: Path) -> None:
+    cfg = PeerConfig(BLOCK, "po2")
+    assert peers.results_path(tmp_path, cfg, 0, 1) == tmp_path / "block-po2.json"
+    assert [peers.results_path(tmp_path, cfg, k, 3).name for k in range(3)] == [
+        "block-po2-r1.json",
+        "block-po2-r2.json",
+        "block-po2-r3.json",
+    ]
+
+
+def test_the_repeat_flag_reaches_the_settings() -> None:
+    from typer.testing import CliRunner
+
+    from block.realengine.cli import realengine
+
+    result = CliRunner().invoke(realengine, ["peers", "--help"])
+    assert result.exit_code == 0 and "--repeat" in result.output
+    bad = CliRunner().invoke(realengine, ["peers", "--repeat", "0"])
+    assert bad.exit_code == 2

@@ -1,4 +1,4 @@
-"""A lean replica for forecasting: `block.replica.Replica`'s semantics exactly, with skip-ahead.
+"""A lean replica for forecasting: `Replica`'s semantics exactly, with skip-ahead.
 
 The reference model steps token by token and allocates a `Batch` per step. A forecast only needs
 the times at which requests get scheduled, emit their first token and finish, so this copy keeps
@@ -24,23 +24,25 @@ Skip-ahead: when the group is all of `running` and no waiting request can be adm
 event is the earlier of the next completion and the first step whose cumulative block demand
 exceeds the free blocks (found in O(block_size) from the histogram). Every step up to it (the
 completing step included: it has the same shape, the request leaves after it) is a decode step
-whose time is linear in the KV tokens read, so k of them take, in closed form,
-
-    k * (overhead + per_seq * n + linear(n)) + decode_kv * (k * K0 + n * k * (k - 1) / 2).
+whose time is linear in the KV tokens read, so k of them take the closed form
+`StepCost.decodes(n, k, K0)` (K0: the KV tokens read by the first of them).
 
 Everything else (prefill chunks, admissions, preemptions, completions) runs through the general
-step, which is exact for any state.
+step, which is exact for any state. Every step is timed by the profile's `StepCost` (`seconds`, or
+`decodes` for a stretch), and the block arithmetic is KVCache's (`blocks_for(computed + n) - held`),
+applied here to many requests at once; tests/predictor/test_skip_ahead.py keeps this file equal to
+`Replica` stepped token by token.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections import deque
 
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
+from block.replica.kv_cache import blocks_for
 
 
 class SimRequest:
@@ -80,30 +82,6 @@ class SimRequest:
         self.preemptions = 0
 
 
-_TABLES: dict[tuple[int, int], tuple[Profile, list[float], list[float]]] = {}
-
-
-def _tables(profile: Profile, max_tokens: int) -> tuple[Profile, list[float], list[float]]:
-    """(profile, linear, decode_base) for n = 0..max_tokens, built once per profile: linear[n] is
-    Profile.linear_time(n); decode_base[n] = overhead + per_seq * n + linear[n], the part of an
-    n-sequence decode step that does not depend on the KV tokens it reads."""
-    key = (id(profile), max_tokens)
-    hit = _TABLES.get(key)
-    if hit is None or hit[0] is not profile:
-        if len(_TABLES) > 64:
-            _TABLES.clear()
-        linear = [profile.linear_time(n) for n in range(max_tokens + 1)]
-        # the same expression, in the same order, as skip-ahead's per-step term: bit-identical
-        base = [profile.step_overhead_s + profile.per_seq_s * n + linear[n] for n in range(max_tokens + 1)]
-        hit = _TABLES[key] = (profile, linear, base)
-    return hit
-
-
-def linear_table(profile: Profile, max_tokens: int) -> list[float]:
-    """Profile.linear_time(n) for n = 0..max_tokens (a step never holds more), built once per profile."""
-    return _tables(profile, max_tokens)[1]
-
-
 class SimulationStuck(RuntimeError):
     """No step can make progress (a request cannot fit the cache even alone)."""
 
@@ -113,17 +91,17 @@ class DeadlineExceeded(RuntimeError):
 
 
 class FastReplica:
+    """A replica built for one forecast: load a snapshot's requests, add the candidate, run until
+    the watched requests finish (block.predictor.forecast drives it)."""
+
     def __init__(self, config: ReplicaConfig, profile: Profile) -> None:
         self.max_seqs = config.max_num_seqs
         self.max_tokens = config.max_num_batched_tokens
         self.bs = config.block_size
         self.free = config.num_gpu_blocks
         self.profile = profile
-        self._overhead = profile.step_overhead_s
-        self._per_seq = profile.per_seq_s
-        self._kv_s = profile.decode_kv_token_s
-        self._pair_s = profile.prefill_pair_s
-        _, self._linear, self._decode_base = _tables(profile, config.max_num_batched_tokens)
+        self.cost = profile.cost
+        self.cost.reserve(config.max_num_batched_tokens)  # decodes() and seconds() index its tables
         self.running: list[SimRequest] = []
         self.waiting: deque[SimRequest] = deque()
         self.now = 0.0
@@ -147,13 +125,13 @@ class FastReplica:
 
     def add_running(self, r: SimRequest) -> None:
         """Adopt a running request with its cache filled (as KVCache.adopt). Call `regroup` after."""
-        r.blocks = -(-r.c // self.bs)
+        r.blocks = blocks_for(r.c, self.bs)
         self.free -= r.blocks
         self.running.append(r)
         self.watched_left += r.watched
 
     def add_waiting(self, r: SimRequest) -> None:
-        r.blocks = -(-r.c // self.bs)
+        r.blocks = blocks_for(r.c, self.bs)
         self.free -= r.blocks
         self.waiting.append(r)
         self.watched_left += r.watched
@@ -162,7 +140,7 @@ class FastReplica:
         """Adopt planned requests (id, prompt, output, computed, generated) as a snapshot has them,
         into a new FastReplica; returns them in order, running first. Same result as
         add_running/add_waiting + regroup."""
-        # One pass, everything local: this runs for every request of every forecast.
+        # One pass, everything local, blocks_for inlined: this runs for every request of every forecast.
         bs, free, run, wait = self.bs, self.free, self.running, self.waiting
         # the decode group at T = 0 (bases are the actual counts): the decoding prefix of `running`
         nd, sum_base, due, heap = 0, 0, self.due, self._heap
@@ -231,7 +209,7 @@ class FastReplica:
         r.g += T
         r.grouped = False
         r.tag = -1
-        r.blocks = -(-r.c // self.bs)  # the invariant of every scheduled request
+        r.blocks = -(-r.c // self.bs)  # blocks_for(c), inlined: the invariant of a scheduled request
 
     def _ungroup_all(self) -> None:
         for r in self.running[: self.nd]:
@@ -252,12 +230,13 @@ class FastReplica:
         stop once virtual time reaches it, watched requests finished or not (a skipped stretch of
         decodes may end past it)."""
         limit = float("inf") if until is None else until
+        drain_group, skip_ahead, step = self._drain_group, self.skip_ahead, self.step
         while self.watched_left > 0 and self.now < limit:
             if deadline is not None and time.perf_counter() > deadline:
                 raise DeadlineExceeded(f"forecast unfinished after {self.events} events")
-            if self._drain_group() or self.skip_ahead():
+            if drain_group() or skip_ahead():
                 continue
-            if not self.step():
+            if not step():
                 raise SimulationStuck("idle with watched requests unfinished")
             if self.events > max_events:
                 raise SimulationStuck("too many events")
@@ -286,7 +265,7 @@ class FastReplica:
         if self.waiting and nd < self.max_seqs and nd < self.max_tokens:
             head = self.waiting[0]
             n = min(head.prompt + head.g - head.c, self.max_tokens - nd)
-            if -(-(head.c + n) // bs) - head.blocks <= free - due[T % bs]:
+            if -(-(head.c + n) // bs) - head.blocks <= free - due[T % bs]:  # KVCache.blocks_needed
                 return 0  # it would be admitted in the next step
         # A stretch keeps the batch's size and only uses up blocks: a newcomer behind a stuck head,
         # or without a sequence slot, budget or blocks now, stays out until the stretch ends.
@@ -294,7 +273,7 @@ class FastReplica:
             self.waiting
             or nd >= self.max_seqs
             or nd >= self.max_tokens
-            or -(-min(arriving, self.max_tokens - nd) // bs) > free
+            or -(-min(arriving, self.max_tokens - nd) // bs) > free  # blocks_for, inlined
         ):
             before = None
         heap = self._heap
@@ -315,15 +294,15 @@ class FastReplica:
                 k = safe
         if k <= 0:
             return 0
-        a = self._decode_base[nd]
+        cost = self.cost
         k0 = self.sum_base + nd * T + nd  # KV tokens read by the first of the k steps
         if before is not None:
-            k = min(k, self._steps_starting_before(before - self.now, k, a, k0, nd))
+            k = min(k, cost.decodes_starting_before(before - self.now, nd, k, k0))
             if k <= 0:
                 return 0
         q, r = divmod(k, bs)
         self.free = free - q * nd - sum(due[s0 : s0 + r])
-        self.now += k * a + self._kv_s * (k * k0 + nd * (k * (k - 1) // 2))
+        self.now += cost.decodes(nd, k, k0)
         self.T = T = T + k
         self.steps += k
         if heap[0][0] <= T:  # the stretch ended with completions
@@ -341,7 +320,9 @@ class FastReplica:
         if self.waiting or self.first_step_end is not None:
             return 0  # an admission, or the step in flight, may change the batch
         bs, T, free, due, heap = self.bs, self.T, self.free, self.due, self._heap
-        base, kv_s = self._decode_base, self._kv_s
+        # StepCost.decodes, inlined below: a simulated forecast runs ~7 stretches here and the call
+        # cost 2% of `block simulate bench`. test_skip_ahead keeps the two equal.
+        base, kv_s = self.cost.decode_base, self.cost.kv
         sum_base, now, watched_left, T0 = self.sum_base, self.now, self.watched_left, T
         pop = heapq.heappop
         while True:
@@ -356,7 +337,6 @@ class FastReplica:
             if demand > free:
                 break  # an allocation fails within the stretch
             free -= demand
-            # as skip_ahead: a = base[nd], k0 = sum_base + nd * T + nd, in the same order
             now += k * base[nd] + kv_s * (k * (sum_base + nd * T + nd) + nd * (k * (k - 1) // 2))
             T += k
             while heap and heap[0][0] <= T:  # as _complete_group: _leave, then _finish
@@ -373,7 +353,7 @@ class FastReplica:
                 m.g += T
                 m.grouped = False
                 m.tag = -1
-                free += -(-c // bs)
+                free += -(-c // bs)  # its blocks_for(c), inlined
                 m.blocks = 0
                 m.finish = now
                 running.remove(m)
@@ -385,27 +365,6 @@ class FastReplica:
         self.watched_left = watched_left
         self.steps += T - T0
         return T - T0
-
-    def _steps_starting_before(self, dt: float, k: int, a: float, k0: int, nd: int) -> int:
-        """How many of the next k decode steps start less than `dt` from now."""
-        if dt <= 0:
-            return 0
-
-        def elapsed(j: int) -> float:  # time taken by the first j steps
-            return j * a + self._kv_s * (j * k0 + nd * (j * (j - 1) // 2))
-
-        if elapsed(k - 1) < dt:
-            return k
-        # solve elapsed(j) = dt for j, then fix rounding: the answer is 1 + max j with elapsed(j) < dt
-        qa = self._kv_s * nd / 2
-        qb = a + self._kv_s * (k0 - nd / 2)
-        j = int(dt / qb) if qa == 0 else int((-qb + math.sqrt(qb * qb + 4 * qa * dt)) / (2 * qa))
-        j = max(0, min(j, k - 1))
-        while j > 0 and elapsed(j) >= dt:
-            j -= 1
-        while j + 1 < k and elapsed(j + 1) < dt:
-            j += 1
-        return j + 1
 
     def step(self) -> bool:
         """One engine step (Replica.schedule + Replica.complete). False when idle."""
@@ -427,23 +386,15 @@ class FastReplica:
             while i < self.nd:
                 r = running[i]
                 if (r.c + T) % bs == 0:
-                    while free < 1:
-                        v = running.pop()
-                        free += self._preempt(v)
+                    if free < 1:
+                        free, stop = self._preempt_until_fits(r, 1, free)
                         preempted = True
-                        if v is r:
-                            stop = True
+                        if stop:
                             break
-                    if stop:
-                        break
                     free -= 1
                 i += 1
         nd = self.nd
         budget = self.max_tokens - nd
-        num_tokens = nd
-        num_seqs = nd
-        kv_read = self.sum_base + nd * T + nd
-        pairs = 0
         sched: list[tuple[SimRequest, int]] = []
 
         # requests after the group: prefill chunks (and decodes that follow one)
@@ -452,26 +403,16 @@ class FastReplica:
             while p < len(running) and budget > 0:
                 r = running[p]
                 n = min(r.prompt + r.g - r.c, budget)
-                need = -(-(r.c + n) // bs) - r.blocks
-                while need > free:
-                    v = running.pop()
-                    free += self._preempt(v)
+                need = -(-(r.c + n) // bs) - r.blocks  # KVCache.blocks_needed, inlined
+                if need > free:
+                    free, stop = self._preempt_until_fits(r, need, free)
                     preempted = True
-                    if v is r:
-                        stop = True
+                    if stop:
                         break
-                if stop:
-                    break
                 free -= need
                 r.blocks += need
                 sched.append((r, n))
                 budget -= n
-                num_tokens += n
-                num_seqs += 1
-                if n == 1 and r.g > 0:
-                    kv_read += r.c + 1
-                else:
-                    pairs += n * r.c + n * (n + 1) // 2
                 p += 1
 
         # FCFS admission, only in a step without preemption
@@ -480,7 +421,7 @@ class FastReplica:
             while waiting and budget > 0 and len(running) < max_seqs:
                 r = waiting[0]
                 n = min(r.prompt + r.g - r.c, budget)
-                need = -(-(r.c + n) // bs) - r.blocks
+                need = -(-(r.c + n) // bs) - r.blocks  # KVCache.blocks_needed, inlined
                 if need > free:
                     break
                 waiting.popleft()
@@ -491,27 +432,23 @@ class FastReplica:
                 r.blocks += need
                 sched.append((r, n))
                 budget -= n
-                num_tokens += n
-                num_seqs += 1
-                if n == 1 and r.g > 0:
-                    kv_read += r.c + 1
-                else:
-                    pairs += n * r.c + n * (n + 1) // 2
         self.free = free
 
+        num_seqs = nd + len(sched)
         if num_seqs == 0:
             if preempted:
                 raise SimulationStuck("a request needs more KV blocks than the cache holds")
             return False
+        # the batch's shape (see Batch): the group's decodes, then the others' chunks
+        num_tokens, kv_read, pairs = nd, self.sum_base + nd * T + nd, 0
+        for r, n in sched:
+            num_tokens += n
+            if n == 1 and r.g > 0:
+                kv_read += r.c + 1
+            else:
+                pairs += n * r.c + n * (n + 1) // 2
 
-        # same expression, same order as Profile.step_time: bit-identical durations
-        end = self.now + (
-            self._overhead
-            + self._per_seq * num_seqs
-            + self._linear[num_tokens]
-            + self._kv_s * kv_read
-            + self._pair_s * pairs
-        )
+        end = self.now + self.cost.seconds(num_tokens, num_seqs, kv_read, pairs)
         if self.first_step_end is not None:
             end, self.first_step_end = max(self.now, self.first_step_end), None
         self.steps += 1
@@ -557,6 +494,18 @@ class FastReplica:
         r.blocks = 0
         if r.watched:
             self.watched_left -= 1
+
+    def _preempt_until_fits(self, r: SimRequest, need: int, free: int) -> tuple[int, bool]:
+        """As Replica._preempt_until_fits: preempt the newest running requests until `need` blocks
+        are free for `r` (`free`: the free blocks so far). Returns the free blocks, and True when
+        `r` itself had to go."""
+        running = self.running
+        while need > free:
+            v = running.pop()
+            free += self._preempt(v)
+            if v is r:
+                return free, True
+        return free, False
 
     def _preempt(self, v: SimRequest) -> int:
         """Recompute preemption: drop its cache and put it first in line. Returns blocks freed."""
