@@ -24,7 +24,7 @@ COMMAND_MODULES = [
     "block.length.cli",
     "block.profiles.cli",
     "block.engine.cli",
-    "block.predictor.cli",
+    "block.sidecar.cli",
     "block.bench.cli",
     "block.router.cli",
     "block.sim.cli",

@@ -276,7 +276,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e).splitlines()[0]) from None
         run(args, out)
 
-    from block.provision.experiment import register as register_provision
+    from block.experiments.provision import register as register_provision
 
     register_provision(exp)  # `block experiment provision`: Figure 8, lives with the provisioning code
     app.add_typer(exp, name="experiment")

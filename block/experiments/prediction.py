@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from rich.console import Console
 
 from block.experiments.analysis import fmt, md_table
 from block.experiments.counterfactual import fork_on, replay_on
-from block.policies import Choice, InstanceView
-from block.predictor.accuracy import runner_up_gap
+from block.policies import Candidates, Choice
+from block.sidecar.accuracy import runner_up_gap
 from block.sim.config import SimConfig
 from block.sim.requests import SimRequests
 from block.sim.simulator import Cluster, simulate
@@ -59,17 +58,17 @@ class _Collector:
         self.forecast: dict[int, tuple[float, float]] = {}  # request -> forecast (TTFT, E2E) where routed
         self.samples: list[dict[str, Any]] = []
 
-    def __call__(
-        self, cluster: Cluster, i: int, now: float, views: Sequence[InstanceView], choice: Choice
-    ) -> None:
-        f = choice.instance.forecast
+    def __call__(self, cluster: Cluster, i: int, now: float, candidates: Candidates, choice: Choice) -> None:
+        f = candidates.forecast_for(choice.instance)
         if f is not None:
             self.forecast[i] = (f.ttft_s, f.e2e_s)
-        if self.rng.random() >= self.sample_rate or any(v.forecast is None for v in views):
+        forecasts = candidates.forecasts
+        if self.rng.random() >= self.sample_rate or forecasts is None or None in forecasts:
             return
         index = {v.id: k for k, v in enumerate(cluster.trackers)}
         rows = []
-        for v in views:
+        for v, fv in zip(candidates.views, forecasts, strict=True):
+            assert fv is not None
             r = index[v.id]
             ttft, e2e = replay_on(cluster, r, self.prompts[i], self.outputs[i], now)
             _, mean_e2e = replay_on(cluster, r, self.prompts[i], self.outputs[i], now, noisy=False)
@@ -77,10 +76,10 @@ class _Collector:
                 {
                     "instance": v.id,
                     "replica": r,
-                    "forecast_e2e": v.forecast.e2e_s,  # type: ignore[union-attr]
+                    "forecast_e2e": fv.e2e_s,
                     "replay_e2e": e2e,
                     "exact_replay_e2e": mean_e2e,  # the same replay with mean step times
-                    "forecast_ttft": v.forecast.ttft_s,  # type: ignore[union-attr]
+                    "forecast_ttft": fv.ttft_s,
                     "replay_ttft": ttft,
                 }
             )
@@ -303,7 +302,7 @@ def _plot(f_ttft: np.ndarray, a_ttft: np.ndarray, f_e2e: np.ndarray, a_e2e: np.n
 
 def run_live(a: PredictionArgs, out: Path, console: Console | None = None) -> dict[str, Any]:
     """The predictor's live accuracy benchmark on emulated engines (scaled down)."""
-    from block.predictor.accuracy import run_accuracy
+    from block.sidecar.accuracy import run_accuracy
 
     console = console or Console()
     with console.status("live accuracy benchmark on emulated engines..."):

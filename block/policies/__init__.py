@@ -8,6 +8,7 @@ from typing import Any
 
 from block.policies.base import (
     POLICIES,
+    Candidates,
     Choice,
     Forecast,
     InstanceView,
@@ -31,6 +32,7 @@ def make_policy(name: str, **options: Any) -> Policy:
 
 __all__ = [
     "POLICIES",
+    "Candidates",
     "Choice",
     "Forecast",
     "InstanceView",

@@ -1,8 +1,9 @@
 """The policy interface shared by the live router and the cluster simulator.
 
-A policy only chooses. Everything it knows about instances arrives in `InstanceView`s that the
-data layer (router or simulator) has filled in beforehand, forecasts included, so the same policy
-object runs unchanged live and in simulation.
+A policy only chooses. Everything it knows arrives in one decision's `Candidates`: read-only
+`InstanceView`s that the data layer (`block.fleet`, in the router and the simulator alike) keeps up to
+date, and the forecasts this decision made for them, so the same policy object runs unchanged live and
+in simulation, and concurrent decisions never see each other's forecasts.
 
 Adding a policy is one file in this package: subclass `Policy`, give it a `name`, decorate it
 with `@register`, and it is importable by name everywhere (`--policy NAME`).
@@ -11,26 +12,11 @@ with `@register`, and it is importable by name everywhere (`--policy NAME`).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class RoutingRequest:
-    prompt_tokens: int
-    expected_output_tokens: int  # the length the policy plans with (known, or estimated)
-    max_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    """What would happen to a new request on one instance, relative to the moment of routing."""
-
-    ttft_s: float
-    e2e_s: float
-    queue_delay_s: float  # from routing until its first token is scheduled
-    added_delay_s: float  # sum of the finish-time shifts it causes to requests already there
+from block.request import Forecast, RoutingRequest
 
 
 class InstanceView(Protocol):
@@ -45,9 +31,42 @@ class InstanceView(Protocol):
     num_gpu_blocks: int
     block_size: int
     waiting_prompt_tokens: int  # prompt tokens of waiting requests still to be prefilled
-    forecast: Forecast | None  # set by the data layer when the policy wants forecasts
 
     def routed_in_last(self, seconds: float, now: float) -> int: ...
+
+
+class Candidates:
+    """One decision's instances, in the data layer's order, with the forecasts made for them.
+
+    Iterating gives the views. `forecasts` is aligned with them; it is None when the policy wants none,
+    and an entry is None where a forecast is missing (predictor late or down, budget spent)."""
+
+    __slots__ = ("forecasts", "views")
+
+    def __init__(
+        self, views: Sequence[InstanceView], forecasts: Sequence[Forecast | None] | None = None
+    ) -> None:
+        if forecasts is not None and len(forecasts) != len(views):
+            raise ValueError("one forecast (or None) per candidate")
+        self.views = views
+        self.forecasts = forecasts
+
+    def __iter__(self) -> Iterator[InstanceView]:
+        return iter(self.views)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, index: int) -> InstanceView:
+        return self.views[index]
+
+    def forecast_for(self, view: InstanceView) -> Forecast | None:
+        """This decision's forecast for `view` (None when none was made)."""
+        if self.forecasts is not None:
+            for v, f in zip(self.views, self.forecasts, strict=True):
+                if v is view:
+                    return f
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +87,11 @@ class Policy:
         self.rng = random.Random(seed)
 
     def forecast_targets(self, instances: Sequence[InstanceView]) -> Sequence[InstanceView]:
-        """Instances whose forecast this decision needs (all of them unless the policy samples)."""
+        """Instances whose forecast this decision needs (all of them unless the policy samples); they
+        are the candidates `choose` then gets."""
         return instances
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
         raise NotImplementedError
 
 
@@ -85,5 +105,5 @@ def register(cls: type[Policy]) -> type[Policy]:
     return cls
 
 
-def least_requests(instances: Sequence[InstanceView]) -> InstanceView:
+def least_requests(instances: Iterable[InstanceView]) -> InstanceView:
     return min(instances, key=lambda v: v.in_flight)

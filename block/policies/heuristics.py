@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from block.policies.base import Choice, InstanceView, Policy, RoutingRequest, least_requests, register
+from block.policies.base import (
+    Candidates,
+    Choice,
+    InstanceView,
+    Policy,
+    RoutingRequest,
+    least_requests,
+    register,
+)
 from block.replica.kv_cache import blocks_for
 
 
@@ -18,8 +24,8 @@ class RoundRobin(Policy):
         super().__init__(seed)
         self.next = 0
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        chosen = instances[self.next % len(instances)]
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        chosen = candidates[self.next % len(candidates)]
         self.next += 1
         return Choice(chosen)
 
@@ -30,8 +36,8 @@ class RandomChoice(Policy):
     reads_state = False
     needs_snapshots = False
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        return Choice(self.rng.choice(instances))
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        return Choice(self.rng.choice(candidates.views))
 
 
 @register
@@ -39,8 +45,8 @@ class LeastRequests(Policy):
     name = "least-requests"
     needs_snapshots = False
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        return Choice(least_requests(instances))
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        return Choice(least_requests(candidates))
 
 
 @register
@@ -51,8 +57,8 @@ class MinQPM(Policy):
     needs_snapshots = False
     window_s = 60.0
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        return Choice(min(instances, key=lambda v: (v.routed_in_last(self.window_s, now), v.in_flight)))
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        return Choice(min(candidates, key=lambda v: (v.routed_in_last(self.window_s, now), v.in_flight)))
 
 
 @register
@@ -61,12 +67,12 @@ class Llumnix(Policy):
 
     name = "llumnix"
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
         def freeness(v: InstanceView) -> float:
             reserved = blocks_for(v.waiting_prompt_tokens, v.block_size)
             return (v.free_blocks - reserved) / max(v.running, 1)
 
-        return Choice(max(instances, key=lambda v: (freeness(v), -v.in_flight)))
+        return Choice(max(candidates, key=lambda v: (freeness(v), -v.in_flight)))
 
 
 @register
@@ -75,5 +81,5 @@ class Infaas(Policy):
 
     name = "infaas"
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        return Choice(max(instances, key=lambda v: (v.free_blocks / max(v.running, 1), -v.in_flight)))
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        return Choice(max(candidates, key=lambda v: (v.free_blocks / max(v.running, 1), -v.in_flight)))

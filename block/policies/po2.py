@@ -7,9 +7,7 @@ which Block's forecasting `block-po2` (the same two-instance sample, chosen by f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from block.policies.base import Choice, InstanceView, Policy, RoutingRequest, register
+from block.policies.base import Candidates, Choice, Policy, RoutingRequest, register
 
 
 @register
@@ -17,10 +15,10 @@ class PowerOfTwo(Policy):
     name = "po2"
     needs_snapshots = False
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        if len(instances) < 2:
-            return Choice(instances[0])
-        a, b = self.rng.sample(list(instances), 2)
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        if len(candidates) < 2:
+            return Choice(candidates[0])
+        a, b = self.rng.sample(list(candidates), 2)
         if a.in_flight == b.in_flight:
             return Choice(a if self.rng.random() < 0.5 else b)
         return Choice(a if a.in_flight < b.in_flight else b)

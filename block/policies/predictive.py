@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from block.policies.base import Choice, InstanceView, Policy, RoutingRequest, least_requests, register
+from block.policies.base import (
+    Candidates,
+    Choice,
+    InstanceView,
+    Policy,
+    RoutingRequest,
+    least_requests,
+    register,
+)
 from block.policies.heuristics import RoundRobin
 
 
@@ -31,16 +39,17 @@ class BlockPolicy(Policy):
             return self.rng.sample(list(instances), self.sample)
         return instances
 
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        if any(v.forecast is None for v in instances):
-            return Choice(least_requests(instances), fallback=True)
+    def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
+        views, forecasts = candidates.views, candidates.forecasts
+        if forecasts is None or any(f is None for f in forecasts):
+            return Choice(least_requests(views), fallback=True)
 
-        def score(v: InstanceView) -> tuple[float, int]:
-            f = v.forecast
+        def score(i: int) -> tuple[float, int]:
+            f = forecasts[i]
             assert f is not None
-            return (f.e2e_s + self.harm_weight * f.added_delay_s, v.in_flight)
+            return (f.e2e_s + self.harm_weight * f.added_delay_s, views[i].in_flight)
 
-        return Choice(min(instances, key=score))
+        return Choice(views[min(range(len(views)), key=score)])
 
 
 @register

@@ -10,11 +10,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from block.policies.base import RoutingRequest
 from block.predictor.forecast import Arrivals, Forecaster, forecast
 from block.predictor.stepwise import run_stepwise
 from block.profiles.profile import Profile
 from block.replica import ReplicaConfig, RequestState, Snapshot, blocks_for
+from block.request import RoutingRequest
 
 ANTICIPATED_RATE = 3.0  # req/s per instance for the anticipated-arrivals timing
 

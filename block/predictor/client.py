@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from block.policies.base import Forecast
+from block.request import Forecast
 
 
 @dataclass(frozen=True, slots=True)

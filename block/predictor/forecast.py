@@ -32,12 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from block.policies.base import Forecast, RoutingRequest
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
 from block.replica.snapshot import RequestState, Snapshot
+from block.request import Forecast, RoutingRequest
 
 CANDIDATE = "\0candidate"  # cannot clash with a request id from an engine
 ANTICIPATED = "\0anticipated"  # prefix of the synthetic future arrivals' keys

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from block.policies.base import RoutingRequest
 from block.predictor.forecast import ANTICIPATED, CANDIDATE, Arrivals
 from block.predictor.lengths import LengthRule, max_output
 from block.profiles.profile import Profile
 from block.replica import Replica, Request
 from block.replica.snapshot import RequestState, Snapshot
+from block.request import RoutingRequest
 
 
 @dataclass(slots=True)

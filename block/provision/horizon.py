@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from block.policies.base import Forecast, RoutingRequest
+from block.request import Forecast, RoutingRequest
 
 
 def predict_within(tracker: Any, request: RoutingRequest, now: float, horizon_s: float) -> Forecast | None:

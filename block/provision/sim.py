@@ -2,11 +2,11 @@
 
 Composes the simulator's public pieces without changing them: a `Cluster` is built with
 `max_instances` replicas, and
-- its policy is wrapped so that it only sees the instances the fleet has in rotation (sim_fleet.py);
-- the decision hook (called after every routing decision) feeds the chosen instance's forecast to the
-  controller, brings booted instances into rotation and carries out the controller's decisions;
-- each tracker's `on_finished` (the router learning that a request ended) is wrapped to feed measured
-  E2E latencies to the controller and to release a draining instance once its last request is done.
+- a filter in front of its policy keeps only the instances the fleet has in rotation (sim_fleet.py);
+- a request listener hears of every request routed (with the decision's forecast for the chosen
+  instance), feeds the forecast to the controller, brings booted instances into rotation and carries out
+  the controller's decisions; and of every request finished (the router learning that it ended), feeds
+  measured E2E latencies to the controller and releases a draining instance once its last request is done.
 So the controller acts at request arrivals and completions: virtual time has no idle ticks, and a
 starting instance joins at the first event after its `startup_delay_s` (with its true ready time
 recorded). A request is never moved: scale-down drains, exactly as live.
@@ -20,14 +20,16 @@ chooses. (In the Figure 8 setting no forecast reached the default 2 x SLO: the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from block.policies import Choice, InstanceView, Policy, RoutingRequest
+from block.fleet.filters import InRotation
+from block.fleet.forecasts import Forecasts
+from block.fleet.listeners import RequestListener, Routed
 from block.provision.controller import SCALE_UP, PoolCounts, ProvisionController, ProvisionSettings
-from block.provision.horizon import is_capped
+from block.provision.horizon import is_capped, predict_within
 from block.provision.sim_fleet import ACTIVE, DRAINING, STARTING, SimFleet
+from block.request import RoutingRequest
 from block.sim.config import SimConfig
 from block.sim.requests import SimRequests
 from block.sim.simulator import Cluster, SimOutcome
@@ -65,99 +67,63 @@ class ProvisionedOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class ActiveOnly(Policy):
-    """The wrapped policy, over the instances in rotation only (starting, off and draining ones hidden)."""
-
-    def __init__(self, inner: Policy, fleet: SimFleet) -> None:
-        self.inner = inner
-        self.fleet = fleet
-        self.name = inner.name  # type: ignore[misc]
-        self.wants_forecasts = inner.wants_forecasts  # type: ignore[misc]
-
-    def _active(self, instances: Sequence[InstanceView]) -> list[InstanceView]:
-        ids = self.fleet.active_ids
-        return [v for v in instances if v.id in ids]
-
-    def forecast_targets(self, instances: Sequence[InstanceView]) -> Sequence[InstanceView]:
-        return self.inner.forecast_targets(self._active(instances))
-
-    def choose(self, request: RoutingRequest, instances: Sequence[InstanceView], now: float) -> Choice:
-        return self.inner.choose(request, self._active(instances), now)
-
-
-class _Driver:
-    """Hooks into one Cluster run: observations in, fleet transitions out."""
+class _Driver(RequestListener):
+    """Listens to one Cluster run: observations in, fleet transitions out."""
 
     def __init__(self, cluster: Cluster, plan: SimProvisionPlan, requests: SimRequests) -> None:
         self.cluster = cluster
         self.plan = plan
         self.arrivals: list[float] = requests.arrival_s.tolist()
-        self.prompts: list[int] = requests.prompt_tokens.tolist()
-        # What the router plans with: the estimated lengths when the workload has them, else the true ones.
-        planned = getattr(requests, "planned_tokens", None)
-        self.outputs: list[int] = (requests.output_tokens if planned is None else planned).tolist()
         self.fleet = SimFleet.build(
             [t.id for t in cluster.trackers], plan.initial_instances, plan.startup_delay_s
         )
         self.controller = None if plan.settings is None else ProvisionController(plan.settings)
-        self.open: set[str] = set()  # requests routed and not yet finished (first report only)
+        self.open: set[str] = set()  # requests routed and not yet finished
         self.failed_actions = 0
-        self.capped_forecasts = 0
-        cluster.policy = ActiveOnly(cluster.policy, self.fleet)
+        self.own_capped = 0  # of the forecasts made here (the decisions' own: cluster.forecasts.capped)
+        cluster.filters.append(InRotation(lambda: self.fleet.active_ids))
+        cluster.forecasts = Forecasts(cluster.policy, horizon_s=plan.forecast_horizon_s)
+        cluster.listeners.add(self)
         # Anticipated arrivals split the fleet's rate over the instances in rotation, not all built.
-        self.arrival_log = getattr(cluster.trackers[0], "fleet", None)
+        self.arrival_log = cluster.trackers[0].fleet
         self._count_in_rotation()
-        for tracker in cluster.trackers:
-            tracker.on_finished = self._wrap_finished(tracker, tracker.on_finished)
-            if plan.forecast_horizon_s is not None:
-                tracker.predict = self._bounded_predict(tracker, plan.forecast_horizon_s)
+
+    @property
+    def capped_forecasts(self) -> int:
+        return self.cluster.forecasts.capped + self.own_capped
 
     def _count_in_rotation(self) -> None:
         if self.arrival_log is not None:
             self.arrival_log.instances = max(1, self.fleet.count(ACTIVE))
 
-    def _bounded_predict(self, tracker: Any, horizon_s: float) -> Callable[..., Any]:
-        full = tracker.predict
-
-        def predict(request: RoutingRequest, now: float, **options: Any) -> Any:
-            if options or tracker.added_delay != "none":  # a harm term asked for: the full forecast
-                return full(request, now, **options)
-            f = full(request, now, added_delay="none", horizon_s=horizon_s)
-            self.capped_forecasts += is_capped(f)
-            return f
-
-        return predict
-
-    def _wrap_finished(
-        self, tracker: Any, inner: Callable[[str, float], None]
-    ) -> Callable[[str, float], None]:
-        def on_finished(request_id: str, at: float) -> None:
-            inner(request_id, at)
-            if request_id in self.open:  # the feed may re-tell a finish: count it once
-                self.open.discard(request_id)
-                self.on_finished(tracker, request_id, at)
-
-        return on_finished
-
-    def on_decision(
-        self, cluster: Cluster, i: int, now: float, targets: Sequence[InstanceView], choice: Choice
-    ) -> None:
-        self.open.add(str(i))
+    def routed(self, instance: str, request: Routed) -> None:
+        self.open.add(request.request_id)
         if self.controller is None:
             return
-        forecast = choice.instance.forecast
+        forecast = request.forecast
+        cluster = self.cluster
         if forecast is None and not cluster.policy.wants_forecasts:
             # The policy made none (round robin...): forecast the chosen instance here, as the router does.
-            p, o = self.prompts[i], self.outputs[i]
-            forecast = choice.instance.predict(RoutingRequest(p, o, None), now)  # type: ignore[attr-defined]
+            tracker = cluster.trackers[cluster.index_of[instance]]
+            candidate = RoutingRequest(request.prompt_tokens, request.expected_output_tokens, None)
+            horizon = cluster.forecasts.horizon_s
+            if horizon is None:
+                forecast = tracker.predict(candidate, request.at)
+            else:
+                forecast = predict_within(tracker, candidate, request.at, horizon)
+                self.own_capped += is_capped(forecast)
         if forecast is not None:
-            self.controller.observe_forecast(now, forecast.e2e_s)
-        self.step(now)
+            self.controller.observe_forecast(request.at, forecast.e2e_s)
+        self.step(request.at)
 
-    def on_finished(self, tracker: Any, request_id: str, at: float) -> None:
+    def finished(self, instance: str, request_id: str, at: float) -> None:
+        if request_id not in self.open:
+            return
+        self.open.discard(request_id)
         if self.controller is not None:
             self.controller.observe_finished(at, at - self.arrivals[int(request_id)])
-        inst = self.fleet.by_id(tracker.id)
+        inst = self.fleet.by_id(instance)
+        tracker = self.cluster.trackers[inst.index]
         if inst.state == DRAINING and tracker.in_flight == 0:
             self.fleet.release(inst, at)
         if self.controller is not None:
@@ -199,7 +165,7 @@ def simulate_provisioned(
     """Run `requests` through a simulated cluster whose instances come and go under `plan`."""
     cluster = Cluster(replace(config, instances=plan.max_instances))
     driver = _Driver(cluster, plan, requests)
-    outcome = cluster.run(requests, driver.on_decision)
+    outcome = cluster.run(requests, None)
     end = outcome.duration_s
     fleet = driver.fleet
     fleet.activate_ready(end)

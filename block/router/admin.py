@@ -37,14 +37,14 @@ def refused(refusal: Refusal) -> Response:
 def describe(inst: Instance, now: float) -> dict[str, Any]:
     t = inst.tracker
     age = t.snapshot_age(now) if t is not None else None
-    last = getattr(t, "last_forecast", None)
+    last = t.last_forecast if t is not None else None
     return {
         "id": inst.id,
         "url": inst.url,
         "healthy": inst.healthy,
         "state": inst.state,
         "in_rotation": inst.routable,
-        "state_source": {"block": "/state", "vllm": "/metrics+router"}.get(inst.kind, "unknown"),
+        "state_source": "unknown" if inst.source is None else inst.source.reads,
         "kind": inst.kind,
         "predictor": inst.predictor_url,
         "in_flight": t.in_flight if t is not None else 0,

@@ -39,7 +39,7 @@ def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
     settings = p.settings(len(config.instances))
     if settings is None:
         return None
-    from block.provision.autoscaler import Autoscaler
+    from block.router.autoscaler import Autoscaler
 
     return Autoscaler(pool, settings, p.make_provider(), p.interval_s, start_timeout_s=p.start_timeout_s)
 

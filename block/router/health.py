@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 
-if TYPE_CHECKING:
-    from block.router.instance import Instance
-    from block.router.instance_pool import InstancePool
+from block.router.config import RouterConfig
+from block.router.instance import Instance
 
 log = logging.getLogger("block.router.health")
 
@@ -34,7 +33,20 @@ async def check_once(session: aiohttp.ClientSession, inst: Instance, timeout: fl
         return f"{type(e).__name__}: {e}"
 
 
-async def health_loop(pool: InstancePool, inst: Instance) -> None:
+class Rotation(Protocol):
+    """What the health checks act on (the instance pool)."""
+
+    config: RouterConfig
+    session: aiohttp.ClientSession
+
+    def set_healthy(self, inst: Instance, healthy: bool) -> None: ...
+
+    async def bring_up(self, inst: Instance) -> None: ...
+
+    def probe_idle_sidecar(self, inst: Instance) -> None: ...
+
+
+async def health_loop(pool: Rotation, inst: Instance) -> None:
     cfg = pool.config
     lag = 0.0  # how late this loop last woke up: our own event loop being busy
     while not inst.removed:

@@ -1,17 +1,16 @@
-"""One configured upstream instance: its address, health, kind, view for the policies, and the
-router's own record of the requests it sent there (the stock-vLLM state path rebuilds the queue
-from that record)."""
+"""One configured upstream instance: its address, health, state source, tracker (the policies' view of
+it) and the listeners that hear of the requests sent there."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
-BLOCK = "block"  # a Block engine: exact queue from GET /state
-VLLM = "vllm"  # stock vLLM: /metrics plus the router's own record
-UNKNOWN = "unknown"  # not yet detected
+from block.fleet.listeners import Listeners
+from block.fleet.sources import StateSource
+from block.fleet.tracker import InstanceTracker
+from block.router.sidecar import SidecarClient
 
 
 def instance_id(url: str) -> str:
@@ -21,24 +20,17 @@ def instance_id(url: str) -> str:
     return parts.netloc + (f"_{path}" if path else "")
 
 
-@dataclass(slots=True)
-class SentRequest:
-    prompt_tokens: int
-    expected_output_tokens: int
-    sent_at: float
-    streamed_tokens: int = 0  # SSE token events seen so far (stock vLLM path only)
-
-
 @dataclass(eq=False)
 class Instance:
     url: str
     predictor_url: str | None = None
     id: str = ""
     healthy: bool = False  # in rotation; starts out until the first good health check
-    kind: str = UNKNOWN
-    accepts_expected_field: bool = False  # body field expected_output_tokens (Block engines only)
-    sidecar: Any = None  # SidecarClient when a --predictor is configured for this instance
-    tracker: Any = None  # InstanceView for the policies; made once the kind (and profile) is known
+    source: StateSource | None = None  # where its state comes from, once detected
+    accepts_expected_field: bool = False  # body field expected_output_tokens (the source says)
+    sidecar: SidecarClient | None = None  # when a --predictor is configured for this instance
+    tracker: InstanceTracker | None = None  # the policies' view; made once the source (and profile) is known
+    listeners: Listeners = field(default_factory=Listeners)  # its source and sidecar, when they listen
     consecutive_failures: int = 0
     last_error: str | None = None
     last_state_error: str | None = None
@@ -52,7 +44,6 @@ class Instance:
     provisioned: bool = False  # added by the auto-provisioner (retired before the configured ones)
     suspended_until: float = float("-inf")  # out for a timeout: health checks cannot bring it back before
     timeouts_in_a_row: int = 0  # timeouts without a completed response in between (doubles the cool-down)
-    sent: dict[str, SentRequest] = field(default_factory=dict)
     models: frozenset[str] | None = None  # from its GET /v1/models (served_models.py); None: not known
     models_asked_at: float = float("-inf")  # time.monotonic() when it was last asked
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -67,6 +58,11 @@ class Instance:
         self.completions_url = self.url + "/v1/completions"
         self.chat_url = self.url + "/v1/chat/completions"
         self.id_header = self.id.encode()
+
+    @property
+    def kind(self) -> str:
+        """The state source's name ("block", "vllm"), "unknown" before it is detected."""
+        return "unknown" if self.source is None else self.source.name
 
     @property
     def routable(self) -> bool:

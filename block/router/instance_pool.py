@@ -1,5 +1,7 @@
-"""The set of configured instances: adding and removing them, rotation, and the request bookkeeping
-every tracker needs. The router never connects anywhere but these instances (and their sidecars)."""
+"""The set of configured instances: adding and removing them, rotation, and the request bookkeeping:
+each instance's tracker, then the request listeners (the instance's own: its state source and sidecar;
+the pool's: auto-provisioning). The router never connects anywhere but these instances (and their
+sidecars)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ from typing import Any
 
 import aiohttp
 
-from block.replica import ReplicaConfig, Snapshot
+from block.fleet.arrival_log import FleetLog
+from block.fleet.listeners import Listeners, Routed
+from block.fleet.sources import detect
+from block.fleet.tracker import router_tracker
+from block.replica import ReplicaConfig
+from block.request import Forecast
 from block.router.config import RouterConfig
 from block.router.health import health_loop
-from block.router.instance import BLOCK, UNKNOWN, VLLM, Instance, SentRequest
+from block.router.instance import Instance
 from block.router.metrics import RouterMetrics
 from block.router.poller import state_loop
 from block.router.served_models import RETRY_S, learn, served_by
-from block.router.sidecar import SidecarClient
-from block.router.state_source import detect_kind, fetch_block_state, fetch_vllm_snapshot, observe
-from block.router.tracker import make_fleet_log, make_tracker
+from block.router.sidecar import SidecarClient, SidecarNotices
 from block.router.upstreams import check_upstream
 
 log = logging.getLogger("block.router.pool")
@@ -50,15 +55,16 @@ class InstancePool:
         self.base_config = ReplicaConfig()  # for stock vLLM, where /metrics gives only the cache config
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
+        self.routable_ids: frozenset[str] = frozenset()  # the rotation filter's list (block.fleet.filters)
         self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
         # Requests in flight per instance id, deleted instances included: a deleted instance's metric
         # series stays until its last request finished, so the gauge never goes below zero.
         self._in_flight: dict[str, int] = {}
-        # Told of every request routed and finished (the auto-provisioner); None costs nothing.
-        self.observer: Any = None
+        # Told of every request routed and finished, on any instance (the auto-provisioner).
+        self.listeners = Listeners()
         # Every route, shared by the trackers when forecasts anticipate arrivals (--anticipate-arrivals).
-        self.fleet: Any = make_fleet_log() if config.anticipate_arrivals else None
+        self.fleet: FleetLog | None = FleetLog() if config.anticipate_arrivals else None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -96,9 +102,12 @@ class InstancePool:
             raise KeyError(f"instance {inst.id} is already configured")
         self.instances[inst.id] = inst
         self.metrics.set_health(inst.id, False)
+        refresh_s, state_timeout = self.config.refresh_ms / 1000.0, max(0.2, self.config.health_interval)
         inst.tasks = [
             asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
-            asyncio.create_task(state_loop(self, inst), name=f"state-{inst.id}"),
+            asyncio.create_task(
+                state_loop(self.session, inst, refresh_s, state_timeout), name=f"state-{inst.id}"
+            ),
         ]
         return inst
 
@@ -136,6 +145,7 @@ class InstancePool:
 
     def _update_routable(self) -> None:
         self._routable = [i for i in self.instances.values() if i.routable]
+        self.routable_ids = frozenset(i.id for i in self._routable)
         self._served = served_by(self._routable)
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
@@ -181,32 +191,30 @@ class InstancePool:
             self.set_healthy(inst, True)
 
     async def _setup(self, inst: Instance) -> bool:
+        """Detect where its state comes from, read a first snapshot and make its tracker."""
         timeout = max(0.5, self.config.health_interval)
-        kind = await detect_kind(self.session, inst, timeout)
-        if kind == UNKNOWN:
+        kind = await detect(self.session, inst.url, timeout)
+        if kind is None:
             inst.last_error = "could not fetch /state"
             return False
+        source = kind(inst.url, self.base_config)
         try:
-            if kind == BLOCK:
-                state = await fetch_block_state(self.session, inst, timeout)
-                snapshot = Snapshot.from_dict(state)
-                profile_name: str | None = snapshot.profile or self.config.profile
-            else:
-                snapshot, _ = await fetch_vllm_snapshot(self.session, inst, self.base_config, timeout)
-                profile_name = self.config.profile
+            snapshot, step_end = await source.read(self.session, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
             inst.last_error = f"first snapshot failed: {type(e).__name__}: {e}"
             return False
-        inst.kind = kind
-        inst.accepts_expected_field = kind == BLOCK
-        inst.tracker = make_tracker(
+        inst.source = source
+        inst.accepts_expected_field = source.accepts_expected_field
+        # Block engines name their profile in /state; for stock vLLM it is the router's --profile.
+        inst.tracker = router_tracker(
             inst.id,
-            _load_profile(profile_name),
+            _load_profile(snapshot.profile or self.config.profile),
             snapshot.config,
             self.config.default_output_tokens,
             fleet=self.fleet,
         )
-        observe(inst.tracker, snapshot, state if kind == BLOCK else None, time.monotonic())
+        inst.tracker.observe(snapshot, time.monotonic(), step_end)
+        inst.listeners.add(source)
         if inst.predictor_url:
             inst.sidecar = SidecarClient(
                 inst.predictor_url,
@@ -216,6 +224,7 @@ class InstancePool:
                 max_in_flight=self.config.predictor_notify_max_in_flight,
                 on_drop=self.metrics.predictor_notice_dropped,
             )
+            inst.listeners.add(SidecarNotices(inst.sidecar))
         return True
 
     # -- served models -------------------------------------------------------------------------
@@ -244,17 +253,27 @@ class InstancePool:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def on_routed(
-        self, inst: Instance, request_id: str, prompt_tokens: int, expected: int, now: float
+        self,
+        inst: Instance,
+        request_id: str,
+        prompt_tokens: int,
+        expected: int,
+        now: float,
+        forecast: Forecast | None = None,
     ) -> None:
-        if self.observer is not None:  # first: it may forecast from the queue without this request
-            self.observer.routed(inst, request_id, prompt_tokens, expected, now)
+        """`forecast`: the decision's forecast for this instance, when it made one."""
+        assert inst.tracker is not None  # only instances in rotation are routed to
+        routed = Routed(request_id, prompt_tokens, expected, now, forecast)
+        self.listeners.routed(inst.id, routed)  # first: they see the queue without this request
         inst.tracker.on_routed(request_id, prompt_tokens, expected, now)
         self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()
-        if inst.kind == VLLM:
-            inst.sent[request_id] = SentRequest(prompt_tokens, expected, now)
-        if inst.sidecar is not None:
-            inst.sidecar.routed(request_id, prompt_tokens, expected)
+        inst.listeners.routed(inst.id, routed)
+
+    def on_tokens(self, inst: Instance, request_id: str, count: int, now: float) -> None:
+        """`count` output tokens streamed back (only the listeners that hear tokens need telling)."""
+        inst.listeners.tokens(inst.id, request_id, count, now)
+        self.listeners.tokens(inst.id, request_id, count, now)
 
     def on_finished(self, inst: Instance, request_id: str, now: float) -> None:
         if inst.tracker is not None:
@@ -264,15 +283,16 @@ class InstancePool:
         if left == 0 and inst.id not in self.instances:  # a deleted instance's last request
             del self._in_flight[inst.id]
             self.metrics.forget_in_flight(inst.id)
-        inst.sent.pop(request_id, None)
-        if inst.sidecar is not None:
-            inst.sidecar.finished(request_id)
-        if self.observer is not None:
-            self.observer.finished(inst, request_id, now)
+        inst.listeners.finished(inst.id, request_id, now)
+        self.listeners.finished(inst.id, request_id, now)
+
+    def hears_tokens(self, inst: Instance) -> bool:
+        """Does anyone listen to this instance's streamed tokens (the stock-vLLM source does)?"""
+        return bool(inst.listeners.on_tokens or self.listeners.on_tokens)
 
     def probe_idle_sidecar(self, inst: Instance) -> None:
         """A sidecar no request has used lately gets a bounded GET /health (its status in GET /instances)."""
-        if inst.sidecar.claim_probe():
+        if inst.sidecar is not None and inst.sidecar.claim_probe():
             self._spawn(inst.sidecar.probe(self.config.health_timeout))
 
     def _spawn(self, coro: Any) -> None:

@@ -25,12 +25,12 @@ import aiohttp
 import orjson
 
 from block.openai_api.errors import RequestError
-from block.policies import RoutingRequest
+from block.request import RoutingRequest
 from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
 from block.router.errors import error_sse, send_bytes, send_error
 from block.router.exchange import CLIENT_GONE, SHUTDOWN, Exchange, Watchdog
-from block.router.instance import VLLM, Instance
+from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
 from block.router.request_shape import CHAT_PATH, LengthEstimate, RequestShape, parse_shape
@@ -220,7 +220,12 @@ class Proxy:
                 payload = raw
             url = inst.chat_url if path == CHAT_PATH else inst.completions_url
             self.pool.on_routed(
-                inst, request_id, shape.prompt_tokens, shape.expected_output_tokens, decision.decided_at
+                inst,
+                request_id,
+                shape.prompt_tokens,
+                shape.expected_output_tokens,
+                decision.decided_at,
+                decision.forecast,
             )
             dog = Watchdog(exchange, inst, self.first_byte_timeout, self.idle_timeout)
             task = exchange.attempt = asyncio.create_task(
@@ -387,14 +392,15 @@ class Proxy:
                 ],
             }
         )
-        record = inst.sent.get(request_id) if inst.kind == VLLM else None
+        pool = self.pool
+        count_tokens = pool.hears_tokens(inst)  # the stock-vLLM source rebuilds its queue from them
         content = resp.content
         chunk = first
         tail = b""
         try:
             while chunk:
-                if record is not None:
-                    record.streamed_tokens += chunk.count(b"data: {")
+                if count_tokens:  # SSE token events in this chunk
+                    pool.on_tokens(inst, request_id, chunk.count(b"data: {"), time.monotonic())
                 dog.sending = True  # a slow reader is not the instance's gap
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 dog.sending = False

@@ -1,5 +1,6 @@
 """The router's use of a `block predictor` sidecar: forecasts, and best-effort /routed and /finished
 notices (a sidecar that is down must never affect serving; the decision's deadline bounds predict).
+The notices go out from the instance's request listener (`SidecarNotices`), each in a background task.
 
 Every call's outcome is remembered for GET /instances (`predictor_healthy`, `predictor_last_error`):
 traffic itself is the health check. Only a sidecar the router has not heard from for `IDLE_PROBE_S`
@@ -22,8 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from block.policies import Forecast
+from block.fleet.listeners import RequestListener, Routed
 from block.predictor.client import PredictorClient, PredictorError
+from block.request import Forecast
 
 _ERRORS = (aiohttp.ClientError, OSError, PredictorError, ValueError, KeyError)
 
@@ -122,3 +124,16 @@ class SidecarClient:
             self.on_drop(ERROR)
         else:
             self._record(None)
+
+
+class SidecarNotices(RequestListener):
+    """The sidecar's /routed and /finished notices, as a listener of its instance's requests."""
+
+    def __init__(self, sidecar: SidecarClient) -> None:
+        self.sidecar = sidecar
+
+    def routed(self, instance: str, request: Routed) -> None:
+        self.sidecar.routed(request.request_id, request.prompt_tokens, request.expected_output_tokens)
+
+    def finished(self, instance: str, request_id: str, at: float) -> None:
+        self.sidecar.finished(request_id)

@@ -5,9 +5,11 @@ the profile's time of that batch times the replica's seeded noise, and completes
 once if there is work, otherwise the replica idles until a request arrives. A request arriving during a
 step joins the next one, as in an engine. At equal times a step completion is processed before an arrival.
 
-Routing follows the live router: trackers (the router's data layer) are refreshed to the latest 20 ms
-tick (freshness.py), forecasts are asked of the policy's targets only, the policy chooses among them, the
-chosen tracker learns of the routed request and, when it completes, of its end.
+Routing follows the live router, through the same data layer (block.fleet): trackers are refreshed to the
+latest 20 ms tick (freshness.py), the filters keep the instances a decision may use, forecasts are made
+for the policy's targets only (the router's fan-out, without its deadline and budget: virtual time), the
+policy chooses among them, the chosen tracker learns of the routed request and, when it completes, of its
+end; the request listeners (auto-provisioning) hear of both.
 
 Two schedules of the same events, with identical results:
 - eager: a heap of step completions; before each decision every replica is brought up to its time, as
@@ -22,14 +24,18 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from block.bench.record import RequestRecord
-from block.policies import Choice, InstanceView, Policy, RoutingRequest, make_policy
+from block.fleet.filters import Filter, apply_filters
+from block.fleet.forecasts import Forecasts
+from block.fleet.listeners import Listeners, Routed
+from block.policies import Candidates, Choice, Policy, make_policy
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
+from block.request import RoutingRequest
 from block.sim.config import SimConfig
 from block.sim.freshness import SnapshotFeed
 from block.sim.records import build_records
@@ -37,9 +43,9 @@ from block.sim.requests import SimRequests
 from block.sim.tracking import make_trackers, needs_snapshots, reads_state
 
 # Called after each routing decision, before the request reaches its instance: (cluster, request index,
-# now, candidate views, choice). The views carry the forecasts the policy saw; the cluster gives read
-# access to replicas (for counterfactuals). Used by the prediction experiment; None costs nothing.
-DecisionHook = Callable[["Cluster", int, float, Sequence[InstanceView], Choice], None]
+# now, the candidates with the forecasts the policy saw, choice); the cluster gives read access to
+# replicas (for counterfactuals). Used by the prediction experiment; None costs nothing.
+DecisionHook = Callable[["Cluster", int, float, Candidates, Choice], None]
 _INF = float("inf")
 
 
@@ -63,6 +69,9 @@ class Cluster:
             n, self.profile, self.replica_config, self.policy, config.anticipate_arrivals
         )
         self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
+        self.filters: list[Filter] = []  # in front of the policy (provisioning: the active instances)
+        self.forecasts = Forecasts(self.policy)  # no deadline, no budget: virtual time
+        self.listeners = Listeners()  # told of every request routed and finished
         self.noises = [config.noise_for(r) for r in range(n)]
         self.noise = [
             self.step_time_for(r, None if nz.is_exact else nz.apply) for r, nz in enumerate(self.noises)
@@ -143,9 +152,12 @@ class Cluster:
 
     def finished(self, r: int, q: Request, at: float) -> None:
         """The router sees request q end (its stream closes) at `at`."""
-        self.trackers[r].on_finished(q.id, at)
+        tracker = self.trackers[r]
+        tracker.on_finished(q.id, at)
         if self.uses_snapshots and not self.poll:
             self.feed.on_finished(r, q.id, at)
+        if self.listeners.on_finished:
+            self.listeners.finished(tracker.id, q.id, at)
 
     def _decoded(self, r: int, run: DecodeRun) -> None:
         """Report the steps Replica.run_decodes completed, as end_step reports one step."""
@@ -189,21 +201,21 @@ class Cluster:
 
     # -- routing -----------------------------------------------------------------------------------
 
-    def route(self, rr: RoutingRequest, now: float, clock: list[float]) -> tuple[int, Choice, Any]:
+    def route(self, rr: RoutingRequest, now: float, clock: list[float]) -> tuple[int, Choice, Candidates]:
         policy, trackers = self.policy, self.trackers
         if self.uses_snapshots and not self.poll:
             self.feed.refresh(range(len(trackers)), now)
+        views = apply_filters(self.filters, trackers) if self.filters else trackers
         if policy.wants_forecasts:
-            targets = policy.forecast_targets(trackers)
+            targets = policy.forecast_targets(views)
             t0 = time.process_time()  # CPU time: meaningful even when other work shares the cores
-            for v in targets:
-                v.forecast = v.predict(rr, now)
+            candidates = Candidates(targets, self.forecasts.in_process(rr, targets, now))
             clock[0] += time.process_time() - t0
             clock[1] += len(targets)
         else:
-            targets = trackers
-        choice = policy.choose(rr, targets, now)
-        return self.index_of[choice.instance.id], choice, targets
+            candidates = Candidates(views)
+        choice = policy.choose(rr, candidates, now)
+        return self.index_of[choice.instance.id], choice, candidates
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -212,8 +224,8 @@ class Cluster:
     ) -> SimOutcome:
         """`pins` (request index -> replica index) sends those requests there whatever the policy chose,
         for counterfactuals; the policy still decides, so its own state moves on as in the plain run."""
-        if on_decision is not None:
-            self.lazy = False  # a hook may look at any replica: keep them all current
+        if on_decision is not None or self.listeners.on_routed or self.listeners.on_finished:
+            self.lazy = False  # a hook or a listener may look at any replica: keep them all current
         wall0, cpu0 = time.perf_counter(), time.process_time()
         prompts = requests.prompt_tokens.tolist()
         outputs = requests.output_tokens.tolist()
@@ -233,6 +245,7 @@ class Cluster:
         fallbacks = 0
         times = self.token_times
         lazy = self.lazy
+        listeners = self.listeners.on_routed
         for i in range(n):
             t = arrivals[i]
             if self.poll:
@@ -249,14 +262,18 @@ class Cluster:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rr = RoutingRequest(p, e, None if estimated else o)
-            r, choice, targets = self.route(rr, t, clock)
+            r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
                 r = pins[i]
             fallbacks += choice.fallback
             if on_decision is not None:
-                on_decision(self, i, t, targets, choice)
+                on_decision(self, i, t, candidates, choice)
             rid = str(i)
-            trackers[r].on_routed(rid, p, e, t)
+            tracker = trackers[r]
+            if listeners:  # first: they see the queue without this request, as the decision did
+                forecast = candidates.forecast_for(tracker)
+                self.listeners.routed(tracker.id, Routed(rid, p, e, t, forecast))
+            tracker.on_routed(rid, p, e, t)
             q = Request(rid, p, o, t, e)
             reqs[i], instance_of[i] = q, r
             if times is not None:

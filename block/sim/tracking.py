@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from block.fleet.arrival_log import FleetLog
+from block.fleet.tracker import InstanceTracker, added_delay_for
 from block.policies import Policy
-from block.predictor.arrival_log import FleetLog
-from block.predictor.tracker import InstanceTracker, added_delay_for
 from block.profiles import Profile
 from block.replica import ReplicaConfig
 
@@ -22,7 +20,7 @@ def reads_state(policy: Policy) -> bool:
 
 def make_trackers(
     n: int, profile: Profile, config: ReplicaConfig, policy: Policy, anticipate_arrivals: bool = False
-) -> list[Any]:
+) -> list[InstanceTracker]:
     added_delay = added_delay_for(policy)
     fleet = FleetLog(n) if anticipate_arrivals else None  # anticipation at the fleet's rate per instance
     return [

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from block.policies import POLICIES, Forecast, Policy, RoutingRequest, make_policy, register
+from block.policies import POLICIES, Candidates, Forecast, Policy, RoutingRequest, make_policy, register
 
 REQ = RoutingRequest(prompt_tokens=100, expected_output_tokens=50)
 
@@ -26,6 +26,11 @@ class View:
 
     def routed_in_last(self, seconds: float, now: float) -> int:
         return sum(1 for t in self.routed_at if now - seconds < t <= now)
+
+
+def cands(views: list[View]) -> Candidates:
+    """One decision's candidates, each with the forecast its hand-made view names."""
+    return Candidates(views, [v.forecast for v in views])
 
 
 def fc(e2e: float, added: float = 0.0) -> Forecast:
@@ -54,25 +59,28 @@ def test_unknown_policy_is_a_clear_error() -> None:
 def test_round_robin_cycles() -> None:
     views = [View("a"), View("b"), View("c")]
     p = make_policy("round-robin")
-    assert [p.choose(REQ, views, 0).instance.id for _ in range(4)] == ["a", "b", "c", "a"]
+    assert [p.choose(REQ, cands(views), 0).instance.id for _ in range(4)] == ["a", "b", "c", "a"]
 
 
 def test_random_is_seeded() -> None:
     views = [View(str(i)) for i in range(10)]
     picks = [
-        [make_policy("random", seed=7).choose(REQ, views, 0).instance.id for _ in range(1)] for _ in range(2)
+        [make_policy("random", seed=7).choose(REQ, cands(views), 0).instance.id for _ in range(1)]
+        for _ in range(2)
     ]
     assert picks[0] == picks[1]
 
 
 def test_least_requests_picks_fewest_in_flight() -> None:
     views = [View("a", in_flight=3), View("b", in_flight=1), View("c", in_flight=2)]
-    assert make_policy("least-requests").choose(REQ, views, 0).instance.id == "b"
+    assert make_policy("least-requests").choose(REQ, cands(views), 0).instance.id == "b"
 
 
 def test_min_qpm_counts_only_the_last_minute() -> None:
     views = [View("a", routed_at=[1.0, 2.0, 3.0]), View("b", routed_at=[70.0, 80.0])]
-    assert make_policy("min-qpm").choose(REQ, views, now=100.0).instance.id == "a"  # a's were > 60 s ago
+    assert (
+        make_policy("min-qpm").choose(REQ, cands(views), now=100.0).instance.id == "a"
+    )  # a's were > 60 s ago
 
 
 def test_llumnix_reserves_blocks_for_waiting_prompts() -> None:
@@ -82,9 +90,9 @@ def test_llumnix_reserves_blocks_for_waiting_prompts() -> None:
         View("b", free_blocks=90, running=2, waiting_prompt_tokens=1024),
         View("c", free_blocks=40, running=1),
     ]
-    assert make_policy("llumnix").choose(REQ, views, 0).instance.id == "c"
+    assert make_policy("llumnix").choose(REQ, cands(views), 0).instance.id == "c"
     views[2].waiting_prompt_tokens = 16 * 39  # c: (40 - 39) / 1 = 1
-    assert make_policy("llumnix").choose(REQ, views, 0).instance.id == "b"
+    assert make_policy("llumnix").choose(REQ, cands(views), 0).instance.id == "b"
 
 
 def test_infaas_ignores_waiting_prompts() -> None:
@@ -92,7 +100,7 @@ def test_infaas_ignores_waiting_prompts() -> None:
         View("a", free_blocks=50, running=5),
         View("b", free_blocks=90, running=2, waiting_prompt_tokens=4096),
     ]
-    assert make_policy("infaas").choose(REQ, views, 0).instance.id == "b"
+    assert make_policy("infaas").choose(REQ, cands(views), 0).instance.id == "b"
 
 
 def test_block_picks_the_earliest_forecast_finish() -> None:
@@ -101,19 +109,19 @@ def test_block_picks_the_earliest_forecast_finish() -> None:
         View("b", forecast=fc(1.5), in_flight=9),
         View("c", forecast=fc(2.0)),
     ]
-    choice = make_policy("block").choose(REQ, views, 0)
+    choice = make_policy("block").choose(REQ, cands(views), 0)
     assert choice.instance.id == "b" and not choice.fallback
 
 
 def test_block_can_weigh_the_delay_caused_to_others() -> None:
     views = [View("a", forecast=fc(1.0, added=5.0)), View("b", forecast=fc(1.5, added=0.0))]
-    assert make_policy("block").choose(REQ, views, 0).instance.id == "a"
-    assert make_policy("block", harm_weight=0.5).choose(REQ, views, 0).instance.id == "b"
+    assert make_policy("block").choose(REQ, cands(views), 0).instance.id == "a"
+    assert make_policy("block", harm_weight=0.5).choose(REQ, cands(views), 0).instance.id == "b"
 
 
 def test_block_falls_back_to_least_requests_when_a_forecast_is_missing() -> None:
     views = [View("a", forecast=fc(1.0), in_flight=5), View("b", forecast=None, in_flight=1)]
-    choice = make_policy("block").choose(REQ, views, 0)
+    choice = make_policy("block").choose(REQ, cands(views), 0)
     assert choice.fallback and choice.instance.id == "b"
 
 
@@ -136,6 +144,6 @@ def test_adding_a_policy_is_one_class() -> None:
             return Choice(instances[-1])
 
     try:
-        assert make_policy("test-last").choose(REQ, [View("a"), View("z")], 0).instance.id == "z"
+        assert make_policy("test-last").choose(REQ, cands([View("a"), View("z")]), 0).instance.id == "z"
     finally:
         POLICIES.pop("test-last")

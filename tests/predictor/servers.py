@@ -12,8 +12,8 @@ from typing import Any
 
 import uvicorn
 
-from block.predictor.service import PredictorService
 from block.profiles.profile import load_profile
+from block.sidecar.service import PredictorService
 
 
 @contextlib.contextmanager

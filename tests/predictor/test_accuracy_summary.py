@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from block.predictor.accuracy import Outcome, runner_up_gap, summarize
+from block.sidecar.accuracy import Outcome, runner_up_gap, summarize
 
 
 def sampled(group: int, rows: list[tuple[float, float]]) -> list[Outcome]:

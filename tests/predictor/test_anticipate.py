@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
+from block.fleet.arrival_log import ArrivalLog, FleetLog
+from block.fleet.tracker import InstanceTracker
 from block.policies.base import RoutingRequest
-from block.predictor.arrival_log import ArrivalLog, FleetLog
 from block.predictor.forecast import Arrivals, Forecaster
-from block.predictor.tracker import InstanceTracker
 from block.replica import ReplicaConfig, RequestState, Snapshot
 
 CFG = ReplicaConfig(

@@ -8,9 +8,9 @@ import time
 import aiohttp
 import pytest
 
+from block.fleet.tracker import InstanceTracker
 from block.policies.base import RoutingRequest
 from block.predictor.client import PredictorClient, PredictorError
-from block.predictor.tracker import InstanceTracker
 from block.profiles.profile import load_profile
 from tests.predictor.servers import engine, sidecar
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from block.predictor.service import bearer_matches
+from block.sidecar.service import bearer_matches
 from tests.predictor.servers import engine, sidecar_service
 
 TOKEN = "s3cret-token"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from block.fleet.tracker import InstanceTracker
 from block.policies.base import RoutingRequest
-from block.predictor.tracker import InstanceTracker
 from block.replica import Replica, ReplicaConfig, Request
 
 CFG = ReplicaConfig(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from block.fleet.tracker import InstanceTracker
 from block.policies import RoutingRequest
-from block.predictor.tracker import InstanceTracker
 from block.profiles import load_profile
 from block.provision.horizon import is_capped, predict_within
 from block.replica import Replica, Request

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from block.provision.experiment import ProvisionArgs, run_live_experiment
+from block.experiments.provision import ProvisionArgs, run_live_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_live_preemptive_toy(tmp_path: Path) -> None:
 
 
 def test_instance_seconds_integrates_the_held_count() -> None:
-    from block.provision.live import instance_seconds
+    from block.experiments.provision_live import instance_seconds
 
     held = [(0.0, 2), (10.0, 3), (20.0, 1)]
     assert instance_seconds(held, 5.0, 25.0) == 2 * 5 + 3 * 10 + 1 * 5
@@ -52,7 +52,7 @@ def test_instance_seconds_integrates_the_held_count() -> None:
 
 
 def test_static_variant_is_a_bounds_only_router() -> None:
-    from block.provision.live import router_args
+    from block.experiments.provision_live import router_args
 
     args = router_args("static", ProvisionArgs(static_instances=3), "tiny-fast", 60.0)
     at = {flag: args[i + 1] for i, flag in enumerate(args[:-1]) if flag.startswith("--")}

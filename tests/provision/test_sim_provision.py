@@ -94,7 +94,7 @@ def test_plan_validation() -> None:
 
 
 def test_experiment_writes_report_and_plot(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from block.provision.experiment import ProvisionArgs, run_sim
+    from block.experiments.provision import ProvisionArgs, run_sim
 
     args = ProvisionArgs(
         num_requests=120,
@@ -117,6 +117,7 @@ def test_experiment_writes_report_and_plot(tmp_path) -> None:  # type: ignore[no
 
 
 def test_startup_delay_default_is_one_number() -> None:
-    from block.provision import experiment, sim
+    from block.experiments import provision as experiment
+    from block.provision import sim
 
     assert experiment.DEFAULT_STARTUP_DELAY_S == sim.DEFAULT_STARTUP_DELAY_S

@@ -12,11 +12,12 @@ import pytest
 
 from block.engine.server import BackgroundEngine
 from block.engine.settings import EngineSettings, replica_config
+from block.fleet.forecasts import ForecastBudget
+from block.fleet.tracker import InstanceTracker
 from block.policies import RoutingRequest, make_policy
-from block.predictor.tracker import InstanceTracker
 from block.profiles import load_profile
 from block.replica import Replica, ReplicaConfig, Request
-from block.router.decide import Decider, ForecastBudget
+from block.router.decide import Decider
 from block.router.instance import Instance
 from block.router.metrics import RouterMetrics
 from tests.conftest import make_test_profile
@@ -29,10 +30,8 @@ REQ = RoutingRequest(40, 20)
 
 class Pool:
     def __init__(self, instances: list[Instance]) -> None:
-        self.instances = instances
-
-    def routable(self) -> list[Instance]:
-        return self.instances
+        self.instances = {i.id: i for i in instances}
+        self.routable_ids = frozenset(self.instances)
 
 
 class CountingTracker(InstanceTracker):

@@ -13,7 +13,7 @@ import pytest
 from tests.router.servers import router
 
 engine_server = pytest.importorskip("block.engine.server")
-pytest.importorskip("block.predictor.tracker")
+pytest.importorskip("block.fleet.tracker")
 
 
 @contextlib.contextmanager
@@ -38,7 +38,7 @@ async def test_block_policy_forecasts_real_engines() -> None:
         # A generous deadline: this checks the forecast wiring, not its speed (a loaded CI box
         # must not turn it into a fallback test).
         async with router(urls, policy="block", deadline_ms=500) as (app, url):
-            from block.predictor.tracker import InstanceTracker
+            from block.fleet.tracker import InstanceTracker
 
             assert all(isinstance(i.tracker, InstanceTracker) for i in app.pool.instances.values())
             async with httpx.AsyncClient(timeout=10) as c:

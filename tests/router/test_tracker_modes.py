@@ -3,12 +3,12 @@ infaas, least-requests, min-qpm) see the same numbers whether or not a profile i
 
 from __future__ import annotations
 
+from block.fleet.tracker import router_tracker
 from block.policies import RoutingRequest
 from block.policies.heuristics import Infaas, LeastRequests, Llumnix, MinQPM
 from block.profiles import load_profile
 from block.replica import ReplicaConfig, Snapshot
 from block.replica.snapshot import RequestState
-from block.router.tracker import make_tracker
 
 PROFILE = load_profile("llama-2-7b-a30")
 CONFIG = ReplicaConfig(num_gpu_blocks=400, block_size=16)
@@ -39,8 +39,8 @@ def view(tracker: object) -> tuple[int, ...]:
 
 
 def test_counts_agree_with_and_without_a_profile() -> None:
-    with_profile = make_tracker("a", PROFILE, CONFIG, 256)
-    without = make_tracker("b", None, CONFIG, 256)
+    with_profile = router_tracker("a", PROFILE, CONFIG, 256)
+    without = router_tracker("b", None, CONFIG, 256)
     for t in (with_profile, without):
         t.observe(snapshot(0), at=1.0)
     assert view(with_profile) == view(without)
@@ -64,7 +64,7 @@ def test_counts_agree_with_and_without_a_profile() -> None:
 
 def test_count_policies_choose_the_same_with_and_without_a_profile() -> None:
     def fleet(profile: object) -> list:
-        trackers = [make_tracker(f"i{k}", profile, CONFIG, 256) for k in range(4)]  # type: ignore[arg-type]
+        trackers = [router_tracker(f"i{k}", profile, CONFIG, 256) for k in range(4)]  # type: ignore[arg-type]
         for k, t in enumerate(trackers):
             t.observe(snapshot(k), at=1.0)
             for j in range(k % 3):

@@ -46,7 +46,7 @@ def run_recorded(monkeypatch: pytest.MonkeyPatch, refresh: str, policy: str) -> 
     views: list[list] = []
 
     def hook(cluster: Any, i: int, now: float, targets: Any, choice: Any) -> None:
-        views.append([(t.seen, t.forecast, t.in_flight, t.waiting, t.free_blocks) for t in made])
+        views.append([(t.seen, targets.forecast_for(t), t.in_flight, t.waiting, t.free_blocks) for t in made])
 
     out = simulate(
         small_config(policy=policy, refresh=refresh, instances=4), small_workload(200, qps=35), hook

@@ -48,8 +48,8 @@ def test_forecasts_keep_the_nominal_profile() -> None:
     def late_by(model_error: str) -> float:
         forecast: dict[int, float] = {}
 
-        def hook(cluster, i, now, views, choice) -> None:  # noqa: ANN001
-            forecast[i] = choice.instance.forecast.e2e_s
+        def hook(cluster, i, now, candidates, choice) -> None:  # noqa: ANN001
+            forecast[i] = candidates.forecast_for(choice.instance).e2e_s
 
         cluster = Cluster(small_config(**kw, model_error=model_error))
         assert cluster.trackers[0].profile.name == "llama-2-7b-a30"

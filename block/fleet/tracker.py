@@ -1,8 +1,10 @@
 """What one instance looks like right now: its latest snapshot plus what was routed to it since.
 
-`InstanceTracker` is the data layer's view of one instance (it implements
-`block.policies.InstanceView`). The router and the cluster simulator both keep one per instance,
-so live and simulated decisions see the same thing and forecast through the same code.
+`InstanceTracker` is the data layer's record of one instance and the policies' read-only view of it
+(`block.policies.InstanceView`). The router, the cluster simulator and the predictor sidecar each keep
+one per instance, so live and simulated decisions see the same thing and forecast through the same
+code. Without a profile (a stock vLLM instance whose step times are unknown) it counts exactly as with
+one and makes no forecasts.
 
 Freshness: a snapshot is old the moment it is taken. Requests routed since (`on_routed`) are kept
 as *pending* and folded into the counts and forecasts as waiting requests, behind the snapshot's
@@ -22,14 +24,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from block.policies.base import Forecast, RoutingRequest
-from block.predictor.arrival_log import ArrivalLog, FleetLog
+from block.fleet.arrival_log import ArrivalLog, FleetLog
+from block.fleet.sources.block_state import reading
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.fast_replica import DeadlineExceeded
 from block.replica.snapshot import RequestState, Snapshot
+from block.request import Forecast, RoutingRequest
 
 ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
 
@@ -61,7 +64,7 @@ class InstanceTracker:
         """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
         the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
         routed then (see `block.predictor.forecast`): the `fleet`'s rate per instance when the
-        trackers share one (see `block.predictor.arrival_log`), else this instance's own. Off by
+        trackers share one (see `block.fleet.arrival_log`), else this instance's own. Off by
         default. Without a `profile` (a stock vLLM instance whose step times are unknown) the tracker
         counts exactly as with one and makes no forecasts: `predict` answers None."""
         self.id = id
@@ -78,8 +81,7 @@ class InstanceTracker:
         self.anticipate_arrivals = anticipate_arrivals
         self.anticipate_window_s = anticipate_window_s
         self.fleet = fleet
-        self.forecast: Forecast | None = None  # set per decision by the caller
-        self.last_forecast: Forecast | None = None
+        self.last_forecast: Forecast | None = None  # for GET /instances
         self.snapshot: Snapshot | None = None
         self.snapshot_at: float | None = None  # caller time when the snapshot was received
         self.step_end: float | None = None  # end of the step in flight at the snapshot (engine clock)
@@ -110,8 +112,8 @@ class InstanceTracker:
 
     def observe_state(self, state: dict[str, Any], at: float) -> None:
         """A Block engine's `/state` body (which may name the step in flight)."""
-        end = state.get("step_in_progress_until")
-        self.observe(Snapshot.from_dict(state), at, None if end is None else float(end))
+        snapshot, step_end = reading(state)
+        self.observe(snapshot, at, step_end)
 
     def on_routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int, at: float) -> None:
         state = RequestState(request_id, at, prompt_tokens, 0, 0, expected_output_tokens)
@@ -263,3 +265,25 @@ class InstanceTracker:
         # a preempted request recomputes its prompt and what it had generated
         prompt_left = sum(max(0, s.prompt_tokens + s.output_tokens - s.computed_tokens) for s in waiting)
         self._counts = (len(running), len(waiting), prompt_left, free)
+
+
+def router_tracker(
+    id: str,
+    profile: Profile | None,
+    config: ReplicaConfig | None,
+    default_output_tokens: int,
+    length_of: Callable[[RequestState], int] | None = None,
+    fleet: FleetLog | None = None,
+) -> InstanceTracker:
+    """The router's tracker of one instance. Block engines name their profile in /state; for stock vLLM
+    it is the router's `profile` setting. With a `fleet` log, forecasts anticipate the fleet's arrival
+    rate per instance (where there are forecasts: with a profile)."""
+    return InstanceTracker(
+        id,
+        profile,
+        config=config,
+        default_output_tokens=default_output_tokens,
+        length_of=length_of,
+        anticipate_arrivals=fleet is not None and profile is not None,
+        fleet=fleet,
+    )

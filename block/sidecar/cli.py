@@ -52,9 +52,9 @@ def register(app: typer.Typer) -> None:
             fail("give --engine URL (or a sub-command: bench, accuracy)")
         if routed_ttl_s <= 0:
             fail("--routed-ttl-s must be > 0")
-        from block.predictor.service import PredictorService
-        from block.predictor.service import serve as run
         from block.profiles.profile import load_profile
+        from block.sidecar.service import PredictorService
+        from block.sidecar.service import serve as run
 
         try:
             prof = load_profile(profile) if profile else None
@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from block.predictor.accuracy import run_accuracy
+        from block.sidecar.accuracy import run_accuracy
 
         if instances < 1 or qps <= 0 or num_requests < 1 or not 0 <= sample_rate <= 1:
             fail("need --instances >= 1, --qps > 0, --num-requests >= 1, 0 <= --sample-rate <= 1")

@@ -6,10 +6,11 @@ instances, reactive provisioning (a finished request missed the SLO) and preempt
 forecast says the new request will miss it). A started instance serves after `startup_delay_s` (30 s by
 default: container start plus loading a 7B model; the paper does not state it, so it is a flag).
 
-`--mode live` (live.py) runs a scaled-down version of the same comparison with a real router process that
-starts emulated engines itself (provider local-emulator): by default A30 engines batching at most 8
-sequences, 2 of 4 instances at the start, QPS 5, static 3, 360 requests of at most 512 tokens, SLO 20 s, so
-that it ends in a few minutes on a small machine. `--mode sim` with the same flags simulates that setting.
+`--mode live` (provision_live.py) runs a scaled-down version of the same comparison with a real router
+process that starts emulated engines itself (provider local-emulator): by default A30 engines batching at
+most 8 sequences, 2 of 4 instances at the start, QPS 5, static 3, 360 requests of at most 512 tokens, SLO
+20 s, so that it ends in a few minutes on a small machine. `--mode sim` with the same flags simulates that
+setting.
 
 Writes results.json, report.md and provision.png (instances and latency over time) into --out.
 """
@@ -226,7 +227,7 @@ def run_live_experiment(
     a: ProvisionArgs, out: Path, echo: Any = print, log_dir: Path | None = None
 ) -> dict[str, Any]:
     """`log_dir`: the router's and engines' logs (default: a new temporary folder, named in the output)."""
-    from block.provision.live import instance_seconds, run_live
+    from block.experiments.provision_live import instance_seconds, run_live
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """The auto-provisioner inside the live router: feeds the controller, carries out its decisions.
 
-- Observations: the pool tells it of every request routed (with the forecast the policy just made for
-  the chosen instance, or one made here, rate-limited, when the policy makes none) and finished.
+- Observations: it listens to every request routed (with the forecast the decision made for the chosen
+  instance, or one made here, rate-limited, when the decision made none) and finished.
 - Every `interval_s` it releases drained instances, then asks the controller for a decision.
 - Scale-up: a draining instance is put back in rotation if there is one (it is warm); otherwise the
   provider is asked for a new one in the background (a slow hook never stalls the router) and the
@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any
 
-from block.policies import RoutingRequest
+from block.fleet.listeners import RequestListener, Routed
 from block.provision.controller import (
     SCALE_DOWN,
     SCALE_UP,
@@ -35,6 +35,7 @@ from block.provision.controller import (
 from block.provision.horizon import predict_within
 from block.provision.metrics import ProvisionMetrics
 from block.provision.provider import Provider, ProvisionError
+from block.request import RoutingRequest
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 
@@ -45,7 +46,7 @@ OWN_FORECAST_HORIZON = 1.5  # x SLO: beyond it a forecast only needs to say "ove
 DEFAULT_START_TIMEOUT_S = 600.0  # generous: a GPU node plus a large model can take minutes to boot
 
 
-class Autoscaler:
+class Autoscaler(RequestListener):
     def __init__(
         self,
         pool: InstancePool,
@@ -74,7 +75,7 @@ class Autoscaler:
     # -- life cycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.pool.observer = self
+        self.pool.listeners.add(self)
         self._loop_task = asyncio.create_task(self._loop(), name="provision")
 
     async def stop(self) -> None:
@@ -86,7 +87,7 @@ class Autoscaler:
         for task in list(self._actions):
             task.cancel()
         await asyncio.gather(*self._actions, return_exceptions=True)
-        self.pool.observer = None
+        self.pool.listeners.remove(self)
 
     async def close(self) -> None:
         """After the pool stopped (no health check sees them go): stop what the provider started."""
@@ -102,30 +103,34 @@ class Autoscaler:
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
 
-    # -- observations (called synchronously by the pool on the request path) -----------------------
+    # -- what it hears (synchronously, from the pool on the request path) -------------------------
 
-    def routed(self, inst: Instance, request_id: str, prompt_tokens: int, expected: int, now: float) -> None:
-        self._sent[request_id] = now
-        tracker = inst.tracker
-        forecast = getattr(tracker, "forecast", None)
-        if forecast is None and now - self._own_forecast_at >= OWN_FORECAST_EVERY_S:
-            # The policy made no forecast (round robin, shed under load): make one, now and then.
+    def routed(self, instance: str, request: Routed) -> None:
+        now = request.at
+        self._sent[request.request_id] = now
+        forecast = request.forecast
+        inst = self.pool.instances.get(instance)
+        tracker = None if inst is None else inst.tracker
+        if forecast is None and tracker is not None and now - self._own_forecast_at >= OWN_FORECAST_EVERY_S:
+            # The decision made no forecast (round robin, shed under load): make one, now and then.
             self._own_forecast_at = now
             try:
-                request = RoutingRequest(prompt_tokens, expected, expected)
+                expected = request.expected_output_tokens
+                candidate = RoutingRequest(request.prompt_tokens, expected, expected)
                 horizon = OWN_FORECAST_HORIZON * self.settings.slo_e2e_s
-                forecast = predict_within(tracker, request, now, horizon)
+                forecast = predict_within(tracker, candidate, now, horizon)
             except Exception:
-                log.debug("provisioning forecast failed on %s", inst.id, exc_info=True)
+                log.debug("provisioning forecast failed on %s", instance, exc_info=True)
                 forecast = None
         if forecast is not None:
             self.controller.observe_forecast(now, forecast.e2e_s)
 
-    def finished(self, inst: Instance, request_id: str, now: float) -> None:
+    def finished(self, instance: str, request_id: str, at: float) -> None:
         routed_at = self._sent.pop(request_id, None)
         if routed_at is not None:
-            self.controller.observe_finished(now, now - routed_at)
-        if inst.draining and _in_flight(inst) == 0:
+            self.controller.observe_finished(at, at - routed_at)
+        inst = self.pool.instances.get(instance)
+        if inst is not None and inst.draining and _in_flight(inst) == 0:
             self._wake.set()  # release it now rather than at the next tick
 
     # -- the tick ----------------------------------------------------------------------------------

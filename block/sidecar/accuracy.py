@@ -24,11 +24,11 @@ import aiohttp
 import orjson
 
 from block.clock import sleep_until
+from block.fleet.arrival_log import FleetLog
+from block.fleet.tracker import InstanceTracker
 from block.launch import block_command, running
-from block.policies.base import RoutingRequest
-from block.predictor.arrival_log import FleetLog
-from block.predictor.tracker import InstanceTracker
 from block.profiles.profile import load_profile
+from block.request import RoutingRequest
 
 
 @dataclass(slots=True)

@@ -36,12 +36,14 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from block.fleet.sources import BlockState
+from block.fleet.tracker import InstanceTracker
 from block.http_limits import HttpLimits
 from block.openai_api.errors import error_body
-from block.policies.base import RoutingRequest
-from block.predictor.metrics import CONTENT_TYPE, PredictorMetrics
-from block.predictor.tracker import InstanceTracker
 from block.profiles.profile import Profile, load_profile
+from block.replica import ReplicaConfig
+from block.request import RoutingRequest
+from block.sidecar.metrics import CONTENT_TYPE, PredictorMetrics
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
@@ -146,8 +148,7 @@ class PredictorService:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        timeout = aiohttp.ClientTimeout(total=max(1.0, 20 * self.refresh_s))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession() as session:
             task = asyncio.create_task(self._poll(session))
             try:
                 yield
@@ -157,31 +158,30 @@ class PredictorService:
                     await task
 
     async def _poll(self, session: aiohttp.ClientSession) -> None:
-        url = self.engine_url + "/state"
+        source = BlockState(self.engine_url, ReplicaConfig())  # the router's reader of /state
+        timeout = max(1.0, 20 * self.refresh_s)
         while True:
             started = time.monotonic()
             try:
-                await self.refresh(session, url)
+                await self.refresh(session, source, timeout)
             except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as e:
                 self.refresh_errors += 1
                 self.metrics.refresh_errors.inc()
-                log.debug("refresh from %s failed: %r", url, e)
+                log.debug("refresh from %s failed: %r", self.engine_url, e)
             await asyncio.sleep(max(0.0, self.refresh_s - (time.monotonic() - started)))
 
-    async def refresh(self, session: aiohttp.ClientSession, url: str) -> None:
+    async def refresh(self, session: aiohttp.ClientSession, source: BlockState, timeout: float) -> None:
         sent = self.clock()
-        async with session.get(url) as resp:
-            resp.raise_for_status()
-            state = orjson.loads(await resp.read())
+        snapshot, step_end = await source.read(session, timeout)
         received = self.clock()
         if self.tracker is None:
             if self.profile is None:
-                self.profile = load_profile(state.get("profile") or "")
+                self.profile = load_profile(snapshot.profile or "")
             self.tracker = InstanceTracker(
                 self.engine_url, self.profile, in_flight_follows_snapshots=True, **self.tracker_options
             )
         # the engine read its clock about halfway through the round trip
-        self.tracker.observe_state(state, (sent + received) / 2)
+        self.tracker.observe(snapshot, (sent + received) / 2, step_end)
 
     # -- handlers --------------------------------------------------------------------------------
 

@@ -1,0 +1,41 @@
+"""Where an instance's queue state comes from: the interface every state source implements.
+
+A source is made per instance once it is detected there. `read()` fetches the instance's current state
+(for its tracker's first snapshot, then at every refresh); a source that needs to hear about the
+requests sent to the instance (the stock-vLLM one rebuilds the queue from them) overrides the
+`RequestListener` methods and is registered with the instance's listeners.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import aiohttp
+
+from block.fleet.listeners import RequestListener
+from block.replica import ReplicaConfig, Snapshot
+
+
+class Reading(NamedTuple):
+    snapshot: Snapshot
+    step_end: float | None = None  # end of the step in flight, on the engine's clock (when it says)
+
+
+class StateSource(RequestListener):
+    name: ClassVar[str] = ""  # GET /instances "kind"
+    reads: ClassVar[str] = ""  # GET /instances "state_source": what it reads
+    accepts_expected_field: ClassVar[bool] = False  # the request body may carry expected_output_tokens
+
+    def __init__(self, url: str, base_config: ReplicaConfig) -> None:
+        """`base_config`: the engine settings to assume where the instance does not report them."""
+        self.url = url
+        self.base_config = base_config
+
+    @classmethod
+    async def detect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:
+        """Is the instance at `url` one of this kind? None: it could not tell now (try again later)."""
+        raise NotImplementedError
+
+    async def read(self, session: aiohttp.ClientSession, timeout: float) -> Reading:
+        """The instance's state now. Raises aiohttp.ClientError, TimeoutError, OSError or ValueError."""
+        raise NotImplementedError

@@ -1,0 +1,44 @@
+"""A Block engine: GET /state is the exact queue (`Snapshot.to_dict()`) and the step in flight."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from block.fleet.sources.base import Reading, StateSource
+from block.replica import Snapshot
+
+
+class BlockState(StateSource):
+    name = "block"
+    reads = "/state"
+    accepts_expected_field = True
+
+    @classmethod
+    async def detect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:
+        try:
+            async with session.get(url + "/state", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    return True
+                if resp.status in (404, 405):  # no /state: another kind of server
+                    return False
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            pass
+        return None
+
+    async def read(self, session: aiohttp.ClientSession, timeout: float) -> Reading:
+        async with session.get(self.url + "/state", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            resp.raise_for_status()
+            state = orjson.loads(await resp.read())
+        if not isinstance(state, dict):
+            raise ValueError("/state did not return an object")
+        return reading(state)
+
+
+def reading(state: dict[str, Any]) -> Reading:
+    """A /state body as a tracker observes it."""
+    end = state.get("step_in_progress_until")
+    return Reading(Snapshot.from_dict(state), None if end is None else float(end))

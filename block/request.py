@@ -1,0 +1,28 @@
+"""The routing question and its answer, the values every layer passes around.
+
+`RoutingRequest` is what the router knows of a request when it decides where it goes; `Forecast` is
+what would happen to it on one instance. The predictor makes forecasts, the data layer (`block.fleet`)
+carries them, the policies compare them: they live here, below all three, so that none of them
+depends on another for its own value types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    prompt_tokens: int
+    expected_output_tokens: int  # the length the policy plans with (known, or estimated)
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """What would happen to a new request on one instance, relative to the moment of routing."""
+
+    ttft_s: float
+    e2e_s: float
+    queue_delay_s: float  # from routing until its first token is scheduled
+    added_delay_s: float  # sum of the finish-time shifts it causes to requests already there
