@@ -151,8 +151,6 @@ def register(app: typer.Typer) -> None:
         """Refit every shipped profile from Vidur's measured tables (reproducible, deterministic)."""
         _fit_vidur(data_dir, out, max_knots)
 
-    # `block profile fit --url URL`: fit a profile from probes of a live engine (block/realengine).
-    from block.realengine.cli import fit_command
-
-    profile_app.command("fit")(fit_command)
+    # `block profile fit --url URL` (probes of a live engine) is added by block/realengine/cli.py, which
+    # sits above this package and registers after it.
     app.add_typer(profile_app, name="profile")

@@ -106,6 +106,11 @@ def fidelity_command(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(realengine, name="realengine")
+    # `block profile fit` too: fitting a profile from a live engine is this package's work, and the
+    # profiles package must not import it (block/cli.py registers `profile` first).
+    for group in app.registered_groups:
+        if group.name == "profile" and group.typer_instance is not None:
+            group.typer_instance.command("fit")(fit_command)
 
 
 @realengine.command("peers")
