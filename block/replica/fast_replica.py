@@ -65,14 +65,21 @@ class SimRequest:
     )
 
     def __init__(
-        self, key: str, prompt: int, out: int, c: int = 0, g: int = 0, watched: bool = False
+        self,
+        key: str,
+        prompt: int,
+        out: int,
+        c: int = 0,
+        g: int = 0,
+        watched: bool = False,
+        blocks: int = 0,
     ) -> None:
         self.key = key
         self.prompt = prompt
         self.out = out  # total output tokens it will generate
         self.c = c  # computed tokens (KV in cache)
         self.g = g  # generated tokens
-        self.blocks = 0  # KV blocks held (only maintained while not grouped)
+        self.blocks = blocks  # KV blocks held (only maintained while not grouped)
         self.grouped = False
         self.tag = -1  # identifies its live heap entry while grouped
         self.first_sched: float | None = None
@@ -146,9 +153,8 @@ class FastReplica:
         nd, sum_base, due, heap = 0, 0, self.due, self._heap
         grouping = True
         for key, prompt, out, c, g in running:
-            r = SimRequest(key, prompt, out, c, g, watch_all)
-            r.blocks = b = -(-c // bs)
-            free -= b
+            r = SimRequest(key, prompt, out, c, g, watch_all, -(-c // bs))
+            free -= r.blocks
             run.append(r)
             if grouping and g > 0 and prompt + g - c == 1:
                 r.grouped = True
@@ -162,9 +168,8 @@ class FastReplica:
             else:
                 grouping = False
         for key, prompt, out, c, g in waiting:
-            r = SimRequest(key, prompt, out, c, g, watch_all)
-            r.blocks = b = -(-c // bs)
-            free -= b
+            r = SimRequest(key, prompt, out, c, g, watch_all, -(-c // bs))
+            free -= r.blocks
             wait.append(r)
         self.free = free
         heapq.heapify(heap)

@@ -109,31 +109,21 @@ class Replica:
         can, possibly itself. Waiting requests are admitted FCFS only when nothing was preempted,
         while budget, sequence slots and blocks last.
         """
-        # This loop runs for every request of every step, so Request.num_missing_tokens and the batch
-        # shape's bookkeeping (see Batch) are inlined: a separate pass over the batch cost 4% of a
-        # step-by-step forecast.
-        kv, running, waiting = self.kv, self.running, self.waiting
-        append, allocate = kv.append, kv.allocate
+        # Request.num_missing_tokens is inlined: this runs for every request of every step.
+        append, allocate = self.kv.append, self.kv.allocate
+        running, waiting = self.running, self.waiting
         budget = self.config.max_num_batched_tokens
         batch = Batch()
-        reqs, new_tokens = batch.requests, batch.num_new_tokens
-        num_tokens = num_decode_seqs = kv_read = pairs = 0
+        scheduled, new_tokens = batch.requests, batch.num_new_tokens
         # (a preemption pops from the end of `running`: iteration then ends before the popped ones)
         for req in running:
-            done = req.num_computed_tokens
-            n = req.prompt_tokens + req.num_generated - done
+            n = req.prompt_tokens + req.num_generated - req.num_computed_tokens
             if n > budget:
                 n = budget
             if not append(req, n) and self._preempt_until_fits(req, n, batch.preempted):
                 break  # it preempted itself: it was the newest, nothing after it remains
-            reqs.append(req)
+            scheduled.append(req)
             new_tokens.append(n)
-            num_tokens += n
-            if n == 1 and req.num_generated > 0:
-                num_decode_seqs += 1
-                kv_read += done + 1
-            else:
-                pairs += n * done + n * (n + 1) // 2  # see Batch
             budget -= n
             if budget == 0:
                 break
@@ -142,8 +132,7 @@ class Replica:
             max_seqs = self.config.max_num_seqs
             while waiting and budget > 0 and len(running) < max_seqs:
                 req = waiting[0]
-                done = req.num_computed_tokens
-                n = req.prompt_tokens + req.num_generated - done
+                n = req.prompt_tokens + req.num_generated - req.num_computed_tokens
                 if n > budget:
                     n = budget
                 if not allocate(req, n):
@@ -152,19 +141,10 @@ class Replica:
                 running.append(req)
                 if req.first_scheduled_time is None:
                     req.first_scheduled_time = self.now
-                reqs.append(req)
+                scheduled.append(req)
                 new_tokens.append(n)
-                num_tokens += n
-                if n == 1 and req.num_generated > 0:
-                    num_decode_seqs += 1
-                    kv_read += done + 1
-                else:
-                    pairs += n * done + n * (n + 1) // 2
                 budget -= n
-        batch.num_tokens = num_tokens
-        batch.num_decode_seqs = num_decode_seqs
-        batch.kv_tokens_read = kv_read
-        batch.prefill_attention_pairs = pairs
+        batch.measure()
         return batch
 
     def _preempt_until_fits(self, req: Request, num_new_tokens: int, preempted: list[Request]) -> bool:
