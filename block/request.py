@@ -1,7 +1,9 @@
 """The routing question and its answer, the values every layer passes around.
 
-`RoutingRequest` is what the router knows of a request when it decides where it goes; `Forecast` is
-what would happen to it on one instance. The predictor makes forecasts, the data layer (`block.fleet`)
+`RoutingRequest` is what the router knows of a request when it decides where it goes, and the one shape
+a routed request keeps from the parser to the trackers and every request listener (the engine and the
+forecast's replay keep their own progress records); `Forecast` is what would happen to it on one
+instance. The predictor makes forecasts, the data layer (`block.fleet`)
 carries them, the policies compare them: they live here, below all three, so that none of them
 depends on another for its own value types.
 """
@@ -16,6 +18,7 @@ class RoutingRequest:
     prompt_tokens: int
     expected_output_tokens: int  # the length the policy plans with (known, or estimated)
     max_tokens: int | None = None
+    id: str = ""  # the router's request id; "" for a what-if question that is never routed
 
 
 @dataclass(frozen=True, slots=True)

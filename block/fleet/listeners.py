@@ -16,14 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from block.request import Forecast
+from block.request import Forecast, RoutingRequest
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    request_id: str
-    prompt_tokens: int
-    expected_output_tokens: int
+    request: RoutingRequest
     at: float  # when it was routed (the caller's clock)
     forecast: Forecast | None = None  # the decision's forecast for this instance, when it made one
 
@@ -32,7 +30,7 @@ class RequestListener(Protocol):
     """Told of the requests sent to an instance (`instance` is its id). Subclass it and override what you
     need (the others do nothing): the fan-out only calls a listener for the events it overrides."""
 
-    def routed(self, instance: str, request: Routed) -> None:
+    def routed(self, instance: str, routed: Routed) -> None:
         return None
 
     def tokens(self, instance: str, request_id: str, count: int, at: float) -> None:
@@ -69,9 +67,9 @@ class Listeners:
 
         self.on_routed, self.on_tokens, self.on_finished = hears("routed"), hears("tokens"), hears("finished")
 
-    def routed(self, instance: str, request: Routed) -> None:
+    def routed(self, instance: str, routed: Routed) -> None:
         for listener in self.on_routed:
-            listener.routed(instance, request)
+            listener.routed(instance, routed)
 
     def tokens(self, instance: str, request_id: str, count: int, at: float) -> None:
         for listener in self.on_tokens:

@@ -115,13 +115,14 @@ class InstanceTracker:
         snapshot, step_end = reading(state)
         self.observe(snapshot, at, step_end)
 
-    def on_routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int, at: float) -> None:
-        state = RequestState(request_id, at, prompt_tokens, 0, 0, expected_output_tokens)
-        self._pending[request_id] = (state, at)
-        self._in_flight.add(request_id)
-        self._routed.record(at, prompt_tokens, expected_output_tokens)
+    def on_routed(self, request: RoutingRequest, at: float) -> None:
+        """`request` was routed here at caller time `at`: waiting, as far as this tracker knows."""
+        prompt, expected = request.prompt_tokens, request.expected_output_tokens
+        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected), at)
+        self._in_flight.add(request.id)
+        self._routed.record(at, prompt, expected)
         if self.fleet is not None:
-            self.fleet.record(at, prompt_tokens, expected_output_tokens)
+            self.fleet.record(at, prompt, expected)
         self._forecaster = None
 
     def on_finished(self, request_id: str, at: float) -> None:

@@ -96,11 +96,12 @@ class _Driver(RequestListener):
         if self.arrival_log is not None:
             self.arrival_log.instances = max(1, self.fleet.count(ACTIVE))
 
-    def routed(self, instance: str, request: Routed) -> None:
-        self.open.add(request.request_id)
+    def routed(self, instance: str, routed: Routed) -> None:
+        request = routed.request
+        self.open.add(request.id)
         if self.controller is None:
             return
-        forecast = request.forecast
+        forecast = routed.forecast
         cluster = self.cluster
         if forecast is None and not cluster.policy.wants_forecasts:
             # The policy made none (round robin...): forecast the chosen instance here, as the router does.
@@ -108,13 +109,13 @@ class _Driver(RequestListener):
             candidate = RoutingRequest(request.prompt_tokens, request.expected_output_tokens, None)
             horizon = cluster.forecasts.horizon_s
             if horizon is None:
-                forecast = tracker.predict(candidate, request.at)
+                forecast = tracker.predict(candidate, routed.at)
             else:
-                forecast = predict_within(tracker, candidate, request.at, horizon)
+                forecast = predict_within(tracker, candidate, routed.at, horizon)
                 self.own_capped += is_capped(forecast)
         if forecast is not None:
-            self.controller.observe_forecast(request.at, forecast.e2e_s)
-        self.step(request.at)
+            self.controller.observe_forecast(routed.at, forecast.e2e_s)
+        self.step(routed.at)
 
     def finished(self, instance: str, request_id: str, at: float) -> None:
         if request_id not in self.open:

@@ -105,10 +105,10 @@ class Autoscaler(RequestListener):
 
     # -- what it hears (synchronously, from the pool on the request path) -------------------------
 
-    def routed(self, instance: str, request: Routed) -> None:
-        now = request.at
-        self._sent[request.request_id] = now
-        forecast = request.forecast
+    def routed(self, instance: str, routed: Routed) -> None:
+        now, request = routed.at, routed.request
+        self._sent[request.id] = now
+        forecast = routed.forecast
         inst = self.pool.instances.get(instance)
         tracker = None if inst is None else inst.tracker
         if forecast is None and tracker is not None and now - self._own_forecast_at >= OWN_FORECAST_EVERY_S:

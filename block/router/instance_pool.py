@@ -17,7 +17,7 @@ from block.fleet.listeners import Listeners, Routed
 from block.fleet.sources import detect
 from block.fleet.tracker import router_tracker
 from block.replica import ReplicaConfig
-from block.request import Forecast
+from block.request import Forecast, RoutingRequest
 from block.router.config import RouterConfig
 from block.router.health import health_loop
 from block.router.instance import Instance
@@ -253,19 +253,13 @@ class InstancePool:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def on_routed(
-        self,
-        inst: Instance,
-        request_id: str,
-        prompt_tokens: int,
-        expected: int,
-        now: float,
-        forecast: Forecast | None = None,
+        self, inst: Instance, request: RoutingRequest, now: float, forecast: Forecast | None = None
     ) -> None:
         """`forecast`: the decision's forecast for this instance, when it made one."""
         assert inst.tracker is not None  # only instances in rotation are routed to
-        routed = Routed(request_id, prompt_tokens, expected, now, forecast)
+        routed = Routed(request, now, forecast)
         self.listeners.routed(inst.id, routed)  # first: they see the queue without this request
-        inst.tracker.on_routed(request_id, prompt_tokens, expected, now)
+        inst.tracker.on_routed(request, now)
         self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()
         inst.listeners.routed(inst.id, routed)

@@ -182,7 +182,9 @@ class Proxy:
         send: Send,
     ) -> None:
         request_id = f"{self._prefix}-{next(self._counter)}"
-        request = RoutingRequest(shape.prompt_tokens, shape.expected_output_tokens, shape.max_tokens)
+        request = RoutingRequest(
+            shape.prompt_tokens, shape.expected_output_tokens, shape.max_tokens, request_id
+        )
         headers = {
             "content-type": "application/json",
             "x-block-request-id": request_id,
@@ -219,14 +221,7 @@ class Proxy:
             else:
                 payload = raw
             url = inst.chat_url if path == CHAT_PATH else inst.completions_url
-            self.pool.on_routed(
-                inst,
-                request_id,
-                shape.prompt_tokens,
-                shape.expected_output_tokens,
-                decision.decided_at,
-                decision.forecast,
-            )
+            self.pool.on_routed(inst, request, decision.decided_at, decision.forecast)
             dog = Watchdog(exchange, inst, self.first_byte_timeout, self.idle_timeout)
             task = exchange.attempt = asyncio.create_task(
                 self._attempt(

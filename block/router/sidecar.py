@@ -132,8 +132,9 @@ class SidecarNotices(RequestListener):
     def __init__(self, sidecar: SidecarClient) -> None:
         self.sidecar = sidecar
 
-    def routed(self, instance: str, request: Routed) -> None:
-        self.sidecar.routed(request.request_id, request.prompt_tokens, request.expected_output_tokens)
+    def routed(self, instance: str, routed: Routed) -> None:
+        request = routed.request
+        self.sidecar.routed(request.id, request.prompt_tokens, request.expected_output_tokens)
 
     def finished(self, instance: str, request_id: str, at: float) -> None:
         self.sidecar.finished(request_id)

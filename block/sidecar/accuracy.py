@@ -146,7 +146,7 @@ async def _run(
                 o = Outcome(i, sampled, k, f.ttft_s, f.e2e_s)
                 outcomes.append(o)
                 rid = f"acc-{k}-{i}"
-                trackers[i].on_routed(rid, prompt, output, now)
+                trackers[i].on_routed(RoutingRequest(prompt, output, id=rid), now)
                 tasks.append(asyncio.create_task(one(o, urls[i], rid, prompt, output, trackers[i])))
         await asyncio.gather(*tasks)
     return outcomes

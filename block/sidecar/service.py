@@ -257,7 +257,7 @@ class PredictorService:
             tracker = self._ready()
         except BadRequest as e:
             return _error(e)
-        tracker.on_routed(rid, prompt, output, self.clock())
+        tracker.on_routed(RoutingRequest(prompt, output, id=rid), self.clock())
         self.metrics.pending.set(len(tracker.pending))
         return _json({"pending": len(tracker.pending)})
 

@@ -261,19 +261,19 @@ class Cluster:
             if p + o > max_len or p + o > max_cached:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
-            rr = RoutingRequest(p, e, None if estimated else o)
+            rid = str(i)
+            rr = RoutingRequest(p, e, None if estimated else o, rid)
             r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
                 r = pins[i]
             fallbacks += choice.fallback
             if on_decision is not None:
                 on_decision(self, i, t, candidates, choice)
-            rid = str(i)
             tracker = trackers[r]
             if listeners:  # first: they see the queue without this request, as the decision did
                 forecast = candidates.forecast_for(tracker)
-                self.listeners.routed(tracker.id, Routed(rid, p, e, t, forecast))
-            tracker.on_routed(rid, p, e, t)
+                self.listeners.routed(tracker.id, Routed(rr, t, forecast))
+            tracker.on_routed(rr, t)
             q = Request(rid, p, o, t, e)
             reqs[i], instance_of[i] = q, r
             if times is not None:

@@ -10,6 +10,7 @@ import httpx
 
 from block.fleet.listeners import Listeners, RequestListener, Routed
 from block.fleet.sources import VllmMetrics
+from block.request import RoutingRequest
 from block.sim.simulator import Cluster
 from tests.router.servers import FakeUpstream, router, upstreams
 from tests.sim.helpers import signature, small_config, small_workload
@@ -20,9 +21,9 @@ class Journal(RequestListener):
         self.events: list[tuple[str, str, str, int]] = []  # (event, instance, request id, tokens)
         self.forecasts: list[object] = []
 
-    def routed(self, instance: str, request: Routed) -> None:
-        self.events.append(("routed", instance, request.request_id, 0))
-        self.forecasts.append(request.forecast)
+    def routed(self, instance: str, routed: Routed) -> None:
+        self.events.append(("routed", instance, routed.request.id, 0))
+        self.forecasts.append(routed.forecast)
 
     def tokens(self, instance: str, request_id: str, count: int, at: float) -> None:
         self.events.append(("tokens", instance, request_id, count))
@@ -41,7 +42,7 @@ def test_the_fan_out_calls_a_listener_only_for_the_events_it_overrides() -> None
     listeners = Listeners(journal, quiet)
     assert listeners.on_routed == [journal] and listeners.on_tokens == [journal]
     assert listeners.on_finished == [journal, quiet]
-    listeners.routed("a", Routed("r1", 10, 5, 0.0))
+    listeners.routed("a", Routed(RoutingRequest(10, 5, id="r1"), 0.0))
     listeners.tokens("a", "r1", 3, 0.1)
     listeners.finished("a", "r1", 0.2)
     assert [e[0] for e in journal.events] == ["routed", "tokens", "finished"]

@@ -46,7 +46,7 @@ def test_tracker_anticipates_only_when_asked(profile) -> None:
         t.observe(busy(), at=10.0)
         assert t.recent_arrivals(10.0) is None
         for k in range(20):
-            t.on_routed(f"x{k}", 30, 40, 9.01 + k * 0.049)
+            t.on_routed(RoutingRequest(30, 40, id=f"x{k}"), 9.01 + k * 0.049)
         assert t.recent_arrivals(10.0) == Arrivals(20.0, 30, 40)
         f = t.predict(request, 10.0)
         assert f is not None
@@ -62,7 +62,7 @@ def test_a_shared_fleet_log_anticipates_the_fleet_rate_per_instance(profile) -> 
     ]
     # 40 requests in the last second, all to instance 0: each instance should expect 10 per second.
     for k in range(40):
-        trackers[0].on_routed(f"x{k}", 30 + k % 2 * 2, 40, 9.01 + k * 0.0245)
+        trackers[0].on_routed(RoutingRequest(30 + k % 2 * 2, 40, id=f"x{k}"), 9.01 + k * 0.0245)
     expected = Arrivals(10.0, 31, 40)
     assert all(t.recent_arrivals(10.0) == expected for t in trackers)
     assert trackers[0].routed_in_last(1.0, 10.0) == 40 and trackers[1].routed_in_last(1.0, 10.0) == 0

@@ -26,7 +26,7 @@ def test_a_burst_raises_the_forecast_until_a_snapshot_shows_it(profile) -> None:
     assert calm is not None
 
     for i in range(5):  # a burst routed here, not yet in any snapshot
-        t.on_routed(f"b{i}", 60, 40, at=0.01)
+        t.on_routed(RoutingRequest(60, 40, id=f"b{i}"), 0.01)
     assert t.waiting == 5 and t.in_flight == 5 and t.waiting_prompt_tokens == 300
     assert t.routed_in_last(60, now=0.02) == 5 and t.routed_in_last(0.001, now=0.1) == 0
     busy = t.predict(REQ, 0.02)
@@ -50,8 +50,8 @@ def test_finished_and_forgotten_requests_leave(profile) -> None:
     replica.step()
     t = InstanceTracker("a", profile, CFG, forget_after_s=1.0)
     t.observe(replica.snapshot(), at=0.0)
-    t.on_routed("x", 60, 400, at=-0.5)
-    t.on_routed("lost", 60, 10, at=0.0)
+    t.on_routed(RoutingRequest(60, 400, id="x"), -0.5)
+    t.on_routed(RoutingRequest(60, 10, id="lost"), 0.0)
     with_x = t.predict(REQ, 0.0)
     t.on_finished("x", at=0.1)  # ended early: it leaves the snapshot's queue at once
     assert t.running == 0 and t.in_flight == 1
@@ -74,7 +74,7 @@ def test_tracker_forecast_equals_the_library_forecast(profile) -> None:
     snap = replica.snapshot()
     t = InstanceTracker("a", profile, CFG, added_delay="horizon")
     t.observe(snap, at=100.0)
-    t.on_routed("p", 40, 10, at=100.01)
+    t.on_routed(RoutingRequest(40, 10, id="p"), 100.01)
     got = t.predict(REQ, 100.05)
     want = forecast(
         snap, REQ, profile, pending=t.pending, pending_at=[0.01], elapsed_s=0.05, added_delay="horizon"
@@ -92,9 +92,9 @@ def test_a_sidecar_in_flight_record_follows_the_snapshots(profile) -> None:
     sidecar = InstanceTracker("a", profile, CFG, forget_after_s=1.0, in_flight_follows_snapshots=True)
     router = InstanceTracker("a", profile, CFG, forget_after_s=1.0)
     for t in (sidecar, router):
-        t.on_routed("real", 60, 400, at=0.0)
+        t.on_routed(RoutingRequest(60, 400, id="real"), 0.0)
         for i in range(100):
-            t.on_routed(f"fake{i}", 2000, 2000, at=0.0)
+            t.on_routed(RoutingRequest(2000, 2000, id=f"fake{i}"), 0.0)
         t.observe(replica.snapshot(), at=0.5)
         assert t.in_flight == 101 and len(t.pending) == 100  # the fakes may still be on their way
         t.observe(replica.snapshot(), at=1.5)

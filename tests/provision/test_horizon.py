@@ -23,7 +23,7 @@ def busy_tracker(queued: int) -> InstanceTracker:
         replica.step()
     tracker.observe(replica.snapshot(), at=replica.now)
     for i in range(3):
-        tracker.on_routed(f"p{i}", 300, 120, replica.now + 0.01 * i)
+        tracker.on_routed(RoutingRequest(300, 120, id=f"p{i}"), replica.now + 0.01 * i)
     return tracker
 
 

@@ -48,8 +48,8 @@ def test_counts_agree_with_and_without_a_profile() -> None:
     assert without.waiting_prompt_tokens == 700 + 540 + 388
 
     for t in (with_profile, without):
-        t.on_routed("x", 1000, 50, at=1.5)
-        t.on_routed("y", 64, 50, at=1.6)
+        t.on_routed(RoutingRequest(1000, 50, id="x"), 1.5)
+        t.on_routed(RoutingRequest(64, 50, id="y"), 1.6)
         t.on_finished("y", at=1.7)
         t.on_finished("new0", at=1.8)  # finished while still in the snapshot
     assert view(with_profile) == view(without)
@@ -68,7 +68,7 @@ def test_count_policies_choose_the_same_with_and_without_a_profile() -> None:
         for k, t in enumerate(trackers):
             t.observe(snapshot(k), at=1.0)
             for j in range(k % 3):
-                t.on_routed(f"r{k}-{j}", 400 * (j + 1), 50, at=1.2)
+                t.on_routed(RoutingRequest(400 * (j + 1), 50, id=f"r{k}-{j}"), 1.2)
         return trackers
 
     request = RoutingRequest(300, 100)

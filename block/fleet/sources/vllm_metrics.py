@@ -48,10 +48,9 @@ class VllmMetrics(StateSource):
 
     # -- what it hears ---------------------------------------------------------------------------
 
-    def routed(self, instance: str, request: Routed) -> None:
-        self.sent[request.request_id] = SentRequest(
-            request.prompt_tokens, request.expected_output_tokens, request.at
-        )
+    def routed(self, instance: str, routed: Routed) -> None:
+        request = routed.request
+        self.sent[request.id] = SentRequest(request.prompt_tokens, request.expected_output_tokens, routed.at)
 
     def tokens(self, instance: str, request_id: str, count: int, at: float) -> None:
         record = self.sent.get(request_id)
