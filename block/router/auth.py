@@ -13,8 +13,9 @@ constant time."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
+
+from block.bearer import bearer_token, matches
 
 # Every 401 names the scheme the client should use (RFC 7235, section 3.1).
 CHALLENGE = [(b"www-authenticate", b"Bearer")]
@@ -25,29 +26,6 @@ ADMIN_DISABLED = (
     "adding and removing instances is disabled: no credential is configured; start the router "
     "with --admin-token TOKEN (or --api-key KEY), or pass --allow-admin-without-auth on a trusted network"
 )
-
-
-def bearer_token(authorization: str | bytes | None) -> bytes | None:
-    """The credential of an `Authorization: Bearer <token>` header (any case of `Bearer`), else None."""
-    if authorization is None:
-        return None
-    raw = authorization.encode("latin-1", "replace") if isinstance(authorization, str) else authorization
-    scheme, _, token = raw.strip().partition(b" ")
-    token = token.strip()
-    if scheme.lower() != b"bearer" or not token:
-        return None
-    return token
-
-
-def matches(given: bytes | None, secrets: list[bytes]) -> bool:
-    """True when `given` equals one of `secrets`. Every secret is compared (in constant time) so the
-    time taken does not say which one nearly matched."""
-    if given is None:
-        return False
-    found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(given, secret)
-    return found
 
 
 @dataclass(frozen=True, slots=True)

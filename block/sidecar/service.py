@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +35,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from block.bearer import bearer_token, matches
 from block.fleet.sources import BlockState
 from block.fleet.tracker import InstanceTracker
 from block.http_limits import HttpLimits
@@ -65,13 +65,6 @@ def _error(e: BadRequest) -> Response:
     if e.status == 401:
         response.headers["www-authenticate"] = "Bearer"
     return response
-
-
-def bearer_matches(authorization: str, token: str) -> bool:
-    """`Authorization: Bearer <token>`, the scheme in any case (RFC 7235), compared in constant time."""
-    scheme, _, given = authorization.strip().partition(" ")
-    same = hmac.compare_digest(given.strip().encode(), token.encode())
-    return same and scheme.lower() == "bearer"
 
 
 async def _body(req: HTTPRequest) -> dict[str, Any]:
@@ -187,12 +180,12 @@ class PredictorService:
 
     def _authorized(self, handler: Handler) -> Handler:
         """`handler` behind the bearer token, when one is set."""
-        token = self.token
-        if token is None:
+        if self.token is None:
             return handler
+        token = self.token.encode()
 
         async def guarded(req: HTTPRequest) -> Response:
-            if not bearer_matches(req.headers.get("authorization", ""), token):
+            if not matches(bearer_token(req.headers.get("authorization")), [token]):
                 return _error(BadRequest("a valid 'Authorization: Bearer' token is required", status=401))
             return await handler(req)
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from block.sidecar.service import bearer_matches
+from block.bearer import bearer_token, matches
 from tests.predictor.servers import engine, sidecar_service
 
 TOKEN = "s3cret-token"
@@ -18,6 +18,10 @@ BODIES = {
     "/routed": {"request_id": "r1", "prompt_tokens": 100, "expected_output_tokens": 10},
     "/finished": {"request_id": "r1"},
 }
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    return matches(bearer_token(authorization), [token.encode()])
 
 
 def test_bearer_matches() -> None:
