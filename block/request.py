@@ -19,6 +19,10 @@ class RoutingRequest:
     expected_output_tokens: int  # the length the policy plans with (known, or estimated)
     max_tokens: int | None = None
     id: str = ""  # the router's request id; "" for a what-if question that is never routed
+    # chained hashes of the prompt's full blocks (block.prefix.chain_hashes), at prefix_block_size tokens
+    # per block; () when unknown: then no instance is assumed to hold any of it
+    prefix_hashes: tuple[int, ...] = ()
+    prefix_block_size: int = 16
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,10 @@ class InstanceTracker:
             return self.fleet.per_instance(now, window)
         return self._routed.arrivals(now, window)
 
+    def cached_prefix_blocks(self, request: RoutingRequest) -> int:
+        """See InstanceView. Prefix caching is not in the data layer yet: nothing is cached."""
+        return 0
+
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at
 

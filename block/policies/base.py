@@ -34,6 +34,12 @@ class InstanceView(Protocol):
 
     def routed_in_last(self, seconds: float, now: float) -> int: ...
 
+    def cached_prefix_blocks(self, request: RoutingRequest) -> int:
+        """Leading full blocks of the request's prompt (`request.prefix_hashes`) this instance is
+        believed to hold in its prefix cache: from the engine's snapshot for Block engines, from the
+        router's own record of what it routed where otherwise; 0 when unknown."""
+        ...
+
 
 class Candidates:
     """One decision's instances, in the data layer's order, with the forecasts made for them.

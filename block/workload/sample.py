@@ -18,3 +18,6 @@ class Sample:
     output_tokens: int
     arrival_s: float | None = None  # seconds from trace start, when the dataset records it
     reference_output: str | None = None  # ShareGPT's first answer, when known
+    # chained hashes of the prompt's full blocks at block.prefix.PREFIX_BLOCK_SIZE tokens per block
+    # (block.prefix.chain_hashes); () when the workload gives prompts no prefix identity
+    prefix_hashes: tuple[int, ...] = ()
