@@ -8,6 +8,7 @@ import numpy as np
 
 from block.workload import Sample
 from block.workload.arrivals import arrival_times
+from block.workload.sessions import SessionPlan
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class SimRequests:
     output_tokens: np.ndarray  # int64
     arrival_s: np.ndarray  # float64, non-decreasing
     planned_tokens: np.ndarray | None = None  # int64, >= 1; None: plan with output_tokens
+    # Multi-turn sessions: a later turn arrives when the one before it finished plus its think time
+    # (block.sim.sessions); its `arrival_s` is then only its session's start, the earliest it may come.
+    sessions: SessionPlan | None = None
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -28,6 +32,8 @@ class SimRequests:
             raise ValueError("planned_tokens must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
+        if self.sessions is not None and len(self.sessions) != n:
+            raise ValueError("sessions must have one entry per request")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -35,7 +41,10 @@ class SimRequests:
     def head(self, n: int) -> SimRequests:
         """The first n requests (by arrival)."""
         planned = None if self.planned_tokens is None else self.planned_tokens[:n]
-        return SimRequests(self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned)
+        sessions = None if self.sessions is None else self.sessions.head(n)
+        return SimRequests(
+            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, sessions
+        )
 
     @classmethod
     def from_samples(
