@@ -144,7 +144,7 @@ def _shared_prefix(
 ) -> list[Sample]:
     """ShareGPT questions behind shared system prompts; the room the system prompt takes is kept free."""
     margin = system_tokens + _SHARED_PREFIX_GLUE
-    room = _Filter(filt.max_model_len - margin, max(1, filt.min_prompt_tokens - margin))
+    room = _Filter(filt.max_model_len - margin, filt.min_prompt_tokens)  # questions as in `sharegpt`
     questions = load_sharegpt(tokenizer)
     prompts = np.fromiter((s.prompt_tokens for s in questions), dtype=np.int64, count=len(questions))
     outputs = np.fromiter((s.output_tokens for s in questions), dtype=np.int64, count=len(questions))
