@@ -19,8 +19,9 @@ Traces with timestamps keep their time order instead: the first `num_requests` r
 a contiguous stretch of the trace (repeated end to end when more are asked for than it holds).
 Length-only traces get synthesised prompts of exactly the recorded token count.
 `sharegpt-chat` draws whole sessions (turns in order) until `num_requests` turns; the multi-turn,
-shared-prefix and hashtrace workloads give every Sample its `prefix_hashes`, and a repeated draw never
-shares a prefix its original has unless the workload means it to (the shared system prompts).
+shared-prefix and hashtrace workloads, and those with recorded prompt text, give every Sample its
+`prefix_hashes` (block.workload.repeats); a repeated draw never shares a prefix its original has unless the
+workload means it to (the shared system prompts). Synthesised random words share no prefix and get none.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from block.workload import synthetic, traces
 from block.workload.hashtrace import hashtrace_samples
+from block.workload.repeats import draw_rounds, with_prefix_hashes
 from block.workload.sample import Sample
 from block.workload.shared_prefix import parse_shared_prefix, shared_prefix_samples
 from block.workload.sharegpt import load_sharegpt
@@ -82,7 +84,7 @@ def load_workload(
     filt = _Filter(max_model_len, min_prompt_tokens)
     rng = np.random.default_rng(seed)
     if kind == "sharegpt" and not arg:
-        return _from_sharegpt(load_sharegpt(tokenizer), num_requests, rng, filt)
+        return _from_sharegpt(load_sharegpt(tokenizer), num_requests, rng, filt, tokenizer)
     if kind == "sharegpt-chat" and not arg:
         return chat_samples(
             load_chat_sessions(), num_requests, rng, tokenizer, max_model_len, min_prompt_tokens
@@ -123,14 +125,16 @@ def choose(count: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
 
 
 def _from_sharegpt(
-    samples: list[Sample], n: int | None, rng: np.random.Generator, filt: _Filter
+    samples: list[Sample], n: int | None, rng: np.random.Generator, filt: _Filter, tokenizer: str
 ) -> list[Sample]:
     prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))
     outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))
     kept = np.flatnonzero(filt.mask(prompts, outputs))
     if kept.size == 0:
         raise ValueError("sharegpt: no request passes the filters")
-    return [samples[i] for i in kept[choose(kept.size, n, rng)]]
+    drawn = choose(kept.size, n, rng)
+    chosen = [samples[i] for i in kept[drawn]]
+    return with_prefix_hashes(chosen, tokenizer, draw_rounds(kept.size, drawn.size))
 
 
 def _shared_prefix(
@@ -155,8 +159,8 @@ def _shared_prefix(
             f"in max_model_len {filt.max_model_len}"
         )
     drawn = choose(kept.size, n, rng)
-    rounds = (np.arange(drawn.size) // kept.size).tolist()
     chosen = [questions[i] for i in kept[drawn]]
+    rounds = draw_rounds(kept.size, drawn.size).tolist()
     return shared_prefix_samples(chosen, rounds, groups, system_tokens, rng, seed, tokenizer)
 
 
@@ -175,10 +179,17 @@ def _from_rows(
     if not rows:
         raise ValueError(f"workload {spec!r}: no request passes the filters")
     timed = all(r.arrival_s is not None for r in rows)
-    chosen = _first_n_repeated(rows, n) if timed else [rows[i] for i in choose(len(rows), n, rng)]
+    if timed:
+        chosen = _first_n_repeated(rows, n)
+        rounds = np.arange(len(chosen)) // len(rows)
+    else:
+        drawn = choose(len(rows), n, rng)
+        chosen, rounds = [rows[i] for i in drawn], draw_rounds(len(rows), drawn.size)
+    # Synthesised prompts are new random words for every draw: only a recorded text can repeat.
+    rounds = [r if row.prompt is not None else 0 for row, r in zip(chosen, rounds, strict=True)]
     missing = [r.prompt_tokens for r in chosen if r.prompt is None]
     synthesized = iter(synthesize_prompts(missing, seed, tokenizer))
-    return [
+    samples = [
         Sample(
             prompt=r.prompt if r.prompt is not None else next(synthesized),
             prompt_tokens=r.prompt_tokens,
@@ -187,6 +198,9 @@ def _from_rows(
         )
         for r in chosen
     ]
+    if all(r.prompt is None for r in chosen):
+        return samples  # random words, new for every draw: no prompt shares a prefix with another
+    return with_prefix_hashes(samples, tokenizer, rounds)
 
 
 def _first_n_repeated(rows: list[TraceRow], n: int | None) -> list[TraceRow]:

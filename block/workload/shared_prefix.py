@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from block.prefix import chain_hashes
+from block.workload.repeats import repeat_marker
 from block.workload.sample import Sample
 from block.workload.synthesis import synthesize_prompt
 from block.workload.tokenizer import get_tokenizer
@@ -51,7 +52,7 @@ def shared_prefix_samples(
     systems = system_prompts(groups, system_tokens, seed, tokenizer)
     group_of = rng.integers(groups, size=len(questions))
     prompts = [
-        systems[g] + SEPARATOR + (f"({r}) " if r else "") + q.prompt
+        systems[g] + SEPARATOR + repeat_marker(r) + q.prompt
         for g, r, q in zip(group_of, rounds, questions, strict=True)
     ]
     ids = get_tokenizer(tokenizer).encode_batch(prompts)

@@ -27,6 +27,7 @@ from functools import cache
 import numpy as np
 
 from block.prefix import chain_hashes
+from block.workload.repeats import repeat_marker
 from block.workload.sample import Sample
 from block.workload.sharegpt import parse_conversations
 from block.workload.tokenizer import get_tokenizer
@@ -98,7 +99,7 @@ def chat_samples(
     session = 0
     for r in range(1 << 30):
         added = 0
-        marker = f"({r}) " if r else ""
+        marker = repeat_marker(r)
         for k in rng.permutation(len(sessions)):
             turns = sessions[int(k)]
             prompts = turn_prompts(turns, marker)
