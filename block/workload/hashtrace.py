@@ -95,35 +95,50 @@ def _vocabulary(tokenizer: str) -> tuple[tuple[str, ...], np.ndarray]:
 
 
 class BlockText:
-    """Word indices of trace blocks, drawn once per (round, id) and kept for the replay."""
+    """Words of trace blocks, drawn once per (round, id) and kept for the replay with their text."""
 
     def __init__(self, tokenizer: str) -> None:
         self.words, self.token_ids = _vocabulary(tokenizer)
+        self._word_array = np.array(self.words, dtype=object)  # joins without a Python loop per word
         self.blocks: dict[tuple[int, int], np.ndarray] = {}
+        self.texts: dict[tuple[int, int], str] = {}
 
     def block(self, rnd: int, hash_id: int) -> np.ndarray:
+        """The word indices of block `hash_id` in replay round `rnd` (uint16: pools hold < 65,536)."""
         key = (rnd, hash_id)
         words = self.blocks.get(key)
         if words is None:
             rng = np.random.default_rng([_BLOCK_SEED, rnd, hash_id & (2**63 - 1), hash_id < 0])
-            words = self.blocks[key] = rng.integers(len(self.words), size=TRACE_BLOCK_TOKENS)
+            words = rng.integers(len(self.words), size=TRACE_BLOCK_TOKENS, dtype=np.uint16)
+            self.blocks[key] = words
+            self.texts[key] = self.text(words)
         return words
 
-    def prompt_words(self, row: HashTraceRow, rnd: int) -> np.ndarray:
-        """The word indices of the row's prompt: its blocks' words, cut or filled to input_length."""
-        parts = [self.block(rnd, h) for h in row.hash_ids]
-        covered = TRACE_BLOCK_TOKENS * len(parts)
-        if covered < row.input_length:
-            rng = np.random.default_rng([_FILLER_SEED, rnd, row.line])
-            parts.append(rng.integers(len(self.words), size=row.input_length - covered))
-        words = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        return words[: row.input_length]
+    def text(self, words: np.ndarray) -> str:
+        return "".join(self._word_array[words].tolist())
 
     def sample(self, row: HashTraceRow, rnd: int, arrival_s: float) -> Sample:
-        words = self.prompt_words(row, rnd)
-        ids = self.token_ids[words].tolist()
+        """The row's request: its blocks' words, the last one cut, or filler past them, to input_length."""
+        texts, words = [], []
+        left = row.input_length
+        for h in row.hash_ids:
+            if left <= 0:
+                break
+            block = self.block(rnd, h)
+            if left >= TRACE_BLOCK_TOKENS:
+                texts.append(self.texts[(rnd, h)])
+            else:
+                block = block[:left]
+                texts.append(self.text(block))
+            words.append(block)
+            left -= len(block)
+        if left > 0:
+            rng = np.random.default_rng([_FILLER_SEED, rnd, row.line])
+            words.append(rng.integers(len(self.words), size=left, dtype=np.uint16))
+            texts.append(self.text(words[-1]))
+        ids = self.token_ids[np.concatenate(words)].tolist() if words else []
         return Sample(
-            prompt="".join(self.words[w] for w in words.tolist()),
+            prompt="".join(texts),
             prompt_tokens=len(ids),
             output_tokens=row.output_length,
             arrival_s=arrival_s,
