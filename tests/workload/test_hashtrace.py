@@ -130,3 +130,14 @@ def test_the_cli_reports_a_bad_line_in_one_line(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
         assert "bad.jsonl:1: missing field(s) output_length" in result.output
+
+
+def test_workload_stats_command_reads_the_trace() -> None:
+    from typer.testing import CliRunner
+
+    from block.cli import app
+
+    result = CliRunner().invoke(app, ["workload", "stats", f"hashtrace:{FIXTURE}"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert stats["requests"] == 9 and stats["with_prefix_hashes"] == 9 and 0.3 < stats["reusable_share"] < 0.7

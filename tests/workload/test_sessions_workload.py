@@ -143,3 +143,21 @@ def test_think_times_are_exponential_with_the_given_mean() -> None:
     samples = [Sample("x", 4, 1, session=0, turn=k) for k in range(20_001)]
     plan = session_plan(samples, qps=1.0, think_time_s=5.0)
     assert plan.think_s[1:].mean() == pytest.approx(5.0, rel=0.03)
+
+
+def test_workload_stats_count_history_and_reusable_tokens() -> None:
+    from block.workload.stats import workload_stats
+
+    turns = (
+        ChatTurn("Tell me about prefix caching in LLM serving engines, briefly please.", "It reuses KV."),
+        ChatTurn("And how does a router use it when it picks an instance for a request?", "By overlap."),
+    )
+    samples = chat_samples((turns,), None, np.random.default_rng(0))
+    stats = workload_stats(samples)
+    first, second = samples
+    assert stats["requests"] == 2 and stats["sessions"] == 1 and stats["turns_per_session"] == 2
+    total = first.prompt_tokens + second.prompt_tokens
+    history = first.prompt_tokens + first.output_tokens
+    assert stats["history_share"] == pytest.approx(history / total)
+    reused = (first.prompt_tokens // PREFIX_BLOCK_SIZE) * PREFIX_BLOCK_SIZE
+    assert stats["reusable_share"] == pytest.approx(reused / total)
