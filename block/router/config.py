@@ -35,6 +35,7 @@ class RouterConfig:
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
     log_level: str = "info"
+    decision_log: str | None = None  # JSON lines: what each decision saw against what happened
     seed: int | None = None
     # Auto-provisioning (block.provision.config): off unless its mode is preemptive or reactive.
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
