@@ -60,6 +60,13 @@ def register(app: typer.Typer) -> None:
         refresh_ms: float = typer.Option(
             None, help="State polling period per instance. (default: 20)", rich_help_panel="State"
         ),
+        metrics_read_ms: float = typer.Option(
+            None,
+            help="Stock vLLM: read /metrics this often; at the refreshes between, the state is rebuilt "
+            "from what the router sent and saw stream back (reading every 20 ms slows a small engine: "
+            "`block realengine poll-cost`). (default: 250)",
+            rich_help_panel="State",
+        ),
         admin_token: str = typer.Option(
             None,
             help="Bearer token for POST/DELETE /instances (else the API key guards them).",
@@ -242,6 +249,7 @@ def register(app: typer.Typer) -> None:
                 health_interval=health_interval,
                 deadline_ms=deadline_ms,
                 refresh_ms=refresh_ms,
+                metrics_read_ms=metrics_read_ms,
                 admin_token=admin_token,
                 api_key=api_key,
                 max_body_bytes=max_body_bytes,

@@ -10,9 +10,9 @@
 `candidates` is every instance the decision looked at, with its forecast (null where none was made) and
 the state the forecast started from: the snapshot's age and the counts the data layer folded in. `actual`
 is measured at the router: first streamed token and end of response, relative to `routed_at`
-(`ttft_s` is null and `output_tokens` 0 for a response that was not streamed). A request retried on another instance has a line
-per attempt, each with its own decision. `block router decisions FILE` reads it back
-(block/router/decision_report.py).
+(`ttft_s` is null and `output_tokens` 0 for a response that was not streamed). A request retried on
+another instance has a line per attempt, each with its own decision. `block router decisions FILE` reads
+it back (block/router/decision_report.py).
 
 This is how to find out why a forecast-driven policy loses on some fleet: per instance, whether the
 forecasts were biased (a slower engine than the profile, a stale snapshot, requests the router did not
