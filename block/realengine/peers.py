@@ -478,7 +478,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def sigterm_unwinds() -> Iterator[None]:
     """Turn SIGTERM into SystemExit so every `finally` stops its servers (a kill from a CI timeout)."""
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -515,7 +515,7 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
     ]  # fmt: skip
     rounds: list[list[dict]] = []
     runs: list[dict] = []
-    with _sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
+    with sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
         urls = [e.url for e in engines]
         log(f"engines up at {', '.join(urls)} after {time.monotonic() - t_start:.0f} s")
         profile = s.profile

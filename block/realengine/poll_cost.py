@@ -91,7 +91,7 @@ def _quantile(xs: Sequence[float], q: float) -> float | None:
 def run_poll_cost(s: PollCostSettings, log: Log = print) -> dict:
     from block.bench.client import run_benchmark
     from block.bench.results import build_results
-    from block.realengine.peers import PeerSettings, drain, warm_up, workload
+    from block.realengine.peers import PeerSettings, drain, sigterm_unwinds, warm_up, workload
     from block.realengine.prepare import prepare
 
     if s.repeat < 1 or any(p <= 0 for p in s.periods_ms):
@@ -111,7 +111,7 @@ def run_poll_cost(s: PollCostSettings, log: Log = print) -> dict:
     engine = launcher.vllm_server(model, 0, python=vllm_python, log_dir=s.out_dir / "logs")
     periods: list[float | None] = [None, *s.periods_ms]
     runs: dict[str, list[dict]] = {_label(p): [] for p in periods}
-    with launcher.running(engine, timeout_s=240):
+    with sigterm_unwinds(), launcher.running(engine, timeout_s=240):
         url = engine.url
         warm_up([url], samples)
         drain([url], s.drain_timeout_s)
