@@ -265,6 +265,9 @@ class InstancePool:
         assert inst.tracker is not None  # only instances in rotation are routed to
         routed = Routed(request, now, forecast)
         self.listeners.routed(inst.id, routed)  # first: they see the queue without this request
+        if request.prefix_hashes:  # what it was believed to hold, before it records this prompt
+            cached = inst.tracker.cached_prefix_blocks(request) * request.prefix_block_size
+            self.metrics.prefix_routed(request.prompt_tokens, cached)
         inst.tracker.on_routed(request, now)
         self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()
