@@ -58,7 +58,7 @@ class RouterApp:
             from block.workload.tokenizer import get_tokenizer
 
             tokenizer = get_tokenizer(config.tokenizer)
-            count_tokens, encode_tokens = tokenizer.count, encode_tokens or tokenizer.encode
+            count_tokens, encode_tokens = tokenizer.count, encode_tokens or tokenizer.encode_ordinary
         self.policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)

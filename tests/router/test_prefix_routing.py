@@ -88,13 +88,15 @@ async def test_repeated_prefixes_follow_their_first_request(stock: bool) -> None
         a_busy = await asyncio.gather(*busy)
         a_rest = [await ask(c, url, "a", i) for i in range(3, 6)]
         listing = (await c.get(url + "/instances")).json()["instances"]
+        quoting = {"prompt": "Explain <|begin_of_text|> and <|eot_id|>.", "max_tokens": 2}
+        assert (await c.post(url + "/v1/completions", json=quoting)).status_code == 200  # text, not refused
     assert len(set(a_busy)) == 1 and set(a_rest) == set(a_busy)
     assert set(b_rest) == {b_first} and b_first != a_busy[0]
     assert all(row["prefix_index_blocks"] > 0 for row in listing)  # both hold a recorded prefix
     text = app.metrics.render().decode()
     prompt = _counter(text, "block_router_prefix_prompt_tokens_total")
     cached = _counter(text, "block_router_prefix_cached_tokens_total")
-    # 10 of the 12 requests found their group's system prompt (about 90% of each prompt) cached
+    # 10 of the 12 grouped requests found their group's system prompt (about 90% of each prompt) cached
     assert prompt > 0 and 0.6 < cached / prompt < 0.9
 
 
