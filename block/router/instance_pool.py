@@ -203,7 +203,7 @@ class InstancePool:
         if kind is None:
             inst.last_error = "could not fetch /state"
             return False
-        source = kind(inst.url, self.base_config)
+        source = kind(inst.url, self.base_config, self.config.metrics_read_ms / 1000.0)
         try:
             snapshot, step_end = await source.read(self.session, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
