@@ -79,8 +79,9 @@ async def test_repeated_prefixes_follow_their_first_request(stock: bool) -> None
         assert kinds == ({"vllm"} if stock else {"block"})
         # Group a's first three arrive together and stay busy a while (long answers): each follows the
         # first one, whose blocks the router recorded there.
-        busy = [asyncio.create_task(ask(c, url, "a", i, tokens=400)) for i in range(3)]
-        await asyncio.sleep(0.3)  # their blocks show in the instances' KV use (polled every 20 ms)
+        busy = [asyncio.create_task(ask(c, url, "a", i, tokens=800)) for i in range(3)]
+        # their blocks show in the instances' KV use (/state every 20 ms; vLLM's /metrics every 250 ms)
+        await asyncio.sleep(0.5)
         # Group b's first one finds no prefix anywhere: the instance with the most free blocks takes
         # it; the rest of b follows it there.
         b_first = await ask(c, url, "b", 0)
