@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from block.fleet.arrival_log import ArrivalLog, FleetLog
+from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
@@ -60,13 +61,16 @@ class InstanceTracker:
         anticipate_arrivals: bool = False,
         anticipate_window_s: float = ANTICIPATE_WINDOW_S,
         fleet: FleetLog | None = None,
+        prefix_index: PrefixIndex | None = None,
     ) -> None:
         """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
         the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
         routed then (see `block.predictor.forecast`): the `fleet`'s rate per instance when the
         trackers share one (see `block.fleet.arrival_log`), else this instance's own. Off by
         default. Without a `profile` (a stock vLLM instance whose step times are unknown) the tracker
-        counts exactly as with one and makes no forecasts: `predict` answers None."""
+        counts exactly as with one and makes no forecasts: `predict` answers None. `prefix_index`: the
+        record of the prompt blocks routed here (block.fleet.prefix_index), kept within the instance's
+        KV blocks, for `cached_prefix_blocks` when the instance reports no cache of its own."""
         self.id = id
         self.profile = profile
         self.config = config or (
@@ -81,6 +85,7 @@ class InstanceTracker:
         self.anticipate_arrivals = anticipate_arrivals
         self.anticipate_window_s = anticipate_window_s
         self.fleet = fleet
+        self.prefix_index = prefix_index
         self.last_forecast: Forecast | None = None  # for GET /instances
         self.snapshot: Snapshot | None = None
         self.snapshot_at: float | None = None  # caller time when the snapshot was received
@@ -123,6 +128,11 @@ class InstanceTracker:
         self._routed.record(at, prompt, expected)
         if self.fleet is not None:
             self.fleet.record(at, prompt, expected)
+        index = self.prefix_index
+        if index is not None and request.prefix_hashes:
+            if index.capacity != self.num_gpu_blocks:  # the bound follows what the instance reports
+                index.resize(self.num_gpu_blocks)
+            index.record(request.prefix_hashes)
         self._forecaster = None
 
     def on_finished(self, request_id: str, at: float) -> None:
@@ -188,7 +198,10 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. Prefix caching is not in the data layer yet: nothing is cached."""
+        """See InstanceView. From the router's record of what it routed here (the prefix index); 0
+        without one."""
+        if self.prefix_index is not None and request.prefix_hashes:
+            return self.prefix_index.match(request.prefix_hashes)
         return 0
 
     def snapshot_age(self, now: float) -> float | None:
@@ -282,8 +295,9 @@ def router_tracker(
 ) -> InstanceTracker:
     """The router's tracker of one instance. Block engines name their profile in /state; for stock vLLM
     it is the router's `profile` setting. With a `fleet` log, forecasts anticipate the fleet's arrival
-    rate per instance (where there are forecasts: with a profile)."""
-    return InstanceTracker(
+    rate per instance (where there are forecasts: with a profile). It records the prompt blocks routed
+    there (a prefix index bounded by the instance's KV blocks)."""
+    tracker = InstanceTracker(
         id,
         profile,
         config=config,
@@ -292,3 +306,5 @@ def router_tracker(
         anticipate_arrivals=fleet is not None and profile is not None,
         fleet=fleet,
     )
+    tracker.prefix_index = PrefixIndex(tracker.num_gpu_blocks)
+    return tracker

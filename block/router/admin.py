@@ -51,6 +51,8 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "running": t.running if t is not None else None,
         "waiting": t.waiting if t is not None else None,
         "free_blocks": t.free_blocks if t is not None else None,
+        # prompt blocks the router recorded sending there (its prefix index, bounded by the KV blocks)
+        "prefix_index_blocks": len(t.prefix_index) if t is not None and t.prefix_index is not None else None,
         "snapshot_age_ms": None if age is None else round(age * 1e3, 3),
         "last_forecast": None if last is None else asdict(last),
         "last_error": inst.last_error,

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(
             None,
             help="Routing policy: block, block-po2, llumnix, infaas, min-qpm, "
-            "least-requests, po2, round-robin, random. (default: block)",
+            "least-requests, po2, round-robin, random; the peers' cache-aware baselines cache-aware "
+            "(SGLang), prefix-load (llm-d), kv-overlap (Dynamo). (default: block)",
             rich_help_panel="Routing",
         ),
         port: int = typer.Option(None, help="Port to listen on. (default: 8000)", rich_help_panel="Server"),

@@ -17,6 +17,7 @@ from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners, Routed
 from block.fleet.sources import detect
 from block.fleet.tracker import router_tracker
+from block.prefix import PREFIX_BLOCK_SIZE
 from block.replica import ReplicaConfig
 from block.request import Forecast, RoutingRequest
 from block.router.config import RouterConfig
@@ -57,6 +58,9 @@ class InstancePool:
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
         self.routable_ids: frozenset[str] = frozenset()  # the rotation filter's list (block.fleet.filters)
+        # Tokens per block the router hashes prompts at (their prefix identity): the instances' KV block
+        # size; vLLM's default until one is known, or where the instances disagree.
+        self.prefix_block_size = PREFIX_BLOCK_SIZE
         self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
         # Requests in flight per instance id, deleted instances included: a deleted instance's metric
@@ -156,6 +160,8 @@ class InstancePool:
         self._routable = [i for i in self.instances.values() if i.routable]
         self.routable_ids = frozenset(i.id for i in self._routable)
         self._served = served_by(self._routable)
+        sizes = {i.tracker.block_size for i in self._routable if i.tracker is not None}
+        self.prefix_block_size = sizes.pop() if len(sizes) == 1 else PREFIX_BLOCK_SIZE
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
 
@@ -270,6 +276,9 @@ class InstancePool:
         assert inst.tracker is not None  # only instances in rotation are routed to
         routed = Routed(request, now, forecast)
         self.listeners.routed(inst.id, routed)  # first: they see the queue without this request
+        if request.prefix_hashes:  # what it was believed to hold, before it records this prompt
+            cached = inst.tracker.cached_prefix_blocks(request) * request.prefix_block_size
+            self.metrics.prefix_routed(request.prompt_tokens, cached)
         inst.tracker.on_routed(request, now)
         self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()

@@ -7,7 +7,10 @@ counts every decision: `forecast` (chosen by forecasts), `fallback` (forecasts w
 the fallback rule chose) or `no_forecast` (the policy does not use them), so the share of decisions made
 without forecasts is a PromQL ratio. `block_router_request_latency_seconds{instance, metric}` is the
 latency of every completed request as the router sees it (from the decision). A removed instance's
-series are forgotten.
+series are forgotten. Prefix caching: of the prompt tokens routed with a prefix identity
+(`block_router_prefix_prompt_tokens_total`), those the chosen instance was believed to hold in its prefix
+cache when the request was sent there (`block_router_prefix_cached_tokens_total`: the engine's snapshot,
+else the router's own prefix index); their ratio is the hit rate the router expects.
 """
 
 from __future__ import annotations
@@ -94,6 +97,16 @@ class RouterMetrics:
             ["reason"],
             registry=r,
         )
+        self.prefix_prompt_tokens = Counter(
+            "block_router_prefix_prompt_tokens_total",
+            "Prompt tokens of requests routed with a prefix identity (block hashes of the prompt)",
+            registry=r,
+        )
+        self.prefix_cached_tokens = Counter(
+            "block_router_prefix_cached_tokens_total",
+            "Of those, the tokens the chosen instance was believed to hold in its prefix cache",
+            registry=r,
+        )
         self._requests_by_instance: dict[str, Counter] = {}
         self._in_flight_by_instance: dict[str, Gauge] = {}
         self._fallback = self.fallbacks.labels(policy)
@@ -111,6 +124,10 @@ class RouterMetrics:
         if child is None:
             child = self._requests_by_instance[instance] = self.requests.labels(instance, self.policy)
         child.inc()
+
+    def prefix_routed(self, prompt_tokens: int, cached_tokens: int) -> None:
+        self.prefix_prompt_tokens.inc(prompt_tokens)
+        self.prefix_cached_tokens.inc(min(cached_tokens, prompt_tokens))
 
     def in_flight_child(self, instance: str) -> Gauge:
         child = self._in_flight_by_instance.get(instance)
