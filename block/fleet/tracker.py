@@ -21,8 +21,8 @@ requests still pending or in the latest snapshot: an id that never shows up is g
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from block.fleet.arrival_log import ArrivalLog, FleetLog
 from block.fleet.prefix_index import PrefixIndex
@@ -36,6 +36,14 @@ from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
 ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
+
+
+class ExactCache(Protocol):
+    """An instance's prefix cache as the instance itself reports it."""
+
+    def match_blocks(self, prefix_hashes: Sequence[int], block_size: int) -> int | None:
+        """Leading blocks held; None when it cannot say now (then the approximate index answers)."""
+        ...
 
 
 def added_delay_for(policy: object) -> AddedDelay:
@@ -86,6 +94,7 @@ class InstanceTracker:
         self.anticipate_window_s = anticipate_window_s
         self.fleet = fleet
         self.prefix_index = prefix_index
+        self.exact_cache: ExactCache | None = None  # e.g. a vLLM KV-event feed (block.fleet.kv_events)
         self.last_forecast: Forecast | None = None  # for GET /instances
         self.snapshot: Snapshot | None = None
         self.snapshot_at: float | None = None  # caller time when the snapshot was received
@@ -198,9 +207,16 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. From the router's record of what it routed here (the prefix index); 0
-        without one."""
-        if self.prefix_index is not None and request.prefix_hashes:
+        """See InstanceView. From the instance's own account when it gives one (vLLM's KV events, while
+        in sync), else from the router's record of what it routed here (the prefix index); 0 without
+        either."""
+        if not request.prefix_hashes:
+            return 0
+        if self.exact_cache is not None:
+            held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)
+            if held is not None:
+                return held
+        if self.prefix_index is not None:
             return self.prefix_index.match(request.prefix_hashes)
         return 0
 

@@ -230,6 +230,7 @@ class InstancePool:
             self.config.default_output_tokens,
             fleet=self.fleet,
         )
+        inst.tracker.exact_cache = inst.kv_events
         inst.tracker.observe(snapshot, time.monotonic(), step_end)
         inst.listeners.add(source)
         if inst.predictor_url:

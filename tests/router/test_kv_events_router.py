@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 
 import httpx
 import msgspec
@@ -14,6 +15,8 @@ import zmq
 import zmq.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from block.prefix import chain_hashes
+from block.request import RoutingRequest
 from block.router.config import RouterConfig
 from tests.router.servers import FakeUpstream, router, upstreams
 
@@ -60,6 +63,10 @@ async def test_the_router_keeps_each_instances_index_and_counts_malformed_events
                         break
                 listed = (await c.get(url + "/instances")).json()["instances"][0]["kv_events"]
                 assert listed["indexed_blocks"] >= 2 and listed["dropped"] == {}
+                heard = RoutingRequest(
+                    4, 1, prefix_hashes=chain_hashes([seq, 1, 2, 3], 4), prefix_block_size=4
+                )
+                assert inst.tracker is not None and inst.tracker.cached_prefix_blocks(heard) == 1
                 await pub.send_multipart([b"", b"\x00" * 8, b"\xc1 not msgpack"])
                 for _ in range(300):
                     if inst.kv_events.dropped:
@@ -75,6 +82,8 @@ async def test_the_router_keeps_each_instances_index_and_counts_malformed_events
                 assert dropped == {"malformed": 1.0}
                 listed = (await c.get(url + "/instances")).json()["instances"][0]["kv_events"]
                 assert listed["in_sync"] is False and listed["indexed_blocks"] == 0
+                inst.tracker.on_routed(replace(heard, id="r1"), 0.0)  # the router's own record answers now
+                assert inst.tracker.cached_prefix_blocks(heard) == 1
                 assert (await c.get(url + "/health")).status_code == 200  # the router carries on
     finally:
         pub.close(linger=0)
