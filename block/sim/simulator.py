@@ -262,6 +262,7 @@ class Cluster:
         estimated = requests.planned_tokens is not None
         planned = requests.planned_tokens.tolist() if estimated else outputs
         arrivals = requests.arrival_s.tolist()
+        hashes = requests.prefix_hashes  # the prompts' prefix identity, when the workload gives one
         n = len(arrivals)
         queue: InOrder | SessionTurns = InOrder(n)
         if requests.sessions is not None:
@@ -310,7 +311,7 @@ class Cluster:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rid = str(i)
-            rr = RoutingRequest(p, e, None if estimated else o, rid)
+            rr = RoutingRequest(p, e, None if estimated else o, rid, hashes[i] if hashes else ())
             r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
                 r = pins[i]

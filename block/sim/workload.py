@@ -142,5 +142,5 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
         outputs[order],
         np.asarray(arrivals, dtype=np.float64)[order],
         None if planned is None else planned[order],
-        None if plan is None else plan.reordered(order),
+        sessions=None if plan is None else plan.reordered(order),
     )
