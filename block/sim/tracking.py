@@ -19,7 +19,12 @@ def reads_state(policy: Policy) -> bool:
 
 
 def make_trackers(
-    n: int, profile: Profile, config: ReplicaConfig, policy: Policy, anticipate_arrivals: bool = False
+    n: int,
+    profile: Profile,
+    config: ReplicaConfig,
+    policy: Policy,
+    anticipate_arrivals: bool = False,
+    calibrate: bool = False,
 ) -> list[InstanceTracker]:
     added_delay = added_delay_for(policy)
     fleet = FleetLog(n) if anticipate_arrivals else None  # anticipation at the fleet's rate per instance
@@ -31,6 +36,7 @@ def make_trackers(
             added_delay=added_delay,
             anticipate_arrivals=anticipate_arrivals,
             fleet=fleet,
+            calibrate=calibrate,
         )
         for r in range(n)
     ]
