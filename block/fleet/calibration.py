@@ -43,6 +43,7 @@ MIN_SAMPLES = 4
 QUANTUM = 0.02  # forecasts use factors rounded to this step of log(factor): about 2%
 SAME_STEP = 0.3  # tokens closer than this share of a decode step came back from the same step
 MIN_SAME_STEP_S = 0.001
+MAX_UNSEEN_STEPS = 64  # prefill-only steps accounted for between two tokens of an idle instance
 
 
 class PhaseFactor:
@@ -89,15 +90,22 @@ LOG_BOUNDS = (math.log(FACTOR_BOUNDS[0]), math.log(FACTOR_BOUNDS[1]))
 
 @dataclass(slots=True)
 class _Request:
+    id: str
     prompt: int  # uncached prompt tokens: what its prefill computes
     arrival: float  # when it reached the engine: routed + the profile's request overhead
+    left: int = 0  # prompt tokens not prefilled yet, as far as the engine's chunking is followed
     generated: int = 0
     last_at: float = 0.0  # its last token
 
 
 class InstanceCalibration(RequestListener):
     """One instance's factors, from the routed / tokens / finished events of its requests (a listener of
-    that instance only: the `instance` argument is not read)."""
+    that instance only: the `instance` argument is not read).
+
+    To know what ran in a step it follows the engine's chunked prefill: each step computes the decodes,
+    then fills the token budget with the waiting prompts in arrival order (a prompt's first token says it
+    is done). A step that, by this account, computed prompt tokens is a prefill sample, whether or not a
+    prompt finished in it; only a step with none is a decode sample."""
 
     def __init__(
         self,
@@ -113,21 +121,20 @@ class InstanceCalibration(RequestListener):
         None: all are computed."""
         self.profile = profile
         self.cost = profile.cost
-        self.chunk = max(1, max_num_batched_tokens)
+        self.budget = max(1, max_num_batched_tokens)
         self.cached_tokens = cached_tokens
         self.decode = PhaseFactor(decode_window, min_samples)
         self.prefill = PhaseFactor(prefill_window, min_samples)
-        self._requests: dict[str, _Request] = {}
-        self._decoding = 0  # requests that had their first token and have not finished
-        self._kv = 0  # their KV tokens (uncached prompt + generated: what their decodes read)
+        self._waiting: dict[str, _Request] = {}  # no token yet, in arrival order
+        self._decoding: dict[str, _Request] = {}
+        self._kv = 0  # the decoding requests' KV tokens (uncached prompt + generated: what decodes read)
         self._step_end = -math.inf  # the step whose tokens are coming back
         self._prev_end = -math.inf  # the step before it
         self._same_step_s = MIN_SAME_STEP_S
-        # the current step's samples, kept until the step ends (a token may still show it prefilled)
-        self._decode_sample: tuple[float, float] | None = None  # observed, predicted
-        self._prefill_start = -math.inf
-        self._prefill_tokens = self._prefill_seqs = self._prefill_pairs = 0
-        self._step_decoding = self._step_kv = 0  # the batch's decodes as the step began
+        # the current step, kept until it ends (a later token of it may show that it prefilled)
+        self._step_decoding = self._step_kv = 0  # its decodes, as it began
+        self._finishing: list[_Request] = []  # prompts whose first token it produced
+        self._decode_sample: tuple[float, float, int] | None = None  # observed, predicted, steps
 
     # -- what forecasts use ----------------------------------------------------------------------
 
@@ -155,65 +162,108 @@ class InstanceCalibration(RequestListener):
         if self.cached_tokens is not None:  # the prefix-cache hook: prefill computes the rest only
             prompt = max(1, prompt - self.cached_tokens(request))
         arrival = routed.at + self.profile.request_overhead(request.prompt_tokens)
-        self._requests[request.id] = _Request(prompt, arrival)
+        self._waiting[request.id] = _Request(request.id, prompt, arrival, prompt)
 
     def tokens(self, instance: str, request_id: str, count: int, at: float) -> None:
-        r = self._requests.get(request_id)
-        if r is None or count <= 0:
-            return  # routed before this listener was told, or a malformed count
+        if count <= 0:
+            return
         if at - self._step_end > self._same_step_s:
             self._end_step()
             self._prev_end, self._step_end = self._step_end, at
-            self._step_decoding, self._step_kv = self._decoding, self._kv
-        if r.generated == 0:
-            self._prefilled(r)
-            self._decoding += 1
-            self._kv += r.prompt + count
-        else:
-            if self._decode_sample is None and r.last_at >= self._prev_end - self._same_step_s:
-                # its previous token ended the step before: the gap is `count` steps of this batch
-                n, kv = self._step_decoding, self._step_kv
-                if n > 0:
-                    mid_kv = kv + n * (count - 1) // 2
-                    predicted = count * self.cost.seconds(n, n, mid_kv)
-                    self._decode_sample = (at - r.last_at, predicted)
-            self._kv += count
+            self._step_decoding, self._step_kv = len(self._decoding), self._kv
+        r = self._decoding.get(request_id)
+        if r is None:
+            r = self._waiting.get(request_id)
+            if r is None:
+                return  # routed before this listener was told
+            self._finishing.append(r)  # its first token: its prompt's last chunk ran in this step
+            self._decoding[request_id] = r
+            self._kv += r.prompt
+        elif self._decode_sample is None and r.last_at >= self._prev_end - self._same_step_s:
+            # its previous token ended the step before: the gap is `count` steps of this batch
+            n, kv = self._step_decoding, self._step_kv
+            predicted = count * self.cost.seconds(n, n, kv + n * (count - 1) // 2)
+            self._decode_sample = (at - r.last_at, predicted, count)
+        self._kv += count
         r.generated += count
         r.last_at = at
 
     def finished(self, instance: str, request_id: str, at: float) -> None:
-        r = self._requests.pop(request_id, None)
-        if r is not None and r.generated > 0:
-            self._decoding -= 1
+        r = self._decoding.pop(request_id, None)
+        if r is not None:
             self._kv -= r.prompt + r.generated
+        else:
+            self._waiting.pop(request_id, None)
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _prefilled(self, r: _Request) -> None:
-        """r's first token: its prompt's last chunk ran in this step."""
-        last = r.prompt - self.chunk * ((r.prompt - 1) // self.chunk)
-        done = r.prompt - last
-        self._prefill_start = max(self._prefill_start, self._prev_end, r.arrival)
-        self._prefill_tokens += last
-        self._prefill_seqs += 1
-        self._prefill_pairs += last * done + last * (last + 1) // 2
-
     def _end_step(self) -> None:
         """The step whose tokens came back is over: its sample goes to its phase."""
-        if self._prefill_seqs:
-            n, kv = self._step_decoding, self._step_kv
-            predicted = self.cost.seconds(
-                n + self._prefill_tokens, n + self._prefill_seqs, kv, self._prefill_pairs
-            )
-            self.prefill.add(self._step_end - self._prefill_start, predicted)
-            self._prefill_start = -math.inf
-            self._prefill_tokens = self._prefill_seqs = self._prefill_pairs = 0
-        elif self._decode_sample is not None:  # a pure decode step (no prompt finished in it)
-            observed, predicted = self._decode_sample
-            self.decode.add(observed, predicted)
-            step = predicted * self.decode.factor
-            self._same_step_s = max(MIN_SAME_STEP_S, SAME_STEP * step)
-        self._decode_sample = None
+        finishing, sample = self._finishing, self._decode_sample
+        self._finishing, self._decode_sample = [], None
+        if self._step_end == -math.inf:
+            return
+        n, kv = self._step_decoding, self._step_kv
+        if n == 0 and finishing:
+            # nothing decoding: the engine may have run several prefill-only steps unseen, since the
+            # first of these prompts arrived
+            start = max(self._prev_end, min(r.arrival for r in finishing))
+            predicted = 0.0
+            for _ in range(MAX_UNSEEN_STEPS):
+                tokens, seqs, pairs = self._plan(0, start)
+                predicted += self.cost.seconds(tokens, seqs, 0, pairs)
+                if not any(r.left for r in finishing):
+                    break
+            predicted += self.cost.seconds(*self._finish(finishing))
+        else:
+            start = self._prev_end
+            tokens, seqs, pairs = self._plan(n, start)
+            more_tokens, more_seqs, more_pairs = self._finish(finishing)
+            tokens, seqs, pairs = tokens + more_tokens, seqs + more_seqs, pairs + more_pairs
+            if not tokens:  # a pure decode step
+                if sample is not None:
+                    observed, predicted, steps = sample
+                    self.decode.add(observed, predicted)
+                    step_s = predicted / steps * self.decode.factor
+                    self._same_step_s = max(MIN_SAME_STEP_S, SAME_STEP * step_s)
+                return
+            if sample is not None and sample[2] > 1:
+                return  # tokens came back in a chunk of several steps: this step's length is unknown
+            predicted = self.cost.seconds(n + tokens, n + seqs, kv, pairs)
+        for r in finishing:
+            self._waiting.pop(r.id, None)
+        self.prefill.add(self._step_end - start, predicted)
+
+    def _plan(self, n: int, start: float) -> tuple[int, int, int]:
+        """One step's prompt chunks after `n` decodes, as the engine fills its budget with the prompts
+        that had arrived, in arrival order: (tokens, seqs, pairs)."""
+        budget = self.budget - n
+        tokens = seqs = pairs = 0
+        for r in self._waiting.values():
+            if budget <= 0:
+                break
+            if not r.left or r.arrival > start + self._same_step_s:
+                continue
+            piece = min(r.left, budget)
+            tokens += piece
+            seqs += 1
+            pairs += piece * (r.prompt - r.left) + piece * (piece + 1) // 2
+            r.left -= piece
+            budget -= piece
+        return tokens, seqs, pairs
+
+    def _finish(self, finishing: list[_Request]) -> tuple[int, int, int]:
+        """What the account missed of the prompts that finished in this step (their first token says
+        they did): (tokens, seqs, pairs)."""
+        tokens = seqs = pairs = 0
+        for r in finishing:
+            if r.left:
+                piece = r.left
+                tokens += piece
+                seqs += 1
+                pairs += piece * (r.prompt - r.left) + piece * (piece + 1) // 2
+                r.left = 0
+        return tokens, seqs, pairs
 
 
 class Calibrations(RequestListener):

@@ -212,9 +212,12 @@ class InstancePool:
             snapshot.config,
             self.config.default_output_tokens,
             fleet=self.fleet,
+            calibrate=self.config.calibration,
         )
         inst.tracker.observe(snapshot, time.monotonic(), step_end)
         inst.listeners.add(source)
+        if inst.tracker.calibration is not None:  # it hears the tokens streaming back (proxy.py)
+            inst.listeners.add(inst.tracker.calibration)
         if inst.predictor_url:
             inst.sidecar = SidecarClient(
                 inst.predictor_url,
