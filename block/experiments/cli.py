@@ -28,7 +28,7 @@ LIVE_MAIN: dict = {
     "extend_to": 1.25,
 }
 LIVE_MAX_MODEL_LEN = 1024
-ME_POLICIES = ["block", "block-po2", "llumnix", "po2", "least-requests", "round-robin"]
+ME_POLICIES = ["block", "block+calibration", "block-po2", "llumnix", "po2", "least-requests", "round-robin"]
 
 
 def _rates(text: str | None) -> list[float] | None:
@@ -266,8 +266,12 @@ def register(app: typer.Typer) -> None:
                 "the model-error experiment runs in the simulator only", param_hint="--mode"
             )
         kw: dict = {"num_requests": num_requests, "seed": seed, "workers": workers}
-        if (p := _policies(policies)) is not None:
-            kw["policies"] = p
+        if policies is not None:  # POLICY or POLICY+calibration
+            from block.experiments.model_error import CALIBRATED
+
+            names = [p.strip() for p in policies.split(",") if p.strip()]
+            _policies(",".join(n.removesuffix(CALIBRATED) for n in names))  # unknown ones fail here
+            kw["policies"] = names
         try:
             kw["errors"] = [float(x) for x in errors.split(",") if x.strip()]
             kw["kinds"] = [x.strip() for x in kinds.split(",") if x.strip()]

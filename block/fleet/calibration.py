@@ -20,6 +20,9 @@ prefills, so a slowdown is followed within seconds. A phase's factor stays 1 unt
 Forecasts use the factors rounded to QUANTUM in log space (Profile.scaled): one formula for a step's
 cost, and a forecaster is only rebuilt when a factor moved by a step of that size.
 
+A predictor sidecar sees no tokens: the router sends its factors with each /routed notice and the sidecar's
+tracker adopts them (`adopt`), so both forecast with the same corrected profile.
+
 Prefix caching: a prompt's cached blocks are not computed. `routed` takes the uncached part from the
 tracker's `cached_prefix_blocks` (0 until the data layer knows the cache), so prefill samples are on
 uncached tokens as soon as it does.
@@ -77,6 +80,12 @@ class PhaseFactor:
             n = len(s)
             self._log = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
             self.factor = math.exp(self._log)
+
+    def adopt(self, factor: float) -> None:
+        """Take a factor measured elsewhere (a predictor sidecar takes its router's), clamped."""
+        lo, hi = FACTOR_BOUNDS
+        self.factor = min(hi, max(lo, factor))
+        self._log = math.log(self.factor)
 
     @property
     def quantised(self) -> float:
@@ -144,6 +153,12 @@ class InstanceCalibration(RequestListener):
 
     def factors(self) -> dict[str, float]:
         return {"decode": self.decode.factor, "prefill": self.prefill.factor}
+
+    def adopt(self, decode: float, prefill: float) -> None:
+        """Factors measured where the tokens are seen: the router tells its predictor sidecar, which does
+        not see them, in each /routed notice."""
+        self.decode.adopt(decode)
+        self.prefill.adopt(prefill)
 
     def describe(self) -> dict[str, float | int]:
         """For GET /instances and reports."""

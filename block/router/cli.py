@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             "--calibration/--no-calibration",
             help="Correct each instance's profile online, per phase (decode, prefill), from the token "
             "times streaming back (block_router_calibration_factor; 'calibration' in GET /instances). "
-            "(default: on)",
+            "(default: off)",
             rich_help_panel="Routing",
         ),
         default_output_tokens: int = typer.Option(

@@ -35,8 +35,8 @@ class RouterConfig:
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
     # Online calibration (block.fleet.calibration): each instance's profile corrected per phase from the
-    # tokens streaming back. On by default: bounded, and exactly the profile while it measures it right.
-    calibration: bool = True
+    # tokens streaming back. Off by default: see the README (it makes forecasts right, not routing better).
+    calibration: bool = False
     log_level: str = "info"
     seed: int | None = None
     # Auto-provisioning (block.provision.config): off unless its mode is preemptive or reactive.

@@ -227,7 +227,7 @@ class InstancePool:
                 max_in_flight=self.config.predictor_notify_max_in_flight,
                 on_drop=self.metrics.predictor_notice_dropped,
             )
-            inst.listeners.add(SidecarNotices(inst.sidecar))
+            inst.listeners.add(SidecarNotices(inst.sidecar, inst.tracker.calibration))
         return True
 
     # -- served models -------------------------------------------------------------------------
