@@ -119,10 +119,8 @@ class StepCost:
     def _linear_beyond_table(self, num_tokens: int) -> float:
         if num_tokens > MAX_TABLE_TOKENS:
             return self._args[4](num_tokens)
-        linear, linear_time = self.linear, self._args[4]
-        for t in range(len(linear), num_tokens + 1):
-            linear.append(linear_time(t))
-        return linear[num_tokens]
+        self.reserve(num_tokens)
+        return self.linear[num_tokens]
 
     def decodes_starting_before(self, dt: float, num_seqs: int, steps: int, first_kv: int) -> int:
         """How many of the `steps` decode steps of `decodes(num_seqs, steps, first_kv)` start less
