@@ -5,18 +5,21 @@ The router sees every token of every request come back (the simulator emits the 
 replicas' token times). Tokens that come back together (within a fraction of a step) end the same engine
 step, so the stream of one instance is a sequence of step ends, and between two of them one step ran:
 
-- decode: a request that already had tokens gets its next `count` tokens after `count` steps; with no
-  prefill in between, that gap over the profile's time of `count` decode steps of the batch (the requests
-  decoding there, their KV tokens) is one decode sample, one per step;
-- prefill: a request's first token ends the step that finished its prompt. That step started at the end of
-  the step before, or when the request reached an idle engine (routed + the profile's request overhead):
-  its duration over the profile's time of that step (the decodes plus the prompts that finished in it) is
-  one prefill sample. A prompt longer than a chunk counts its last chunk only.
+- what ran in a step is followed as the engine schedules it: the decodes of the requests that had their
+  first token, then the waiting prompts (those that had reached the engine: routed + the profile's request
+  overhead) in arrival order, in chunks up to the step's token budget; a prompt's first token says it is
+  done, whatever the account said;
+- decode: a step with no prompt tokens in it. A request that already had tokens gets its next `count`
+  after `count` steps: that gap over the profile's time of `count` decode steps of the batch (the requests
+  decoding, their KV tokens) is one decode sample, one per step;
+- prefill: a step with prompt tokens in it (a prompt finished or a chunk of one ran): its duration (from
+  the end of the step before, or from the arrival of its first prompt at an idle engine) over the
+  profile's time of that step (its decodes and chunks) is one prefill sample.
 
 Each phase keeps the last `window` samples of log(observed / predicted), each clipped to the factor
-bounds, and its factor is the median of them, clamped to [0.25, 4]: a stall is one sample of the window
+bounds, and its factor is the median of them, within [0.25, 4]: a stall is one sample of the window
 (clipped), not a poisoned estimate; the window is a second or two of decode steps and a few seconds of
-prefills, so a slowdown is followed within seconds. A phase's factor stays 1 until it has `min_samples`.
+prefill steps, so a slowdown is followed within seconds. A phase's factor stays 1 until it has `min_samples`.
 Forecasts use the factors rounded to QUANTUM in log space (Profile.scaled): one formula for a step's
 cost, and a forecaster is only rebuilt when a factor moved by a step of that size.
 
