@@ -55,6 +55,7 @@ class AccuracySettings:
     max_output_tokens: int = 64  # cap on the forced output length, so the run takes minutes
     profile: Path | None = None  # fitted on engine 0 when not given
     request_timeout_s: float = 300.0
+    start_timeout_s: float = 240.0  # for the engines to serve (longer on a loaded host)
 
 
 @dataclass
@@ -211,7 +212,7 @@ def run_accuracy(s: AccuracySettings, log: Log = print) -> dict[str, Any]:
         launcher.vllm_server(model, core, name=f"vllm{core}", python=vllm_python, log_dir=s.out_dir / "logs")
         for core in (0, 1)
     ]
-    with launcher.running(*engines, timeout_s=240):
+    with launcher.running(*engines, timeout_s=s.start_timeout_s):
         urls = [e.url for e in engines]
         log(f"engines up at {', '.join(urls)} after {time.monotonic() - t_start:.0f} s")
         profile_path = s.profile

@@ -176,6 +176,7 @@ def accuracy_command(
         Path | None, typer.Option(help="Profile to forecast with (default: fit on engine 0).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the samples and the arrival times.")] = 0,
+    start_timeout_s: Annotated[float, typer.Option(help="Seconds for the engines to start serving.")] = 240.0,
 ) -> None:
     """Forecast TTFT and E2E error on two real vLLM engines, with online calibration and without."""
     from block.realengine.accuracy import AccuracySettings, run_accuracy
@@ -188,6 +189,7 @@ def accuracy_command(
         max_model_len=max_model_len,
         max_output_tokens=max_output_tokens,
         profile=profile,
+        start_timeout_s=start_timeout_s,
     )
     try:
         report = run_accuracy(settings, log=typer.echo)
