@@ -257,8 +257,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Capacity (P99 TTFT <= 3 s, 12 x A30, ShareGPT) of each policy when the engines run at a true
         speed the router's profile does not know: static, drifting or fleet-wide correlated error.
-        About 1,000 CPU seconds with the defaults (255 runs; 2 processes: about 9 minutes on an idle 2-core
-        machine, 57 on one shared at load 7-16); resumes an interrupted run from --out."""
+        About 1,000 CPU seconds with the defaults (255 runs in 2 processes; 57 minutes of wall on a 2-core
+        machine shared at load 7-16); resumes an interrupted run from --out."""
         from block.experiments.model_error import ModelErrorArgs, run
 
         if mode != "sim":
