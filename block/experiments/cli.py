@@ -28,7 +28,7 @@ LIVE_MAIN: dict = {
     "extend_to": 1.25,
 }
 LIVE_MAX_MODEL_LEN = 1024
-ME_POLICIES = ["block", "block-po2", "llumnix", "po2", "least-requests", "round-robin"]
+ME_POLICIES = ["block", "block+calibration", "block-po2", "llumnix", "po2", "least-requests", "round-robin"]
 
 
 def _rates(text: str | None) -> list[float] | None:
@@ -263,8 +263,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Capacity (P99 TTFT <= 3 s, 12 x A30, ShareGPT) of each policy when the engines run at a true
         speed the router's profile does not know: static, drifting or fleet-wide correlated error.
-        About 470 CPU seconds with the defaults (7 minutes on a busy 2-core machine); resumes an interrupted
-        run from --out."""
+        About 1,000 CPU seconds with the defaults (255 runs in 2 processes; 57 minutes of wall on a 2-core
+        machine shared at load 7-16); resumes an interrupted run from --out."""
         from block.experiments.model_error import ModelErrorArgs, run
 
         if mode != "sim":
@@ -272,8 +272,12 @@ def register(app: typer.Typer) -> None:
                 "the model-error experiment runs in the simulator only", param_hint="--mode"
             )
         kw: dict = {"num_requests": num_requests, "seed": seed, "workers": workers}
-        if (p := _policies(policies)) is not None:
-            kw["policies"] = p
+        if policies is not None:  # POLICY or POLICY+calibration
+            from block.experiments.model_error import CALIBRATED
+
+            names = [p.strip() for p in policies.split(",") if p.strip()]
+            _policies(",".join(n.removesuffix(CALIBRATED) for n in names))  # unknown ones fail here
+            kw["policies"] = names
         try:
             kw["errors"] = [float(x) for x in errors.split(",") if x.strip()]
             kw["kinds"] = [x.strip() for x in kinds.split(",") if x.strip()]

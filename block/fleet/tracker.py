@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from block.fleet.arrival_log import ArrivalLog, FleetLog
+from block.fleet.calibration import InstanceCalibration
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
@@ -70,6 +71,7 @@ class InstanceTracker:
         anticipate_window_s: float = ANTICIPATE_WINDOW_S,
         fleet: FleetLog | None = None,
         prefix_index: PrefixIndex | None = None,
+        calibrate: bool = False,
     ) -> None:
         """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
         the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
@@ -78,7 +80,11 @@ class InstanceTracker:
         default. Without a `profile` (a stock vLLM instance whose step times are unknown) the tracker
         counts exactly as with one and makes no forecasts: `predict` answers None. `prefix_index`: the
         record of the prompt blocks routed here (block.fleet.prefix_index), kept within the instance's
-        KV blocks, for `cached_prefix_blocks` when the instance reports no cache of its own."""
+        KV blocks, for `cached_prefix_blocks` when the instance reports no cache of its own.
+
+        `calibrate`: keep an online calibration of the profile (block.fleet.calibration) in
+        `calibration`, a listener of this instance's requests that the caller registers where they
+        are routed; forecasts then use the profile scaled by its factors."""
         self.id = id
         self.profile = profile
         self.config = config or (
@@ -104,6 +110,14 @@ class InstanceTracker:
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
         self._forecaster: Forecaster | None = None
+        self.calibration: InstanceCalibration | None = None
+        if calibrate and profile is not None:
+            self.calibration = InstanceCalibration(
+                profile,
+                self.config.max_num_batched_tokens,
+                lambda r: self.cached_prefix_blocks(r) * self.block_size,
+            )
+        self._scales = (1.0, 1.0)  # the calibration factors the forecaster was built with
         # running, waiting, waiting tokens to prefill (snapshot part), free blocks
         self._counts = (0, 0, 0, self.config.num_gpu_blocks)
 
@@ -230,6 +244,8 @@ class InstanceTracker:
         before the first snapshot or without a profile."""
         if self.snapshot is None or self.profile is None:
             return None
+        if self.calibration is not None and self.calibration.scales() != self._scales:
+            self._forecaster = None  # a factor moved
         if self._forecaster is None:
             snap = self.snapshot
             if self._finished:
@@ -244,9 +260,13 @@ class InstanceTracker:
                     snap.profile,
                 )
             at = self.snapshot_at or 0.0
+            profile = self.profile
+            if self.calibration is not None:
+                self._scales = self.calibration.scales()
+                profile = profile.scaled(*self._scales)
             self._forecaster = Forecaster(
                 snap,
-                self.profile,
+                profile,
                 pending=self.pending,
                 pending_at=[routed - at for _, routed in self._pending.values()],
                 rule=self.rule,
@@ -308,11 +328,12 @@ def router_tracker(
     default_output_tokens: int,
     length_of: Callable[[RequestState], int] | None = None,
     fleet: FleetLog | None = None,
+    calibrate: bool = False,
 ) -> InstanceTracker:
     """The router's tracker of one instance. Block engines name their profile in /state; for stock vLLM
     it is the router's `profile` setting. With a `fleet` log, forecasts anticipate the fleet's arrival
     rate per instance (where there are forecasts: with a profile). It records the prompt blocks routed
-    there (a prefix index bounded by the instance's KV blocks)."""
+    there (a prefix index bounded by the instance's KV blocks). `calibrate`: see InstanceTracker."""
     tracker = InstanceTracker(
         id,
         profile,
@@ -321,6 +342,7 @@ def router_tracker(
         length_of=length_of,
         anticipate_arrivals=fleet is not None and profile is not None,
         fleet=fleet,
+        calibrate=calibrate,
     )
     tracker.prefix_index = PrefixIndex(tracker.num_gpu_blocks)
     return tracker

@@ -70,15 +70,22 @@ class PredictorClient:
         data = await self._post("/predict_batch", body)
         return [SidecarForecast.from_dict(d) for d in data["predictions"]]
 
-    async def routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int) -> None:
-        await self._post(
-            "/routed",
-            {
-                "request_id": request_id,
-                "prompt_tokens": prompt_tokens,
-                "expected_output_tokens": expected_output_tokens,
-            },
-        )
+    async def routed(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        expected_output_tokens: int,
+        calibration: dict[str, float] | None = None,
+    ) -> None:
+        """`calibration`: the router's factors for this instance ({"decode": f, "prefill": f})."""
+        body: dict[str, object] = {
+            "request_id": request_id,
+            "prompt_tokens": prompt_tokens,
+            "expected_output_tokens": expected_output_tokens,
+        }
+        if calibration is not None:
+            body["calibration"] = calibration
+        await self._post("/routed", body)
 
     async def finished(self, request_id: str) -> None:
         await self._post("/finished", {"request_id": request_id})

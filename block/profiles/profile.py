@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any
 from block.profiles.step_cost import StepCost
 
 DATA_PACKAGE = "block.profiles.data"
+MAX_SCALED_VIEWS = 256  # calibrated views kept per profile (factors are quantised: few are ever used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,26 @@ class Profile:
             i -= 1  # extrapolate along the last segment
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         return y0 + (y1 - y0) * (num_tokens - x0) / (x1 - x0)
+
+    def scaled(self, decode: float, prefill: float) -> Profile:
+        """This profile with its steps corrected per phase by online calibration (StepCost.scaled): a
+        runtime view, never saved (`to_dict` is the nominal profile). (1, 1) is this profile itself;
+        the views are kept per factor pair, so a forecaster rebuilt with the same factors finds its
+        tables built."""
+        if decode == 1.0 and prefill == 1.0:
+            return self
+        views = self._scaled_views
+        view = views.get((decode, prefill))
+        if view is None:
+            if len(views) >= MAX_SCALED_VIEWS:
+                views.clear()
+            view = views[(decode, prefill)] = replace(self)
+            view.__dict__["cost"] = self.cost.scaled(decode, prefill)  # instead of the cached_property's
+        return view
+
+    @cached_property
+    def _scaled_views(self) -> dict[tuple[float, float], Profile]:
+        return {}
 
     @cached_property
     def cost(self) -> StepCost:

@@ -18,6 +18,11 @@ the same, bit for bit, whichever way it is computed.
 `seconds` and `decodes` are closures over the coefficients, not methods: the fast replica calls them
 once per step or stretch, and a closure call costs about half a method call that reads its
 coefficients from `self` (measured: 0.20 vs 0.37 us).
+
+Calibration (block/fleet/calibration.py) corrects a profile per phase: `scaled(decode, prefill)` is the
+same formula times `decode` for a pure-decode step and times `prefill` for a step that prefills (any
+prefill attention pairs). It shares the unscaled linear table; `kv` and `decode_base` are scaled, so the
+closed forms and their inlined twins stay exact. Unscaled (1, 1) is this class as it was, bit for bit.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class StepCost:
     closed form. Needs `reserve(num_seqs)`.
     """
 
-    __slots__ = ("kv", "linear", "decode_base", "seconds", "decodes", "_args")
+    __slots__ = ("kv", "linear", "decode_base", "seconds", "decodes", "_args", "_scales")
 
     def __init__(
         self,
@@ -50,13 +55,20 @@ class StepCost:
         decode_kv_token_s: float,
         prefill_pair_s: float,
         linear_time: Callable[[int], float],
+        decode_scale: float = 1.0,
+        prefill_scale: float = 1.0,
+        linear_table: list[float] | None = None,
     ) -> None:
+        """`decode_scale`, `prefill_scale`: see the module docstring. `linear_table`: another StepCost's
+        `linear` (the same coefficients), shared instead of built again."""
         self._args = (step_overhead_s, per_seq_s, decode_kv_token_s, prefill_pair_s, linear_time)
-        self.kv = decode_kv_token_s  # seconds per KV token a decode reads
-        linear = self.linear = [0.0]  # linear[t]: the non-attention layers' time for t tokens
+        self._scales = (decode_scale, prefill_scale)
+        self.kv = decode_kv_token_s * decode_scale  # seconds per KV token a decode reads
+        # linear[t]: the non-attention layers' time for t tokens (unscaled)
+        linear = self.linear = linear_table if linear_table is not None else [0.0]
         base = self.decode_base = [0.0]  # decode_base[n]: an n-sequence decode step, KV aside
 
-        def seconds(
+        def unscaled(
             num_tokens: int, num_seqs: int, kv_tokens_read: int = 0, prefill_attention_pairs: int = 0
         ) -> float:
             if num_seqs == 0:
@@ -73,22 +85,35 @@ class StepCost:
                 + prefill_pair_s * prefill_attention_pairs
             )
 
+        def scaled(
+            num_tokens: int, num_seqs: int, kv_tokens_read: int = 0, prefill_attention_pairs: int = 0
+        ) -> float:
+            t = unscaled(num_tokens, num_seqs, kv_tokens_read, prefill_attention_pairs)
+            return t * (prefill_scale if prefill_attention_pairs else decode_scale)
+
+        seconds = unscaled if decode_scale == 1.0 and prefill_scale == 1.0 else scaled
+        kv = self.kv
+
         def decodes(num_seqs: int, steps: int, first_kv: int) -> float:
-            return steps * base[num_seqs] + decode_kv_token_s * (
-                steps * first_kv + num_seqs * (steps * (steps - 1) // 2)
-            )
+            return steps * base[num_seqs] + kv * (steps * first_kv + num_seqs * (steps * (steps - 1) // 2))
 
         self.seconds = seconds
         self.decodes = decodes
 
     def __reduce__(self) -> tuple[Any, ...]:  # closures do not pickle: rebuild them
-        return (StepCost, self._args)
+        return (StepCost, (*self._args, *self._scales))
+
+    def scaled(self, decode: float, prefill: float) -> StepCost:
+        """This formula corrected per phase (see the module docstring), sharing the linear table."""
+        return StepCost(*self._args, decode, prefill, linear_table=self.linear)
 
     def reserve(self, max_tokens: int) -> None:
         """Extend the tables to batches of `max_tokens` tokens (hot loops index them directly)."""
         linear, base, linear_time = self.linear, self.decode_base, self._args[4]
-        for t in range(len(linear), min(max_tokens, MAX_TABLE_TOKENS) + 1):
+        top = min(max_tokens, MAX_TABLE_TOKENS) + 1
+        for t in range(len(linear), top):
             linear.append(linear_time(t))
+        for t in range(len(base), min(top, len(linear))):  # a shared linear table may be longer
             base.append(self.seconds(t, t))
 
     def _linear_beyond_table(self, num_tokens: int) -> float:

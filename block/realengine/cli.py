@@ -197,3 +197,41 @@ def poll_cost_command(
         run_poll_cost(settings, log=typer.echo)
     except (RuntimeError, OSError, ValueError) as e:
         fail(str(e))
+
+
+@realengine.command("accuracy")
+def accuracy_command(
+    out: Annotated[Path, typer.Option(help="Folder for summary.json and outcomes.json.")] = Path(
+        "realengine-accuracy"
+    ),
+    num_requests: Annotated[int, typer.Option(min=1, help="ShareGPT requests, round robin.")] = 60,
+    qps: Annotated[float, typer.Option(min=0.01, help="Poisson arrival rate (req/s).")] = 2.0,
+    max_output_tokens: Annotated[int, typer.Option(min=1, help="Cap on each forced output length.")] = 64,
+    max_model_len: Annotated[int, typer.Option(help="ShareGPT filter: prompt + output at most this.")] = 1024,
+    profile: Annotated[
+        Path | None, typer.Option(help="Profile to forecast with (default: fit on engine 0).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the samples and the arrival times.")] = 0,
+    start_timeout_s: Annotated[float, typer.Option(help="Seconds for the engines to start serving.")] = 240.0,
+) -> None:
+    """Forecast TTFT and E2E error on two real vLLM engines, with online calibration and without."""
+    from block.realengine.accuracy import AccuracySettings, run_accuracy
+
+    settings = AccuracySettings(
+        out_dir=out,
+        num_requests=num_requests,
+        qps=qps,
+        seed=seed,
+        max_model_len=max_model_len,
+        max_output_tokens=max_output_tokens,
+        profile=profile,
+        start_timeout_s=start_timeout_s,
+    )
+    try:
+        report = run_accuracy(settings, log=typer.echo)
+    except (RuntimeError, OSError) as e:
+        fail(str(e))
+        return
+    import json
+
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))

@@ -55,6 +55,8 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "prefix_index_blocks": len(t.prefix_index) if t is not None and t.prefix_index is not None else None,
         "snapshot_age_ms": None if age is None else round(age * 1e3, 3),
         "last_forecast": None if last is None else asdict(last),
+        # online calibration: observed / profile step time per phase, and the samples behind them
+        "calibration": None if t is None or t.calibration is None else t.calibration.describe(),
         "last_error": inst.last_error,
         "last_state_error": inst.last_state_error,
         # The sidecar as the router last heard it (a request's call, or an idle probe); null: no word yet.
@@ -121,6 +123,9 @@ class Admin:
         return json_response({"removed": instance_id})
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        for inst in self.pool.instances.values():  # calibration factors are read at scrape time
+            if inst.tracker is not None and inst.tracker.calibration is not None:
+                self.metrics.calibration_observed(inst.id, inst.tracker.calibration.factors())
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(self, request: Request) -> Response:

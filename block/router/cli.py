@@ -112,6 +112,14 @@ def register(app: typer.Typer) -> None:
             "instance (lower forecast bias under load). (default: off)",
             rich_help_panel="Routing",
         ),
+        calibration: bool = typer.Option(
+            None,
+            "--calibration/--no-calibration",
+            help="Correct each instance's profile online, per phase (decode, prefill), from the token "
+            "times streaming back (block_router_calibration_factor; 'calibration' in GET /instances). "
+            "(default: off)",
+            rich_help_panel="Routing",
+        ),
         default_output_tokens: int = typer.Option(
             None, help="Planned output when nothing better is known.", rich_help_panel="Routing"
         ),
@@ -276,6 +284,7 @@ def register(app: typer.Typer) -> None:
                 max_body_bytes=max_body_bytes,
                 profile=profile,
                 anticipate_arrivals=anticipate_arrivals,
+                calibration=calibration,
                 default_output_tokens=default_output_tokens,
                 log_level=log_level,
                 decision_log=decision_log,

@@ -39,6 +39,9 @@ class RouterConfig:
     connect_timeout: float = 5.0  # generous: thousands of new connections can arrive in one burst
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
+    # Online calibration (block.fleet.calibration): each instance's profile corrected per phase from the
+    # tokens streaming back. Off by default: see the README (it makes forecasts right, not routing better).
+    calibration: bool = False
     log_level: str = "info"
     decision_log: str | None = None  # JSON lines: what each decision saw against what happened
     seed: int | None = None

@@ -229,10 +229,13 @@ class InstancePool:
             snapshot.config,
             self.config.default_output_tokens,
             fleet=self.fleet,
+            calibrate=self.config.calibration,
         )
         inst.tracker.exact_cache = inst.kv_events
         inst.tracker.observe(snapshot, time.monotonic(), step_end)
         inst.listeners.add(source)
+        if inst.tracker.calibration is not None:  # it hears the tokens streaming back (proxy.py)
+            inst.listeners.add(inst.tracker.calibration)
         if inst.predictor_url:
             inst.sidecar = SidecarClient(
                 inst.predictor_url,
@@ -242,7 +245,7 @@ class InstancePool:
                 max_in_flight=self.config.predictor_notify_max_in_flight,
                 on_drop=self.metrics.predictor_notice_dropped,
             )
-            inst.listeners.add(SidecarNotices(inst.sidecar))
+            inst.listeners.add(SidecarNotices(inst.sidecar, inst.tracker.calibration))
         return True
 
     # -- served models -------------------------------------------------------------------------

@@ -11,6 +11,9 @@ series are forgotten. Prefix caching: of the prompt tokens routed with a prefix 
 (`block_router_prefix_prompt_tokens_total`), those the chosen instance was believed to hold in its prefix
 cache when the request was sent there (`block_router_prefix_cached_tokens_total`: the engine's snapshot,
 else the router's own prefix index); their ratio is the hit rate the router expects.
+`block_router_calibration_factor{instance, phase}` is each instance's online calibration factor (observed /
+profile step time, phase decode or prefill; 1 = the profile is right; see block/fleet/calibration.py), read
+at scrape time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from block.fleet.calibration import PHASES
 
 _DECISION_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 _ERROR_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -107,6 +112,12 @@ class RouterMetrics:
             "Of those, the tokens the chosen instance was believed to hold in its prefix cache",
             registry=r,
         )
+        self.calibration_factor = Gauge(
+            "block_router_calibration_factor",
+            "Online calibration: observed / profile step time per instance and phase (decode, prefill)",
+            ["instance", "phase"],
+            registry=r,
+        )
         self._requests_by_instance: dict[str, Counter] = {}
         self._in_flight_by_instance: dict[str, Gauge] = {}
         self._fallback = self.fallbacks.labels(policy)
@@ -158,9 +169,17 @@ class RouterMetrics:
     def set_health(self, instance: str, healthy: bool) -> None:
         self.healthy.labels(instance).set(1 if healthy else 0)
 
+    def calibration_observed(self, instance: str, factors: dict[str, float]) -> None:
+        """`factors`: phase -> factor (InstanceCalibration.factors)."""
+        for phase, factor in factors.items():
+            self.calibration_factor.labels(instance, phase).set(factor)
+
     def forget_health(self, instance: str) -> None:
         with contextlib.suppress(KeyError):
             self.healthy.remove(instance)
+        for phase in PHASES:
+            with contextlib.suppress(KeyError):
+                self.calibration_factor.remove(instance, phase)
 
     def forget_in_flight(self, instance: str) -> None:
         """Only once nothing is in flight there: a later dec() would start a new series at -1."""

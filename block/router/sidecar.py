@@ -1,5 +1,6 @@
 """The router's use of a `block predictor` sidecar: forecasts, and best-effort /routed and /finished
-notices (a sidecar that is down must never affect serving; the decision's deadline bounds predict).
+notices, /routed with the instance's calibration factors when calibration is on (a sidecar that is down
+must never affect serving; the decision's deadline bounds predict).
 The notices go out from the instance's request listener (`SidecarNotices`), each in a background task.
 
 Every call's outcome is remembered for GET /instances (`predictor_healthy`, `predictor_last_error`):
@@ -23,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from block.fleet.calibration import InstanceCalibration
 from block.fleet.listeners import RequestListener, Routed
 from block.predictor.client import PredictorClient, PredictorError
 from block.request import Forecast
@@ -74,8 +76,14 @@ class SidecarClient:
         self._record(None)
         return forecast
 
-    def routed(self, request_id: str, prompt_tokens: int, expected_output_tokens: int) -> None:
-        self._notify(self.client.routed, request_id, prompt_tokens, expected_output_tokens)
+    def routed(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        expected_output_tokens: int,
+        calibration: dict[str, float] | None = None,
+    ) -> None:
+        self._notify(self.client.routed, request_id, prompt_tokens, expected_output_tokens, calibration)
 
     def finished(self, request_id: str) -> None:
         self._notify(self.client.finished, request_id)
@@ -127,14 +135,17 @@ class SidecarClient:
 
 
 class SidecarNotices(RequestListener):
-    """The sidecar's /routed and /finished notices, as a listener of its instance's requests."""
+    """The sidecar's /routed and /finished notices, as a listener of its instance's requests. With the
+    instance's `calibration`, each /routed notice carries its factors (the sidecar sees no tokens)."""
 
-    def __init__(self, sidecar: SidecarClient) -> None:
+    def __init__(self, sidecar: SidecarClient, calibration: InstanceCalibration | None = None) -> None:
         self.sidecar = sidecar
+        self.calibration = calibration
 
     def routed(self, instance: str, routed: Routed) -> None:
         request = routed.request
-        self.sidecar.routed(request.id, request.prompt_tokens, request.expected_output_tokens)
+        factors = None if self.calibration is None else self.calibration.factors()
+        self.sidecar.routed(request.id, request.prompt_tokens, request.expected_output_tokens, factors)
 
     def finished(self, instance: str, request_id: str, at: float) -> None:
         self.sidecar.finished(request_id)

@@ -5,6 +5,10 @@ Engines run as subprocesses (with step noise). Requests are routed round robin w
 through an `InstanceTracker` fed a fresh `/state` plus the requests routed since (exactly the data
 path the router uses). A sample (1% by default) is also forecast on, and sent to, every instance,
 as the Block paper did for its Figure 5: was the forecast-best instance really the fastest?
+
+`model_error` (KIND:E) runs the engines at a true speed their reported profile does not say; with
+`calibration` the trackers correct it online from the tokens streaming back (block.fleet.calibration),
+fed exactly as the router feeds them: routed, every streamed chunk's tokens, finished.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import orjson
 
 from block.clock import sleep_until
 from block.fleet.arrival_log import FleetLog
+from block.fleet.listeners import Routed
 from block.fleet.tracker import InstanceTracker
 from block.launch import block_command, running
 from block.profiles.profile import load_profile
@@ -43,9 +48,14 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def engines(profile: str, n: int, noise: float, seed: int, timeout_s: float = 60.0) -> Iterator[list[str]]:
-    """n `python -m block.engine` subprocesses, each in its own process group; always stopped."""
+def engines(
+    profile: str, n: int, noise: float, seed: int, timeout_s: float = 60.0, model_error: str = ""
+) -> Iterator[list[str]]:
+    """n `python -m block.engine` subprocesses, each in its own process group; always stopped. Engine i
+    runs with seed `seed + i`, which is also its instance index for `model_error`."""
     args = ["engine", "--profile", profile, "--noise", str(noise), "--log-level", "warning"]
+    if model_error:
+        args += ["--model-error", model_error]
     logs = Path(tempfile.mkdtemp(prefix="block-accuracy-"))
     servers = [block_command(f"engine{i}", [*args, "--seed", str(seed + i)], logs) for i in range(n)]
     with running(*servers, timeout_s=timeout_s):
@@ -76,9 +86,15 @@ def workload(num_requests: int, qps: float, seed: int, max_output: int) -> list[
 
 
 async def _send(
-    session: aiohttp.ClientSession, url: str, rid: str, prompt: int, output: int
+    session: aiohttp.ClientSession,
+    url: str,
+    rid: str,
+    prompt: int,
+    output: int,
+    on_tokens: Callable[[int, float], None] | None = None,
 ) -> tuple[float, float]:
-    """Stream one completion; returns (TTFT, E2E) as this client saw them."""
+    """Stream one completion; returns (TTFT, E2E) as this client saw them. `on_tokens(count, at)`: each
+    chunk's SSE token events, as the router counts them."""
     body = {"prompt": [1] * prompt, "max_tokens": output, "ignore_eos": True,
             "expected_output_tokens": output, "stream": True}  # fmt: skip
     t0 = time.monotonic()
@@ -86,9 +102,12 @@ async def _send(
     headers = {"x-block-request-id": rid, "content-type": "application/json"}
     async with session.post(url + "/v1/completions", data=orjson.dumps(body), headers=headers) as resp:
         resp.raise_for_status()
-        async for _chunk in resp.content.iter_any():
+        async for chunk in resp.content.iter_any():
+            now = time.monotonic()
             if first is None:
-                first = time.monotonic()
+                first = now
+            if on_tokens is not None:
+                on_tokens(chunk.count(b"data: {"), now)
     end = time.monotonic()
     return (first or end) - t0, end - t0
 
@@ -101,13 +120,21 @@ async def _run(
     seed: int,
     anticipate_arrivals: bool = False,
     on_done: Callable[[], None] | None = None,
+    calibration: bool = False,
 ) -> list[Outcome]:
     """`on_done` is called as each request finishes (a sampled one: all its copies)."""
     profile = load_profile(profile_name)
     rng = random.Random(seed)
     fleet = FleetLog(len(urls)) if anticipate_arrivals else None
     trackers = [
-        InstanceTracker(u, profile, added_delay="none", anticipate_arrivals=anticipate_arrivals, fleet=fleet)
+        InstanceTracker(
+            u,
+            profile,
+            added_delay="none",
+            anticipate_arrivals=anticipate_arrivals,
+            fleet=fleet,
+            calibrate=calibration,
+        )
         for u in urls
     ]
     outcomes: list[Outcome] = []
@@ -123,10 +150,15 @@ async def _run(
         copies_left: dict[int, int] = {}
 
         async def one(o: Outcome, url: str, rid: str, prompt: int, output: int, tracker: InstanceTracker):
+            cal = tracker.calibration
+            heard = None if cal is None else lambda n, at: cal.tokens(tracker.id, rid, n, at)
             try:
-                o.ttft, o.e2e = await _send(session, url, rid, prompt, output)
+                o.ttft, o.e2e = await _send(session, url, rid, prompt, output, heard)
             finally:
-                tracker.on_finished(rid, time.monotonic())
+                at = time.monotonic()
+                tracker.on_finished(rid, at)
+                if cal is not None:
+                    cal.finished(tracker.id, rid, at)
                 copies_left[o.group] -= 1
                 if copies_left[o.group] == 0 and on_done is not None:
                     on_done()
@@ -146,7 +178,11 @@ async def _run(
                 o = Outcome(i, sampled, k, f.ttft_s, f.e2e_s)
                 outcomes.append(o)
                 rid = f"acc-{k}-{i}"
-                trackers[i].on_routed(RoutingRequest(prompt, output, id=rid), now)
+                routed = RoutingRequest(prompt, output, id=rid)
+                cal = trackers[i].calibration
+                if cal is not None:  # as the router: listeners first, then the tracker
+                    cal.routed(trackers[i].id, Routed(routed, now))
+                trackers[i].on_routed(routed, now)
                 tasks.append(asyncio.create_task(one(o, urls[i], rid, prompt, output, trackers[i])))
         await asyncio.gather(*tasks)
     return outcomes
@@ -210,21 +246,26 @@ def run_accuracy(
     seed: int = 0,
     anticipate_arrivals: bool = False,
     on_done: Callable[[], None] | None = None,
+    model_error: str = "",
+    calibration: bool = False,
 ) -> dict[str, Any]:
     """`on_done`: called as each of the `num_requests` requests finishes (for a progress bar)."""
     reqs = workload(num_requests, qps, seed, max_output)
     t0 = time.monotonic()
-    with engines(profile, instances, noise, seed) as urls:
+    with engines(profile, instances, noise, seed, model_error=model_error) as urls:
         try:
             import uvloop
 
             runner = uvloop.run
         except ImportError:  # pragma: no cover
             runner = asyncio.run
-        outcomes = runner(_run(urls, profile, reqs, sample_rate, seed, anticipate_arrivals, on_done))
+        outcomes = runner(
+            _run(urls, profile, reqs, sample_rate, seed, anticipate_arrivals, on_done, calibration)
+        )
     report = summarize(outcomes)
     report.update(
         {"instances": instances, "qps": qps, "noise": noise, "profile": profile,
-         "anticipate_arrivals": anticipate_arrivals, "wall_s": round(time.monotonic() - t0, 1)}
+         "anticipate_arrivals": anticipate_arrivals, "model_error": model_error or "none",
+         "calibration": calibration, "wall_s": round(time.monotonic() - t0, 1)}
     )  # fmt: skip
     return report

@@ -118,6 +118,13 @@ def register(app: typer.Typer) -> None:
         anticipate_arrivals: bool = typer.Option(
             False, "--anticipate-arrivals", help="Forecasts add arrivals expected at the recent routing rate."
         ),
+        model_error: str = typer.Option(
+            "none",
+            help="KIND:E: the engines run at a true speed their profile does not say (see block engine).",
+        ),
+        calibration: bool = typer.Option(
+            False, "--calibration", help="Correct each engine's profile online from its streamed tokens."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
     ) -> None:
         """Forecast error against emulated engines, and how often the forecast-best instance was best."""
@@ -128,6 +135,12 @@ def register(app: typer.Typer) -> None:
 
         if instances < 1 or qps <= 0 or num_requests < 1 or not 0 <= sample_rate <= 1:
             fail("need --instances >= 1, --qps > 0, --num-requests >= 1, 0 <= --sample-rate <= 1")
+        from block.profiles.model_error import parse_model_error
+
+        try:
+            error = parse_model_error(model_error)
+        except ValueError as e:
+            fail(str(e))
         columns = (TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("requests", total=num_requests)
@@ -135,6 +148,7 @@ def register(app: typer.Typer) -> None:
                 report = run_accuracy(
                     instances, qps, num_requests, profile, noise, sample_rate, max_output, seed,
                     anticipate_arrivals=anticipate_arrivals, on_done=lambda: bar.advance(task),
+                    model_error="" if error is None else str(error), calibration=calibration,
                 )  # fmt: skip
             except RuntimeError as e:
                 fail(str(e))

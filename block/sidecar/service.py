@@ -4,7 +4,9 @@
                          -> {ttft_s, e2e_s, queue_delay_s, added_delay_s, running, waiting, free_blocks,
                              snapshot_age_ms, predict_ms, anticipated_rate}
     POST /predict_batch  {"requests": [...]} -> {"predictions": [...]}
-    POST /routed         {request_id, prompt_tokens, expected_output_tokens}   (a router sent one here)
+    POST /routed         {request_id, prompt_tokens, expected_output_tokens[, calibration]}   (a router
+                         sent one here; `calibration`: {decode, prefill}, the router's online calibration
+                         factors for this engine, which forecasts then use: the sidecar sees no tokens)
     POST /finished       {request_id}
     GET  /health, GET /metrics
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -93,6 +96,20 @@ def _str(body: dict[str, Any], name: str) -> str:
     if not isinstance(v, str) or not v:
         raise BadRequest(f"'{name}' must be a non-empty string", name)
     return v
+
+
+def _factors(body: dict[str, Any]) -> tuple[float, float] | None:
+    """/routed's optional `calibration`: {"decode": f, "prefill": f}, positive numbers."""
+    c = body.get("calibration")
+    if c is None:
+        return None
+    try:
+        decode, prefill = float(c["decode"]), float(c["prefill"])
+    except (TypeError, KeyError, ValueError):
+        raise BadRequest("calibration must be {decode, prefill}", "calibration") from None
+    if not (decode > 0 and prefill > 0 and math.isfinite(decode) and math.isfinite(prefill)):
+        raise BadRequest("calibration factors must be positive numbers", "calibration")
+    return decode, prefill
 
 
 def parse_request(body: Any) -> RoutingRequest:
@@ -171,7 +188,11 @@ class PredictorService:
             if self.profile is None:
                 self.profile = load_profile(snapshot.profile or "")
             self.tracker = InstanceTracker(
-                self.engine_url, self.profile, in_flight_follows_snapshots=True, **self.tracker_options
+                self.engine_url,
+                self.profile,
+                in_flight_follows_snapshots=True,
+                calibrate=True,  # factors 1 (the profile as it is) until a router sends its own
+                **self.tracker_options,
             )
         # the engine read its clock about halfway through the round trip
         self.tracker.observe(snapshot, (sent + received) / 2, step_end)
@@ -247,9 +268,12 @@ class PredictorService:
             rid = _str(body, "request_id")
             prompt, output = _int(body, "prompt_tokens"), _int(body, "expected_output_tokens")
             assert prompt is not None and output is not None
+            factors = _factors(body)
             tracker = self._ready()
         except BadRequest as e:
             return _error(e)
+        if factors is not None and tracker.calibration is not None:
+            tracker.calibration.adopt(*factors)
         tracker.on_routed(RoutingRequest(prompt, output, id=rid), self.clock())
         self.metrics.pending.set(len(tracker.pending))
         return _json({"pending": len(tracker.pending)})
@@ -274,6 +298,7 @@ class PredictorService:
             "profile": self.profile.name if self.profile else None,
             "snapshot_age_ms": None if age is None else age * 1e3,
             "refresh_errors": self.refresh_errors,
+            "calibration": None if t is None or t.calibration is None else t.calibration.describe(),
         }
         return _json(body, 200 if ready else 503)
 

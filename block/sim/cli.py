@@ -128,6 +128,13 @@ def register(app: typer.Typer) -> None:
             "(static: each its own factor in [1-E, 1+E]; drift: wandering in that band over minutes; "
             "correlated: the whole fleet up to E slower for seconds at a time).",
         ),
+        calibration: bool = typer.Option(
+            False,
+            "--calibration",
+            help="Online calibration: each tracker corrects its profile per phase (decode, prefill) from "
+            "the token times its replica streams back, as the router does.",
+            rich_help_panel="Routing",
+        ),
         out: Path = typer.Option(
             Path("results/sim"),
             help="Directory for one results JSON per policy and rate.",
@@ -181,6 +188,7 @@ def register(app: typer.Typer) -> None:
                 anticipate_arrivals=anticipate_arrivals,
                 model_error="" if model_error.strip().lower() == "none" else model_error,
                 think_time_s=think_time,
+                calibration=calibration,
             )
         )
 

@@ -44,6 +44,9 @@ class SimConfig:
     # Model error (block/profiles/model_error.py): `KIND:E` makes the replicas run at a true speed the
     # router's forecasts do not know; "" runs them at the profile's. Seeded by `seed`.
     model_error: str = ""
+    # Online calibration (block/fleet/calibration.py): the trackers correct their profile from the token
+    # times the replicas stream back, as the router does.
+    calibration: bool = False
 
     def __post_init__(self) -> None:
         if self.instances < 1:

@@ -9,7 +9,9 @@ Routing follows the live router, through the same data layer (block.fleet): trac
 latest 20 ms tick (freshness.py), the filters keep the instances a decision may use, forecasts are made
 for the policy's targets only (the router's fan-out, without its deadline and budget: virtual time), the
 policy chooses among them, the chosen tracker learns of the routed request and, when it completes, of its
-end; the request listeners (auto-provisioning) hear of both.
+end; the request listeners (auto-provisioning) hear of both. With calibration on, the trackers'
+calibrations (block.fleet.calibration) hear every token as the router would: one event per request per
+step, or per stretch of decode steps skipped in one go (a chunk of that many tokens at its end).
 
 Session workloads (multi-turn chat) release a turn when the one before it finishes plus a think time
 (sessions.py): a finish may bring an arrival forward, so step completion stops at it and the loop routes
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from block.bench.record import RequestRecord
+from block.fleet.calibration import Calibrations
 from block.fleet.filters import Filter, apply_filters
 from block.fleet.forecasts import Forecasts
 from block.fleet.listeners import Listeners, Routed
@@ -74,12 +77,15 @@ class Cluster:
         self.replicas = [Replica(self.replica_config, self.profile) for _ in range(n)]
         self.policy: Policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
         self.trackers = make_trackers(
-            n, self.profile, self.replica_config, self.policy, config.anticipate_arrivals
+            n, self.profile, self.replica_config, self.policy, config.anticipate_arrivals, config.calibration
         )
         self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
         self.filters: list[Filter] = []  # in front of the policy (provisioning: the active instances)
         self.forecasts = Forecasts(self.policy)  # no deadline, no budget: virtual time
         self.listeners = Listeners()  # told of every request routed and finished
+        if config.calibration:
+            calibrations = {t.id: t.calibration for t in self.trackers if t.calibration is not None}
+            self.listeners.add(Calibrations(calibrations))
         self.noises = [config.noise_for(r) for r in range(n)]
         self.noise = [
             self.step_time_for(r, None if nz.is_exact else nz.apply) for r, nz in enumerate(self.noises)
@@ -156,6 +162,10 @@ class Cluster:
         if times is not None:
             for q in outcome.emitted:
                 times[q].append(end)
+        if self.listeners.on_tokens:
+            tell, instance = self.listeners.tokens, self.trackers[r].id
+            for q in outcome.emitted:
+                tell(instance, q.id, 1, end)
         if outcome.finished:
             for q in outcome.finished:
                 self.finished(r, q, end)
@@ -189,11 +199,16 @@ class Cluster:
         """Report the steps Replica.run_decodes completed, as end_step reports one step."""
         self.steps += run.steps
         times = self.token_times
+        tell = self.listeners.tokens if self.listeners.on_tokens else None
         for span in run.spans:
             if times is not None:
                 ends = span.ends
                 for q in span.requests:
                     times[q].extend(ends)
+            if tell is not None:
+                instance, count, end = self.trackers[r].id, len(span.ends), span.ends[-1]
+                for q in span.requests:
+                    tell(instance, q.id, count, end)
             for q in span.finished:
                 self.finished(r, q, span.ends[-1])
 
@@ -252,7 +267,8 @@ class Cluster:
     ) -> SimOutcome:
         """`pins` (request index -> replica index) sends those requests there whatever the policy chose,
         for counterfactuals; the policy still decides, so its own state moves on as in the plain run."""
-        if on_decision is not None or self.listeners.on_routed or self.listeners.on_finished:
+        heard = self.listeners.on_routed or self.listeners.on_tokens or self.listeners.on_finished
+        if on_decision is not None or heard:
             self.lazy = False  # a hook or a listener may look at any replica: keep them all current
         wall0, cpu0 = time.perf_counter(), time.process_time()
         prompts = requests.prompt_tokens.tolist()

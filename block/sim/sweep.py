@@ -42,6 +42,7 @@ class SimulateArgs:
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
     model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
     think_time_s: float = 5.0  # session workloads: mean wait (s) between an answer and the next turn
+    calibration: bool = False  # the trackers correct their profile online from the token times
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -71,6 +72,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             seed=a.seed,
             anticipate_arrivals=a.anticipate_arrivals,
             model_error=a.model_error,
+            calibration=a.calibration,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

@@ -20,7 +20,12 @@ def reads_state(policy: Policy) -> bool:
 
 
 def make_trackers(
-    n: int, profile: Profile, config: ReplicaConfig, policy: Policy, anticipate_arrivals: bool = False
+    n: int,
+    profile: Profile,
+    config: ReplicaConfig,
+    policy: Policy,
+    anticipate_arrivals: bool = False,
+    calibrate: bool = False,
 ) -> list[InstanceTracker]:
     added_delay = added_delay_for(policy)
     fleet = FleetLog(n) if anticipate_arrivals else None  # anticipation at the fleet's rate per instance
@@ -33,6 +38,7 @@ def make_trackers(
             anticipate_arrivals=anticipate_arrivals,
             fleet=fleet,
             prefix_index=PrefixIndex(config.num_gpu_blocks),  # as the router's, for engines that tell none
+            calibrate=calibrate,
         )
         for r in range(n)
     ]

@@ -126,3 +126,21 @@ async def test_forecast_matches_the_engine_at_noise_zero() -> None:
     # TTFT is a few steps: allow the HTTP hops of one request (client -> engine -> client) on top
     assert abs(ttft - f.ttft_s) < 0.01 * ttft + 0.01, (ttft, f.ttft_s)
     print(f"e2e {e2e:.4f} forecast {f.e2e_s:.4f}; ttft {ttft:.4f} forecast {f.ttft_s:.4f}")
+
+
+async def test_sidecar_forecasts_with_the_calibration_its_router_sends() -> None:
+    """The sidecar sees no tokens: the router's factors come with each /routed notice."""
+    with engine() as eng, sidecar(eng) as url:
+        async with aiohttp.ClientSession() as s:
+            client = PredictorClient(url, s)
+            nominal = await client.predict(100, 50)
+            await client.routed("r1", 100, 10, {"decode": 1.5, "prefill": 1.5})
+            await client.finished("r1")
+            slower = await client.predict(100, 50)
+            assert slower.e2e_s / nominal.e2e_s == pytest.approx(1.5, rel=0.03)
+            async with s.get(url + "/health") as r:
+                assert (await r.json())["calibration"]["decode"] == 1.5
+            bad = {"request_id": "r2", "prompt_tokens": 1, "expected_output_tokens": 1}
+            bad["calibration"] = {"decode": -1, "prefill": 1}
+            async with s.post(url + "/routed", json=bad) as r:
+                assert r.status == 400
