@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from block.fleet.engine_spec import EngineSpec
 from block.sim.batch import RunResult, SimRun, run_many
 from block.sim.capacity import write_capacity_files
 from block.sim.config import SimConfig
@@ -40,6 +41,7 @@ class SimulateArgs:
     split: str = "all"  # all | held-out prompts (see block.sim.workload)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
     model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
+    fleet: tuple[EngineSpec, ...] = ()  # one engine per instance (a mixed fleet); () : `profile` for all
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -68,6 +70,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             seed=a.seed,
             anticipate_arrivals=a.anticipate_arrivals,
             model_error=a.model_error,
+            fleet=a.fleet,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from block.fleet.arrival_log import FleetLog
 from block.fleet.tracker import InstanceTracker, added_delay_for
 from block.policies import Policy
@@ -19,15 +21,22 @@ def reads_state(policy: Policy) -> bool:
 
 
 def make_trackers(
-    n: int, profile: Profile, config: ReplicaConfig, policy: Policy, anticipate_arrivals: bool = False
+    n: int,
+    profile: Profile | Sequence[Profile],
+    config: ReplicaConfig | Sequence[ReplicaConfig],
+    policy: Policy,
+    anticipate_arrivals: bool = False,
 ) -> list[InstanceTracker]:
+    """One tracker per instance; `profile` and `config` one for all or one per instance."""
+    profiles = [profile] * n if isinstance(profile, Profile) else list(profile)
+    configs = [config] * n if isinstance(config, ReplicaConfig) else list(config)
     added_delay = added_delay_for(policy)
     fleet = FleetLog(n) if anticipate_arrivals else None  # anticipation at the fleet's rate per instance
     return [
         InstanceTracker(
             instance_id(r),
-            profile,
-            config,
+            profiles[r],
+            configs[r],
             added_delay=added_delay,
             anticipate_arrivals=anticipate_arrivals,
             fleet=fleet,
