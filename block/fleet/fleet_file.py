@@ -211,7 +211,7 @@ def parse_fleet(data: dict[str, Any], source: str, lines: dict[tuple[Any, ...], 
         base = check.engine(check.mapping(data["defaults"], ("defaults",), ENTRY_KEYS), ("defaults",), base)
     instances: list[InstanceEntry] = []
     seen: dict[str, int] = {}
-    raw = data.get("instances") or []
+    raw = data.get("instances", data.get("instance")) or []
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
