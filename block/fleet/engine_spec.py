@@ -55,9 +55,9 @@ class EngineSpec:
         extra = " ".join(f"{k}={v}" for k, v in self.settings().items())
         return " ".join(p for p in (self.profile or "no-profile", extra) if p)
 
-    def engine_args(self) -> list[str]:
+    def engine_args(self, with_profile: bool = True) -> list[str]:
         """`block engine` flags for an emulated engine of this kind."""
-        args = ["--profile", self.profile] if self.profile else []
+        args = ["--profile", self.profile] if self.profile and with_profile else []
         flags = {"max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens"}
         flags |= {"num_gpu_blocks": "--num-gpu-blocks", "block_size": "--block-size"}
         flags |= {"max_model_len": "--max-model-len"}

@@ -17,7 +17,7 @@ instances:
 groups:                          # the simulator's fleet: COUNT instances of each kind
   - {count: 6, profile: llama-2-7b-a100}
   - {count: 6, profile: llama-2-7b-a30, max_num_seqs: 24}
-templates:                       # what provisioning adds, by name
+templates:                       # what provisioning adds: `default`, or the only one
   a30: {profile: llama-2-7b-a30}
 ```
 
@@ -80,8 +80,17 @@ class FleetSpec:
         return [i.engine for i in self.instances]
 
     def engine_for(self, url: str) -> EngineSpec | None:
+        """The listed instance's engine, else (an instance added at run time: provisioning, POST
+        /instances) the template for new instances, if any."""
         url = url.rstrip("/")
-        return next((i.engine for i in self.instances if i.url == url), None)
+        listed = next((i.engine for i in self.instances if i.url == url), None)
+        return listed if listed is not None else self.new_instance_template()
+
+    def new_instance_template(self) -> EngineSpec | None:
+        """What provisioning adds: the template named `default`, or the only one."""
+        if "default" in self.templates:
+            return self.templates["default"]
+        return next(iter(self.templates.values())) if len(self.templates) == 1 else None
 
     def describe(self) -> str:
         """`6 x llama-2-7b-a100 + 6 x llama-2-7b-a30`."""

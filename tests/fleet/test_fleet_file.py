@@ -110,3 +110,24 @@ def test_the_short_form_gives_groups_and_the_simulator_takes_either() -> None:
             load_fleet(bad)
     with pytest.raises(FleetFileError, match="no such file"):
         load_fleet("missing-fleet.yaml")
+
+
+def test_provisioning_starts_and_models_the_template_for_new_instances(tmp_path: Path) -> None:
+    from block.router.app import make_autoscaler
+    from block.router.instance_pool import InstancePool
+    from block.router.metrics import RouterMetrics
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "instances: [http://127.0.0.1:9001]\nprovision: reactive\nslo-e2e: 5\nprovider: local-emulator\n"
+        "max-instances: 3\ntemplates:\n  default: {profile: llama-2-7b-a30, max_num_seqs: 24}\n"
+    )
+    cfg = RouterConfig.build(fleet_path=path)
+    template = EngineSpec("llama-2-7b-a30", max_num_seqs=24)
+    assert cfg.fleet.engine_for("http://127.0.0.1:9001") == EngineSpec()  # listed: nothing said of it
+    assert cfg.fleet.engine_for("http://10.0.0.9:8000") == template  # added at run time
+    scaler = make_autoscaler(cfg, InstancePool(cfg, RouterMetrics(cfg.policy)))  # built, not started
+    assert (scaler.provider.profile, scaler.provider.extra_args) == (
+        "llama-2-7b-a30",
+        ["--max-num-seqs", "24"],
+    )
