@@ -29,3 +29,14 @@ def test_each_engine_gets_its_kind_and_the_cluster_wide_settings(tmp_path: Path)
         for s in engine_servers(EngineKey.of(mixed), "u", tmp_path, "warning")
     ]
     assert profiles == ["llama-2-7b-a100"] * 2 + ["llama-2-7b-a30"] * 2
+
+
+def test_the_demo_starts_a_mixed_fleet_per_cluster(tmp_path: Path) -> None:
+    from block.demo import DemoSettings, cluster_servers
+    from block.fleet.fleet_file import parse_short
+
+    fleet = tuple(parse_short("1:llama-2-7b-a100,1:llama-2-7b-a30:max_num_seqs=24").engines())
+    engines, _ = cluster_servers(DemoSettings(instances=2, fleet=fleet), "block", tmp_path)
+    argvs = [list(e._argv_for_port(1)) for e in engines]
+    assert [_flag(a, "--profile") for a in argvs] == ["llama-2-7b-a100", "llama-2-7b-a30"]
+    assert "--max-num-seqs" not in argvs[0] and _flag(argvs[1], "--max-num-seqs") == "24"
