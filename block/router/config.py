@@ -26,6 +26,9 @@ class RouterConfig:
     health_timeout: float = 0.4  # a check slower than this counts as a failure
     deadline_ms: float = 5.0  # time budget for all forecasts of one decision
     refresh_ms: float = 20.0  # state polling period per instance
+    # stock vLLM: /metrics is read this often; at the refreshes between, the state is recounted from what
+    # the router sent and saw stream back (reading it every 20 ms slows a small engine: poll-cost)
+    metrics_read_ms: float = 250.0
     admin_token: str | None = None
     api_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
@@ -34,6 +37,7 @@ class RouterConfig:
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
     log_level: str = "info"
+    decision_log: str | None = None  # JSON lines: what each decision saw against what happened
     seed: int | None = None
     # Auto-provisioning (block.provision.config): off unless its mode is preemptive or reactive.
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
@@ -67,6 +71,8 @@ class RouterConfig:
             raise ValueError("max_body_bytes must be >= 1")
         if self.health_interval <= 0 or self.refresh_ms <= 0 or self.deadline_ms <= 0:
             raise ValueError("health_interval, refresh_ms and deadline_ms must be > 0")
+        if self.metrics_read_ms <= 0:
+            raise ValueError("metrics_read_ms must be > 0")
         for name in ("first_byte_timeout_s", "idle_timeout_s", "timeout_cooldown_s", "drain_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")

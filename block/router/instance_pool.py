@@ -201,7 +201,7 @@ class InstancePool:
         engine = self.config.fleet.engine_for(inst.url)
         fleet_profile = _load_profile(engine.profile) if engine is not None and engine.profile else None
         base = engine.replica_config(fleet_profile) if engine is not None else self.base_config
-        source = kind(inst.url, base)
+        source = kind(inst.url, base, self.config.metrics_read_ms / 1000.0)
         try:
             snapshot, step_end = await source.read(self.session, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
