@@ -73,7 +73,9 @@ async def test_stock_vllm_fleet_forecasts_each_instance_with_its_own_profile(tmp
         async with httpx.AsyncClient(timeout=10) as c:
             body = {"model": "synthetic", "prompt": "word " * 50, "max_tokens": 4, "ignore_eos": True}
             r = await c.post(router.url + "/v1/completions", json=body)
+            listed = (await c.get(router.url + "/instances")).json()["instances"]
         assert r.status_code == 200, r.text
+        assert [i["profile"] for i in listed] == ["llama-2-7b-a100", "llama-2-7b-a30"]
         assert engines[0].metrics.prompt_tokens > 0 and engines[1].metrics.prompt_tokens == 0
     finally:
         if router is not None:
