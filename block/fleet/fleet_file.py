@@ -110,7 +110,9 @@ def _plain(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], 
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node))
-            out[key] = _plain(value_node, (*path, key), lines)
+            # lines are kept under the key as checked: dashes read as underscores (`max-num-seqs`)
+            name = key.replace("-", "_") if isinstance(key, str) else key
+            out[key] = _plain(value_node, (*path, name), lines)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_plain(v, (*path, i), lines) for i, v in enumerate(node.value)]
@@ -280,7 +282,6 @@ def split_router_yaml(path: str | Path) -> tuple[dict[str, Any], FleetSpec]:
     if not isinstance(data, dict):
         raise FleetFileError(source, 1, "", "expected a mapping of router settings")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    lines = {((str(p[0]).replace("-", "_"), *p[1:]) if p else p): n for p, n in lines.items()}
     fleet = parse_fleet(data, source, lines)
     settings = {k: v for k, v in data.items() if k not in FLEET_KEYS}
     if "instances" in data or "instance" in data:

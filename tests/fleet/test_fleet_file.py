@@ -62,7 +62,7 @@ def test_a_fleet_file_is_a_router_config_with_instances_groups_and_templates(tmp
          "unknown profile 'llama-9'"),
         ("instances:\n  - http://h:1\n  - url: http://h:1/\n", "fleet.yaml:3: instances[1]: duplicate URL "
          "http://h:1 (also instances[0])"),
-        ("groups:\n  - count: 2\n    profile: llama-2-7b-a30\n    max_num_seqs: -4\n", "fleet.yaml:4: "
+        ("groups:\n  - count: 2\n    profile: llama-2-7b-a30\n    max-num-seqs: -4\n", "fleet.yaml:4: "
          "groups[0].max_num_seqs: expected a whole number >= 1, got -4"),
         ("groups:\n  - {count: two, profile: llama-2-7b-a30}\n", "fleet.yaml:2: groups[0].count: expected a "
          "whole number >= 1, got 'two'"),
