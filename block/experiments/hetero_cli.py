@@ -24,7 +24,9 @@ def register(exp: typer.Typer) -> None:
         qps: str = typer.Option(None, help="Live: rates (default 8,12,16)."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
-        parallel: int = typer.Option(3, min=1, help="Live: clusters side by side, one per policy."),
+        parallel: int = typer.Option(
+            1, min=1, help="Live: clusters side by side, one per policy (1: valid on a busy 2-core machine)."
+        ),
         max_model_len: int = typer.Option(1024, min=16, help="Live: prompt + output at most."),
     ) -> None:
         """6 x A100 + 6 x A30 (`mixed-a100-a30`) and 12 x A30 with max seqs 24 / 48 (`mixed-seqs`),
