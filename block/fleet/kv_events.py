@@ -59,7 +59,9 @@ class KvEventFeed:
         self.batches = 0
         self.next_seq: int | None = None  # expected sequence number; None before the first batch
         self._clock = clock
-        self._trusted_from = clock() + resync_s  # joining late: blocks stored before are unknown
+        # Joining late, blocks stored before are unknown too, but the router's own record knows no more
+        # then (it starts with the router): trust the index from the start.
+        self._trusted_from = clock()
         self._on_drop = on_drop
         self._ctx = zmq.asyncio.Context.instance()
         self._task: asyncio.Task[None] | None = None

@@ -56,12 +56,20 @@ def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
 
 
 class RouterApp:
-    def __init__(self, config: RouterConfig, count_tokens: Callable[[str], int] | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        count_tokens: Callable[[str], int] | None = None,
+        encode_tokens: Callable[[str], list[int]] | None = None,
+    ) -> None:
+        """`count_tokens` and `encode_tokens` stand in for the configured tokenizer (tests); without an
+        encoder, requests carry no prefix identity."""
         self.config = config
         if count_tokens is None:
             from block.workload.tokenizer import get_tokenizer
 
-            count_tokens = get_tokenizer(config.tokenizer).count
+            tokenizer = get_tokenizer(config.tokenizer)
+            count_tokens, encode_tokens = tokenizer.count, encode_tokens or tokenizer.encode_ordinary
         self.policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)
@@ -81,6 +89,7 @@ class RouterApp:
             config.api_key,
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
+            encode_tokens=encode_tokens,
         )
         self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
         self.admin = Admin(self.pool, self.metrics, self.guard)

@@ -9,6 +9,17 @@ import typer
 from block.errors import fail
 
 
+def parse_kv_events(items: list[str]) -> dict[str, str]:
+    """--kv-events URL=ENDPOINT[,REPLAY] items as the config's mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        url, sep, endpoints = item.partition("=")
+        if not sep or not url or not endpoints:
+            raise typer.BadParameter(f"expected URL=tcp://host:port[,tcp://host:port], got {item!r}")
+        out[url.rstrip("/")] = endpoints
+    return out
+
+
 def register(app: typer.Typer) -> None:
     router = typer.Typer(
         help="The global router: an OpenAI-compatible proxy choosing an instance per request.",
@@ -25,7 +36,8 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(
             None,
             help="Routing policy: block, block-po2, llumnix, infaas, min-qpm, "
-            "least-requests, po2, round-robin, random. (default: block)",
+            "least-requests, po2, round-robin, random; the peers' cache-aware baselines cache-aware "
+            "(SGLang), prefix-load (llm-d), kv-overlap (Dynamo). (default: block)",
             rich_help_panel="Routing",
         ),
         port: int = typer.Option(None, help="Port to listen on. (default: 8000)", rich_help_panel="Server"),
@@ -68,6 +80,14 @@ def register(app: typer.Typer) -> None:
         ),
         refresh_ms: float = typer.Option(
             None, help="State polling period per instance. (default: 20)", rich_help_panel="State"
+        ),
+        kv_events: list[str] = typer.Option(
+            None,
+            "--kv-events",
+            help="Stock vLLM started with --kv-events-config: URL=tcp://host:port[,tcp://host:replay-port] "
+            "(repeat per instance). The router subscribes and keeps an exact index of what each instance has "
+            "cached. (default: none)",
+            rich_help_panel="State",
         ),
         metrics_read_ms: float = typer.Option(
             None,
@@ -260,6 +280,7 @@ def register(app: typer.Typer) -> None:
                 deadline_ms=deadline_ms,
                 refresh_ms=refresh_ms,
                 metrics_read_ms=metrics_read_ms,
+                kv_events=parse_kv_events(kv_events) if kv_events else None,
                 admin_token=admin_token,
                 api_key=api_key,
                 max_body_bytes=max_body_bytes,

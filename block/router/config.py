@@ -29,6 +29,8 @@ class RouterConfig:
     # stock vLLM: /metrics is read this often; at the refreshes between, the state is recounted from what
     # the router sent and saw stream back (reading it every 20 ms slows a small engine: poll-cost)
     metrics_read_ms: float = 250.0
+    # stock vLLM with --kv-events-config: instance URL -> "tcp://host:port[,tcp://host:replay-port]"
+    kv_events: dict[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     api_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
@@ -83,6 +85,14 @@ class RouterConfig:
         self.predictors = [u.rstrip("/") for u in self.predictors]
         self.check_security()
 
+    def kv_event_endpoints(self, url: str) -> tuple[str, str | None] | None:
+        """(events endpoint, replay endpoint or None) configured for the instance at `url`."""
+        spec = self.kv_events.get(url.rstrip("/"))
+        if not spec:
+            return None
+        endpoint, _, replay = spec.partition(",")
+        return endpoint, replay or None
+
     def upstream_allow_list(self) -> Any:
         """The parsed --allowed-upstreams (a block.router.upstreams.AllowList), None when empty."""
         from block.router.upstreams import AllowList
@@ -97,6 +107,18 @@ class RouterConfig:
             raise ValueError("--api-key and --admin-token must not be empty")
         allowed = self.upstream_allow_list()
         self.instances = [check_upstream(u, allowed) for u in self.instances]
+        from block.router.upstreams import check_event_endpoint
+
+        if not isinstance(self.kv_events, dict):
+            raise ValueError(
+                "kv_events: expected a mapping of instance URL to tcp://host:port[,tcp://host:port]"
+            )
+        self.kv_events = {
+            str(url).rstrip("/"): ",".join(
+                check_event_endpoint(e.strip(), allowed) for e in str(v).split(",")
+            )
+            for url, v in self.kv_events.items()
+        }
         self.provision.standby = [check_upstream(u, allowed) for u in self.provision.standby]
         self.predictors = [check_upstream(u, allowed, "predictor") for u in self.predictors]
         from block.http_limits import HttpLimits

@@ -19,6 +19,8 @@ class SimRequests:
     output_tokens: np.ndarray  # int64
     arrival_s: np.ndarray  # float64, non-decreasing
     planned_tokens: np.ndarray | None = None  # int64, >= 1; None: plan with output_tokens
+    # per request, its prompt's block hashes (Sample.prefix_hashes); None: no prefix identity
+    prefix_hashes: list[tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -26,6 +28,8 @@ class SimRequests:
             raise ValueError("prompt_tokens, output_tokens and arrival_s must have the same length")
         if self.planned_tokens is not None and len(self.planned_tokens) != n:
             raise ValueError("planned_tokens must have one entry per request")
+        if self.prefix_hashes is not None and len(self.prefix_hashes) != n:
+            raise ValueError("prefix_hashes must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
 
@@ -35,7 +39,10 @@ class SimRequests:
     def head(self, n: int) -> SimRequests:
         """The first n requests (by arrival)."""
         planned = None if self.planned_tokens is None else self.planned_tokens[:n]
-        return SimRequests(self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned)
+        hashes = None if self.prefix_hashes is None else self.prefix_hashes[:n]
+        return SimRequests(
+            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, hashes
+        )
 
     @classmethod
     def from_samples(

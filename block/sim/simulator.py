@@ -236,6 +236,7 @@ class Cluster:
         estimated = requests.planned_tokens is not None
         planned = requests.planned_tokens.tolist() if estimated else outputs
         arrivals = requests.arrival_s.tolist()
+        hashes = requests.prefix_hashes  # the prompts' prefix identity, when the workload gives one
         n = len(arrivals)
         feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
         refresh_s = self.config.refresh_s
@@ -265,7 +266,7 @@ class Cluster:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rid = str(i)
-            rr = RoutingRequest(p, e, None if estimated else o, rid)
+            rr = RoutingRequest(p, e, None if estimated else o, rid, hashes[i] if hashes else ())
             r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
                 r = pins[i]

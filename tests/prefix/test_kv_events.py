@@ -57,9 +57,7 @@ class Clock:
 
 def feed(**kw) -> tuple[KvEventFeed, Clock]:
     clock = Clock()
-    f = KvEventFeed("tcp://127.0.0.1:1", resync_s=5.0, clock=clock, **kw)
-    clock.now += 5.0  # past the join-late grace
-    return f, clock
+    return KvEventFeed("tcp://127.0.0.1:1", resync_s=5.0, clock=clock, **kw), clock
 
 
 PROMPT = list(range(100, 100 + 5 * BS + 2))  # five full blocks and a partial one
