@@ -295,6 +295,13 @@ def split_router_yaml(path: str | Path) -> tuple[dict[str, Any], FleetSpec]:
             )
         if given:
             settings["predictors"] = given
+    # An entry's KV-events endpoint joins the router's `kv_events` mapping (URL -> endpoint).
+    events = {e.url: e.kv_events for e in fleet.instances if e.kv_events}
+    if events:
+        top = settings.get("kv_events") or {}
+        settings["kv_events"] = (
+            {**top, **events} if isinstance(top, dict) else top
+        )  # a bad mapping: the router says
     return settings, fleet
 
 

@@ -41,7 +41,7 @@ def make_trackers(
             added_delay=added_delay,
             anticipate_arrivals=anticipate_arrivals,
             fleet=fleet,
-            prefix_index=PrefixIndex(config.num_gpu_blocks),  # as the router's, for engines that tell none
+            prefix_index=PrefixIndex(configs[r].num_gpu_blocks),  # as the router's (engines that tell none)
         )
         for r in range(n)
     ]

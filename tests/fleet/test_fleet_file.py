@@ -47,6 +47,7 @@ def test_a_fleet_file_is_a_router_config_with_instances_groups_and_templates(tmp
     cfg = RouterConfig.build(fleet_path=path)
     assert cfg.policy == "llumnix" and cfg.instances == settings["instances"]
     assert cfg.fleet.engine_for("http://10.0.0.2:8000/") == a100.engine
+    assert cfg.kv_events == {"http://10.0.0.2:8000": "tcp://10.0.0.2:5557"}  # the router's KV-events mapping
     assert a100.engine.replica_config().max_num_seqs == 64  # over the A100 profile's 256
     with pytest.raises(ValueError, match="not both"):
         RouterConfig.build(path, fleet_path=path)
