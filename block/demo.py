@@ -31,6 +31,7 @@ from block import live_validity
 from block.bench.client import run_benchmark
 from block.bench.results import build_results, write_results
 from block.demo_load import measure_load, pick_shape
+from block.fleet.engine_spec import EngineSpec
 from block.launch import ManagedServer, block_command, start_all
 
 console = Console(highlight=False, width=110)  # the table needs ~100 columns, also in logs
@@ -55,6 +56,9 @@ class DemoSettings:
     # speeds) and because it is fair in both orders: engine i of every cluster gets the same speed,
     # side by side or one cluster after another (drift and correlated follow the wall clock).
     model_error: str = "static:0.2"
+    # A mixed fleet (`--fleet`, block/fleet/fleet_file.py): engine i of every cluster runs fleet[i]'s
+    # profile and settings; the routers learn each engine's profile from its /state.
+    fleet: tuple[EngineSpec, ...] = ()
 
     @property
     def num_requests(self) -> int:
@@ -67,7 +71,8 @@ def cluster_servers(
     """The engines of one cluster and the argv (minus --instance URLs) of its router."""
     engines = []
     for i in range(settings.instances):
-        argv = ["engine", "--profile", settings.profile, "--noise", str(settings.noise)]
+        engine = settings.fleet[i] if settings.fleet else EngineSpec(settings.profile)
+        argv = ["engine", *replace(engine, max_model_len=None).engine_args(), "--noise", str(settings.noise)]
         argv += ["--seed", str(engine_seed(settings, i))]
         argv += ["--model-error", settings.model_error or "none"]
         # +1: the engine counts the BOS token of a text prompt, the dataset's prompt lengths do not
@@ -353,6 +358,11 @@ def register(app: Any) -> None:
             "--instances, --qps, --sequential is given).",
         ),
         profile: str = typer.Option(DemoSettings.profile, help="Step-time profile of every engine."),
+        fleet: str = typer.Option(
+            None,
+            help="A mixed fleet per cluster instead: a fleet file or COUNT:PROFILE[:KEY=VALUE],... "
+            "(sets --instances).",
+        ),
         policies: str = typer.Option(",".join(DemoSettings.policies), help="Comma-separated policies."),
         seed: int = typer.Option(0, help="Seed of the workload, arrivals and engine noise."),
         out: Path = typer.Option(Path("demo-results"), help="Folder for results JSON, logs and the plot."),
@@ -370,6 +380,15 @@ def register(app: Any) -> None:
             parse_model_error(model_error)
         except ValueError as e:
             fail(f"--model-error: {e}")
+        engines: tuple = ()
+        if fleet:
+            from block.fleet.fleet_file import FleetFileError, load_fleet
+
+            try:
+                engines = tuple(load_fleet(fleet).engines())
+            except FleetFileError as e:
+                fail(str(e))
+            instances = len(engines)
         explicit = instances is not None or qps is not None or sequential is not None
         settings = DemoSettings(
             policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
@@ -382,6 +401,7 @@ def register(app: Any) -> None:
             sequential=bool(sequential),
             auto_load=auto_load and not explicit,
             model_error=model_error,
+            fleet=engines,
         )
         try:
             run_demo(settings)

@@ -289,4 +289,7 @@ def register(app: typer.Typer) -> None:
     from block.experiments.provision import register as register_provision
 
     register_provision(exp)  # `block experiment provision`: Figure 8, lives with the provisioning code
+    from block.experiments.hetero_cli import register as register_hetero
+
+    register_hetero(exp)  # `block experiment hetero`: mixed fleets
     app.add_typer(exp, name="experiment")

@@ -30,7 +30,7 @@ def replay_on(
     """(TTFT, E2E) of a request sent to instance r at `now`, from a copy of the instance. `noisy`:
     the instance's own step noise continues (what would have happened); else exact mean step times
     (what could be expected)."""
-    memo = {id(cluster.profile): cluster.profile}  # immutable: share, do not copy
+    memo = {id(cluster.profiles[r]): cluster.profiles[r]}  # immutable: share, do not copy
     rep, batch, noise = copy.deepcopy((cluster.replicas[r], cluster.inflight[r], cluster.noises[r]), memo)
     q = Request("\0counterfactual", prompt_tokens, output_tokens, now, output_tokens)
     rep.add(q)

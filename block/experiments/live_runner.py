@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -42,6 +43,7 @@ from block import live_validity
 from block.bench.client import BenchResult, run_benchmark
 from block.bench.results import build_results, write_results
 from block.experiments.plan import RunOutput, RunSpec
+from block.fleet.engine_spec import EngineSpec
 from block.launch import ManagedServer, block_command, router_ready, start_all
 from block.machine_load import cpu_busy, cpu_times
 from block.sim.workload import WorkloadSpec
@@ -73,6 +75,7 @@ class EngineKey:
     max_model_len: int
     noise: float
     seed: int
+    fleet: tuple[EngineSpec, ...] = ()  # a mixed fleet: each engine's profile and settings over the above
 
     @staticmethod
     def of(spec: RunSpec) -> EngineKey:
@@ -85,7 +88,13 @@ class EngineKey:
             spec.workload.max_model_len,
             spec.noise,
             spec.seed,
+            spec.fleet,
         )
+
+    def engine(self, i: int) -> EngineSpec:
+        """Engine i's profile and batching settings (the fleet's entry over the cluster-wide ones)."""
+        base = EngineSpec(self.profile, self.max_num_seqs, self.max_num_batched_tokens, self.num_gpu_blocks)
+        return self.fleet[i].over(base) if self.fleet else base
 
 
 @dataclass
@@ -339,6 +348,9 @@ def closed_loop_concurrency(spec: RunSpec) -> int:
     from block.engine.settings import replica_config
     from block.profiles import load_profile
 
+    if spec.fleet:
+        key = EngineKey.of(spec)
+        return sum(key.engine(i).replica_config().max_num_seqs for i in range(spec.instances))
     cfg = replica_config(load_profile(spec.profile), max_num_seqs=spec.max_num_seqs)
     return spec.instances * cfg.max_num_seqs
 
@@ -382,12 +394,19 @@ def _spec_key(spec: RunSpec) -> dict[str, Any]:
             {
                 "policy": spec.policy,
                 "qps": None if math.isinf(spec.qps) else spec.qps,
-                "engines": EngineKey.of(spec).__dict__,
+                "engines": _engine_key(EngineKey.of(spec)),
                 "workload": spec.workload.to_dict(),
                 "stall_probability": spec.stall_probability,
             }
         )
     )
+
+
+def _engine_key(key: EngineKey) -> dict[str, Any]:
+    d = dataclasses.asdict(key)
+    if not key.fleet:
+        del d["fleet"]  # keys of homogeneous runs stay as they were (earlier results files resume)
+    return d
 
 
 def results_config(spec: RunSpec, live: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +422,7 @@ def results_config(spec: RunSpec, live: dict[str, Any]) -> dict[str, Any]:
         "ignore_eos": True,
         "instances": spec.instances,
         "profile": spec.profile,
+        **({"fleet": [e.label() for e in spec.fleet]} if spec.fleet else {}),
         "engine": {
             "max_num_seqs": spec.max_num_seqs,
             "max_num_batched_tokens": spec.max_num_batched_tokens,
@@ -421,19 +441,14 @@ def results_config(spec: RunSpec, live: dict[str, Any]) -> dict[str, Any]:
 
 
 def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -> list[ManagedServer]:
-    knobs = {
-        "--max-num-seqs": key.max_num_seqs,
-        "--max-num-batched-tokens": key.max_num_batched_tokens,
-        "--num-gpu-blocks": key.num_gpu_blocks,
-    }
-    extra = [a for flag, v in knobs.items() if v is not None for a in (flag, str(v))]
+    """The cluster's engine emulators, each with its own profile and settings (a mixed fleet); the
+    engines report their profile in /state, so the router forecasts each with its own."""
     return [
         block_command(
             f"{prefix}-engine{i}",
             [
                 "engine",
-                "--profile",
-                key.profile,
+                *replace(key.engine(i), max_model_len=None).engine_args(),
                 "--max-model-len",
                 str(key.max_model_len + PROMPT_SPECIAL_TOKENS),
                 "--noise",
@@ -443,7 +458,6 @@ def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -
                 str(key.seed * 1000 + i),
                 "--log-level",
                 log_level,
-                *extra,
             ],
             log_dir=log_dir,
         )  # fmt: skip

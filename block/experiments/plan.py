@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from block.fleet.engine_spec import EngineSpec
 from block.sim.batch import run_name
 from block.sim.capacity import PAPER_SLO_S
 from block.sim.workload import WorkloadSpec
@@ -34,6 +35,9 @@ class RunSpec:
     stall_probability: float = 0.001
     seed: int = 0
     slos: dict[str, float] = field(default_factory=lambda: {"ttft_p99": PAPER_SLO_S})
+    # A mixed fleet: one engine (profile and settings over the knobs above) per instance; () is
+    # `instances` copies of `profile`.
+    fleet: tuple[EngineSpec, ...] = ()
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ def to_sim_run(spec: RunSpec) -> SimRun:
         stall_probability=spec.stall_probability,
         seed=spec.seed,
         record_itl=spec.workload.num_requests <= 100_000,
+        fleet=spec.fleet,
     )
     return SimRun(config, spec.workload, spec.qps, label=spec.display, group=spec.group, slos=dict(spec.slos))
 

@@ -46,7 +46,9 @@ class Target:
     model: str  # key of MODELS
     gpu: str  # key of GPUS and folder of the Vidur data
     tp: int = 1
-    derived_from: str | None = None  # scale this fitted profile instead of reading a table
+    # Scale this profile (fitted or derived before it) instead of reading a table: to another GPU by the
+    # GPUs' figures, to another model by the two architectures' byte and FLOP ratios, or both.
+    derived_from: str | None = None
     engine: dict[str, int] | None = None  # fixed engine settings (the paper's) instead of computed ones
 
 
@@ -59,6 +61,17 @@ TARGETS: tuple[Target, ...] = (
     Target("llama-2-70b-a100-tp4", "llama-2-70b", "a100", tp=4),
     # The Block paper's GPU; Vidur has no A30 table.
     Target("llama-2-7b-a30", "llama-2-7b", "a30", derived_from="llama-2-7b-a100", engine=PAPER_ENGINE),
+    # The paper's extension model; Vidur has no Qwen2 table: carried from the measured Llama-2-7B A100
+    # table by architecture, then to the A30 as Llama-2-7B is, with the paper's engine settings there
+    # (the KV-cache size is computed: Qwen2-7B's 4 KV heads fit about 7x the blocks).
+    Target("qwen2-7b-a100", "qwen2-7b", "a100", derived_from="llama-2-7b-a100"),
+    Target(
+        "qwen2-7b-a30",
+        "qwen2-7b",
+        "a30",
+        derived_from="qwen2-7b-a100",
+        engine={k: v for k, v in PAPER_ENGINE.items() if k != "num_gpu_blocks"},
+    ),
 )
 
 
@@ -91,6 +104,17 @@ def _engine(arch: ModelArch, gpu: GpuSpec, tp: int) -> dict[str, int]:
     if tp > 1:
         engine["tensor_parallel_size"] = tp
     return engine
+
+
+def _engine_for(target: Target) -> dict[str, int]:
+    """The target's fixed settings, with the KV-cache size computed where they leave it out."""
+    computed = _engine(MODELS[target.model], GPUS[target.gpu], target.tp)
+    if target.engine is None:
+        return computed
+    return {
+        **target.engine,
+        "num_gpu_blocks": target.engine.get("num_gpu_blocks", computed["num_gpu_blocks"]),
+    }
 
 
 def _common_assumptions(arch: ModelArch, gpu: GpuSpec, tp: int) -> list[str]:
@@ -177,7 +201,7 @@ def fit_measured(target: Target, data_dir: Path, max_knots: int = MAX_KNOTS) -> 
             f"2(tp-1)/tp x tokens x hidden x 2 bytes / {gpu.allreduce_bus_bandwidth / 1e9:.0f} GB/s "
             f"bus bandwidth (NVLink), added to the measured times before fitting"
         )
-    engine = target.engine or _engine(arch, gpu, tp)
+    engine = _engine_for(target)
     assumptions.append(_engine_assumption(engine, arch, tp))
     rel = f"{data_dir.name}/{target.gpu}/{arch.hf_name}/mlp.csv"
     sources = [f"{rel} ({LICENCE})", f"{gpu.name} datasheet (NVIDIA)"]
@@ -190,28 +214,29 @@ def fit_measured(target: Target, data_dir: Path, max_knots: int = MAX_KNOTS) -> 
 
 
 def derive(target: Target, base: FitResult) -> FitResult:
-    """Carry a fitted profile to another GPU by its published bandwidth and FLOP ratios."""
+    """Carry a profile to another model (architecture byte and FLOP ratios) and/or another GPU (the
+    GPUs' bandwidth and FLOP ratios)."""
     arch, gpu, tp = MODELS[target.model], GPUS[target.gpu], target.tp
     src_target = next(t for t in TARGETS if t.name == target.derived_from)
-    src = GPUS[src_target.gpu]
+    src_arch, src = MODELS[src_target.model], GPUS[src_target.gpu]
     tokens = base.profile.linear_knots_tokens
-    scaled = [
-        roofline.scale_linear_time(s, n, src, gpu)
-        for n, s in zip(tokens, base.profile.linear_knots_s, strict=True)
-    ]
-    # The ratio falls from the bandwidth ratio to the FLOP ratio as n grows, which could dip a flat stretch.
-    seconds = tuple(max(scaled[: i + 1]) for i in range(len(scaled)))
-    engine = target.engine or _engine(arch, gpu, tp)
-    assumptions = [
-        f"linear layers (derived): the {base.profile.name} knots t(n) scaled to t(n) x [w(n) x "
-        f"{src.mem_bandwidth / 1e9:.0f}/{gpu.mem_bandwidth / 1e9:.0f} + (1 - w(n)) x "
-        f"{src.fp16_flops / 1e12:.0f}/{gpu.fp16_flops / 1e12:.0f}] (bandwidth ratio where memory bound, FLOP "
-        f"ratio where compute bound), w(n) = 1 / (1 + n / {src.ridge_flops_per_byte:.0f}) the memory-bound "
-        f"share of an fp16 GEMM over n tokens (intensity about n FLOP/byte; {src.key} ridge "
-        f"{src.ridge_flops_per_byte:.0f} FLOP/byte); assumes the {gpu.key} reaches the same fraction of its "
-        "peaks",
-        *_common_assumptions(arch, gpu, tp),
-    ]
+    seconds = base.profile.linear_knots_s
+    # A chain (model, then GPU) keeps the earlier step's statement.
+    linear = [a for a in base.profile.assumptions if a.startswith("linear layers (derived from another")]
+    if src_arch.key != arch.key:
+        seconds = tuple(
+            roofline.scale_linear_to_arch(s, n, src_arch, arch, src)
+            for n, s in zip(tokens, seconds, strict=True)
+        )
+        linear.append(_arch_scaling(base.profile.name, src_arch, arch, src))
+    if src.key != gpu.key:
+        scaled = [roofline.scale_linear_time(s, n, src, gpu) for n, s in zip(tokens, seconds, strict=True)]
+        # The ratio falls from the bandwidth ratio to the FLOP ratio as n grows, which could dip a flat
+        # stretch.
+        seconds = tuple(max(scaled[: i + 1]) for i in range(len(scaled)))
+        linear.append(_gpu_scaling(base.profile.name, src, gpu))
+    engine = _engine_for(target)
+    assumptions = [*linear, *_common_assumptions(arch, gpu, tp)]
     if target.engine is PAPER_ENGINE:
         assumptions.append(
             "engine: the Block paper's vLLM 0.7.2 (V0, chunked prefill) setup: max_num_batched_tokens 512, "
@@ -219,12 +244,54 @@ def derive(target: Target, base: FitResult) -> FitResult:
         )
     else:
         assumptions.append(_engine_assumption(engine, arch, tp))
-    sources = [*base.profile.sources[:1], f"{src.name} and {gpu.name} datasheets (NVIDIA)"]
+    datasheets = (
+        f"{src.name} and {gpu.name} datasheets (NVIDIA)"
+        if src.key != gpu.key
+        else f"{gpu.name} datasheet (NVIDIA)"
+    )
+    sources = [s for s in base.profile.sources if "datasheet" not in s]
+    if src_arch.key != arch.key:
+        sources.append(f"{arch.hf_name} config.json (layers, widths, heads, vocab)")
+    sources.append(datasheets)
+    steps = []
+    if src_arch.key != arch.key:
+        steps.append("the two architectures' byte and FLOP ratios")
+    if src.key != gpu.key:
+        steps.append("the two GPUs' bandwidth and FLOP ratios")
     description = (
-        f"{arch.hf_name} fp16 on {gpu.name}, derived from the {base.profile.name} fit by the two GPUs' "
-        f"bandwidth and FLOP ratios; attention from bandwidth and FLOPs."
+        f"{arch.hf_name} fp16 on {gpu.name}, derived from the {base.profile.name} "
+        f"{'fit' if base.fit is not None else 'profile'} by "
+        f"{' and '.join(steps)}; attention from bandwidth and FLOPs."
     )
     return FitResult(_profile(target, (tokens, seconds), description, sources, assumptions, engine), None)
+
+
+def _gpu_scaling(base: str, src: GpuSpec, gpu: GpuSpec) -> str:
+    return (
+        f"linear layers (derived): the {base} knots t(n) scaled to t(n) x [w(n) x "
+        f"{src.mem_bandwidth / 1e9:.0f}/{gpu.mem_bandwidth / 1e9:.0f} + (1 - w(n)) x "
+        f"{src.fp16_flops / 1e12:.0f}/{gpu.fp16_flops / 1e12:.0f}] (bandwidth ratio where memory bound, FLOP "
+        f"ratio where compute bound), w(n) = 1 / (1 + n / {src.ridge_flops_per_byte:.0f}) the memory-bound "
+        f"share of an fp16 GEMM over n tokens (intensity about n FLOP/byte; {src.key} ridge "
+        f"{src.ridge_flops_per_byte:.0f} FLOP/byte); assumes the {gpu.key} reaches the same fraction of its "
+        "peaks"
+    )
+
+
+def _arch_scaling(base: str, src: ModelArch, dst: ModelArch, gpu: GpuSpec) -> str:
+    ratio_1 = roofline.scale_linear_to_arch(1.0, 1, src, dst, gpu)
+    ratio_4096 = roofline.scale_linear_to_arch(1.0, 4096, src, dst, gpu)
+    return (
+        f"linear layers (derived from another model): the {base} knots t(n) scaled to t(n) x [w(n) x "
+        f"bytes ratio + (1 - w(n)) x FLOP ratio] on the same GPU, w(n) = 1 / (1 + n / "
+        f"{gpu.ridge_flops_per_byte:.0f}); bytes = fp16 weights of the linear layers + each token's "
+        f"activations in and out of the fused qkv, o, gate/up and down GEMMs, FLOPs = 2 x weights x tokens; "
+        f"{dst.hf_name} ({dst.num_layers} layers, hidden {dst.hidden}, {dst.num_heads} query / "
+        f"{dst.num_kv_heads} KV heads, intermediate {dst.intermediate}, {dst.linear_params() / 1e9:.3f}B "
+        f"linear weights) over {src.hf_name} ({src.linear_params() / 1e9:.3f}B): x{ratio_1:.4f} at 1 token, "
+        f"x{ratio_4096:.4f} at 4,096; assumes the same kernel efficiency for both shapes (not measured; "
+        "biases and the embedding lookup left out)"
+    )
 
 
 def fit_all(data_dir: Path, out_dir: Path | None = None, max_knots: int = MAX_KNOTS) -> list[FitResult]:

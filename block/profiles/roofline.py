@@ -91,3 +91,28 @@ def scale_linear_time(seconds: float, num_tokens: int, src: GpuSpec, dst: GpuSpe
     w = memory_bound_share(num_tokens, src)
     ratio = w * src.mem_bandwidth / dst.mem_bandwidth + (1 - w) * src.fp16_flops / dst.fp16_flops
     return seconds * ratio
+
+
+def linear_bytes(arch: ModelArch, num_tokens: int) -> int:
+    """Bytes the linear layers of one step move: every weight once, plus each token's activations in and
+    out of each GEMM (fused qkv, o, fused gate/up, down), fp16."""
+    kv_width = arch.num_kv_heads * arch.head_dim
+    activations = 6 * arch.hidden + 2 * kv_width + 3 * arch.intermediate
+    return FP16_BYTES * arch.num_layers * (arch.linear_params_per_layer() + num_tokens * activations)
+
+
+def linear_flops(arch: ModelArch, num_tokens: int) -> int:
+    """2 FLOPs per weight per token."""
+    return 2 * arch.linear_params() * num_tokens
+
+
+def scale_linear_to_arch(
+    seconds: float, num_tokens: int, src: ModelArch, dst: ModelArch, gpu: GpuSpec
+) -> float:
+    """Carry a measured linear-layer time from model `src` to model `dst` on the same GPU: the ratio of
+    bytes moved where the GEMMs are memory bound, of FLOPs where they are compute bound (the same
+    roofline weight as scale_linear_time)."""
+    w = memory_bound_share(num_tokens, gpu)
+    byte_ratio = linear_bytes(dst, num_tokens) / linear_bytes(src, num_tokens)
+    flop_ratio = linear_flops(dst, num_tokens) / linear_flops(src, num_tokens)
+    return seconds * (w * byte_ratio + (1 - w) * flop_ratio)

@@ -46,6 +46,8 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "in_rotation": inst.routable,
         "state_source": "unknown" if inst.source is None else inst.source.reads,
         "kind": inst.kind,
+        # the step-time profile its forecasts use: the engine's own, else the fleet file's or --profile
+        "profile": None if t is None or t.profile is None else t.profile.name,
         "predictor": inst.predictor_url,
         "in_flight": t.in_flight if t is not None else 0,
         "running": t.running if t is not None else None,

@@ -42,7 +42,17 @@ def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
         return None
     from block.router.autoscaler import Autoscaler
 
-    return Autoscaler(pool, settings, p.make_provider(), p.interval_s, start_timeout_s=p.start_timeout_s)
+    provider = p.make_provider()
+    template = config.fleet.new_instance_template()
+    if template is not None and hasattr(provider, "extra_args"):  # local emulators start the template's kind
+        from block.provision.local_emulator import LocalEmulators
+
+        if isinstance(provider, LocalEmulators):
+            provider.profile = template.profile or provider.profile
+            provider.extra_args += [
+                a for a in template.engine_args() if a not in ("--profile", template.profile)
+            ]
+    return Autoscaler(pool, settings, provider, p.interval_s, start_timeout_s=p.start_timeout_s)
 
 
 class RouterApp:

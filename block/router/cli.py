@@ -52,6 +52,15 @@ def register(app: typer.Typer) -> None:
             help="YAML file, same keys.",
             rich_help_panel="Server",
         ),
+        fleet: Path = typer.Option(
+            None,
+            "--fleet",
+            exists=True,
+            dir_okay=False,
+            help="Fleet file: the --config YAML whose instances name their profile and engine settings "
+            "(url, profile, max_num_seqs, ...); checked before anything starts.",
+            rich_help_panel="Routing",
+        ),
         predictor: list[str] = typer.Option(
             None, "--predictor", help="Sidecar predictor URL per instance.", rich_help_panel="State"
         ),
@@ -267,6 +276,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = RouterConfig.build(
                 config,
+                fleet,
                 instances=instance or None,
                 predictors=predictor or None,
                 policy=policy,

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from block.fleet.fleet_file import FleetSpec
 from block.provision.config import ROUTER_KEYS, ProvisionConfig, field_names
 
 
@@ -62,6 +61,9 @@ class RouterConfig:
     predictor_token: str | None = None  # sent to every sidecar as "Authorization: Bearer ..."
     predictor_notify_timeout_s: float = 2.0  # a /routed or /finished notice slower than this is dropped
     predictor_notify_max_in_flight: int = 128  # per sidecar; notices beyond are dropped (counted)
+    # What each instance is (block/fleet/fleet_file.py): its profile and engine settings, used where the
+    # instance does not say (stock vLLM); from the YAML's instance entries, groups and templates.
+    fleet: FleetSpec = field(default_factory=FleetSpec)
 
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
@@ -129,10 +131,16 @@ class RouterConfig:
             raise ValueError("predictor_notify_timeout_s must be > 0 and predictor_notify_max_in_flight >= 1")
 
     @classmethod
-    def build(cls, path: str | Path | None = None, **overrides: Any) -> RouterConfig:
+    def build(
+        cls, path: str | Path | None = None, fleet_path: str | Path | None = None, **overrides: Any
+    ) -> RouterConfig:
         """YAML file values (keys as the fields, or with dashes as the flags), then non-None overrides.
         Provisioning settings come flat (`provision: reactive`, `slo-e2e: 5`, as the flags) or as a nested
-        `provision:` mapping; flat ones win, as flags win over the file."""
+        `provision:` mapping; flat ones win, as flags win over the file. `fleet_path` (`--fleet`) is the
+        same file format as `path` (`--config`): one or the other."""
+        if path is not None and fleet_path is not None:
+            raise ValueError("give --config or --fleet, not both: they read the same file format")
+        path = path if path is not None else fleet_path
         values: dict[str, Any] = {}
         provision: dict[str, Any] = {}
         if path is not None:
@@ -153,10 +161,12 @@ _LISTS = ("instances", "predictors", "standby", "allowed_upstreams")  # a lone s
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of router settings")
-    out: dict[str, Any] = {}
+    """The router settings of a YAML (fleet file) and, under `fleet`, what it says of each instance;
+    a fleet error names the file, line and field (block/fleet/fleet_file.py)."""
+    from block.fleet.fleet_file import split_router_yaml
+
+    data, fleet = split_router_yaml(path)
+    out: dict[str, Any] = {"fleet": fleet}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         name = _ALIASES.get(name, name)

@@ -214,7 +214,11 @@ class InstancePool:
         if kind is None:
             inst.last_error = "could not fetch /state"
             return False
-        source = kind(inst.url, self.base_config, self.config.metrics_read_ms / 1000.0)
+        # What the fleet file says of this instance: used where the instance itself does not say.
+        engine = self.config.fleet.engine_for(inst.url)
+        fleet_profile = _load_profile(engine.profile) if engine is not None and engine.profile else None
+        base = engine.replica_config(fleet_profile) if engine is not None else self.base_config
+        source = kind(inst.url, base, self.config.metrics_read_ms / 1000.0)
         try:
             snapshot, step_end = await source.read(self.session, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
@@ -222,10 +226,14 @@ class InstancePool:
             return False
         inst.source = source
         inst.accepts_expected_field = source.accepts_expected_field
-        # Block engines name their profile in /state; for stock vLLM it is the router's --profile.
+        # Block engines name their profile in /state; for stock vLLM it is the fleet file's profile for
+        # this instance, else the router's --profile.
+        profile = _load_profile(snapshot.profile) if snapshot.profile else None
+        if profile is None:
+            profile = fleet_profile or _load_profile(self.config.profile)
         inst.tracker = router_tracker(
             inst.id,
-            _load_profile(snapshot.profile or self.config.profile),
+            profile,
             snapshot.config,
             self.config.default_output_tokens,
             fleet=self.fleet,

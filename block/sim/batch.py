@@ -52,6 +52,7 @@ class SimRun:
             "ignore_eos": True,
             "instances": cfg.instances,
             "profile": cfg.profile,
+            **({"fleet": [e.label() for e in cfg.fleet]} if cfg.fleet else {}),
             "engine": outcome.stats.get("engine", {}),
             "sim": {**cfg.to_dict(), "stats": {k: v for k, v in outcome.stats.items() if k != "engine"}},
         }

@@ -51,6 +51,13 @@ def register(app: typer.Typer) -> None:
     def simulate_cmd(
         ctx: typer.Context,
         instances: int = typer.Option(12, min=1, help="Instances in the cluster.", rich_help_panel="Cluster"),
+        fleet: str = typer.Option(
+            None,
+            help="A mixed fleet: a fleet file (its groups) or COUNT:PROFILE[:KEY=VALUE],... e.g. "
+            "6:llama-2-7b-a100,6:llama-2-7b-a30:max_num_seqs=24 (sets --instances; per-instance settings "
+            "win over the fleet-wide flags).",
+            rich_help_panel="Cluster",
+        ),
         profile: str = typer.Option(
             "llama-2-7b-a30", help="Step-time profile (name or .json path).", rich_help_panel="Cluster"
         ),
@@ -162,6 +169,16 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--model-error") from None
         if split not in SPLITS:
             raise typer.BadParameter(f"choose one of {', '.join(SPLITS)}", param_hint="--split")
+        engines = ()
+        if fleet:
+            from block.errors import fail
+            from block.fleet.fleet_file import FleetFileError, load_fleet
+
+            try:
+                engines = tuple(load_fleet(fleet).engines())
+            except FleetFileError as e:
+                fail(str(e))
+            instances = len(engines)
         simulate_main(
             SimulateArgs(
                 instances=instances,
@@ -187,6 +204,7 @@ def register(app: typer.Typer) -> None:
                 split=split,
                 anticipate_arrivals=anticipate_arrivals,
                 model_error="" if model_error.strip().lower() == "none" else model_error,
+                fleet=engines,
                 think_time_s=think_time,
                 calibration=calibration,
             )

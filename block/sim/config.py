@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from block.fleet.engine_spec import EngineSpec
 from block.profiles import Profile, StepNoise, load_profile
 from block.profiles.model_error import Factor, parse_model_error
 from block.replica import ReplicaConfig
@@ -47,6 +48,9 @@ class SimConfig:
     # Online calibration (block/fleet/calibration.py): the trackers correct their profile from the token
     # times the replicas stream back, as the router does.
     calibration: bool = False
+    # A heterogeneous fleet (block/fleet/fleet_file.py): one engine per instance, its profile and settings
+    # over the fleet-wide ones above; () runs `instances` copies of `profile`.
+    fleet: tuple[EngineSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -58,6 +62,8 @@ class SimConfig:
         if self.refresh not in ("lazy", "poll"):
             raise ValueError("refresh must be 'lazy' or 'poll'")
         parse_model_error(self.model_error)  # a bad KIND:E fails here, with its one-line reason
+        if self.fleet and len(self.fleet) != self.instances:
+            raise ValueError(f"the fleet lists {len(self.fleet)} instances, instances is {self.instances}")
 
     def load_profile(self) -> Profile:
         return load_profile(self.profile)
@@ -69,6 +75,25 @@ class SimConfig:
             if value is not None:
                 knobs[name] = value
         return ReplicaConfig.from_dict(knobs)
+
+    def engine_for(self, instance: int) -> EngineSpec:
+        """Instance `instance`'s profile and engine settings: the fleet's entry over the fleet-wide knobs."""
+        knobs = ("max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks", "max_model_len")
+        base = EngineSpec(self.profile, **{k: getattr(self, k) for k in knobs})
+        return self.fleet[instance].over(base) if self.fleet else base
+
+    def instance_models(self) -> tuple[list[Profile], list[ReplicaConfig]]:
+        """Every instance's profile and replica config (profiles loaded once per name)."""
+        loaded: dict[str, Profile] = {}
+        profiles, configs = [], []
+        for r in range(self.instances):
+            engine = self.engine_for(r)
+            name = engine.profile or self.profile
+            if name not in loaded:
+                loaded[name] = load_profile(name)
+            profiles.append(loaded[name])
+            configs.append(engine.replica_config(loaded[name]))
+        return profiles, configs
 
     def noise_for(self, instance: int) -> StepNoise:
         # One independent stream per instance: an instance's step times never depend on routing order.

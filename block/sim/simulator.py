@@ -71,13 +71,20 @@ class SimOutcome:
 class Cluster:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.profile = config.load_profile()
-        self.replica_config = config.replica_config(self.profile)
+        # Each instance its own profile and engine settings (a heterogeneous fleet); the first stands for
+        # the fleet where one is asked for.
+        self.profiles, self.replica_configs = config.instance_models()
+        self.profile, self.replica_config = self.profiles[0], self.replica_configs[0]
         n = config.instances
-        self.replicas = [Replica(self.replica_config, self.profile) for _ in range(n)]
+        self.replicas = [Replica(c, p) for p, c in zip(self.profiles, self.replica_configs, strict=True)]
         self.policy: Policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
         self.trackers = make_trackers(
-            n, self.profile, self.replica_config, self.policy, config.anticipate_arrivals, config.calibration
+            n,
+            self.profiles,
+            self.replica_configs,
+            self.policy,
+            config.anticipate_arrivals,
+            config.calibration,
         )
         self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
         self.filters: list[Filter] = []  # in front of the policy (provisioning: the active instances)
@@ -140,7 +147,7 @@ class Cluster:
             self.next_end[r] = _INF
             return
         if drawn is None:
-            drawn = self.profile.step_time(batch.shape())
+            drawn = self.profiles[r].step_time(batch.shape())
             noise = self.noise[r]
             if noise is not None:
                 drawn = noise(drawn)
@@ -289,8 +296,9 @@ class Cluster:
             self.lazy = self.fast_forward = False
         feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
         refresh_s = self.config.refresh_s
-        max_len = self.replica_config.max_model_len
-        max_cached = self.replica_config.num_gpu_blocks * self.replica_config.block_size
+        # A request any instance could not hold is rejected (a mixed fleet: the smallest instance's limits).
+        max_len = min(c.max_model_len for c in self.replica_configs)
+        max_cached = min(c.num_gpu_blocks * c.block_size for c in self.replica_configs)
         reqs: list[Request | None] = [None] * n
         instance_of = [-1] * n
         clock = [0.0, 0]  # forecast seconds, forecasts
@@ -382,6 +390,8 @@ class Cluster:
             "fallbacks": fallbacks,
             "engine": self.replica_config.to_dict(),
         }
+        if self.config.fleet:
+            stats["engines"] = [c.to_dict() for c in self.replica_configs]
         return SimOutcome(self.config, records, duration, stats)
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from block.errors import fail
+from block.fleet.engine_spec import EngineSpec
 from block.sim.batch import RunResult, SimRun, run_many
 from block.sim.capacity import write_capacity_files
 from block.sim.config import SimConfig
@@ -41,6 +42,7 @@ class SimulateArgs:
     split: str = "all"  # all | held-out prompts (see block.sim.workload)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
     model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
+    fleet: tuple[EngineSpec, ...] = ()  # one engine per instance (a mixed fleet); () : `profile` for all
     think_time_s: float = 5.0  # session workloads: mean wait (s) between an answer and the next turn
     calibration: bool = False  # the trackers correct their profile online from the token times
 
@@ -73,6 +75,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             anticipate_arrivals=a.anticipate_arrivals,
             model_error=a.model_error,
             calibration=a.calibration,
+            fleet=a.fleet,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from block.fleet.arrival_log import FleetLog
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.tracker import InstanceTracker, added_delay_for
@@ -21,23 +23,26 @@ def reads_state(policy: Policy) -> bool:
 
 def make_trackers(
     n: int,
-    profile: Profile,
-    config: ReplicaConfig,
+    profile: Profile | Sequence[Profile],
+    config: ReplicaConfig | Sequence[ReplicaConfig],
     policy: Policy,
     anticipate_arrivals: bool = False,
     calibrate: bool = False,
 ) -> list[InstanceTracker]:
+    """One tracker per instance; `profile` and `config` one for all or one per instance."""
+    profiles = [profile] * n if isinstance(profile, Profile) else list(profile)
+    configs = [config] * n if isinstance(config, ReplicaConfig) else list(config)
     added_delay = added_delay_for(policy)
     fleet = FleetLog(n) if anticipate_arrivals else None  # anticipation at the fleet's rate per instance
     return [
         InstanceTracker(
             instance_id(r),
-            profile,
-            config,
+            profiles[r],
+            configs[r],
             added_delay=added_delay,
             anticipate_arrivals=anticipate_arrivals,
             fleet=fleet,
-            prefix_index=PrefixIndex(config.num_gpu_blocks),  # as the router's, for engines that tell none
+            prefix_index=PrefixIndex(configs[r].num_gpu_blocks),  # as the router's (engines that tell none)
             calibrate=calibrate,
         )
         for r in range(n)
