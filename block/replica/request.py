@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from block.replica.prefix_cache import CachedBlock
+
 
 @dataclass(slots=True, eq=False)
 class Request:
@@ -30,6 +32,11 @@ class Request:
     first_token_time: float | None = None
     finish_time: float | None = None
     aborted: bool = False
+    # prefix caching (kv_cache.PrefixKVCache): the chained hashes of the prompt's full blocks, the
+    # cached records it holds (its leading blocks), and the prompt tokens its last admission found cached
+    prefix_hashes: tuple[int, ...] = ()
+    held: list[CachedBlock] | tuple[()] = ()
+    num_cached_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:

@@ -16,9 +16,12 @@ class RequestState:
     computed_tokens: int = 0
     output_tokens: int = 0  # generated so far
     expected_output_tokens: int | None = None  # total output the router planned with, if known
+    # chained hashes of the prompt's full blocks (prefix caching); its first computed_tokens //
+    # block_size are cached blocks it holds. Sent only when non-empty.
+    prefix_hashes: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "id": self.id,
             "arrival_time": self.arrival_time,
             "prompt_tokens": self.prompt_tokens,
@@ -26,6 +29,9 @@ class RequestState:
             "output_tokens": self.output_tokens,
             "expected_output_tokens": self.expected_output_tokens,
         }
+        if self.prefix_hashes:
+            d["prefix_hashes"] = self.prefix_hashes
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RequestState:
@@ -37,6 +43,7 @@ class RequestState:
             computed_tokens=int(d.get("computed_tokens", 0)),
             output_tokens=int(d.get("output_tokens", 0)),
             expected_output_tokens=None if expected is None else int(expected),
+            prefix_hashes=tuple(int(h) for h in d.get("prefix_hashes", ())),
         )
 
 
@@ -49,6 +56,9 @@ class Snapshot:
     free_blocks: int | None = None
     num_preemptions: int = 0
     profile: str = ""
+    # prefix caching on: the cached blocks no request holds, in eviction order, as (anonymous free
+    # blocks in front of it, hash); the blocks requests hold are their prefix_hashes. None: caching off
+    free_cached: list[tuple[int, int]] | None = None
 
     @property
     def num_requests(self) -> int:
@@ -63,12 +73,14 @@ class Snapshot:
             "waiting": [r.to_dict() for r in self.waiting],
             "free_blocks": self.free_blocks,
             "num_preemptions": self.num_preemptions,
+            **({} if self.free_cached is None else {"free_cached": self.free_cached}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Snapshot:
         try:
             free = d.get("free_blocks")
+            free_cached = d.get("free_cached")
             return cls(
                 config=ReplicaConfig.from_dict(d["config"]),
                 now=float(d["now"]),
@@ -77,6 +89,7 @@ class Snapshot:
                 free_blocks=None if free is None else int(free),
                 num_preemptions=int(d.get("num_preemptions", 0)),
                 profile=str(d.get("profile", "")),
+                free_cached=None if free_cached is None else [(int(g), int(h)) for g, h in free_cached],
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed snapshot: {e}") from e
