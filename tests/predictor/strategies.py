@@ -52,7 +52,11 @@ def reached_snapshots(draw, caching: bool = False) -> Snapshot:
         hashes = draw(prompt_hashes(prompt, config.block_size)) if caching else ()
         replica.add(
             Request(
-                f"r{i}", prompt, output, expected_output_tokens=output if known else None, prefix_hashes=hashes
+                f"r{i}",
+                prompt,
+                output,
+                expected_output_tokens=output if known else None,
+                prefix_hashes=hashes,
             )
         )
     for _ in range(draw(st.integers(0, 80))):
@@ -98,6 +102,4 @@ def odd_snapshots(draw, caching: bool = False) -> Snapshot:
                     break
                 free_cached.append((gap, h))
                 used += gap + 1
-    return Snapshot(
-        config, draw(st.sampled_from([0.0, 3.25])), running, waiting, free_cached=free_cached
-    )
+    return Snapshot(config, draw(st.sampled_from([0.0, 3.25])), running, waiting, free_cached=free_cached)

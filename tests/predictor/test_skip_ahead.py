@@ -33,7 +33,11 @@ def fast_finish_times(snapshot, request, pending, elapsed_s, rule, drain):
     if request is not None:
         p = f.forecast(request, elapsed_s, added_delay="none")
         cand = SimRequest(
-            CANDIDATE, request.prompt_tokens, p.output_tokens, watched=True, hashes=f.candidate_hashes(request)
+            CANDIDATE,
+            request.prompt_tokens,
+            p.output_tokens,
+            watched=True,
+            hashes=f.candidate_hashes(request),
         )
         sim.add_waiting(cand)
     sim.run_until_watched_done()
