@@ -118,7 +118,9 @@ class InstanceTracker:
     def on_routed(self, request: RoutingRequest, at: float) -> None:
         """`request` was routed here at caller time `at`: waiting, as far as this tracker knows."""
         prompt, expected = request.prompt_tokens, request.expected_output_tokens
-        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected), at)
+        # its prompt's block hashes, when named as this instance names blocks (the forecast's cache)
+        hashes = request.prefix_hashes if request.prefix_block_size == self.block_size else ()
+        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected, hashes), at)
         self._in_flight.add(request.id)
         self._routed.record(at, prompt, expected)
         if self.fleet is not None:
@@ -188,8 +190,12 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. Prefix caching is not in the data layer yet: nothing is cached."""
-        return 0
+        """See InstanceView. A Block engine's snapshot names the blocks it caches (Snapshot.
+        cached_prefix_blocks); without a snapshot, or in other block sizes, nothing is known cached."""
+        snap = self.snapshot
+        if snap is None or request.prefix_block_size != snap.config.block_size:
+            return 0
+        return snap.cached_prefix_blocks(request.prefix_hashes)
 
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at

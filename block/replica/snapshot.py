@@ -59,10 +59,30 @@ class Snapshot:
     # prefix caching on: the cached blocks no request holds, in eviction order, as (anonymous free
     # blocks in front of it, hash); the blocks requests hold are their prefix_hashes. None: caching off
     free_cached: list[tuple[int, int]] | None = None
+    _cached: frozenset[int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_requests(self) -> int:
         return len(self.running) + len(self.waiting)
+
+    def cached_prefix_blocks(self, hashes: tuple[int, ...]) -> int:
+        """How many leading blocks of a prompt with these block hashes the instance holds in its prefix
+        cache now (held by a request or free); 0 with caching off."""
+        if not hashes or not self.config.enable_prefix_caching:
+            return 0
+        cached = self._cached
+        if cached is None:
+            bs = self.config.block_size
+            held = (
+                h for s in (*self.running, *self.waiting) for h in s.prefix_hashes[: s.computed_tokens // bs]
+            )
+            cached = self._cached = frozenset((*held, *(h for _, h in self.free_cached or ())))
+        n = 0
+        for h in hashes:
+            if h not in cached:
+                break
+            n += 1
+        return n
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -191,3 +191,21 @@ def test_cached_forecast_numbers_match_stepwise(case, elapsed_s) -> None:
     assert abs(fast.queue_delay_s - (c.first_scheduled_time - arrival)) < US
     harm = sum(ref.finish[k] - base.finish[k] for k in base.finish)
     assert abs(fast.added_delay_s - harm) < US * max(1, len(base.finish))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(cached_cases(reached_snapshots(caching=True)), cached_cases(odd_snapshots(caching=True))),
+    elapsed,
+    st.builds(Arrivals, st.floats(0.5, 60.0), st.integers(1, 200), st.integers(1, 150)),
+)
+def test_cached_anticipating_forecast_equals_stepwise(case, elapsed_s, arrivals) -> None:
+    snapshot, request, _ = case
+    if request is None:
+        return
+    fast = Forecaster(snapshot, PROFILE).forecast(request, elapsed_s, arrivals=arrivals)
+    ref = run_stepwise(snapshot, request, PROFILE, elapsed_s=elapsed_s, arrivals=arrivals)
+    c, arrival = ref.candidate, snapshot.now + ref.arrival
+    assert abs(fast.ttft_s - (c.first_token_time - arrival)) < US
+    assert abs(fast.e2e_s - (c.finish_time - arrival)) < US
+    assert fast.preemptions == c.num_preemptions
