@@ -219,6 +219,7 @@ class InstanceTracker:
                     None,
                     snap.num_preemptions,
                     snap.profile,
+                    snap.free_cached,  # (a finished request's blocks count as uncached free ones)
                 )
             at = self.snapshot_at or 0.0
             self._forecaster = Forecaster(

@@ -19,6 +19,9 @@ class SimRequests:
     output_tokens: np.ndarray  # int64
     arrival_s: np.ndarray  # float64, non-decreasing
     planned_tokens: np.ndarray | None = None  # int64, >= 1; None: plan with output_tokens
+    # each prompt's block hashes (Sample.prefix_hashes, at block.prefix.PREFIX_BLOCK_SIZE tokens per
+    # block); None: no prompt has a prefix identity
+    prefix_hashes: list[tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -26,6 +29,8 @@ class SimRequests:
             raise ValueError("prompt_tokens, output_tokens and arrival_s must have the same length")
         if self.planned_tokens is not None and len(self.planned_tokens) != n:
             raise ValueError("planned_tokens must have one entry per request")
+        if self.prefix_hashes is not None and len(self.prefix_hashes) != n:
+            raise ValueError("prefix_hashes must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
 
@@ -35,7 +40,10 @@ class SimRequests:
     def head(self, n: int) -> SimRequests:
         """The first n requests (by arrival)."""
         planned = None if self.planned_tokens is None else self.planned_tokens[:n]
-        return SimRequests(self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned)
+        hashes = None if self.prefix_hashes is None else self.prefix_hashes[:n]
+        return SimRequests(
+            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, hashes
+        )
 
     @classmethod
     def from_samples(
@@ -49,7 +57,7 @@ class SimRequests:
         prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))
         outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))
         arrivals = arrival_times(len(samples), qps, process, burstiness, seed)
-        return cls(prompts, outputs, arrivals)
+        return cls(prompts, outputs, arrivals, prefix_hashes=hashes_of(samples))
 
     @classmethod
     def resampled(
@@ -68,3 +76,9 @@ class SimRequests:
         prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))[idx]
         outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))[idx]
         return cls(prompts, outputs, arrival_times(n, qps, process, burstiness, seed))
+
+
+def hashes_of(samples: list[Sample]) -> list[tuple[int, ...]] | None:
+    """The samples' prefix hashes, or None when none has any."""
+    hashes = [s.prefix_hashes for s in samples]
+    return hashes if any(hashes) else None
