@@ -205,7 +205,7 @@ class FastReplica:
             held.append(h[: r.c // bs])
         # load counted each request's blocks; a record held by several is one block
         self.free += sum(len(h) for h in held) - len({x for h in held for x in h})
-        self.prefix, records = PrefixCache.restore(self.free, held, free_cached)
+        self.prefix, records = PrefixCache.restore(self.free, held, free_cached, collect=False)
         for r, mine in zip(reqs, records, strict=True):
             r.held = mine if mine else ()
 

@@ -16,14 +16,20 @@ is anonymous and only counted. A cached block is a `CachedBlock` record:
 - two requests that compute the same block independently (neither was cached when they started)
   hold two copies; a lookup finds the older one.
 
-The free queue holds anonymous blocks and records; anonymous blocks are interchangeable, so the queue
-is a doubly linked list of the free records, each with `gap`, the anonymous blocks just in front of
-it, and `tail`, the anonymous blocks after the last record. Its length is the KV cache's free count,
-kept by the caller (KVCache, FastReplica), which calls `take` for every block it allocates.
+The free queue is a log of positions: a block freed gets the next position `end`, allocation consumes
+positions from `front`, so a free record is evicted exactly when `front` passes its position, without
+being touched (no work per evicted block: a cache-heavy forecast allocates hundreds of blocks). A hit
+on a free record takes its position out (`removed`, skipped by the front). Anonymous free blocks are
+only positions. The queue's length is the KV cache's free count, kept by the caller (KVCache,
+FastReplica), which calls `take` for every block it allocates. Evicted records leave the hash table
+when a lookup meets them, or (`collect`, for long-lived caches) when the front passes them.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 
@@ -34,50 +40,49 @@ def prompt_hashes(hashes: Sequence[int], prompt_tokens: int, block_size: int) ->
 
 
 class CachedBlock:
-    """A full block with an identity: its hash, the requests holding it and its place in the free queue."""
+    """A full block with an identity: its hash, the requests holding it, its free-queue position."""
 
-    __slots__ = ("hash", "ref", "prev", "next", "gap", "free")
+    __slots__ = ("hash", "ref", "pos")
 
-    def __init__(self, block_hash: int, ref: int = 1) -> None:
+    def __init__(self, block_hash: int, ref: int = 1, pos: int = -1) -> None:
         self.hash = block_hash
         self.ref = ref
-        self.prev: CachedBlock | None = None
-        self.next: CachedBlock | None = None
-        self.gap = 0  # anonymous free blocks just in front of it (while free)
-        self.free = False  # in the free queue
+        self.pos = pos  # while free (ref 0): its position in the free queue; cached while >= front
 
 
 class PrefixCache:
-    __slots__ = ("table", "first", "last", "tail", "num_free_cached")
+    __slots__ = ("table", "front", "end", "removed", "log")
 
-    def __init__(self, free_blocks: int) -> None:
-        self.table: dict[int, list[CachedBlock]] = {}  # hash -> copies, oldest first
-        self.first: CachedBlock | None = None  # free queue front (evicted first)
-        self.last: CachedBlock | None = None
-        self.tail = free_blocks  # anonymous free blocks after the last free record
-        self.num_free_cached = 0  # records in the free queue
+    def __init__(self, free_blocks: int, collect: bool = True) -> None:
+        self.table: dict[int, list[CachedBlock]] = {}  # hash -> copies, oldest first (some evicted)
+        self.front = 0  # the next position an allocation takes
+        self.end = free_blocks  # the next position a freed block gets
+        self.removed: list[int] = []  # heap: positions >= front whose record a hit took back
+        # (position, record) of freed records in position order, to forget them once evicted
+        self.log: deque[tuple[int, CachedBlock]] | None = deque() if collect else None
 
     # -- lookups -------------------------------------------------------------------------------
 
     def lookup(self, hashes: Sequence[int], max_blocks: int) -> list[CachedBlock]:
         """The longest cached prefix of `hashes`, at most `max_blocks` blocks."""
-        table = self.table
+        table, front = self.table, self.front
         hit: list[CachedBlock] = []
         for h in hashes[:max_blocks]:
             copies = table.get(h)
             if copies is None:
                 break
-            hit.append(copies[0])
+            for b in copies:
+                if b.ref or b.pos >= front:
+                    hit.append(b)
+                    break
+            else:
+                del table[h]  # every copy was evicted
+                break
         return hit
 
     def num_cached(self, hashes: Sequence[int]) -> int:
         """How many leading blocks of `hashes` are cached (held or free)."""
-        table, n = self.table, 0
-        for h in hashes:
-            if h not in table:
-                break
-            n += 1
-        return n
+        return len(self.lookup(hashes, len(hashes)))
 
     # -- the free queue ------------------------------------------------------------------------
 
@@ -86,29 +91,31 @@ class PrefixCache:
         taken = 0
         for b in hit:
             if b.ref == 0:
-                self._unlink(b)
+                heapq.heappush(self.removed, b.pos)
+                b.pos = -1
                 taken += 1
             b.ref += 1
         return taken
 
     def take(self, n: int) -> None:
         """`n` blocks are allocated from the queue's front, evicting the records among them."""
-        table = self.table
-        while n > 0:
-            b = self.first
-            if b is None:
-                self.tail -= n
-                return
-            if n <= b.gap:
-                b.gap -= n
-                return
-            n -= b.gap + 1
-            b.gap = 0
-            self._unlink(b)
-            copies = table[b.hash]
-            copies.remove(b)
-            if not copies:
-                del table[b.hash]
+        target = self.front + n
+        removed = self.removed
+        while removed and removed[0] < target:
+            heapq.heappop(removed)
+            target += 1  # a position taken back holds no block: one more to go
+        self.front = target
+        log = self.log
+        if log:
+            table = self.table
+            while log and log[0][0] < target:
+                pos, b = log.popleft()
+                if b.pos == pos:  # still free there: evicted
+                    copies = table.get(b.hash)
+                    if copies is not None and b in copies:
+                        copies.remove(b)
+                        if not copies:
+                            del table[b.hash]
 
     def register(self, block_hash: int) -> CachedBlock:
         """A held anonymous block became full and gets its identity."""
@@ -117,57 +124,45 @@ class PrefixCache:
         if copies is None:
             self.table[block_hash] = [b]
         else:
+            front = self.front
+            copies[:] = [c for c in copies if c.ref or c.pos >= front]  # drop evicted ones
             copies.append(b)
         return b
 
     def release(self, held: Sequence[CachedBlock], anonymous: int) -> int:
         """A request frees its blocks, last first: `anonymous` ones after its `held` records.
         Returns how many blocks joined the free queue."""
-        self.tail += anonymous
+        end = self.end + anonymous
         freed = anonymous
+        log = self.log
         for b in reversed(held):
             b.ref -= 1
             if b.ref == 0:
-                self._append(b)
+                b.pos = end
+                if log is not None:
+                    log.append((end, b))
+                end += 1
                 freed += 1
+        self.end = end
         return freed
 
     def free_queue(self) -> list[tuple[int, int]]:
         """The free records in eviction order, as (anonymous blocks in front, hash)."""
-        out = []
-        b = self.first
-        while b is not None:
-            out.append((b.gap, b.hash))
-            b = b.next
+        front = self.front
+        if self.log is not None:
+            free = [b for pos, b in self.log if b.pos == pos and pos >= front]
+        else:
+            free = sorted(
+                (b for cs in self.table.values() for b in cs if b.ref == 0 and b.pos >= front),
+                key=lambda b: b.pos,
+            )
+        removed = sorted(self.removed)
+        out, at, i = [], front, 0
+        for b in free:
+            j = bisect.bisect_left(removed, b.pos, i)
+            out.append((b.pos - at - (j - i), b.hash))
+            at, i = b.pos + 1, j
         return out
-
-    def _append(self, b: CachedBlock) -> None:
-        b.gap, self.tail = self.tail, 0
-        b.prev, b.next = self.last, None
-        if self.last is None:
-            self.first = b
-        else:
-            self.last.next = b
-        self.last = b
-        b.free = True
-        self.num_free_cached += 1
-
-    def _unlink(self, b: CachedBlock) -> None:
-        nxt = b.next
-        if nxt is None:
-            self.tail += b.gap
-            self.last = b.prev
-        else:
-            nxt.gap += b.gap
-            nxt.prev = b.prev
-        if b.prev is None:
-            self.first = nxt
-        else:
-            b.prev.next = nxt
-        b.prev = b.next = None
-        b.gap = 0
-        b.free = False
-        self.num_free_cached -= 1
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -177,12 +172,13 @@ class PrefixCache:
         free_blocks: int,
         held: Iterable[Sequence[int]],
         free_queue: Sequence[tuple[int, int]],
+        collect: bool = True,
     ) -> tuple[PrefixCache, list[list[CachedBlock]]]:
         """Rebuild from a snapshot: each request's held hashes (its leading cached blocks), and the
         free records in queue order. Requests holding the same hash share one record (copies made
         independently are merged: a snapshot does not tell them apart). Returns the cache and each
         request's records."""
-        cache = cls(0)
+        cache = cls(0, collect)
         records: dict[int, CachedBlock] = {}
         out = []
         for hashes in held:
@@ -195,12 +191,13 @@ class PrefixCache:
                     b.ref += 1
                 mine.append(b)
             out.append(mine)
-        in_queue = 0
+        pos, log = 0, cache.log
         for gap, h in free_queue:
+            pos += gap
             b = cache.register(h)
-            b.ref = 0
-            cache.tail = gap
-            cache._append(b)
-            in_queue += gap + 1
-        cache.tail = max(0, free_blocks - in_queue)
+            b.ref, b.pos = 0, pos
+            if log is not None:
+                log.append((pos, b))
+            pos += 1
+        cache.end = max(pos, free_blocks)
         return cache, out

@@ -63,14 +63,15 @@ def check_pool(replica: Replica) -> None:
     assert kv.free_blocks == kv.num_blocks - anonymous - len(held)
     for b in held.values():
         assert b.ref == sum(1 for q in everyone for x in q.held if x is b)
-        assert not b.free
-    queue, b = 0, kv.prefix.first
-    while b is not None:
-        assert b.ref == 0 and b.free and b in kv.prefix.table[b.hash]
-        queue += b.gap + 1
-        b = b.next
-    assert queue + kv.prefix.tail == kv.free_blocks
-    assert kv.prefix.num_free_cached == sum(1 for cs in kv.prefix.table.values() for c in cs if c.free)
+        assert b.pos == -1
+    p = kv.prefix
+    assert p.end - p.front - len(p.removed) == kv.free_blocks  # the free queue is the free blocks
+    assert all(p.front <= x < p.end for x in p.removed)
+    free = [b for cs in p.table.values() for b in cs if b.ref == 0 and b.pos >= p.front]
+    positions = [b.pos for b in free]
+    assert len(set(positions)) == len(positions) and not set(positions) & set(p.removed)
+    assert all(x < p.end for x in positions)
+    assert len(p.free_queue()) == len(free)
 
 
 @settings(max_examples=60, deadline=None)
