@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
+from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
@@ -129,6 +130,7 @@ class Forecaster:
                 if s.prefix_hashes:
                     self._hashes[s.id] = prompt_hashes(s.prefix_hashes, s.prompt_tokens, bs)
         self._caching = bool(self._hashes or snapshot.free_cached)
+        self._prefix_start: PrefixStart | None = None  # prepared on first use
 
     @property
     def num_requests(self) -> int:
@@ -142,16 +144,33 @@ class Forecaster:
         return prompt_hashes(request.prefix_hashes, request.prompt_tokens, cfg.block_size)
 
     def _build(
-        self, watch_all: bool = False, until: float = 0.0, caching: bool = False
+        self, watch_all: bool = False, until: float = 0.0, candidate: tuple[int, ...] = ()
     ) -> tuple[FastReplica, list[SimRequest]]:
         """The instance at the snapshot, run on until `until`, with the pending requests queued as
-        they arrive (any due later than `until`, e.g. from clock skew, at `until`). `caching`: model
-        the prefix cache even if nothing in the snapshot has an identity (the candidate has)."""
+        they arrive (any due later than `until`, e.g. from clock skew, at `until`). `candidate`: the
+        candidate's prompt hashes (the prefix cache is modelled when anything has an identity)."""
         sim = FastReplica(self.config, self.profile)
         reqs = sim.load(self._running, self._waiting, watch_all)
         hashes = self._hashes
-        if caching or self._caching:
-            sim.enable_prefix(reqs, [hashes.get(r.key, ()) for r in reqs], self.snapshot.free_cached or [])
+        if candidate or self._caching:
+            start = self._prefix_start
+            if start is None:
+                bs = self.config.block_size
+                held = [hashes.get(r.key, ())[: r.c // bs] for r in reqs]
+                start = self._prefix_start = PrefixStart(
+                    held, list(hashes.values()), self.snapshot.free_cached or []
+                )
+            cache, held_records, implicit = start.start(sim.free + start.shared_blocks, candidate)
+            sim.enable_prefix(
+                cache,
+                reqs,
+                [hashes.get(r.key, ()) for r in reqs],
+                held_records,
+                implicit,
+                start.shared_blocks,
+                start.wanted,
+                frozenset(candidate),
+            )
         if self.step_end_s is not None and sim.has_work:
             sim.first_step_end = self.step_end_s
             sim.step()  # the step in flight: nothing that arrives now can join it
@@ -216,7 +235,7 @@ class Forecaster:
                 anticipated_rate=arrivals.rate,
             )
 
-        sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, caching=bool(hashes))
+        sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, candidate=hashes)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True, hashes=hashes)
         sim.add_waiting(cand)
         until = None if horizon_s is None else sent + horizon_s
@@ -272,7 +291,7 @@ class Forecaster:
         of it, too few blocks), a decode stretch need not stop for it: it is queued when the
         stretch ends, before the next step. Under load most stretches then run whole."""
         a_prompt, a_out = arrivals.sized_for(self.config)
-        sim, _ = self._build(until=arrival, caching=bool(hashes))
+        sim, _ = self._build(until=arrival, candidate=hashes)
         cand = SimRequest(CANDIDATE, prompt, out, watched=True, hashes=hashes)
         sim.add_waiting(cand)
         k = 1

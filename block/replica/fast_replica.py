@@ -71,6 +71,7 @@ class SimRequest:
         "preemptions",
         "hashes",
         "held",
+        "implicit",
     )
 
     def __init__(
@@ -98,7 +99,8 @@ class SimRequest:
         self.watched = watched
         self.preemptions = 0
         self.hashes = hashes  # prefix hashes of its prompt's full blocks (prefix caching)
-        self.held: list[CachedBlock] | tuple[()] = ()  # the cached records it holds, its leading blocks
+        self.held: list[CachedBlock] | tuple[CachedBlock, ...] = ()  # records of its leading blocks
+        self.implicit = 0  # its private cached blocks after them (see block/predictor/prefix_start.py)
 
 
 class SimulationStuck(RuntimeError):
@@ -140,6 +142,8 @@ class FastReplica:
         self.events = 0  # general steps executed one by one
         self.num_preemptions = 0
         self.prefix: PrefixCache | None = None  # prefix caching: see enable_prefix
+        self.wanted: frozenset[int] = frozenset()
+        self.wanted_too: frozenset[int] = frozenset()
 
     # -- building ------------------------------------------------------------------------------
 
@@ -193,39 +197,55 @@ class FastReplica:
         return out_reqs
 
     def enable_prefix(
-        self, reqs: list[SimRequest], hashes: list[tuple[int, ...]], free_cached: list[tuple[int, int]]
+        self,
+        cache: PrefixCache,
+        reqs: list[SimRequest],
+        hashes: list[tuple[int, ...]],
+        held: list[tuple[CachedBlock, ...]],
+        implicit: list[int],
+        shared_blocks: int,
+        wanted: frozenset[int],
+        candidate: frozenset[int] = frozenset(),
     ) -> None:
-        """Model the prefix cache, after `load`: each request's prompt hashes (its first computed //
-        block_size are cached blocks it holds, as PrefixKVCache.adopt_all) and the snapshot's free
-        cached blocks in eviction order."""
-        bs = self.bs
-        held = []
-        for r, h in zip(reqs, hashes, strict=True):
-            r.hashes = h
-            held.append(h[: r.c // bs])
-        # load counted each request's blocks; a record held by several is one block
-        self.free += sum(len(h) for h in held) - len({x for h in held for x in h})
-        self.prefix, records = PrefixCache.restore(self.free, held, free_cached, collect=False)
-        for r, mine in zip(reqs, records, strict=True):
-            r.held = mine if mine else ()
+        """Model the prefix cache, after `load` (block/predictor/prefix_start.py prepares it): each
+        request's prompt hashes, the records of its leading cached blocks and the number of private
+        ones after them; `shared_blocks`: blocks `load` counted once per holder that are one block;
+        `wanted` and `candidate`: the hashes someone may look up (any other block is private)."""
+        self.prefix = cache
+        self.free += shared_blocks
+        self.wanted, self.wanted_too = wanted, candidate
+        for r, h, mine, n in zip(reqs, hashes, held, implicit, strict=True):
+            r.hashes, r.held, r.implicit = h, mine, n
 
     def _register(self, r: SimRequest, done: int) -> None:
-        """As PrefixKVCache._register: the prompt blocks `done` computed tokens fill get their identity."""
+        """As PrefixKVCache._register: the prompt blocks `done` computed tokens fill get their
+        identity; a private one (and every one after it: hashes are chained) is only counted."""
         hashes, held = r.hashes, r.held
         full = min(len(hashes), done // self.bs)
-        if len(held) >= full:
+        i = len(held) + r.implicit
+        if i >= full:
             return
-        if not isinstance(held, list):
-            held = r.held = []
-        register = self.prefix.register  # type: ignore[union-attr]
-        for i in range(len(held), full):
-            held.append(register(hashes[i]))
+        if not r.implicit:
+            wanted, too = self.wanted, self.wanted_too
+            register = self.prefix.register  # type: ignore[union-attr]
+            while i < full and (hashes[i] in wanted or hashes[i] in too):
+                if not isinstance(held, list):
+                    held = r.held = list(held)
+                held.append(register(hashes[i]))
+                i += 1
+        r.implicit += full - i
 
-    def _release(self, r: SimRequest) -> int:
-        """Free its blocks into the prefix cache (PrefixKVCache.free); returns the blocks freed."""
+    def _release(self, r: SimRequest, again: bool = False) -> int:
+        """Free its blocks into the prefix cache (PrefixKVCache.free); returns the blocks freed.
+        `again`: it was preempted and will look its own prompt up: its private blocks get records."""
         held = r.held
+        if again and r.implicit:
+            k = len(held)
+            register = self.prefix.register  # type: ignore[union-attr]
+            held = (*held, *(register(h) for h in r.hashes[k : k + r.implicit]))
         freed = self.prefix.release(held, r.blocks - len(held))  # type: ignore[union-attr]
         r.held = ()
+        r.implicit = 0
         return freed
 
     def regroup(self) -> None:
@@ -613,7 +633,7 @@ class FastReplica:
         """Recompute preemption: drop its cache and put it first in line. Returns blocks freed."""
         if v.grouped:
             self._leave(v)
-        freed = v.blocks if self.prefix is None else self._release(v)
+        freed = v.blocks if self.prefix is None else self._release(v, again=True)
         v.blocks = 0
         v.c = 0
         v.preemptions += 1

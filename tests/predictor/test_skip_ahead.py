@@ -26,8 +26,8 @@ rules = st.builds(LengthRule, default_output_tokens=st.integers(1, 100), overrun
 
 def fast_finish_times(snapshot, request, pending, elapsed_s, rule, drain):
     f = Forecaster(snapshot, PROFILE, pending=pending, rule=rule)
-    caching = request is not None and bool(f.candidate_hashes(request))
-    sim, reqs = f._build(watch_all=drain or request is None, caching=caching)
+    hashes = () if request is None else f.candidate_hashes(request)
+    sim, reqs = f._build(watch_all=drain or request is None, candidate=hashes)
     sim.advance_until(elapsed_s)
     cand = None
     if request is not None:

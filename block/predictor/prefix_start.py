@@ -1,0 +1,118 @@
+"""The prefix cache a forecast starts from, prepared once per snapshot (the Forecaster keeps it).
+
+Rebuilding every cached block of a snapshot for every forecast would cost more than the forecast
+(a busy instance holds thousands). But a block's identity only matters to a request that may look it
+up: the forecast knows all of them (the snapshot's requests, those routed since, the candidate), so a
+block whose hash no other request's prompt has, and that no free copy shares, is *private*: it can be
+counted as an anonymous block. Block hashes are chained, so the private blocks of a prompt are a
+suffix of its blocks: each request keeps records for its leading *wanted* blocks and a count of the
+private ones after them (FastReplica's `implicit`). Two cases make a private block matter after all,
+and both are exact:
+
+- the candidate's prompt shares it (the next turn of a conversation running now): `start` gives the
+  blocks the candidate shares their records, per forecast;
+- its holder is preempted and comes back for its own prompt: FastReplica gives the blocks their
+  records when it frees them (they were private: no other record of them exists).
+
+Free cached blocks no request wants are anonymous free blocks, unless the candidate wants them.
+tests/predictor/test_skip_ahead.py keeps forecasts from this start equal to the replica rebuilt whole.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from block.replica.prefix_cache import CachedBlock, PrefixCache
+
+
+class PrefixStart:
+    def __init__(
+        self,
+        held_hashes: list[tuple[int, ...]],
+        all_hashes: Sequence[tuple[int, ...]],
+        free_cached: Sequence[tuple[int, int]],
+    ) -> None:
+        """`held_hashes`: each loaded request's held blocks (the first computed // block_size of its
+        prompt's hashes), in load order; `all_hashes`: the prompt hashes of every request the
+        forecast may queue; `free_cached`: the snapshot's free cached blocks."""
+        demand = Counter(h for hs in all_hashes for h in hs)
+        in_free = {h for _, h in free_cached}
+        self.wanted = frozenset(h for h, n in demand.items() if n > 1 or h in in_free)
+        wanted = self.wanted
+        self.held_hashes = held_hashes
+        index: dict[int, int] = {}
+        self.base_hashes: list[int] = []
+        self.base_refs: list[int] = []
+        self.base_idx: list[tuple[int, ...]] = []
+        self.base_k: list[int] = []
+        self.private_owner: dict[int, tuple[int, int]] = {}  # hash -> (request, blocks up to it)
+        for i, held in enumerate(held_hashes):
+            k = 0
+            while k < len(held) and held[k] in wanted:
+                k += 1
+            idx = []
+            for h in held[:k]:
+                j = index.get(h)
+                if j is None:
+                    j = index[h] = len(self.base_hashes)
+                    self.base_hashes.append(h)
+                    self.base_refs.append(0)
+                self.base_refs[j] += 1
+                idx.append(j)
+            self.base_idx.append(tuple(idx))
+            self.base_k.append(k)
+            for j in range(k, len(held)):
+                self.private_owner[held[j]] = (i, j + 1)
+        # blocks several requests hold are one block each
+        self.shared_blocks = sum(self.base_k) - len(self.base_hashes)
+        # free cached blocks at their queue positions: records when a request wants them
+        self.free_base: list[tuple[int, int]] = []
+        self.free_other: dict[int, list[tuple[int, int]]] = {}
+        pos = 0
+        for gap, h in free_cached:
+            pos += gap
+            if h in demand:
+                self.free_base.append((pos, h))
+            else:
+                self.free_other.setdefault(h, []).append((pos, h))
+            pos += 1
+        self.free_end = pos
+
+    def start(
+        self, free: int, candidate: tuple[int, ...]
+    ) -> tuple[PrefixCache, list[tuple[CachedBlock, ...]], list[int]]:
+        """A fresh cache for one forecast whose candidate has these hashes (`free`: the free
+        blocks): the cache, and each loaded request's records and private block count."""
+        cache = PrefixCache(0, collect=False)
+        table = cache.table
+        recs = []
+        for h, ref in zip(self.base_hashes, self.base_refs, strict=True):
+            b = CachedBlock(h, ref)
+            table[h] = [b]
+            recs.append(b)
+        helds = [tuple([recs[j] for j in idx]) if idx else () for idx in self.base_idx]
+        ks = self.base_k
+        frees = self.free_base
+        if candidate:
+            owner, extend = self.private_owner, {}
+            for h in candidate:
+                o = owner.get(h)
+                if o is not None and o[1] > extend.get(o[0], 0):
+                    extend[o[0]] = o[1]
+            if extend:
+                ks = list(ks)
+                for i, depth in extend.items():
+                    more = tuple(cache.register(h) for h in self.held_hashes[i][ks[i] : depth])
+                    helds[i] += more
+                    ks[i] = depth
+            other = self.free_other
+            extra = [x for h in candidate if h in other for x in other[h]]
+            if extra:
+                frees = sorted(frees + extra)
+        for pos, h in frees:
+            b = cache.register(h)
+            b.ref, b.pos = 0, pos
+        cache.end = max(self.free_end, free)
+        implicit = [len(held) - k for held, k in zip(self.held_hashes, ks, strict=True)]
+        return cache, helds, implicit
