@@ -21,7 +21,8 @@ tests/predictor/test_skip_ahead.py keeps forecasts from this start equal to the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from block.replica.prefix_cache import CachedBlock, PrefixCache
 
@@ -64,6 +65,8 @@ class PrefixStart:
             self.base_k.append(k)
             for j in range(k, len(held)):
                 self.private_owner[held[j]] = (i, j + 1)
+        # each request's records, picked from the list of distinct ones in one call
+        self.base_get = [_picker(idx) for idx in self.base_idx]
         # blocks several requests hold are one block each
         self.shared_blocks = sum(self.base_k) - len(self.base_hashes)
         # free cached blocks at their queue positions: records when a request wants them
@@ -91,7 +94,7 @@ class PrefixStart:
             b = CachedBlock(h, ref)
             table[h] = [b]
             recs.append(b)
-        helds = [tuple([recs[j] for j in idx]) if idx else () for idx in self.base_idx]
+        helds = [get(recs) for get in self.base_get]
         ks = self.base_k
         frees = self.free_base
         if candidate:
@@ -116,3 +119,12 @@ class PrefixStart:
         cache.end = max(self.free_end, free)
         implicit = [len(held) - k for held, k in zip(self.held_hashes, ks, strict=True)]
         return cache, helds, implicit
+
+
+def _picker(idx: tuple[int, ...]) -> Callable[[list[CachedBlock]], tuple[CachedBlock, ...]]:
+    if not idx:
+        return lambda recs: ()
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda recs: (recs[i],)
+    return itemgetter(*idx)  # type: ignore[return-value]
