@@ -1,7 +1,17 @@
-"""A replica's state as plain data: what an engine's `/state` returns and a forecast starts from."""
+"""A replica's state as plain data: what an engine's `/state` returns and a forecast starts from.
+
+Prefix caching adds each request's prompt block hashes and the free cached blocks. As JSON numbers
+they would make a busy engine's state several times larger and slower to parse (it is polled every
+20 ms), so `to_dict` packs them: a base64 string of little-endian signed 64-bit integers (a hash,
+or for `free_cached` a gap then a hash per block). `from_dict` also reads plain JSON lists.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +40,7 @@ class RequestState:
             "expected_output_tokens": self.expected_output_tokens,
         }
         if self.prefix_hashes:
-            d["prefix_hashes"] = self.prefix_hashes
+            d["prefix_hashes"] = pack_ints(self.prefix_hashes)
         return d
 
     @classmethod
@@ -43,7 +53,7 @@ class RequestState:
             computed_tokens=int(d.get("computed_tokens", 0)),
             output_tokens=int(d.get("output_tokens", 0)),
             expected_output_tokens=None if expected is None else int(expected),
-            prefix_hashes=tuple(int(h) for h in d.get("prefix_hashes", ())),
+            prefix_hashes=unpack_ints(d.get("prefix_hashes", ())),
         )
 
 
@@ -93,7 +103,7 @@ class Snapshot:
             "waiting": [r.to_dict() for r in self.waiting],
             "free_blocks": self.free_blocks,
             "num_preemptions": self.num_preemptions,
-            **({} if self.free_cached is None else {"free_cached": self.free_cached}),
+            **({} if self.free_cached is None else {"free_cached": pack_ints(_flat(self.free_cached))}),
         }
 
     @classmethod
@@ -109,7 +119,37 @@ class Snapshot:
                 free_blocks=None if free is None else int(free),
                 num_preemptions=int(d.get("num_preemptions", 0)),
                 profile=str(d.get("profile", "")),
-                free_cached=None if free_cached is None else [(int(g), int(h)) for g, h in free_cached],
+                free_cached=None if free_cached is None else _pairs(free_cached),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise ValueError(f"malformed snapshot: {e}") from e
+
+
+def pack_ints(values: Sequence[int]) -> str | list[int]:
+    """Integers as base64 of little-endian int64s (a plain list if one does not fit)."""
+    try:
+        return base64.b64encode(struct.pack(f"<{len(values)}q", *values)).decode("ascii")
+    except struct.error:
+        return [int(v) for v in values]
+
+
+def unpack_ints(data: str | Sequence[Any]) -> tuple[int, ...]:
+    if isinstance(data, str):
+        raw = base64.b64decode(data, validate=True)
+        if len(raw) % 8:
+            raise ValueError("packed integers must be a multiple of 8 bytes")
+        return struct.unpack(f"<{len(raw) // 8}q", raw)
+    return tuple(int(v) for v in data)
+
+
+def _flat(pairs: Sequence[tuple[int, int]]) -> list[int]:
+    return [x for pair in pairs for x in pair]
+
+
+def _pairs(data: str | Sequence[Any]) -> list[tuple[int, int]]:
+    if isinstance(data, str):
+        flat = unpack_ints(data)
+        if len(flat) % 2:
+            raise ValueError("free_cached must hold (gap, hash) pairs")
+        return list(zip(flat[::2], flat[1::2], strict=True))
+    return [(int(g), int(h)) for g, h in data]

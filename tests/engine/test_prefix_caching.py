@@ -50,8 +50,9 @@ async def test_a_repeated_prompt_hits_and_is_reported() -> None:
     assert _counters(metrics) == {"vllm:prefix_cache_queries": 320.0, "vllm:prefix_cache_hits": 144.0}
     # the first prompt's blocks are cached and free, last block first in eviction order
     hashes = chain_hashes(PROMPT, 16)
-    assert [h for _, h in state["free_cached"]] == list(hashes[::-1])
+    assert isinstance(state["free_cached"], str)  # packed: see block/replica/snapshot.py
     snapshot = Snapshot.from_dict(state)
+    assert [h for _, h in snapshot.free_cached] == list(hashes[::-1])
     assert Replica.from_snapshot(snapshot, make_test_profile()).kv.prefix.num_cached(hashes) == 10
 
 

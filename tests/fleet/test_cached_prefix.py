@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from block.fleet.tracker import InstanceTracker
 from block.prefix import chain_hashes
 from block.replica import Replica, ReplicaConfig, Request, Snapshot
@@ -55,3 +57,18 @@ def test_a_forecast_on_a_cached_prefix_is_faster() -> None:
     cold = tracker.predict(RoutingRequest(74, 4, prefix_hashes=chain_hashes([9, *tokens[1:]])), 0.0)
     assert cached is not None and cold is not None
     assert cached.ttft_s < cold.ttft_s
+
+
+def test_snapshot_hashes_round_trip_packed_or_plain() -> None:
+    snapshot = _replica_state(caching=True)
+    d = snapshot.to_dict()
+    assert isinstance(d["free_cached"], str) and isinstance(d["running"][0]["prefix_hashes"], str)
+    again = Snapshot.from_dict(json.loads(json.dumps(d)))
+    assert again.free_cached == snapshot.free_cached
+    assert again.running[0].prefix_hashes == snapshot.running[0].prefix_hashes
+    d["free_cached"] = [list(p) for p in snapshot.free_cached]  # plain JSON lists are read too
+    d["running"][0]["prefix_hashes"] = list(snapshot.running[0].prefix_hashes)
+    assert Snapshot.from_dict(d).free_cached == snapshot.free_cached
+    d["free_cached"] = "not base64!"
+    with pytest.raises(ValueError, match="malformed snapshot"):
+        Snapshot.from_dict(d)
