@@ -16,7 +16,8 @@ class Request:
     new token. A prefill is therefore a step (or chunks over several steps) covering the prompt, and
     a decode is a step computing exactly one token. After a preemption (recompute) the cache is
     dropped, `num_computed_tokens` returns to 0 and the prompt and all generated tokens are
-    prefilled again before the next token comes out.
+    prefilled again before the next token comes out (with prefix caching, from the longest prefix of
+    its prompt still cached: kv_cache.PrefixKVCache).
     """
 
     id: str
