@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import chain
 from operator import itemgetter
 
 from block.replica.prefix_cache import CachedBlock, PrefixCache
@@ -37,7 +38,7 @@ class PrefixStart:
         """`held_hashes`: each loaded request's held blocks (the first computed // block_size of its
         prompt's hashes), in load order; `all_hashes`: the prompt hashes of every request the
         forecast may queue; `free_cached`: the snapshot's free cached blocks."""
-        demand = Counter(h for hs in all_hashes for h in hs)
+        demand = Counter(chain.from_iterable(all_hashes))
         in_free = {h for _, h in free_cached}
         self.wanted = frozenset(h for h, n in demand.items() if n > 1 or h in in_free)
         wanted = self.wanted
@@ -47,7 +48,7 @@ class PrefixStart:
         self.base_refs: list[int] = []
         self.base_idx: list[tuple[int, ...]] = []
         self.base_k: list[int] = []
-        self.private_owner: dict[int, tuple[int, int]] = {}  # hash -> (request, blocks up to it)
+        self.first_private: dict[int, int] = {}  # a request's first private block's hash -> request
         for i, held in enumerate(held_hashes):
             k = 0
             while k < len(held) and held[k] in wanted:
@@ -63,8 +64,8 @@ class PrefixStart:
                 idx.append(j)
             self.base_idx.append(tuple(idx))
             self.base_k.append(k)
-            for j in range(k, len(held)):
-                self.private_owner[held[j]] = (i, j + 1)
+            if k < len(held):
+                self.first_private[held[k]] = i
         # each request's records, picked from the list of distinct ones in one call
         self.base_get = [_picker(idx) for idx in self.base_idx]
         # blocks several requests hold are one block each
@@ -98,11 +99,16 @@ class PrefixStart:
         ks = self.base_k
         frees = self.free_base
         if candidate:
-            owner, extend = self.private_owner, {}
-            for h in candidate:
-                o = owner.get(h)
-                if o is not None and o[1] > extend.get(o[0], 0):
-                    extend[o[0]] = o[1]
+            # the candidate shares a request's private blocks from its first one on (hashes are
+            # chained: sharing block j means sharing every block before it, at the same places)
+            first, extend = self.first_private, {}
+            for j, h in enumerate(candidate):
+                i = first.get(h)
+                if i is not None and self.base_k[i] == j:
+                    held, depth = self.held_hashes[i], j
+                    while depth < len(held) and depth < len(candidate) and held[depth] == candidate[depth]:
+                        depth += 1
+                    extend[i] = depth
             if extend:
                 ks = list(ks)
                 for i, depth in extend.items():

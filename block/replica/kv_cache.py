@@ -122,7 +122,8 @@ class PrefixKVCache(KVCache):
     the free blocks, and the admission fails (nothing taken) unless the new blocks fit the rest.
     Preemption frees the blocks (they stay cached), so a recompute hits its own prompt again unless
     it was evicted meanwhile; blocks of generated tokens carry no identity here and are recomputed.
-    `queries` and `hits` count prompt tokens looked up and found at admissions, as vLLM's counters.
+    `queries` and `hits` count prompt tokens looked up and found at first admissions, as vLLM's
+    counters (vllm:prefix_cache_queries and _hits leave out requests coming back from a preemption).
     """
 
     __slots__ = ("queries", "hits")
@@ -153,11 +154,10 @@ class PrefixKVCache(KVCache):
             request.num_computed_tokens = h * bs
         if not self.append(request, num_new_tokens):
             return False
-        if looked_up:
+        if looked_up and request.num_preemptions == 0:  # vLLM counts a preempted one apart
             self.queries += request.num_tokens
             self.hits += h * self.block_size
-            if request.num_preemptions == 0:
-                request.num_cached_tokens = h * self.block_size
+            request.num_cached_tokens = h * self.block_size
         return True
 
     def append(self, request: Request, num_new_tokens: int) -> bool:

@@ -69,7 +69,7 @@ class Snapshot:
     # prefix caching on: the cached blocks no request holds, in eviction order, as (anonymous free
     # blocks in front of it, hash); the blocks requests hold are their prefix_hashes. None: caching off
     free_cached: list[tuple[int, int]] | None = None
-    _cached: frozenset[int] | None = field(default=None, repr=False, compare=False)
+    _cached: frozenset[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_requests(self) -> int:
