@@ -38,10 +38,15 @@ class PrefixStart:
         """`held_hashes`: each loaded request's held blocks (the first computed // block_size of its
         prompt's hashes), in load order; `all_hashes`: the prompt hashes of every request the
         forecast may queue; `free_cached`: the snapshot's free cached blocks."""
-        demand = Counter(chain.from_iterable(all_hashes))
-        in_free = {h for _, h in free_cached}
-        self.wanted = frozenset(h for h, n in demand.items() if n > 1 or h in in_free)
-        wanted = self.wanted
+        # set operations per prompt, not per block: a busy snapshot names thousands of blocks
+        seen: set[int] = set()
+        shared: set[int] = set()
+        for hs in all_hashes:
+            mine = set(hs)
+            shared |= seen & mine
+            seen |= mine
+        shared |= seen.intersection(h for _, h in free_cached)
+        self.wanted = wanted = frozenset(shared)
         self.held_hashes = held_hashes
         index: dict[int, int] = {}
         self.base_hashes: list[int] = []
@@ -49,23 +54,28 @@ class PrefixStart:
         self.base_idx: list[tuple[int, ...]] = []
         self.base_k: list[int] = []
         self.first_private: dict[int, int] = {}  # a request's first private block's hash -> request
+        known: dict[tuple[int, ...], tuple[int, ...]] = {}  # wanted blocks -> their indexes
         for i, held in enumerate(held_hashes):
             k = 0
             while k < len(held) and held[k] in wanted:
                 k += 1
-            idx = []
-            for h in held[:k]:
-                j = index.get(h)
-                if j is None:
-                    j = index[h] = len(self.base_hashes)
-                    self.base_hashes.append(h)
-                    self.base_refs.append(0)
-                self.base_refs[j] += 1
-                idx.append(j)
-            self.base_idx.append(tuple(idx))
+            key = held[:k]
+            idx = known.get(key)
+            if idx is None:
+                new = []
+                for h in key:
+                    j = index.get(h)
+                    if j is None:
+                        j = index[h] = len(self.base_hashes)
+                        self.base_hashes.append(h)
+                    new.append(j)
+                idx = known[key] = tuple(new)
+            self.base_idx.append(idx)
             self.base_k.append(k)
             if k < len(held):
                 self.first_private[held[k]] = i
+        refs = Counter(chain.from_iterable(self.base_idx))
+        self.base_refs = [refs[j] for j in range(len(self.base_hashes))]
         # each request's records, picked from the list of distinct ones in one call
         self.base_get = [_picker(idx) for idx in self.base_idx]
         # blocks several requests hold are one block each
@@ -76,7 +86,7 @@ class PrefixStart:
         pos = 0
         for gap, h in free_cached:
             pos += gap
-            if h in demand:
+            if h in seen:
                 self.free_base.append((pos, h))
             else:
                 self.free_other.setdefault(h, []).append((pos, h))
