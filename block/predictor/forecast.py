@@ -17,6 +17,12 @@ costs several times more (`added_delay="full"` does that when wanted). Either wa
 without the candidate (drained once per Forecaster, then cached), which about doubles the cost of a
 one-shot forecast: so it is opt-in (`added_delay="horizon"`) for `forecast()`.
 
+Prefix caching (the snapshot's config has it on and something has an identity): the candidate's
+`prefix_hashes` (when named at the instance's block size) are looked up in the instance's cache when it
+is admitted, as every queued request's are, so a cached prefix shortens its prefill on this instance
+only, blocks the requests ahead of it compute serve it too, and blocks evicted before it is admitted
+do not (block/predictor/prefix_start.py: the cache a forecast starts from).
+
 Anticipated arrivals (opt-in, `Arrivals`): a plain forecast cannot see the requests that will reach
 the instance after the candidate and join its batch, so it runs a little fast under load. With
 `arrivals`, synthetic requests of the given mean lengths arrive at the given rate, deterministically
