@@ -3,7 +3,7 @@ one the router calls) with the llama3 tokenizer, loaded once per process."""
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol
 
 from block.openai_api import prompt_tokens as shared
@@ -40,7 +40,14 @@ def warm_up() -> None:
 
 def count_text(text: str) -> int:
     """The tokenizer's count of `text` alone (no special tokens)."""
-    return _tokenizer().count(text) if text else 0
+    return len(_ids(text)) if text else 0
+
+
+@lru_cache(maxsize=64)
+def _ids(text: str) -> tuple[int, ...]:
+    """Token ids of `text`, kept for the request being parsed: the count and the prefix cache's block
+    hashes (prompt_token_ids) then tokenize each text once."""
+    return tuple(_tokenizer().encode(text))
 
 
 def count_prompt(text: str) -> int:
@@ -57,7 +64,7 @@ def prompt_token_ids(body: dict[str, Any]) -> list[int] | None:
     """The prompt's token ids as vLLM serving Llama 3 feeds them to the model (the prefix cache hashes
     them): <|begin_of_text|> and the text, a completion prompt given as token ids as is, or the Llama 3
     chat template over the messages (as count_chat counts it). None when the body has no such prompt."""
-    encode = _tokenizer().encode
+    encode = _ids
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # one prompt in a list
