@@ -21,10 +21,11 @@ requests still pending or in the latest snapshot: an id that never shows up is g
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from block.fleet.arrival_log import ArrivalLog, FleetLog
+from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
@@ -35,6 +36,14 @@ from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
 ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
+
+
+class ExactCache(Protocol):
+    """An instance's prefix cache as the instance itself reports it."""
+
+    def match_blocks(self, prefix_hashes: Sequence[int], block_size: int) -> int | None:
+        """Leading blocks held; None when it cannot say now (then the approximate index answers)."""
+        ...
 
 
 def added_delay_for(policy: object) -> AddedDelay:
@@ -60,13 +69,16 @@ class InstanceTracker:
         anticipate_arrivals: bool = False,
         anticipate_window_s: float = ANTICIPATE_WINDOW_S,
         fleet: FleetLog | None = None,
+        prefix_index: PrefixIndex | None = None,
     ) -> None:
         """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
         the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
         routed then (see `block.predictor.forecast`): the `fleet`'s rate per instance when the
         trackers share one (see `block.fleet.arrival_log`), else this instance's own. Off by
         default. Without a `profile` (a stock vLLM instance whose step times are unknown) the tracker
-        counts exactly as with one and makes no forecasts: `predict` answers None."""
+        counts exactly as with one and makes no forecasts: `predict` answers None. `prefix_index`: the
+        record of the prompt blocks routed here (block.fleet.prefix_index), kept within the instance's
+        KV blocks, for `cached_prefix_blocks` when the instance reports no cache of its own."""
         self.id = id
         self.profile = profile
         self.config = config or (
@@ -81,6 +93,8 @@ class InstanceTracker:
         self.anticipate_arrivals = anticipate_arrivals
         self.anticipate_window_s = anticipate_window_s
         self.fleet = fleet
+        self.prefix_index = prefix_index
+        self.exact_cache: ExactCache | None = None  # e.g. a vLLM KV-event feed (block.fleet.kv_events)
         self.last_forecast: Forecast | None = None  # for GET /instances
         self.snapshot: Snapshot | None = None
         self.snapshot_at: float | None = None  # caller time when the snapshot was received
@@ -125,6 +139,11 @@ class InstanceTracker:
         self._routed.record(at, prompt, expected)
         if self.fleet is not None:
             self.fleet.record(at, prompt, expected)
+        index = self.prefix_index
+        if index is not None and request.prefix_hashes:
+            if index.capacity != self.num_gpu_blocks:  # the bound follows what the instance reports
+                index.resize(self.num_gpu_blocks)
+            index.record(request.prefix_hashes)
         self._forecaster = None
 
     def on_finished(self, request_id: str, at: float) -> None:
@@ -190,12 +209,27 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. A Block engine's snapshot names the blocks it caches (Snapshot.
-        cached_prefix_blocks); without a snapshot, or in other block sizes, nothing is known cached."""
-        snap = self.snapshot
-        if snap is None or request.prefix_block_size != snap.config.block_size:
+        """See InstanceView. A Block engine's snapshot names the blocks it caches exactly (Snapshot.
+        cached_prefix_blocks); otherwise from the instance's own account when it gives one (vLLM's KV
+        events, while in sync), else from the router's record of what it routed here (the prefix
+        index); 0 without either."""
+        if not request.prefix_hashes:
             return 0
-        return snap.cached_prefix_blocks(request.prefix_hashes)
+        snap = self.snapshot
+        if snap is not None and snap.free_cached is not None:  # a Block engine, caching on
+            if request.prefix_block_size != snap.config.block_size:
+                return 0
+            n = snap.cached_prefix_blocks(request.prefix_hashes)
+            for s, _ in self._pending.values():  # routed since: their blocks are on the way
+                n = max(n, _common_prefix(s.prefix_hashes, request.prefix_hashes))
+            return n
+        if self.exact_cache is not None:
+            held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)
+            if held is not None:
+                return held
+        if self.prefix_index is not None:
+            return self.prefix_index.match(request.prefix_hashes)
+        return 0
 
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at
@@ -289,8 +323,9 @@ def router_tracker(
 ) -> InstanceTracker:
     """The router's tracker of one instance. Block engines name their profile in /state; for stock vLLM
     it is the router's `profile` setting. With a `fleet` log, forecasts anticipate the fleet's arrival
-    rate per instance (where there are forecasts: with a profile)."""
-    return InstanceTracker(
+    rate per instance (where there are forecasts: with a profile). It records the prompt blocks routed
+    there (a prefix index bounded by the instance's KV blocks)."""
+    tracker = InstanceTracker(
         id,
         profile,
         config=config,
@@ -299,3 +334,14 @@ def router_tracker(
         anticipate_arrivals=fleet is not None and profile is not None,
         fleet=fleet,
     )
+    tracker.prefix_index = PrefixIndex(tracker.num_gpu_blocks)
+    return tracker
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):  # lengths differ
+        if x != y:
+            break
+        n += 1
+    return n

@@ -9,6 +9,11 @@ Chat messages are counted as the Llama 3 chat template renders them, without bui
 
 i.e. 1 + sum(4 + tokens(role) + tokens(content)) + 4 tokens. `count` is the plain tokenizer count
 (no special tokens): the engine passes llama3's, the router the tokenizer it is configured with.
+
+Where the token ids themselves are needed (a prompt's prefix identity, block.prefix), `text_token_ids`
+and `chat_token_ids` lay them out the same way from one `encode` pass; their length is the count above,
+so a caller that has the ids counts nothing twice. The template's own tokens are Llama 3's ids whatever
+the tokenizer: with another one they only mark the frame, consistently.
 """
 
 from __future__ import annotations
@@ -17,10 +22,19 @@ from collections.abc import Callable
 from typing import Any
 
 Count = Callable[[str], int]
+Encode = Callable[[str], list[int]]
 
 BEGIN_OF_TEXT = 1
 MESSAGE_FRAME = 4  # <|start_header_id|>, <|end_header_id|>, "\n\n", <|eot_id|>
 GENERATION_PROMPT = 4  # <|start_header_id|>assistant<|end_header_id|>\n\n
+
+# Llama 3's ids of the template's tokens.
+BEGIN_OF_TEXT_ID = 128000
+START_HEADER_ID = 128006
+END_HEADER_ID = 128007
+EOT_ID = 128009
+NEWLINES_ID = 271  # "\n\n" after a header
+ASSISTANT_ID = 78191  # "assistant"
 
 
 def text_tokens(text: str, count: Count) -> int:
@@ -34,6 +48,26 @@ def chat_tokens(messages: list[tuple[str, str]], count: Count) -> int:
     for role, content in messages:
         total += MESSAGE_FRAME + (count(role) if role else 0) + (count(content) if content else 0)
     return total
+
+
+def text_token_ids(text: str, encode: Encode) -> list[int]:
+    """The ids of a text prompt: <|begin_of_text|> then the text's; none for an empty prompt."""
+    return [BEGIN_OF_TEXT_ID, *encode(text)] if text else []
+
+
+def chat_token_ids(messages: list[tuple[str, str]], encode: Encode) -> list[int]:
+    """The ids of the rendered Llama 3 chat template for (role, content) pairs."""
+    ids = [BEGIN_OF_TEXT_ID]
+    for role, content in messages:
+        ids.append(START_HEADER_ID)
+        if role:
+            ids += encode(role)
+        ids += (END_HEADER_ID, NEWLINES_ID)
+        if content:
+            ids += encode(content)
+        ids.append(EOT_ID)
+    ids += (START_HEADER_ID, ASSISTANT_ID, END_HEADER_ID, NEWLINES_ID)
+    return ids
 
 
 def message_text(content: Any) -> str | None:

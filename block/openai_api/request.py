@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from block.openai_api.errors import RequestError
-from block.openai_api.prompt_tokens import Count, chat_tokens, message_text, text_tokens
+from block.openai_api.prompt_tokens import (
+    Count,
+    Encode,
+    chat_token_ids,
+    chat_tokens,
+    message_text,
+    text_token_ids,
+    text_tokens,
+)
 
 Kind = Literal["completion", "chat"]
 
@@ -34,9 +42,13 @@ class OpenAIRequest:
     stream: bool
     include_usage: bool
     n: int
+    # the prompt's token ids as the model sees them (template included), when the parser was given an
+    # `encode`; None otherwise, and for a batch of prompts
+    prompt_token_ids: list[int] | None = None
 
 
-def parse_request(kind: Kind, body: Any, count: Count) -> OpenAIRequest:
+def parse_request(kind: Kind, body: Any, count: Count, encode: Encode | None = None) -> OpenAIRequest:
+    """`encode`: also lay out the prompt's token ids, from the one tokenization that counts them."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     model = body.get("model")
@@ -48,12 +60,17 @@ def parse_request(kind: Kind, body: Any, count: Count) -> OpenAIRequest:
     prompt_text: str | None = None
     messages: list[tuple[str, str]] | None = None
     prompts = 1
+    ids: list[int] | None = None
     if kind == "completion":
-        tokens, prompts, prompt_text = _completion_prompt(body, count)
+        tokens, prompts, prompt_text, ids = _completion_prompt(body, count, encode)
         max_tokens = integer(body, "max_tokens", minimum=1)
     else:
         messages = chat_messages(body.get("messages"))
-        tokens = chat_tokens(messages, count)
+        if encode is not None:
+            ids = chat_token_ids(messages, encode)
+            tokens = len(ids)
+        else:
+            tokens = chat_tokens(messages, count)
         max_tokens = integer(body, "max_completion_tokens", minimum=1)
         if max_tokens is None:
             max_tokens = integer(body, "max_tokens", minimum=1)
@@ -88,6 +105,7 @@ def parse_request(kind: Kind, body: Any, count: Count) -> OpenAIRequest:
         stream=stream,
         include_usage=include_usage,
         n=n,
+        prompt_token_ids=ids,
     )
 
 
@@ -118,8 +136,11 @@ def model_not_found(model: str) -> RequestError:
 # -- the prompt ---------------------------------------------------------------------------------
 
 
-def _completion_prompt(body: dict[str, Any], count: Count) -> tuple[int, int, str | None]:
-    """(prompt tokens, prompts in the batch, the text of a text prompt)."""
+def _completion_prompt(
+    body: dict[str, Any], count: Count, encode: Encode | None
+) -> tuple[int, int, str | None, list[int] | None]:
+    """(prompt tokens, prompts in the batch, the text of a text prompt, the token ids of a single prompt
+    when `encode` is given)."""
     prompt = body.get("prompt")
     if prompt is None:
         raise RequestError("`prompt` is required", "prompt")
@@ -137,8 +158,12 @@ def _completion_prompt(body: dict[str, Any], count: Count) -> tuple[int, int, st
     if not all(batch):
         raise RequestError("the prompt is empty", "prompt")
     if isinstance(batch[0], str):
-        return sum(text_tokens(p, count) for p in batch), len(batch), "\n".join(batch)
-    return sum(len(p) for p in batch), len(batch), None
+        if encode is not None and len(batch) == 1:
+            ids = text_token_ids(batch[0], encode)
+            return len(ids), 1, batch[0], ids
+        return sum(text_tokens(p, count) for p in batch), len(batch), "\n".join(batch), None
+    ids = batch[0] if encode is not None and len(batch) == 1 else None  # ids as given: vLLM adds none
+    return sum(len(p) for p in batch), len(batch), None, ids
 
 
 def _strings(value: Any) -> bool:

@@ -51,6 +51,8 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "running": t.running if t is not None else None,
         "waiting": t.waiting if t is not None else None,
         "free_blocks": t.free_blocks if t is not None else None,
+        # prompt blocks the router recorded sending there (its prefix index, bounded by the KV blocks)
+        "prefix_index_blocks": len(t.prefix_index) if t is not None and t.prefix_index is not None else None,
         "snapshot_age_ms": None if age is None else round(age * 1e3, 3),
         "last_forecast": None if last is None else asdict(last),
         "last_error": inst.last_error,
@@ -59,6 +61,16 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "predictor_healthy": None if inst.sidecar is None else inst.sidecar.healthy,
         "predictor_last_error": None if inst.sidecar is None else inst.sidecar.last_error,
         "cooldown_s": round(max(0.0, inst.suspended_until - now), 3),  # out after a timeout, this long
+        # vLLM KV events (--kv-events): the exact prefix index, or null when not configured
+        "kv_events": None
+        if inst.kv_events is None
+        else {
+            "endpoint": inst.kv_events.endpoint,
+            "in_sync": inst.kv_events.in_sync,
+            "indexed_blocks": len(inst.kv_events.index),
+            "batches": inst.kv_events.batches,
+            "dropped": dict(inst.kv_events.dropped),
+        },
     }
 
 

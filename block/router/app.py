@@ -19,6 +19,7 @@ from block.router.admin import Admin, error_response, refused
 from block.router.auth import Guard
 from block.router.config import RouterConfig
 from block.router.decide import Decider
+from block.router.decision_log import DecisionLog
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
 from block.router.proxy import Proxy
@@ -45,16 +46,27 @@ def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
 
 
 class RouterApp:
-    def __init__(self, config: RouterConfig, count_tokens: Callable[[str], int] | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        count_tokens: Callable[[str], int] | None = None,
+        encode_tokens: Callable[[str], list[int]] | None = None,
+    ) -> None:
+        """`count_tokens` and `encode_tokens` stand in for the configured tokenizer (tests); without an
+        encoder, requests carry no prefix identity."""
         self.config = config
         if count_tokens is None:
             from block.workload.tokenizer import get_tokenizer
 
-            count_tokens = get_tokenizer(config.tokenizer).count
+            tokenizer = get_tokenizer(config.tokenizer)
+            count_tokens, encode_tokens = tokenizer.count, encode_tokens or tokenizer.encode_ordinary
         self.policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)
         self.decider = Decider(self.policy, self.pool, self.metrics, config.deadline_ms / 1000.0)
+        if config.decision_log:
+            self.decider.decision_log = DecisionLog(config.decision_log, config.policy)
+            self.pool.listeners.add(self.decider.decision_log)
         self.proxy = Proxy(
             self.pool,
             self.decider,
@@ -67,6 +79,7 @@ class RouterApp:
             config.api_key,
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
+            encode_tokens=encode_tokens,
         )
         self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
         self.admin = Admin(self.pool, self.metrics, self.guard)
@@ -99,6 +112,8 @@ class RouterApp:
             await self.stop()
 
     async def start(self) -> None:
+        if self.decider.decision_log is not None:
+            self.decider.decision_log.open()
         await self.pool.start()
         if self.autoscaler is not None:
             await self.autoscaler.start()
@@ -109,6 +124,8 @@ class RouterApp:
         await self.pool.stop()
         if self.autoscaler is not None:  # then the engines it started
             await self.autoscaler.close()
+        if self.decider.decision_log is not None:
+            self.decider.decision_log.close()
 
     async def models(self, request: Request) -> Response:
         refusal = self.guard.check_client(request.headers.get("authorization"))

@@ -13,9 +13,11 @@ from typing import Any
 import aiohttp
 
 from block.fleet.arrival_log import FleetLog
+from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners, Routed
 from block.fleet.sources import detect
 from block.fleet.tracker import router_tracker
+from block.prefix import PREFIX_BLOCK_SIZE
 from block.replica import ReplicaConfig
 from block.request import Forecast, RoutingRequest
 from block.router.config import RouterConfig
@@ -56,6 +58,9 @@ class InstancePool:
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
         self._routable: list[Instance] = []
         self.routable_ids: frozenset[str] = frozenset()  # the rotation filter's list (block.fleet.filters)
+        # Tokens per block the router hashes prompts at (their prefix identity): the instances' KV block
+        # size; vLLM's default until one is known, or where the instances disagree.
+        self.prefix_block_size = PREFIX_BLOCK_SIZE
         self._served: frozenset[str] | None = None  # models the routable instances serve, if known
         self._background: set[asyncio.Task[Any]] = set()
         # Requests in flight per instance id, deleted instances included: a deleted instance's metric
@@ -103,6 +108,12 @@ class InstancePool:
         self.instances[inst.id] = inst
         self.metrics.set_health(inst.id, False)
         refresh_s, state_timeout = self.config.refresh_ms / 1000.0, max(0.2, self.config.health_interval)
+        events = self.config.kv_event_endpoints(url)
+        if events is not None:
+            inst.kv_events = KvEventFeed(
+                *events, on_drop=lambda reason, i=inst.id: self.metrics.kv_events_dropped(i, reason)
+            )
+            inst.kv_events.start()
         inst.tasks = [
             asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
             asyncio.create_task(
@@ -127,6 +138,8 @@ class InstancePool:
         inst.removed = True
         if inst.sidecar is not None:
             inst.sidecar.close()
+        if inst.kv_events is not None:
+            await inst.kv_events.stop()
         for task in inst.tasks:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
@@ -147,12 +160,16 @@ class InstancePool:
         self._routable = [i for i in self.instances.values() if i.routable]
         self.routable_ids = frozenset(i.id for i in self._routable)
         self._served = served_by(self._routable)
+        sizes = {i.tracker.block_size for i in self._routable if i.tracker is not None}
+        self.prefix_block_size = sizes.pop() if len(sizes) == 1 else PREFIX_BLOCK_SIZE
         if self.fleet is not None:
             self.fleet.instances = max(1, len(self._routable))
 
     def set_healthy(self, inst: Instance, healthy: bool) -> None:
         if inst.healthy != healthy:
             inst.healthy = healthy
+            if not healthy and inst.kv_events is not None:  # whatever comes back has an empty cache
+                inst.kv_events.engine_restarted()
             self.metrics.set_health(inst.id, healthy)
             self._update_routable()
 
@@ -197,7 +214,7 @@ class InstancePool:
         if kind is None:
             inst.last_error = "could not fetch /state"
             return False
-        source = kind(inst.url, self.base_config)
+        source = kind(inst.url, self.base_config, self.config.metrics_read_ms / 1000.0)
         try:
             snapshot, step_end = await source.read(self.session, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
@@ -213,6 +230,7 @@ class InstancePool:
             self.config.default_output_tokens,
             fleet=self.fleet,
         )
+        inst.tracker.exact_cache = inst.kv_events
         inst.tracker.observe(snapshot, time.monotonic(), step_end)
         inst.listeners.add(source)
         if inst.predictor_url:
@@ -259,6 +277,9 @@ class InstancePool:
         assert inst.tracker is not None  # only instances in rotation are routed to
         routed = Routed(request, now, forecast)
         self.listeners.routed(inst.id, routed)  # first: they see the queue without this request
+        if request.prefix_hashes:  # what it was believed to hold, before it records this prompt
+            cached = inst.tracker.cached_prefix_blocks(request) * request.prefix_block_size
+            self.metrics.prefix_routed(request.prompt_tokens, cached)
         inst.tracker.on_routed(request, now)
         self._in_flight[inst.id] = self._in_flight.get(inst.id, 0) + 1
         self.metrics.in_flight_child(inst.id).inc()

@@ -7,7 +7,10 @@ counts every decision: `forecast` (chosen by forecasts), `fallback` (forecasts w
 the fallback rule chose) or `no_forecast` (the policy does not use them), so the share of decisions made
 without forecasts is a PromQL ratio. `block_router_request_latency_seconds{instance, metric}` is the
 latency of every completed request as the router sees it (from the decision). A removed instance's
-series are forgotten.
+series are forgotten. Prefix caching: of the prompt tokens routed with a prefix identity
+(`block_router_prefix_prompt_tokens_total`), those the chosen instance was believed to hold in its prefix
+cache when the request was sent there (`block_router_prefix_cached_tokens_total`: the engine's snapshot,
+else the router's own prefix index); their ratio is the hit rate the router expects.
 """
 
 from __future__ import annotations
@@ -79,11 +82,29 @@ class RouterMetrics:
         self.in_flight = Gauge(
             "block_router_in_flight", "Requests in flight per instance", ["instance"], registry=r
         )
+        self.kv_events_dropped_total = Counter(
+            "block_router_kv_events_dropped_total",
+            "vLLM KV-event messages the router could not use, by reason: malformed (not a batch), "
+            "gap (batches lost and not replayable), unappliable (an event inconsistent with the index); "
+            "each one clears that instance's index, which falls back to the approximate one until resynced",
+            ["instance", "reason"],
+            registry=self.registry,
+        )
         self.predictor_notices_dropped = Counter(
             "block_router_predictor_notifications_dropped_total",
             "/routed and /finished notices to predictor sidecars not delivered, by reason: overflow "
             "(too many outstanding to one sidecar), timeout, error (refused or an error answer)",
             ["reason"],
+            registry=r,
+        )
+        self.prefix_prompt_tokens = Counter(
+            "block_router_prefix_prompt_tokens_total",
+            "Prompt tokens of requests routed with a prefix identity (block hashes of the prompt)",
+            registry=r,
+        )
+        self.prefix_cached_tokens = Counter(
+            "block_router_prefix_cached_tokens_total",
+            "Of those, the tokens the chosen instance was believed to hold in its prefix cache",
             registry=r,
         )
         self._requests_by_instance: dict[str, Counter] = {}
@@ -104,6 +125,10 @@ class RouterMetrics:
             child = self._requests_by_instance[instance] = self.requests.labels(instance, self.policy)
         child.inc()
 
+    def prefix_routed(self, prompt_tokens: int, cached_tokens: int) -> None:
+        self.prefix_prompt_tokens.inc(prompt_tokens)
+        self.prefix_cached_tokens.inc(min(cached_tokens, prompt_tokens))
+
     def in_flight_child(self, instance: str) -> Gauge:
         child = self._in_flight_by_instance.get(instance)
         if child is None:
@@ -123,6 +148,9 @@ class RouterMetrics:
 
     def latency_observed(self, instance: str, metric: str, seconds: float) -> None:
         _children(self.latency, self._latency_by_instance, instance)[metric].observe(seconds)
+
+    def kv_events_dropped(self, instance: str, reason: str) -> None:
+        self.kv_events_dropped_total.labels(instance, reason).inc()
 
     def predictor_notice_dropped(self, reason: str) -> None:
         self.predictor_notices_dropped.labels(reason).inc()

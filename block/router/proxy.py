@@ -25,6 +25,8 @@ import aiohttp
 import orjson
 
 from block.openai_api.errors import RequestError
+from block.openai_api.prompt_tokens import Encode
+from block.prefix import chain_hashes
 from block.request import RoutingRequest
 from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
@@ -85,11 +87,15 @@ class Proxy:
         api_key: str | None,
         first_byte_timeout: float = 60.0,
         idle_timeout: float = 60.0,
+        encode_tokens: Encode | None = None,
     ) -> None:
+        """`encode_tokens`: tokenize prompts into ids (and count them from the ids), so each request
+        carries its prefix identity (block hashes); without it prompts are only counted."""
         self.pool = pool
         self.decider = decider
         self.metrics = metrics
         self.count_tokens = count_tokens
+        self.encode_tokens = encode_tokens
         self.estimate_length = estimate_length
         self.default_output_tokens = default_output_tokens
         self.max_body_bytes = max_body_bytes
@@ -149,6 +155,7 @@ class Proxy:
                 self.estimate_length,
                 self.default_output_tokens,
                 self.pool.served_models(),
+                self.encode_tokens,
             )
         except orjson.JSONDecodeError as e:
             raise RequestError(f"invalid JSON body: {e}") from None
@@ -182,8 +189,14 @@ class Proxy:
         send: Send,
     ) -> None:
         request_id = f"{self._prefix}-{next(self._counter)}"
+        ids, block_size = shape.prompt_token_ids, self.pool.prefix_block_size
         request = RoutingRequest(
-            shape.prompt_tokens, shape.expected_output_tokens, shape.max_tokens, request_id
+            shape.prompt_tokens,
+            shape.expected_output_tokens,
+            shape.max_tokens,
+            request_id,
+            prefix_hashes=chain_hashes(ids, block_size) if ids else (),
+            prefix_block_size=block_size,
         )
         headers = {
             "content-type": "application/json",

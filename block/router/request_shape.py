@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA
+from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, Encode
 from block.openai_api.request import model_not_found, parse_request
 
 log = logging.getLogger("block.router.request_shape")
@@ -35,6 +35,7 @@ class RequestShape:
     max_tokens: int | None
     stream: bool
     prompt_text: str | None  # what the estimator read; None for token-id prompts or without estimator
+    prompt_token_ids: list[int] | None = None  # when parsed with an `encode` (see parse_request)
 
 
 def parse_shape(
@@ -44,9 +45,11 @@ def parse_shape(
     estimate: LengthEstimate | None,
     default_output_tokens: int,
     served_models: Collection[str] | None = None,
+    encode: Encode | None = None,
 ) -> RequestShape:
-    """`served_models`: the model names the instances serve (None: not known, any is passed on)."""
-    req = parse_request("chat" if path == CHAT_PATH else "completion", body, count)
+    """`served_models`: the model names the instances serve (None: not known, any is passed on).
+    `encode`: tokenize the prompt into ids (counted from them), for its prefix identity."""
+    req = parse_request("chat" if path == CHAT_PATH else "completion", body, count, encode)
     if served_models is not None and req.model and req.model not in served_models:
         raise model_not_found(req.model)
     text: str | None = None
@@ -61,7 +64,7 @@ def parse_shape(
     expected = expected_output_tokens(
         req.max_tokens, req.ignore_eos, text, estimate, default_output_tokens, text_tokens
     )
-    return RequestShape(req.prompt_tokens, expected, req.max_tokens, req.stream, text)
+    return RequestShape(req.prompt_tokens, expected, req.max_tokens, req.stream, text, req.prompt_token_ids)
 
 
 def estimator_text(messages: list[tuple[str, str]]) -> str:

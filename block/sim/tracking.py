@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from block.fleet.arrival_log import FleetLog
+from block.fleet.prefix_index import PrefixIndex
 from block.fleet.tracker import InstanceTracker, added_delay_for
 from block.policies import Policy
 from block.profiles import Profile
@@ -31,6 +32,7 @@ def make_trackers(
             added_delay=added_delay,
             anticipate_arrivals=anticipate_arrivals,
             fleet=fleet,
+            prefix_index=PrefixIndex(config.num_gpu_blocks),  # as the router's, for engines that tell none
         )
         for r in range(n)
     ]

@@ -29,6 +29,11 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self._enc.encode(text)
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """The ids of `text` with special-token strings in it taken as plain text, as `count` counts
+        them (`encode` refuses such text)."""
+        return self._enc.encode_ordinary(text)
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._enc.decode(list(ids))
 
