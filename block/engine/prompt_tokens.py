@@ -9,11 +9,13 @@ from typing import Protocol
 from block.openai_api import prompt_tokens as shared
 from block.openai_api.prompt_tokens import message_text
 
-__all__ = ["count_chat", "count_prompt", "count_text", "message_text", "warm_up"]
+__all__ = ["count_chat", "count_prompt", "count_text", "encode_text", "message_text", "warm_up"]
 
 
 class _Counter(Protocol):
     def count(self, text: str) -> int: ...
+
+    def encode_ordinary(self, text: str) -> list[int]: ...
 
 
 @cache
@@ -42,3 +44,9 @@ def count_prompt(text: str) -> int:
 def count_chat(messages: list[tuple[str, str]]) -> int:
     """Tokens of the rendered Llama 3 chat template for (role, content) pairs."""
     return shared.chat_tokens(messages, count_text)
+
+
+def encode_text(text: str) -> list[int]:
+    """The tokenizer's ids of `text` alone, special-token text as plain text (as `count_text` counts
+    it): with prefix caching on the parser lays out the prompt's ids with it, the router's way."""
+    return _tokenizer().encode_ordinary(text)

@@ -76,6 +76,7 @@ class EngineKey:
     noise: float
     seed: int
     fleet: tuple[EngineSpec, ...] = ()  # a mixed fleet: each engine's profile and settings over the above
+    prefix_caching: bool = False
 
     @staticmethod
     def of(spec: RunSpec) -> EngineKey:
@@ -89,11 +90,18 @@ class EngineKey:
             spec.noise,
             spec.seed,
             spec.fleet,
+            spec.prefix_caching,
         )
 
     def engine(self, i: int) -> EngineSpec:
         """Engine i's profile and batching settings (the fleet's entry over the cluster-wide ones)."""
-        base = EngineSpec(self.profile, self.max_num_seqs, self.max_num_batched_tokens, self.num_gpu_blocks)
+        base = EngineSpec(
+            self.profile,
+            self.max_num_seqs,
+            self.max_num_batched_tokens,
+            self.num_gpu_blocks,
+            prefix_caching=self.prefix_caching,
+        )
         return self.fleet[i].over(base) if self.fleet else base
 
 
@@ -427,6 +435,7 @@ def results_config(spec: RunSpec, live: dict[str, Any]) -> dict[str, Any]:
             "max_num_seqs": spec.max_num_seqs,
             "max_num_batched_tokens": spec.max_num_batched_tokens,
             "num_gpu_blocks": spec.num_gpu_blocks,
+            "prefix_caching": spec.prefix_caching,
             "max_model_len": spec.workload.max_model_len + PROMPT_SPECIAL_TOKENS,
             "noise": spec.noise,
             "stall_probability": spec.stall_probability if spec.noise > 0 else 0.0,

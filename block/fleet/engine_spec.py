@@ -8,7 +8,7 @@ by instance. Settings left out take the profile's `engine_defaults`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from block.profiles.profile import Profile, load_profile
@@ -46,8 +46,8 @@ class EngineSpec:
         knobs: dict[str, Any] = dict(profile.engine_defaults) if profile is not None else {}
         knobs.update({k: v for k, v in self.settings().items() if k in ENGINE_KNOBS})
         config = ReplicaConfig.from_dict(knobs)
-        if self.prefix_caching is not None and "prefix_caching" in {f.name for f in fields(ReplicaConfig)}:
-            config = replace(config, prefix_caching=self.prefix_caching)  # type: ignore[call-arg]
+        if self.prefix_caching is not None:
+            config = replace(config, enable_prefix_caching=self.prefix_caching)
         return config
 
     def label(self) -> str:
@@ -65,4 +65,6 @@ class EngineSpec:
             value = getattr(self, key)
             if value is not None:
                 args += [flag, str(value)]
+        if self.prefix_caching is not None:
+            args.append("--prefix-caching" if self.prefix_caching else "--no-prefix-caching")
         return args

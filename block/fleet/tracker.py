@@ -36,7 +36,9 @@ from block.replica.fast_replica import DeadlineExceeded
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
-ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
+ANTICIPATE_WINDOW_S = 10.0
+# a snapshot received this long after a request finished shows its cached blocks (polls every 20 ms)
+DONE_UNSEEN_S = 0.1  # anticipated arrivals follow the routing rate over this window
 
 
 class ExactCache(Protocol):
@@ -106,6 +108,8 @@ class InstanceTracker:
         self.snapshot_at: float | None = None  # caller time when the snapshot was received
         self.step_end: float | None = None  # end of the step in flight at the snapshot (engine clock)
         self._pending: dict[str, tuple[RequestState, float]] = {}  # id -> (state, routed at)
+        # pending requests that finished before any snapshot showed them: id -> (prefix hashes, at)
+        self._done_unseen: dict[str, tuple[tuple[int, ...], float]] = {}
         self._in_flight: set[str] = set()
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
@@ -136,6 +140,8 @@ class InstanceTracker:
             self._pending = {k: v for k, v in self._pending.items() if k not in seen and v[1] >= cutoff}
             if self.in_flight_follows_snapshots:
                 self._in_flight.intersection_update(seen | self._pending.keys())
+        if self._done_unseen:  # a snapshot received well after they finished shows their blocks
+            self._done_unseen = {k: v for k, v in self._done_unseen.items() if v[1] > at - DONE_UNSEEN_S}
         self._recount()
 
     def observe_state(self, state: dict[str, Any], at: float) -> None:
@@ -146,7 +152,9 @@ class InstanceTracker:
     def on_routed(self, request: RoutingRequest, at: float) -> None:
         """`request` was routed here at caller time `at`: waiting, as far as this tracker knows."""
         prompt, expected = request.prompt_tokens, request.expected_output_tokens
-        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected), at)
+        # its prompt's block hashes, when named as this instance names blocks (the forecast's cache)
+        hashes = request.prefix_hashes if request.prefix_block_size == self.block_size else ()
+        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected, hashes), at)
         self._in_flight.add(request.id)
         self._routed.record(at, prompt, expected)
         if self.fleet is not None:
@@ -160,8 +168,11 @@ class InstanceTracker:
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
-        if self._pending.pop(request_id, None) is not None:
+        gone = self._pending.pop(request_id, None)
+        if gone is not None:
             self._forecaster = None
+            if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
+                self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
@@ -221,11 +232,22 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. From the instance's own account when it gives one (vLLM's KV events, while
-        in sync), else from the router's record of what it routed here (the prefix index); 0 without
-        either."""
+        """See InstanceView. A Block engine's snapshot names the blocks it caches exactly (Snapshot.
+        cached_prefix_blocks); otherwise from the instance's own account when it gives one (vLLM's KV
+        events, while in sync), else from the router's record of what it routed here (the prefix
+        index); 0 without either."""
         if not request.prefix_hashes:
             return 0
+        snap = self.snapshot
+        if snap is not None and snap.free_cached is not None:  # a Block engine, caching on
+            if request.prefix_block_size != snap.config.block_size:
+                return 0
+            n = snap.cached_prefix_blocks(request.prefix_hashes)
+            for s, _ in self._pending.values():  # routed since: their blocks are on the way
+                n = max(n, _common_prefix(s.prefix_hashes, request.prefix_hashes))
+            for hashes, _ in self._done_unseen.values():  # or already cached
+                n = max(n, _common_prefix(hashes, request.prefix_hashes))
+            return n
         if self.exact_cache is not None:
             held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)
             if held is not None:
@@ -258,6 +280,7 @@ class InstanceTracker:
                     None,
                     snap.num_preemptions,
                     snap.profile,
+                    snap.free_cached,  # (a finished request's blocks count as uncached free ones)
                 )
             at = self.snapshot_at or 0.0
             profile = self.profile
@@ -346,3 +369,12 @@ def router_tracker(
     )
     tracker.prefix_index = PrefixIndex(tracker.num_gpu_blocks)
     return tracker
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):  # lengths differ
+        if x != y:
+            break
+        n += 1
+    return n

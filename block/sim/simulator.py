@@ -43,6 +43,7 @@ from block.fleet.filters import Filter, apply_filters
 from block.fleet.forecasts import Forecasts
 from block.fleet.listeners import Listeners, Routed
 from block.policies import Candidates, Choice, Policy, make_policy
+from block.prefix import PREFIX_BLOCK_SIZE
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
@@ -286,6 +287,8 @@ class Cluster:
         planned = requests.planned_tokens.tolist() if estimated else outputs
         arrivals = requests.arrival_s.tolist()
         hashes = requests.prefix_hashes  # the prompts' prefix identity, when the workload gives one
+        # the replicas' prefix caches use it when they name blocks as the workload does
+        same_blocks = self.replica_config.block_size == PREFIX_BLOCK_SIZE
         n = len(arrivals)
         queue: InOrder | SessionTurns = InOrder(n)
         if requests.sessions is not None:
@@ -335,7 +338,8 @@ class Cluster:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rid = str(i)
-            rr = RoutingRequest(p, e, None if estimated else o, rid, hashes[i] if hashes else ())
+            h = hashes[i] if hashes else ()
+            rr = RoutingRequest(p, e, None if estimated else o, rid, h)
             r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
                 r = pins[i]
@@ -347,7 +351,7 @@ class Cluster:
                 forecast = candidates.forecast_for(tracker)
                 self.listeners.routed(tracker.id, Routed(rr, t, forecast))
             tracker.on_routed(rr, t)
-            q = Request(rid, p, o, t, e)
+            q = Request(rid, p, o, t, e, prefix_hashes=h if same_blocks else ())
             reqs[i], instance_of[i] = q, r
             if times is not None:
                 times[q] = []

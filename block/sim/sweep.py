@@ -45,6 +45,7 @@ class SimulateArgs:
     fleet: tuple[EngineSpec, ...] = ()  # one engine per instance (a mixed fleet); () : `profile` for all
     think_time_s: float = 5.0  # session workloads: mean wait (s) between an answer and the next turn
     calibration: bool = False  # the trackers correct their profile online from the token times
+    prefix_caching: bool = True  # vLLM V1's automatic prefix caching in the replicas
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -76,6 +77,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             model_error=a.model_error,
             calibration=a.calibration,
             fleet=a.fleet,
+            prefix_caching=a.prefix_caching,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))
