@@ -26,7 +26,7 @@ class EngineSpec:
     num_gpu_blocks: int | None = None
     block_size: int | None = None
     max_model_len: int | None = None
-    # Passed to the replica model once it has the setting (prefix caching is being added beside this).
+    # vLLM V1 automatic prefix caching (ReplicaConfig.enable_prefix_caching); None: the default (on)
     prefix_caching: bool | None = None
 
     def settings(self) -> dict[str, Any]:

@@ -82,7 +82,9 @@ class SimConfig:
     def engine_for(self, instance: int) -> EngineSpec:
         """Instance `instance`'s profile and engine settings: the fleet's entry over the fleet-wide knobs."""
         knobs = ("max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks", "max_model_len")
-        base = EngineSpec(self.profile, **{k: getattr(self, k) for k in knobs})
+        base = EngineSpec(
+            self.profile, **{k: getattr(self, k) for k in knobs}, prefix_caching=self.prefix_caching
+        )
         return self.fleet[instance].over(base) if self.fleet else base
 
     def instance_models(self) -> tuple[list[Profile], list[ReplicaConfig]]:
