@@ -104,6 +104,15 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Option(
             None, help="Step-time profile for stock vLLM instances.", rich_help_panel="State"
         ),
+        discover: str = typer.Option(
+            None,
+            "--discover",
+            help="k8s:NAMESPACE/LABEL_SELECTOR: the fleet is the ready endpoints of the EndpointSlices with "
+            "these labels (e.g. kubernetes.io/service-name=vllm), watched; terminating ones drain, then "
+            "leave. Profile from the pod label block/profile, else --profile. In a pod: its service "
+            "account; elsewhere: $KUBECONFIG. (default: off)",
+            rich_help_panel="Discovery",
+        ),
         anticipate_arrivals: bool = typer.Option(
             None,
             "--anticipate-arrivals/--no-anticipate-arrivals",
@@ -303,6 +312,7 @@ def register(app: typer.Typer) -> None:
                 header_timeout_s=header_timeout_s,
                 body_timeout_s=body_timeout_s,
                 predictor_token=predictor_token,
+                discover=discover,
             )
             from block.policies import POLICIES
 
@@ -311,9 +321,9 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, OSError) as e:
             fail(str(e))
             return
-        if not cfg.instances and not cfg.provision.enabled:
+        if not cfg.instances and not cfg.provision.enabled and not cfg.discover:
             fail(
-                "give at least one --instance URL (or 'instances:' in --config); "
+                "give at least one --instance URL (or 'instances:' in --config, or --discover); "
                 "more can be added at run time"
             )
         run_server(cfg)

@@ -59,6 +59,8 @@ class RouterConfig:
     predictor_token: str | None = None  # sent to every sidecar as "Authorization: Bearer ..."
     predictor_notify_timeout_s: float = 2.0  # a /routed or /finished notice slower than this is dropped
     predictor_notify_max_in_flight: int = 128  # per sidecar; notices beyond are dropped (counted)
+    # Kubernetes pod discovery (block/router/discovery.py): k8s:NAMESPACE/LABEL_SELECTOR of EndpointSlices.
+    discover: str | None = None
 
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
@@ -82,6 +84,10 @@ class RouterConfig:
         )  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
         self.check_security()
+        if self.discover is not None:
+            from block.router.discovery import parse_spec
+
+            parse_spec(self.discover)  # a malformed spec fails at start, not in the background
 
     def kv_event_endpoints(self, url: str) -> tuple[str, str | None] | None:
         """(events endpoint, replay endpoint or None) configured for the instance at `url`."""
