@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         ),
         provider: str = typer.Option(
             None,
-            help="Where instances come from: static, local-emulator, command. (default: static)",
+            help="Where instances come from: static, local-emulator, command, kubernetes. (default: static)",
             rich_help_panel="Provisioning",
         ),
         standby: list[str] = typer.Option(
@@ -164,6 +164,11 @@ def register(app: typer.Typer) -> None:
         scale_down_cmd: str = typer.Option(
             None,
             help="Shell hook; gets the URL as last argument and in $BLOCK_INSTANCE_URL.",
+            rich_help_panel="Provisioning",
+        ),
+        k8s_deployment: str = typer.Option(
+            None,
+            help="Provider kubernetes: NAMESPACE/NAME of the engines' Deployment, scaled through the API.",
             rich_help_panel="Provisioning",
         ),
         cooldown_s: float = typer.Option(
@@ -301,6 +306,7 @@ def register(app: typer.Typer) -> None:
                 scale_down=False if no_scale_down else None,
                 scale_up_fraction=scale_up_fraction,
                 emulator_profile=emulator_profile,
+                k8s_deployment=k8s_deployment,
                 provision_start_timeout_s=start_timeout_s,
                 allow_admin_without_auth=allow_admin_without_auth or None,
                 allowed_upstreams=allowed_upstreams or None,

@@ -189,7 +189,7 @@ class FakeKubernetesApi:
         if request.query.get("watch") in ("true", "1"):
             return await self._watch(request, selector)
         items = [s for s in self.slices.values() if matches(s["metadata"]["labels"], selector)]
-        return web.json_response(
+        return _json(
             {
                 "apiVersion": "discovery.k8s.io/v1",
                 "kind": "EndpointSliceList",
@@ -239,7 +239,7 @@ class FakeKubernetesApi:
         self._log(request)
         selector = request.query.get("labelSelector")
         items = [p for p in self.pods.values() if matches(p["metadata"]["labels"], selector)]
-        return web.json_response(
+        return _json(
             {
                 "apiVersion": "v1",
                 "kind": "PodList",
@@ -253,7 +253,7 @@ class FakeKubernetesApi:
         pod = self.pods.get(request.match_info["name"])
         if pod is None:
             return _not_found("pods", request.match_info["name"])
-        return web.json_response(pod)
+        return _json(pod)
 
     async def _patch_pod(self, request: web.Request) -> web.Response:
         self._log(request)
@@ -262,14 +262,14 @@ class FakeKubernetesApi:
             return _not_found("pods", request.match_info["name"])
         patch = await request.json()
         pod["metadata"]["annotations"].update((patch.get("metadata") or {}).get("annotations") or {})
-        return web.json_response(pod)
+        return _json(pod)
 
     async def _get_deployment(self, request: web.Request) -> web.Response:
         self._log(request)
         deployment = self.deployments.get(request.match_info["name"])
         if deployment is None:
             return _not_found("deployments.apps", request.match_info["name"])
-        return web.json_response(deployment)
+        return _json(deployment)
 
     def _scale(self, name: str) -> dict[str, Any]:
         replicas = self.deployments[name]["spec"]["replicas"]
@@ -286,7 +286,7 @@ class FakeKubernetesApi:
         name = request.match_info["name"]
         if name not in self.deployments:
             return _not_found("deployments.apps", name)
-        return web.json_response(self._scale(name))
+        return _json(self._scale(name))
 
     async def _patch_scale(self, request: web.Request) -> web.Response:
         self._log(request)
@@ -297,12 +297,12 @@ class FakeKubernetesApi:
         self.deployments[name]["spec"]["replicas"] = replicas
         if self.on_scale is not None:
             self.on_scale(name, replicas)
-        return web.json_response(self._scale(name))
+        return _json(self._scale(name))
 
 
 def _not_found(kind: str, name: str) -> web.Response:
     status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
-    return web.json_response({**status, "message": f'{kind} "{name}" not found'}, status=404)
+    return _json({**status, "message": f'{kind} "{name}" not found'}, status=404)
 
 
 def kubeconfig(server: str) -> str:
@@ -312,4 +312,11 @@ def kubeconfig(server: str) -> str:
         f"clusters:\n- name: fake\n  cluster:\n    server: {server}\n"
         "users:\n- name: nobody\n  user: {}\n"
         "contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n"
+    )
+
+
+def _json(obj: dict[str, Any], status: int = 200) -> web.Response:
+    # exactly "application/json", as the API server sends (clients read a Status only then)
+    return web.Response(
+        body=json.dumps(obj).encode(), status=status, headers={"Content-Type": "application/json"}
     )
