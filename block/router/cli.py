@@ -324,6 +324,10 @@ def register(app: typer.Typer) -> None:
 
             if cfg.policy not in POLICIES:
                 raise ValueError(f"unknown policy {cfg.policy!r} (known: {', '.join(sorted(POLICIES))})")
+            if cfg.discover:
+                from block.router.discovery import kube_config
+
+                kube_config()  # credentials found now, or a clear error rather than a failed start
         except (ValueError, TypeError, OSError) as e:
             fail(str(e))
             return

@@ -23,6 +23,7 @@ from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
 from lightkube import operators as op
+from lightkube.core.exceptions import ConfigError
 from lightkube.resources.core_v1 import Pod
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import OnErrorAction, OnErrorResult
@@ -68,6 +69,14 @@ def parse_spec(spec: str) -> DiscoverySpec:
         else:
             pairs.append((term, None))  # exists
     return DiscoverySpec(namespace, pairs, text)
+
+
+def kube_config() -> KubeConfig:
+    """In a pod its service account, else $KUBECONFIG or ~/.kube/config; ValueError when none is there."""
+    try:
+        return KubeConfig.from_env()
+    except ConfigError as e:
+        raise ValueError(f"--discover: no Kubernetes credentials (not in a pod, no kubeconfig): {e}") from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +134,8 @@ class Discovery:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        config = self.config if self.config is not None else KubeConfig.from_env()
+        config = self.config if self.config is not None else kube_config()
+        logging.getLogger("httpx2").setLevel(logging.WARNING)  # lightkube's client: not a line per request
         self.client = AsyncClient(config, namespace=self.spec.namespace, trust_env=False)
         self._tasks = [
             asyncio.create_task(self._run(), name="discovery"),
