@@ -88,6 +88,8 @@ class RouterConfig:
             from block.router.discovery import parse_spec
 
             parse_spec(self.discover)  # a malformed spec fails at start, not in the background
+            if self.provision.enabled:  # each would undo the other's additions and removals
+                raise ValueError("--discover and --provision both decide the fleet: give one of them")
 
     def kv_event_endpoints(self, url: str) -> tuple[str, str | None] | None:
         """(events endpoint, replay endpoint or None) configured for the instance at `url`."""

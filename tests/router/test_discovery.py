@@ -45,6 +45,10 @@ def test_parse_spec() -> None:
             parse_spec(bad)
     with pytest.raises(ValueError):
         RouterConfig(discover="k8s:no-selector")
+    with pytest.raises(ValueError, match="give one"):
+        RouterConfig.build(
+            discover="k8s:a/b=c", provision="reactive", slo_e2e=5, standby=["http://10.0.0.9:8000"]
+        )
 
 
 async def test_discovery_joins_drains_and_removes_without_losing_requests(tmp_path, monkeypatch) -> None:
