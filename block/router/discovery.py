@@ -129,7 +129,6 @@ class Discovery:
         self.profiles: dict[str, str | None] = {}  # pod name -> its profile label
         self.client: AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.synced = asyncio.Event()  # set after the first successful list
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -161,7 +160,6 @@ class Discovery:
                 slices = {s.metadata.name: endpoints_of(s) async for s in listing}
                 self.slices = slices
                 await self._reconcile()
-                self.synced.set()
                 version = listing.resourceVersion if slices else None
                 log.info("discovery: %d slice(s) for %s", len(slices), self.spec.text)
                 async for kind, eps in self.client.watch(
@@ -192,6 +190,8 @@ class Discovery:
             for ep in endpoints:
                 if ep.ready:
                     ready[ep.url] = ep
+        pods = {ep.pod for endpoints in self.slices.values() for ep in endpoints}
+        self.profiles = {pod: p for pod, p in self.profiles.items() if pod in pods}  # pods come and go
         for url, ep in ready.items():
             inst_id = self.owned.get(url)
             inst = self.pool.instances.get(inst_id) if inst_id else None
