@@ -28,12 +28,13 @@ class ProvisionConfig:
     slo_e2e: float | None = None  # seconds
     min_instances: int = 1
     max_instances: int | None = None  # default for the static provider: instances + standby
-    provider: str = "static"  # static | local-emulator | command
+    provider: str = "static"  # static | local-emulator | command | kubernetes
     standby: list[str] = field(default_factory=list)  # static provider's spare instances
     scale_up_cmd: str | None = None
     scale_down_cmd: str | None = None
     hook_timeout_s: float = 300.0
     emulator_profile: str = "tiny-fast"  # local-emulator: `block engine --profile`
+    k8s_deployment: str | None = None  # kubernetes: NAMESPACE/NAME of the engines' Deployment
     cooldown_s: float = 30.0
     scale_down: bool = True
     scale_down_hold_s: float = 120.0
@@ -56,6 +57,10 @@ class ProvisionConfig:
             raise ValueError(f"unknown provider {self.provider!r} (known: {', '.join(PROVIDERS)})")
         if self.provider == "command" and not self.scale_up_cmd:
             raise ValueError("--provider command needs --scale-up-cmd")
+        if self.provider == "kubernetes":
+            from block.provision.kubernetes import parse_target
+
+            parse_target(self.k8s_deployment)  # ValueError naming --k8s-deployment
         if self.interval_s <= 0 or self.start_timeout_s <= 0:
             raise ValueError("provision_interval_s and the start timeout must be > 0")
         if self.slo_e2e is None:
@@ -108,6 +113,7 @@ class ProvisionConfig:
             scale_down_cmd=self.scale_down_cmd,
             hook_timeout_s=self.hook_timeout_s,
             emulator_profile=self.emulator_profile,
+            k8s_deployment=self.k8s_deployment,
         )
 
 

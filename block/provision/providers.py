@@ -7,7 +7,8 @@ from block.provision.local_emulator import LocalEmulators
 from block.provision.provider import Provider, ProvisionError
 from block.provision.static_pool import StaticPool
 
-PROVIDERS = (StaticPool.name, LocalEmulators.name, CommandHooks.name)
+KUBERNETES = "kubernetes"  # block.provision.kubernetes, imported on use (lightkube)
+PROVIDERS = (StaticPool.name, LocalEmulators.name, CommandHooks.name, KUBERNETES)
 
 __all__ = ["PROVIDERS", "Provider", "ProvisionError", "make_provider"]
 
@@ -20,6 +21,7 @@ def make_provider(
     scale_down_cmd: str | None = None,
     hook_timeout_s: float = 300.0,
     emulator_profile: str = "tiny-fast",
+    k8s_deployment: str | None = None,
 ) -> Provider:
     if kind == StaticPool.name:
         return StaticPool(standby or [])
@@ -27,4 +29,8 @@ def make_provider(
         return LocalEmulators(emulator_profile)
     if kind == CommandHooks.name:
         return CommandHooks(scale_up_cmd or "", scale_down_cmd, hook_timeout_s)
+    if kind == KUBERNETES:
+        from block.provision.kubernetes import KubernetesDeployment
+
+        return KubernetesDeployment(k8s_deployment or "", timeout_s=hook_timeout_s)
     raise ValueError(f"unknown provider {kind!r} (known: {', '.join(PROVIDERS)})")

@@ -55,6 +55,15 @@ def make_autoscaler(config: RouterConfig, pool: InstancePool) -> Any:
     return Autoscaler(pool, settings, provider, p.interval_s, start_timeout_s=p.start_timeout_s)
 
 
+def make_discovery(config: RouterConfig, pool: InstancePool) -> Any:
+    """Kubernetes pod discovery (block.router.discovery) when --discover is set, else None."""
+    if not config.discover:
+        return None
+    from block.router.discovery import Discovery, parse_spec
+
+    return Discovery(parse_spec(config.discover), pool, drain_s=config.drain_timeout_s)
+
+
 class RouterApp:
     def __init__(
         self,
@@ -94,6 +103,7 @@ class RouterApp:
         self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
         self.admin = Admin(self.pool, self.metrics, self.guard)
         self.autoscaler = make_autoscaler(config, self.pool)
+        self.discovery = make_discovery(config, self.pool)
         self.admin.provisioner = self.autoscaler
         self.starlette = Starlette(
             routes=[
@@ -125,12 +135,16 @@ class RouterApp:
         if self.decider.decision_log is not None:
             self.decider.decision_log.open()
         await self.pool.start()
+        if self.discovery is not None:
+            await self.discovery.start()
         if self.autoscaler is not None:
             await self.autoscaler.start()
 
     async def stop(self) -> None:
         if self.autoscaler is not None:  # no new starts or releases while the pool stops
             await self.autoscaler.stop()
+        if self.discovery is not None:  # no instance joins or leaves while the pool stops
+            await self.discovery.stop()
         await self.pool.stop()
         if self.autoscaler is not None:  # then the engines it started
             await self.autoscaler.close()

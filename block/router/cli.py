@@ -114,6 +114,15 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Option(
             None, help="Step-time profile for stock vLLM instances.", rich_help_panel="State"
         ),
+        discover: str = typer.Option(
+            None,
+            "--discover",
+            help="k8s:NAMESPACE/LABEL_SELECTOR: the fleet is the ready endpoints of the EndpointSlices with "
+            "these labels (e.g. kubernetes.io/service-name=vllm), watched; terminating ones drain, then "
+            "leave. Profile from the pod label block/profile, else --profile. In a pod: its service "
+            "account; elsewhere: $KUBECONFIG. (default: off)",
+            rich_help_panel="Discovery",
+        ),
         anticipate_arrivals: bool = typer.Option(
             None,
             "--anticipate-arrivals/--no-anticipate-arrivals",
@@ -161,7 +170,7 @@ def register(app: typer.Typer) -> None:
         ),
         provider: str = typer.Option(
             None,
-            help="Where instances come from: static, local-emulator, command. (default: static)",
+            help="Where instances come from: static, local-emulator, command, kubernetes. (default: static)",
             rich_help_panel="Provisioning",
         ),
         standby: list[str] = typer.Option(
@@ -173,6 +182,11 @@ def register(app: typer.Typer) -> None:
         scale_down_cmd: str = typer.Option(
             None,
             help="Shell hook; gets the URL as last argument and in $BLOCK_INSTANCE_URL.",
+            rich_help_panel="Provisioning",
+        ),
+        k8s_deployment: str = typer.Option(
+            None,
+            help="Provider kubernetes: NAMESPACE/NAME of the engines' Deployment, scaled through the API.",
             rich_help_panel="Provisioning",
         ),
         cooldown_s: float = typer.Option(
@@ -312,6 +326,7 @@ def register(app: typer.Typer) -> None:
                 scale_down=False if no_scale_down else None,
                 scale_up_fraction=scale_up_fraction,
                 emulator_profile=emulator_profile,
+                k8s_deployment=k8s_deployment,
                 provision_start_timeout_s=start_timeout_s,
                 allow_admin_without_auth=allow_admin_without_auth or None,
                 allowed_upstreams=allowed_upstreams or None,
@@ -323,17 +338,22 @@ def register(app: typer.Typer) -> None:
                 header_timeout_s=header_timeout_s,
                 body_timeout_s=body_timeout_s,
                 predictor_token=predictor_token,
+                discover=discover,
             )
             from block.policies import POLICIES
 
             if cfg.policy not in POLICIES:
                 raise ValueError(f"unknown policy {cfg.policy!r} (known: {', '.join(sorted(POLICIES))})")
+            if cfg.discover:
+                from block.router.discovery import kube_config
+
+                kube_config()  # credentials found now, or a clear error rather than a failed start
         except (ValueError, TypeError, OSError) as e:
             fail(str(e))
             return
-        if not cfg.instances and not cfg.provision.enabled:
+        if not cfg.instances and not cfg.provision.enabled and not cfg.discover:
             fail(
-                "give at least one --instance URL (or 'instances:' in --config); "
+                "give at least one --instance URL (or 'instances:' in --config, or --discover); "
                 "more can be added at run time"
             )
         run_server(cfg)

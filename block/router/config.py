@@ -64,6 +64,8 @@ class RouterConfig:
     # What each instance is (block/fleet/fleet_file.py): its profile and engine settings, used where the
     # instance does not say (stock vLLM); from the YAML's instance entries, groups and templates.
     fleet: FleetSpec = field(default_factory=FleetSpec)
+    # Kubernetes pod discovery (block/router/discovery.py): k8s:NAMESPACE/LABEL_SELECTOR of EndpointSlices.
+    discover: str | None = None
 
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
@@ -87,6 +89,12 @@ class RouterConfig:
         )  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
         self.check_security()
+        if self.discover is not None:
+            from block.router.discovery import parse_spec
+
+            parse_spec(self.discover)  # a malformed spec fails at start, not in the background
+            if self.provision.enabled:  # each would undo the other's additions and removals
+                raise ValueError("--discover and --provision both decide the fleet: give one of them")
 
     def kv_event_endpoints(self, url: str) -> tuple[str, str | None] | None:
         """(events endpoint, replay endpoint or None) configured for the instance at `url`."""

@@ -25,6 +25,7 @@ def instance_id(url: str) -> str:
 class Instance:
     url: str
     predictor_url: str | None = None
+    profile: str | None = None  # for stock vLLM, named by whoever added it (discovery's pod label)
     id: str = ""
     healthy: bool = False  # in rotation; starts out until the first good health check
     source: StateSource | None = None  # where its state comes from, once detected

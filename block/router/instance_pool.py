@@ -97,12 +97,13 @@ class InstancePool:
 
     # -- membership ----------------------------------------------------------------------------
 
-    def add(self, url: str, predictor_url: str | None = None) -> Instance:
-        """Raises ValueError (BadUpstream, UpstreamNotAllowed) for a URL the router must not use."""
+    def add(self, url: str, predictor_url: str | None = None, profile: str | None = None) -> Instance:
+        """Raises ValueError (BadUpstream, UpstreamNotAllowed) for a URL the router must not use.
+        `profile`: this instance's step-time profile where it does not name one (else the --profile)."""
         url = check_upstream(url, self.allowed_upstreams)
         if predictor_url:
             predictor_url = check_upstream(predictor_url, self.allowed_upstreams, "predictor")
-        inst = Instance(url, predictor_url or None)
+        inst = Instance(url, predictor_url or None, profile)
         if inst.id in self.instances:
             raise KeyError(f"instance {inst.id} is already configured")
         self.instances[inst.id] = inst
@@ -226,9 +227,11 @@ class InstancePool:
             return False
         inst.source = source
         inst.accepts_expected_field = source.accepts_expected_field
-        # Block engines name their profile in /state; for stock vLLM it is the fleet file's profile for
-        # this instance, else the router's --profile.
+        # Block engines name their profile in /state; for stock vLLM it is the one the instance was added
+        # with (discovery's pod label), else the fleet file's for this instance, else the router's --profile.
         profile = _load_profile(snapshot.profile) if snapshot.profile else None
+        if profile is None and inst.profile:
+            profile = _load_profile(inst.profile)
         if profile is None:
             profile = fleet_profile or _load_profile(self.config.profile)
         inst.tracker = router_tracker(
