@@ -254,6 +254,16 @@ class InstanceTracker:
         self.last_forecast = f
         return f
 
+    def e2e_floor(self, request: RoutingRequest, now: float, horizon_s: float | None = None) -> float | None:
+        """A time `predict(request, now)`'s e2e_s cannot be below (block.predictor.floor), from the same
+        prepared state; None when there is no forecast to bound (no snapshot, no profile). Raises
+        ValueError as `predict` does for a request that cannot fit."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None:
+            return None
+        horizon = None if self.anticipate_arrivals else horizon_s
+        return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
+
     def _recount(self) -> None:
         snap = self.snapshot
         if snap is None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from block.predictor.floor import EndToEndFloor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
@@ -120,6 +121,20 @@ class Forecaster:
                 else:
                     self._later.append((t, p))
         self._drained: dict[str, float] | None = None  # finish times without a candidate
+        self._floor: EndToEndFloor | None = None
+
+    @property
+    def floor(self) -> EndToEndFloor:
+        """The lower bound of this state's forecasts (see floor.py), prepared on first use."""
+        if self._floor is None:
+            self._floor = EndToEndFloor(
+                self.profile,
+                self.config,
+                [*self._running, *self._waiting],
+                self._later,
+                self.step_end_s,
+            )
+        return self._floor
 
     @property
     def num_requests(self) -> int:

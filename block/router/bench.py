@@ -317,8 +317,21 @@ async def router_stats(url: str) -> dict[str, Any]:
             1e6 * values.get("block_router_decision_seconds_sum", 0.0) / max(count, 1), 1
         ),
         "fallbacks": int(values.get("block_router_fallbacks_total", 0)),
+        "no_forecast_share": no_forecast_share(text_string_to_metric_families(text)),
         "retries": int(values.get("block_router_retries_total", 0)),
     }
+
+
+def no_forecast_share(families: Any) -> float | None:
+    """Decisions that wanted forecasts and went without, over those that wanted them."""
+    by_outcome: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "block_router_decisions_total":
+                outcome = sample.labels.get("outcome", "")
+                by_outcome[outcome] = by_outcome.get(outcome, 0.0) + sample.value
+    wanted = by_outcome.get("forecast", 0.0) + by_outcome.get("fallback", 0.0)
+    return None if wanted == 0 else round(by_outcome.get("fallback", 0.0) / wanted, 6)
 
 
 def goals(report: dict[str, Any]) -> dict[str, bool]:
@@ -391,6 +404,10 @@ def run_bench(settings: BenchSettings, as_json: bool = False) -> dict[str, Any]:
     return report
 
 
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.2f}%"
+
+
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
 
@@ -418,7 +435,8 @@ def print_report(report: dict[str, Any]) -> None:
     if (r := report.get("router")) is not None:
         c.print(
             f"router: {r['decisions']} decisions, mean {r['decision_mean_us']} us each (forecasts included), "
-            f"fallbacks {r['fallbacks']}, retries {r['retries']}"
+            f"fallbacks {r['fallbacks']}, retries {r['retries']}, "
+            f"no-forecast share {_share(r.get('no_forecast_share'))}"
         )
     if (s := report.get("streams")) is not None:
         c.print(

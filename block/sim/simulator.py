@@ -209,9 +209,10 @@ class Cluster:
         if policy.wants_forecasts:
             targets = policy.forecast_targets(views)
             t0 = time.process_time()  # CPU time: meaningful even when other work shares the cores
-            candidates = Candidates(targets, self.forecasts.in_process(rr, targets, now))
+            made = self.forecasts.made
+            candidates = self.forecasts.candidates(rr, targets, now)
             clock[0] += time.process_time() - t0
-            clock[1] += len(targets)
+            clock[1] += self.forecasts.made - made
         else:
             candidates = Candidates(views)
         choice = policy.choose(rr, candidates, now)
@@ -226,6 +227,8 @@ class Cluster:
         for counterfactuals; the policy still decides, so its own state moves on as in the plain run."""
         if on_decision is not None or self.listeners.on_routed or self.listeners.on_finished:
             self.lazy = False  # a hook or a listener may look at any replica: keep them all current
+        if on_decision is not None:
+            self.forecasts.prune = False  # a hook may read every target's forecast
         wall0, cpu0 = time.perf_counter(), time.process_time()
         prompts = requests.prompt_tokens.tolist()
         outputs = requests.output_tokens.tolist()
@@ -312,6 +315,7 @@ class Cluster:
             "preemptions": sum(rep.num_preemptions for rep in replicas),
             "forecasts": clock[1],
             "forecast_cpu_s": clock[0],
+            "pruned": self.forecasts.pruned,
             "snapshots": feed.snapshots_taken,
             "fallbacks": fallbacks,
             "engine": self.replica_config.to_dict(),
