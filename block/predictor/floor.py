@@ -18,10 +18,11 @@ facts of the scheduler (fast_replica.py, the same rules as Replica):
 - step time (StepCost.seconds): overhead + linear(tokens) per step, at least the fewest-token rate
   `token_s` per token counted and `step_s` per step; per_seq per participant; a decode reads its
   context (kv); a prefill chunk its causal pairs;
-- preemption can only add work, except that a preempted request recomputes with pairs instead of
-  reading its KV: the context reads of the requests ahead are only counted when no preemption is
-  possible (everything ahead and the candidate fit the cache at their full length), and the
-  candidate's own at the smaller of the two rates.
+- preemption can only add work, except that a preempted request recomputes its context with pairs
+  instead of reading it: a token it makes costs at least its context times the smaller of the KV
+  rate and pair_s * (context + 1) / 2 (the whole recompute is charged to the token after it). The
+  candidate's reads count at the KV rate when no preemption is possible (everything ahead and the
+  candidate fit the cache at their full length).
 
 Steps that begin before the candidate is sent count only through the total since the snapshot
 (minus the time elapsed); the step in flight at the snapshot (`step_end`) counts as its remaining
@@ -97,11 +98,10 @@ class EndToEndFloor:
         self.in_flight = in_flight_s is not None and bool(ahead)
         self.in_flight_s = (in_flight_s or 0.0) if self.in_flight else 0.0
         self.later_until = max((t for t, _ in later), default=float("-inf"))
-        bs = config.block_size
-        self.full_blocks = sum(-(-(p + o) // bs) for _, p, o, _, _ in (*ahead, *(q for _, q in later)))
-        args = (self.in_flight, config.max_num_seqs, config.max_num_batched_tokens)
+        args = (self.in_flight, config, self.steps)
         self._with = _Ahead(ahead, [q for _, q in later], *args)
-        self._without = _Ahead(ahead, (), *args) if later else self._with
+        self._ahead, self._args = ahead, args
+        self._without: _Ahead | None = None if later else self._with  # on first use
 
     def e2e_s(self, request: RoutingRequest, elapsed_s: float, horizon_s: float | None = None) -> float:
         """A time the forecast of `request` sent `elapsed_s` after the snapshot cannot beat."""
@@ -114,68 +114,140 @@ class EndToEndFloor:
             out = max(1, min(out, request.max_tokens))
         elapsed = max(0.0, elapsed_s)
         overhead = st.overhead(prompt)
-        ahead = self._with if self.later_until <= elapsed + overhead else self._without
+        ahead = self._with if self.later_until <= elapsed + overhead else self._without_later()
         chunks = -(-prompt // st.max_tokens)
         decodes = out - 1
         own_steps = chunks + decodes
         pairs = prompt * (prompt + 1) // 2
         reads = decodes * prompt + decodes * (decodes + 1) // 2  # the candidate's decodes
         bs = cfg.block_size
-        no_preemption = self.full_blocks + -(-(prompt + out) // bs) <= cfg.num_gpu_blocks
+        no_preemption = self._with.full_blocks + -(-(prompt + out) // bs) <= cfg.num_gpu_blocks
         kv_own = st.kv_s if no_preemption else min(st.kv_s, st.pair_s * (prompt + 1) / 2)
         own_fixed = st.pair_s * pairs + kv_own * reads + st.per_seq_s * own_steps + decodes * st.step_s
         own = overhead + max(st.token_s * prompt, chunks * st.step_s) + own_fixed
         # since the snapshot: the step in flight, the prefills ahead, the slots, the others' decodes
-        pre_steps = max(0, ahead.slot_steps - self.in_flight)
-        prefill = max(st.token_s * (ahead.tokens + prompt), (pre_steps + chunks) * st.step_s)
-        seqs, kv = ahead.participation(own_steps)
-        total = self.in_flight_s + prefill + own_fixed + st.per_seq_s * seqs
-        if no_preemption:
-            total += st.kv_s * kv
+        prefill = ahead.until_prefilled(prompt, chunks, st.token_s, st.step_s)
+        seqs, kv = ahead.participation(own_steps, no_preemption)
+        total = self.in_flight_s + prefill + own_fixed + st.per_seq_s * seqs + kv
         floor = max(total - elapsed, own) * (1 - MARGIN)
         return floor if horizon_s is None else min(floor, horizon_s)
+
+    def _without_later(self) -> _Ahead:
+        """The requests ahead when some pending ones reach the queue after the candidate: those
+        left out (a bound that holds whichever of them come first)."""
+        if self._without is None:
+            self._without = _Ahead(self._ahead, (), *self._args)
+        return self._without
 
 
 class _Ahead:
     """The requests ahead of a candidate, summarised for the floor: the prefill tokens they are
-    missing, the steps until enough of them finished to free a slot, and their decodes."""
+    missing, the steps until enough of them finished to free a slot or the blocks for the
+    candidate, and their decodes. One pass over the requests; what only some candidates need (the
+    order in which they can finish, the reads' cost when preemption is possible) on first use."""
 
     def __init__(
-        self, first: Sequence[Plan], then: Sequence[Plan], in_flight: bool, max_seqs: int, max_tokens: int
+        self,
+        first: Sequence[Plan],
+        then: Sequence[Plan],
+        in_flight: bool,
+        config: ReplicaConfig,
+        steps: StepFloor,
     ) -> None:
-        tokens = 0
+        max_seqs, max_tokens, bs = config.max_num_seqs, config.max_num_batched_tokens, config.block_size
+        self.in_flight, self.block_size, self.steps = in_flight, bs, steps
+        self.num_gpu_blocks = config.num_gpu_blocks
+        tokens = full_blocks = context_blocks = 0
         left: list[int] = []  # tokens each has still to generate (a step makes at most one)
+        blocks: list[int] = []  # KV blocks of each one's whole context
         rows: list[tuple[int, int]] = []  # (decode steps left, first decode's reads)
-        for _, p, o, c, g in (*first, *then):
-            missing = p + g - c
-            if missing == 1 and g > 0:  # decoding: each step reads its context
-                d, b = o - g, p + g
-            else:  # prefilling (or recomputing): chunks first, the last makes a token
-                tokens += missing
-                d, b = o - g - 1, p + g + 1
-            left.append(o - g)
-            if in_flight:  # the step in flight (not timed by the formula) may take one
-                d -= 1
-            if d > 0:
-                rows.append((d, b))
-        # the step in flight computes up to max_tokens of them at no formula cost
+        skip = 1 if in_flight else 0  # the step in flight (not timed by the formula) may take one
+        for plans in (first, then):
+            for _, p, o, c, g in plans:
+                full_blocks += -(-(p + o) // bs)
+                missing = p + g - c
+                if missing == 1 and g > 0:  # decoding: each step reads its context
+                    d, b, ctx = o - g - skip, p + g, c
+                else:  # prefilling (or recomputing): chunks first, the last makes a token
+                    tokens += missing
+                    d, b, ctx = o - g - 1 - skip, p + g + 1, p + g
+                k = -(-ctx // bs)
+                context_blocks += k
+                blocks.append(k)
+                left.append(o - g)
+                if d > 0:
+                    rows.append((d, b))
+        # the step in flight computes up to max_tokens of them at no formula cost (a request it
+        # preempts is only admitted again later)
         self.tokens = max(0, tokens - max_tokens) if in_flight else tokens
+        self.full_blocks = full_blocks  # everything ahead at its full length
+        self.context_blocks = context_blocks
         surplus = len(left) - (max_seqs - 1)
         self.slot_steps = sorted(left)[surplus - 1] if surplus > 0 else 0
+        self._holders = (left, blocks)
+        self._finishing: tuple[list[int], list[int]] | None = None
         rows.sort()
-        self._d = [d for d, _ in rows]
-        # by decode steps left: prefix sums of d and of its reads, suffix sums of first reads
-        self._sum_d = [0, *accumulate(self._d)]
+        self._rows = rows
+        self._d = d_ = [d for d, _ in rows]
+        # by decode steps left: prefix sums of d and of the reads, suffix sums of the first reads
+        self._sum_d = [0, *accumulate(d_)]
         self._sum_reads = [0, *accumulate(d * b + d * (d - 1) // 2 for d, b in rows)]
         self._suffix_b = [*accumulate((b for _, b in reversed(rows)), initial=0)][::-1]
+        self._rated: tuple[list[float], list[float], list[float]] | None = None
 
-    def participation(self, own_steps: int) -> tuple[int, int]:
-        """(decodes, KV tokens they read) of the requests ahead before the candidate finishes. Each
-        unfinished one takes part in every candidate step, the first maybe as a prefill chunk: it
-        decodes min(its decodes left, own_steps - 1) times at least."""
+    def until_prefilled(self, prompt: int, chunks: int, token_s: float, step_s: float) -> float:
+        """Formula time from the snapshot (the step in flight aside) to the end of the candidate's
+        prefill, at least: the token work (prefills ahead and its own prompt), or the steps it takes
+        first to have a slot (slot_steps) and then its chunks, or the steps it takes to have the KV
+        blocks for its prompt and its last chunk.
+
+        Blocks: in the candidate's last prefill step every request ahead of it that has not finished
+        holds its whole context (it got all it was missing; one preempted since has recomputed), so
+        enough must have finished first, each after as many steps as it has tokens left."""
+        need = self.context_blocks + -(-prompt // self.block_size) - self.num_gpu_blocks
+        memory_steps = 1
+        if need > 0:
+            left, freed = self._finishing_order()
+            j = bisect.bisect_left(freed, need)
+            memory_steps += left[j - 1]
+        steps = max(self.slot_steps + chunks, memory_steps) - self.in_flight
+        return max(token_s * (self.tokens + prompt), steps * step_s)
+
+    def _finishing_order(self) -> tuple[list[int], list[int]]:
+        """Tokens left in ascending order (the order in which they can finish, at the soonest), and
+        the blocks freed once the first j of them finished."""
+        if self._finishing is None:
+            pairs = sorted(zip(*self._holders, strict=True))
+            self._finishing = ([o for o, _ in pairs], [*accumulate((b for _, b in pairs), initial=0)])
+        return self._finishing
+
+    def participation(self, own_steps: int, no_preemption: bool) -> tuple[int, float]:
+        """(decodes, seconds of their context reads) of the requests ahead before the candidate
+        finishes. Each unfinished one takes part in every candidate step, the first maybe with a
+        prefill chunk: it makes min(its tokens left, own_steps - 1) tokens after that at least.
+        `no_preemption`: they all read their context (else a token may come from a recompute)."""
         s = own_steps - 1
         if s <= 0:
-            return 0, 0
-        i = bisect.bisect_right(self._d, s)  # rows[:i] decode all they have left
+            return 0, 0.0
+        i = bisect.bisect_right(self._d, s)  # rows[:i] make all they have left
         n = len(self._d) - i
-        return self._sum_d[i] + n * s, self._sum_reads[i] + n * (s * (s - 1) // 2) + s * self._suffix_b[i]
+        triangle = s * (s - 1) // 2
+        if no_preemption:
+            reads = self._sum_reads[i] + s * self._suffix_b[i] + n * triangle
+            return self._sum_d[i] + n * s, self.steps.kv_s * reads
+        cost_reads, suffix_rb, suffix_r = self._rated_sums()
+        return self._sum_d[i] + n * s, cost_reads[i] + s * suffix_rb[i] + triangle * suffix_r[i]
+
+    def _rated_sums(self) -> tuple[list[float], list[float], list[float]]:
+        """The reads' prefix and suffix sums, each at its own rate: min(kv, pair_s * (reads + 1) / 2)."""
+        if self._rated is None:
+            kv_s, half_pair_s, rows = self.steps.kv_s, self.steps.pair_s / 2, self._rows
+            rates = [min(kv_s, half_pair_s * (b + 1)) for _, b in rows]
+            costs = [r * (d * b + d * (d - 1) // 2) for (d, b), r in zip(rows, rates, strict=True)]
+            firsts = [r * b for (_, b), r in zip(rows, rates, strict=True)]
+            self._rated = (
+                [0.0, *accumulate(costs)],
+                [*accumulate(reversed(firsts), initial=0.0)][::-1],
+                [*accumulate(reversed(rates), initial=0.0)][::-1],
+            )
+        return self._rated

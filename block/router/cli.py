@@ -316,4 +316,26 @@ def register(app: typer.Typer) -> None:
         except RuntimeError as e:
             fail(str(e))
 
+    @router.command("decide-bench")
+    def decide_bench(
+        instances: int = typer.Option(100, help="Instances in the fleet (each with a busy snapshot)."),
+        running: int = typer.Option(48, help="Running requests per instance."),
+        waiting: int = typer.Option(32, help="Waiting requests per instance (mean; half to 1.5 times)."),
+        decisions: int = typer.Option(50, help="Decisions to time (each also forecast exhaustively)."),
+        seed: int = typer.Option(0),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Time block decisions over N busy instances in process (one core), and check each against
+        forecasting every instance."""
+        import json
+
+        from block.router.decide_bench import run
+
+        report = run(instances, running, waiting, decisions, seed)
+        if as_json:
+            typer.echo(json.dumps(report))
+            return
+        for k, v in report.items():
+            typer.echo(f"{k:>24}: {v}")
+
     app.add_typer(router, name="router")
