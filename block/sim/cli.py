@@ -121,6 +121,13 @@ def register(app: typer.Typer) -> None:
             "(static: each its own factor in [1-E, 1+E]; drift: wandering in that band over minutes; "
             "correlated: the whole fleet up to E slower for seconds at a time).",
         ),
+        routers: int = typer.Option(
+            1,
+            min=1,
+            help="Independent routers in front of the fleet, requests split round robin; each sees the "
+            "engines' snapshots and only its own routes.",
+            rich_help_panel="Routing",
+        ),
         out: Path = typer.Option(
             Path("results/sim"),
             help="Directory for one results JSON per policy and rate.",
@@ -173,6 +180,7 @@ def register(app: typer.Typer) -> None:
                 split=split,
                 anticipate_arrivals=anticipate_arrivals,
                 model_error="" if model_error.strip().lower() == "none" else model_error,
+                routers=routers,
             )
         )
 

@@ -44,10 +44,14 @@ class SimConfig:
     # Model error (block/profiles/model_error.py): `KIND:E` makes the replicas run at a true speed the
     # router's forecasts do not know; "" runs them at the profile's. Seeded by `seed`.
     model_error: str = ""
+    # Independent routers in front of the fleet, the requests split round robin (block/sim/routers.py).
+    routers: int = 1
 
     def __post_init__(self) -> None:
         if self.instances < 1:
             raise ValueError("instances must be >= 1")
+        if self.routers < 1:
+            raise ValueError("routers must be >= 1")
         if not self.refresh_s > 0:
             raise ValueError("refresh_s must be > 0")
         if self.schedule not in ("auto", "eager"):
