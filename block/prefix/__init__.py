@@ -4,6 +4,6 @@
 so the engine model, the router's indexes and the workloads agree on what "the same prefix" is.
 """
 
-from block.prefix.hashing import PREFIX_BLOCK_SIZE, chain_hashes
+from block.prefix.hashing import PREFIX_BLOCK_SIZE, chain_hashes, next_hash
 
-__all__ = ["PREFIX_BLOCK_SIZE", "chain_hashes"]
+__all__ = ["PREFIX_BLOCK_SIZE", "chain_hashes", "next_hash"]

@@ -18,6 +18,11 @@ from collections.abc import Sequence
 PREFIX_BLOCK_SIZE = 16  # tokens per block the workloads hash at: vLLM's default block size on GPUs
 
 
+def next_hash(parent: int, block_tokens: Sequence[int]) -> int:
+    """The hash of one full block whose predecessor's hash is `parent` (the salt for the first)."""
+    return hash((parent, *block_tokens))
+
+
 def chain_hashes(
     token_ids: Sequence[int], block_size: int = PREFIX_BLOCK_SIZE, salt: int = 0
 ) -> tuple[int, ...]:
@@ -27,6 +32,6 @@ def chain_hashes(
     hashes: list[int] = []
     parent = salt
     for end in range(block_size, len(token_ids) + 1, block_size):
-        parent = hash((parent, *token_ids[end - block_size : end]))
+        parent = next_hash(parent, token_ids[end - block_size : end])
         hashes.append(parent)
     return tuple(hashes)

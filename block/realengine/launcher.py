@@ -6,6 +6,7 @@ every server is started in its own session and stopped as a group (see `block.la
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "free_port",
     "health_ok",
     "http_get",
+    "kv_events_args",
     "router_ready",
     "running",
     "serves_model",
@@ -46,6 +48,15 @@ __all__ = [
 SERVED_MODEL_NAME = "tiny-llama"
 # Engines under test run below the processes that measure them (clients, routers): see ManagedServer.nice.
 BENCHMARKED_NICE = 10
+
+
+def kv_events_args(endpoint: str, replay_endpoint: str | None = None) -> list[str]:
+    """vLLM arguments that publish its KV-cache events on `endpoint` (ZeroMQ PUB, e.g.
+    tcp://127.0.0.1:5557), with a replay socket for missed batches (block/fleet/kv_events.py reads both)."""
+    config: dict[str, object] = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": endpoint}
+    if replay_endpoint is not None:
+        config["replay_endpoint"] = replay_endpoint
+    return ["--kv-events-config", json.dumps(config)]
 
 
 def vllm_server(

@@ -152,22 +152,52 @@ def sglang_ready(n: int) -> launcher.HealthCheck:
 
 
 def block_router_server(
-    policy: str, engines: Sequence[str], profile: Path, log_dir: Path | None = None, seed: int = 0
+    policy: str,
+    engines: Sequence[str],
+    profile: Path,
+    log_dir: Path | None = None,
+    seed: int = 0,
+    decision_log: Path | None = None,
 ) -> ManagedServer:
     args = ["router", "--policy", policy, "--log-level", "warning", "--seed", str(seed)]
     for url in engines:
         args += ["--instance", url]
     args += ["--profile", str(profile)]
+    if decision_log is not None:
+        args += ["--decision-log", str(decision_log)]
     ready = launcher.router_ready(len(engines))
     return launcher.block_command(f"router-{policy}", args, log_dir, health=ready)
 
 
 def router_server(
-    cfg: PeerConfig, engines: Sequence[str], sglang_python: Path, profile: Path, log_dir: Path, seed: int
+    cfg: PeerConfig,
+    engines: Sequence[str],
+    sglang_python: Path,
+    profile: Path,
+    log_dir: Path,
+    seed: int,
+    decision_log: Path | None = None,
 ) -> ManagedServer:
     if cfg.family == SGLANG:
         return sglang_router_server(sglang_python, cfg.policy, engines, log_dir)
-    return block_router_server(cfg.policy, engines, profile, log_dir, seed)
+    return block_router_server(cfg.policy, engines, profile, log_dir, seed, decision_log)
+
+
+def decision_log_path(out_dir: Path, cfg: PeerConfig, round_index: int) -> Path | None:
+    """Block's routers log every decision (forecasts, state, outcome) for the diagnosis; sglang-router
+    cannot."""
+    if cfg.family != BLOCK:
+        return None
+    return out_dir / "decisions" / f"{cfg.policy}-r{round_index + 1}.jsonl"
+
+
+def diagnosis(path: Path | None) -> dict | None:
+    """`block router decisions` on a config's decision log: forecast bias per engine, snapshot age."""
+    if path is None or not path.exists():
+        return None
+    from block.router.decision_report import read_log, report
+
+    return report(read_log(path))
 
 
 # -- engine-side counters -------------------------------------------------------------------------------
@@ -448,7 +478,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def sigterm_unwinds() -> Iterator[None]:
     """Turn SIGTERM into SystemExit so every `finally` stops its servers (a kill from a CI timeout)."""
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -485,7 +515,7 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
     ]  # fmt: skip
     rounds: list[list[dict]] = []
     runs: list[dict] = []
-    with _sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
+    with sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
         urls = [e.url for e in engines]
         log(f"engines up at {', '.join(urls)} after {time.monotonic() - t_start:.0f} s")
         profile = s.profile
@@ -507,11 +537,15 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
         for k in range(s.repeat):
             rows: list[dict] = []
             for cfg in s.configs:
-                router = router_server(cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed)
+                decisions = decision_log_path(s.out_dir, cfg, k)
+                router = router_server(
+                    cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed, decisions
+                )
                 t0 = time.monotonic()
                 with launcher.running(router, timeout_s=90):
                     results = run_config(cfg, router, urls, s, samples, arrivals)
                 waited = drain(urls, s.drain_timeout_s)
+                results["config"]["diagnosis"] = diagnosis(decisions)
                 path = results_path(s.out_dir, cfg, k, s.repeat)
                 write_results(results, path)
                 runs.append(results)
@@ -522,6 +556,8 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
                     f"split {row['split']} ({time.monotonic() - t0:.0f} s, drained in {waited:.1f} s) "
                     f"-> {path}"
                 )
+                if results["config"]["diagnosis"] is not None:
+                    log(f"  forecasts against outcomes: {json.dumps(results['config']['diagnosis'])}")
             rounds.append(rows)
     tables = [format_table(rows) for rows in rounds]
     configs = summarize_repeats(runs)

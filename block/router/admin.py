@@ -59,6 +59,16 @@ def describe(inst: Instance, now: float) -> dict[str, Any]:
         "predictor_healthy": None if inst.sidecar is None else inst.sidecar.healthy,
         "predictor_last_error": None if inst.sidecar is None else inst.sidecar.last_error,
         "cooldown_s": round(max(0.0, inst.suspended_until - now), 3),  # out after a timeout, this long
+        # vLLM KV events (--kv-events): the exact prefix index, or null when not configured
+        "kv_events": None
+        if inst.kv_events is None
+        else {
+            "endpoint": inst.kv_events.endpoint,
+            "in_sync": inst.kv_events.in_sync,
+            "indexed_blocks": len(inst.kv_events.index),
+            "batches": inst.kv_events.batches,
+            "dropped": dict(inst.kv_events.dropped),
+        },
     }
 
 

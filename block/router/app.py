@@ -19,6 +19,7 @@ from block.router.admin import Admin, error_response, refused
 from block.router.auth import Guard
 from block.router.config import RouterConfig
 from block.router.decide import Decider
+from block.router.decision_log import DecisionLog
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
 from block.router.proxy import Proxy
@@ -55,6 +56,10 @@ class RouterApp:
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)
         self.decider = Decider(self.policy, self.pool, self.metrics, config.deadline_ms / 1000.0)
+        if config.decision_log:
+            self.decider.decision_log = DecisionLog(config.decision_log, config.policy)
+            self.decider.forecasts.prune = False  # the log reports every instance's forecast
+            self.pool.listeners.add(self.decider.decision_log)
         self.proxy = Proxy(
             self.pool,
             self.decider,
@@ -99,6 +104,8 @@ class RouterApp:
             await self.stop()
 
     async def start(self) -> None:
+        if self.decider.decision_log is not None:
+            self.decider.decision_log.open()
         await self.pool.start()
         if self.autoscaler is not None:
             await self.autoscaler.start()
@@ -109,6 +116,8 @@ class RouterApp:
         await self.pool.stop()
         if self.autoscaler is not None:  # then the engines it started
             await self.autoscaler.close()
+        if self.decider.decision_log is not None:
+            self.decider.decision_log.close()
 
     async def models(self, request: Request) -> Response:
         refusal = self.guard.check_client(request.headers.get("authorization"))

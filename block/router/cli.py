@@ -9,6 +9,17 @@ import typer
 from block.errors import fail
 
 
+def parse_kv_events(items: list[str]) -> dict[str, str]:
+    """--kv-events URL=ENDPOINT[,REPLAY] items as the config's mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        url, sep, endpoints = item.partition("=")
+        if not sep or not url or not endpoints:
+            raise typer.BadParameter(f"expected URL=tcp://host:port[,tcp://host:port], got {item!r}")
+        out[url.rstrip("/")] = endpoints
+    return out
+
+
 def register(app: typer.Typer) -> None:
     router = typer.Typer(
         help="The global router: an OpenAI-compatible proxy choosing an instance per request.",
@@ -60,6 +71,21 @@ def register(app: typer.Typer) -> None:
         refresh_ms: float = typer.Option(
             None, help="State polling period per instance. (default: 20)", rich_help_panel="State"
         ),
+        kv_events: list[str] = typer.Option(
+            None,
+            "--kv-events",
+            help="Stock vLLM started with --kv-events-config: URL=tcp://host:port[,tcp://host:replay-port] "
+            "(repeat per instance). The router subscribes and keeps an exact index of what each instance has "
+            "cached. (default: none)",
+            rich_help_panel="State",
+        ),
+        metrics_read_ms: float = typer.Option(
+            None,
+            help="Stock vLLM: read /metrics this often; at the refreshes between, the state is rebuilt "
+            "from what the router sent and saw stream back (reading every 20 ms slows a small engine: "
+            "`block realengine poll-cost`). (default: 250)",
+            rich_help_panel="State",
+        ),
         admin_token: str = typer.Option(
             None,
             help="Bearer token for POST/DELETE /instances (else the API key guards them).",
@@ -92,6 +118,13 @@ def register(app: typer.Typer) -> None:
             None, help="debug, info, warning, error. (default: info)", rich_help_panel="Server"
         ),
         seed: int = typer.Option(None, help="Seed for randomised policies.", rich_help_panel="Routing"),
+        decision_log: str = typer.Option(
+            None,
+            help="Write one JSON line per request: each instance's forecast and state at the decision, "
+            "and the TTFT and E2E that followed (read it with `block router decisions FILE`). "
+            "(default: none)",
+            rich_help_panel="Server",
+        ),
         provision: str = typer.Option(
             None,
             help="Auto-provisioning: preemptive (forecasts) or reactive (finished requests).",
@@ -235,6 +268,8 @@ def register(app: typer.Typer) -> None:
                 health_interval=health_interval,
                 deadline_ms=deadline_ms,
                 refresh_ms=refresh_ms,
+                metrics_read_ms=metrics_read_ms,
+                kv_events=parse_kv_events(kv_events) if kv_events else None,
                 admin_token=admin_token,
                 api_key=api_key,
                 max_body_bytes=max_body_bytes,
@@ -242,6 +277,7 @@ def register(app: typer.Typer) -> None:
                 anticipate_arrivals=anticipate_arrivals,
                 default_output_tokens=default_output_tokens,
                 log_level=log_level,
+                decision_log=decision_log,
                 seed=seed,
                 provision=provision,
                 slo_e2e=slo_e2e,
@@ -337,5 +373,48 @@ def register(app: typer.Typer) -> None:
             return
         for k, v in report.items():
             typer.echo(f"{k:>24}: {v}")
+
+    @router.command("decisions")
+    def decisions(
+        path: str = typer.Argument(..., help="A file written by `block router --decision-log`."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Read a decision log: per instance, forecast bias (actual over forecast TTFT and E2E), error and
+        snapshot age; over the run, decisions without forecasts and choices a bias correction changes."""
+        import json
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from block.router.decision_report import read_log, report
+
+        try:
+            result = report(read_log(path))
+        except (OSError, ValueError) as e:
+            fail(str(e))
+            return
+        if as_json:
+            print(json.dumps(result, indent=2))
+            return
+        table = Table(title=f"{result['requests']} requests, policy {result['policy']}")
+        for col in ("instance", "routed", "TTFT act/fc", "E2E act/fc", "E2E |err|", "age p50 s", "age p99 s"):
+            table.add_column(col, justify="left" if col == "instance" else "right")
+        for inst, r in result["instances"].items():
+            cells = (
+                r["routed"],
+                r["ttft_actual_over_forecast_p50"],
+                r["e2e_actual_over_forecast_p50"],
+                r["e2e_abs_error_p50"],
+                r["snapshot_age_s_p50"],
+                r["snapshot_age_s_p99"],
+            )
+            table.add_row(inst, *("-" if c is None else str(c) for c in cells))
+        console = Console()
+        console.print(table)
+        console.print(
+            f"decisions without forecasts: {result['without_forecast_share']}; "
+            f"lowest-E2E choices that each instance's median bias would change: "
+            f"{result['choice_changed_by_bias_correction']}"
+        )
 
     app.add_typer(router, name="router")

@@ -27,6 +27,11 @@ class RouterConfig:
     health_timeout: float = 0.4  # a check slower than this counts as a failure
     deadline_ms: float = 5.0  # time budget for all forecasts of one decision
     refresh_ms: float = 20.0  # state polling period per instance
+    # stock vLLM: /metrics is read this often; at the refreshes between, the state is recounted from what
+    # the router sent and saw stream back (reading it every 20 ms slows a small engine: poll-cost)
+    metrics_read_ms: float = 250.0
+    # stock vLLM with --kv-events-config: instance URL -> "tcp://host:port[,tcp://host:replay-port]"
+    kv_events: dict[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     api_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
@@ -35,6 +40,7 @@ class RouterConfig:
     profile: str | None = None  # step-time profile for stock vLLM instances (Block engines report theirs)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the fleet's rate per instance
     log_level: str = "info"
+    decision_log: str | None = None  # JSON lines: what each decision saw against what happened
     seed: int | None = None
     # Auto-provisioning (block.provision.config): off unless its mode is preemptive or reactive.
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
@@ -65,6 +71,8 @@ class RouterConfig:
             raise ValueError("max_body_bytes must be >= 1")
         if self.health_interval <= 0 or self.refresh_ms <= 0 or self.deadline_ms <= 0:
             raise ValueError("health_interval, refresh_ms and deadline_ms must be > 0")
+        if self.metrics_read_ms <= 0:
+            raise ValueError("metrics_read_ms must be > 0")
         for name in ("first_byte_timeout_s", "idle_timeout_s", "timeout_cooldown_s", "drain_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
@@ -74,6 +82,14 @@ class RouterConfig:
         )  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
         self.check_security()
+
+    def kv_event_endpoints(self, url: str) -> tuple[str, str | None] | None:
+        """(events endpoint, replay endpoint or None) configured for the instance at `url`."""
+        spec = self.kv_events.get(url.rstrip("/"))
+        if not spec:
+            return None
+        endpoint, _, replay = spec.partition(",")
+        return endpoint, replay or None
 
     def upstream_allow_list(self) -> Any:
         """The parsed --allowed-upstreams (a block.router.upstreams.AllowList), None when empty."""
@@ -89,6 +105,18 @@ class RouterConfig:
             raise ValueError("--api-key and --admin-token must not be empty")
         allowed = self.upstream_allow_list()
         self.instances = [check_upstream(u, allowed) for u in self.instances]
+        from block.router.upstreams import check_event_endpoint
+
+        if not isinstance(self.kv_events, dict):
+            raise ValueError(
+                "kv_events: expected a mapping of instance URL to tcp://host:port[,tcp://host:port]"
+            )
+        self.kv_events = {
+            str(url).rstrip("/"): ",".join(
+                check_event_endpoint(e.strip(), allowed) for e in str(v).split(",")
+            )
+            for url, v in self.kv_events.items()
+        }
         self.provision.standby = [check_upstream(u, allowed) for u in self.provision.standby]
         self.predictors = [check_upstream(u, allowed, "predictor") for u in self.predictors]
         from block.http_limits import HttpLimits

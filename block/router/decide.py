@@ -19,6 +19,7 @@ from block.fleet.forecasts import FORECAST_SHARE, RESERVE_DEADLINES, ForecastBud
 from block.fleet.tracker import InstanceTracker
 from block.policies import Candidates, Policy
 from block.request import Forecast, RoutingRequest
+from block.router.decision_log import DecisionLog
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
 from block.router.metrics import RouterMetrics
@@ -47,6 +48,7 @@ class Decider:
         self.budget = ForecastBudget(FORECAST_SHARE, RESERVE_DEADLINES * deadline_s)
         self.forecasts = Forecasts(policy, deadline_s, self.budget, log=log)
         self.in_rotation = InRotation(lambda: pool.routable_ids)
+        self.decision_log: DecisionLog | None = None  # --decision-log: what each decision saw
 
     @property
     def deadline_s(self) -> float:
@@ -92,6 +94,8 @@ class Decider:
         elapsed = time.perf_counter() - started
         self.metrics.decision_seconds.observe(elapsed)
         self.metrics.routed(inst.id)
+        if self.decision_log is not None:
+            self.decision_log.decided(request, candidates, inst.id, choice.fallback, now)
         if self._debug:
             log.debug(
                 "decision policy=%s instance=%s prompt=%d expected=%d candidates=%d fallback=%s "

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners
 from block.fleet.sources import StateSource
 from block.fleet.tracker import InstanceTracker
@@ -29,6 +30,7 @@ class Instance:
     source: StateSource | None = None  # where its state comes from, once detected
     accepts_expected_field: bool = False  # body field expected_output_tokens (the source says)
     sidecar: SidecarClient | None = None  # when a --predictor is configured for this instance
+    kv_events: KvEventFeed | None = None  # stock vLLM publishing its KV-cache events (--kv-events)
     tracker: InstanceTracker | None = None  # the policies' view; made once the source (and profile) is known
     listeners: Listeners = field(default_factory=Listeners)  # its source and sidecar, when they listen
     consecutive_failures: int = 0

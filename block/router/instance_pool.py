@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from block.fleet.arrival_log import FleetLog
+from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners, Routed
 from block.fleet.sources import detect
 from block.fleet.tracker import router_tracker
@@ -103,6 +104,12 @@ class InstancePool:
         self.instances[inst.id] = inst
         self.metrics.set_health(inst.id, False)
         refresh_s, state_timeout = self.config.refresh_ms / 1000.0, max(0.2, self.config.health_interval)
+        events = self.config.kv_event_endpoints(url)
+        if events is not None:
+            inst.kv_events = KvEventFeed(
+                *events, on_drop=lambda reason, i=inst.id: self.metrics.kv_events_dropped(i, reason)
+            )
+            inst.kv_events.start()
         inst.tasks = [
             asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
             asyncio.create_task(
@@ -127,6 +134,8 @@ class InstancePool:
         inst.removed = True
         if inst.sidecar is not None:
             inst.sidecar.close()
+        if inst.kv_events is not None:
+            await inst.kv_events.stop()
         for task in inst.tasks:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
@@ -153,6 +162,8 @@ class InstancePool:
     def set_healthy(self, inst: Instance, healthy: bool) -> None:
         if inst.healthy != healthy:
             inst.healthy = healthy
+            if not healthy and inst.kv_events is not None:  # whatever comes back has an empty cache
+                inst.kv_events.engine_restarted()
             self.metrics.set_health(inst.id, healthy)
             self._update_routable()
 
@@ -197,7 +208,7 @@ class InstancePool:
         if kind is None:
             inst.last_error = "could not fetch /state"
             return False
-        source = kind(inst.url, self.base_config)
+        source = kind(inst.url, self.base_config, self.config.metrics_read_ms / 1000.0)
         try:
             snapshot, step_end = await source.read(self.session, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:

@@ -84,6 +84,14 @@ class RouterMetrics:
         self.in_flight = Gauge(
             "block_router_in_flight", "Requests in flight per instance", ["instance"], registry=r
         )
+        self.kv_events_dropped_total = Counter(
+            "block_router_kv_events_dropped_total",
+            "vLLM KV-event messages the router could not use, by reason: malformed (not a batch), "
+            "gap (batches lost and not replayable), unappliable (an event inconsistent with the index); "
+            "each one clears that instance's index, which falls back to the approximate one until resynced",
+            ["instance", "reason"],
+            registry=self.registry,
+        )
         self.predictor_notices_dropped = Counter(
             "block_router_predictor_notifications_dropped_total",
             "/routed and /finished notices to predictor sidecars not delivered, by reason: overflow "
@@ -140,6 +148,9 @@ class RouterMetrics:
 
     def latency_observed(self, instance: str, metric: str, seconds: float) -> None:
         _children(self.latency, self._latency_by_instance, instance)[metric].observe(seconds)
+
+    def kv_events_dropped(self, instance: str, reason: str) -> None:
+        self.kv_events_dropped_total.labels(instance, reason).inc()
 
     def predictor_notice_dropped(self, reason: str) -> None:
         self.predictor_notices_dropped.labels(reason).inc()

@@ -16,6 +16,12 @@ async def refresh_once(session: aiohttp.ClientSession, inst: Instance, timeout: 
     source, tracker = inst.source, inst.tracker
     if source is None or tracker is None:
         return
+    period = source.read_period_s
+    if period is not None and time.monotonic() - inst.state_ok_at < period:  # not time to ask it yet
+        reading = source.recount(time.monotonic())
+        if reading is not None:
+            tracker.observe(reading.snapshot, time.monotonic(), reading.step_end)
+            return
     try:
         snapshot, step_end = await source.read(session, timeout)
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:

@@ -113,3 +113,16 @@ def check_upstream(url: str, allowed: AllowList | None = None, what: str = "inst
             "host names are matched by name, never resolved"
         )
     return url.rstrip("/")
+
+
+def check_event_endpoint(endpoint: str, allowed: AllowList | None = None) -> str:
+    """A ZeroMQ endpoint the router subscribes to (vLLM's KV events): tcp://host:port, the host allowed
+    like an instance's; raises BadUpstream or UpstreamNotAllowed."""
+    usage = "KV events endpoint must be tcp://host:port"
+    if not isinstance(endpoint, str) or not endpoint.startswith("tcp://"):
+        raise BadUpstream(f"{usage}: {endpoint!r}")
+    check_upstream("http://" + endpoint.removeprefix("tcp://"), allowed, "KV events endpoint")
+    parts = urlsplit("http://" + endpoint.removeprefix("tcp://"))
+    if parts.port is None or parts.path not in ("", "/"):
+        raise BadUpstream(f"{usage}: {endpoint!r}")
+    return endpoint.rstrip("/")

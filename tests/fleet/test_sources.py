@@ -55,3 +55,34 @@ async def test_block_engines_and_stock_vllm_are_told_apart() -> None:
         assert await sources.detect(session, block.url, 2.0) is sources.BlockState
         assert await sources.detect(session, vllm.url, 2.0) is sources.VllmMetrics
         assert await sources.detect(session, "http://127.0.0.1:9", 0.5) is None  # nothing there
+
+
+class CountingVllm(FakeUpstream):
+    """A stock vLLM fake that counts /metrics reads."""
+
+    metrics_reads: int = 0
+
+    def metrics(self) -> str:
+        self.metrics_reads += 1
+        return super().metrics()
+
+
+async def test_stock_vllm_is_read_at_its_own_period_and_recounted_from_streamed_tokens_between() -> None:
+    engine = CountingVllm(block=False, tokens=60, token_delay=0.02)
+    async with (
+        upstreams(engine) as (up,),
+        router([up.url], policy="llumnix", refresh_ms=20, metrics_read_ms=60_000) as (app, url),
+        httpx.AsyncClient(timeout=10) as c,
+    ):
+        inst = next(iter(app.pool.instances.values()))
+        reads_at_start = engine.metrics_reads
+        async with c.stream("POST", url + "/v1/completions", json={"prompt": "a b c", "stream": True}) as r:
+            seen_decoding = False
+            async for _ in r.aiter_lines():
+                snap = inst.tracker.snapshot if inst.tracker is not None else None
+                if snap is not None and any(s.output_tokens > 0 for s in snap.running):
+                    seen_decoding = True
+        # over the whole stream (about 1.2 s, 60 refreshes) /metrics was not read again, yet the tracker's
+        # snapshot followed the tokens streaming back
+        assert engine.metrics_reads - reads_at_start <= 1
+        assert seen_decoding

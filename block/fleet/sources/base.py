@@ -4,6 +4,11 @@ A source is made per instance once it is detected there. `read()` fetches the in
 (for its tracker's first snapshot, then at every refresh); a source that needs to hear about the
 requests sent to the instance (the stock-vLLM one rebuilds the queue from them) overrides the
 `RequestListener` methods and is registered with the instance's listeners.
+
+A read may cost the instance: vLLM renders `/metrics` in the API server process that also streams every
+response, and polling it every 20 ms measurably slows a small engine (`block realengine poll-cost`). A
+source whose state is mostly the router's own record sets `read_period_s`: it is read that often, and at
+the refreshes in between `recount()` rebuilds the state from what it heard, asking nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ class StateSource(RequestListener):
     reads: ClassVar[str] = ""  # GET /instances "state_source": what it reads
     accepts_expected_field: ClassVar[bool] = False  # the request body may carry expected_output_tokens
 
-    def __init__(self, url: str, base_config: ReplicaConfig) -> None:
-        """`base_config`: the engine settings to assume where the instance does not report them."""
+    def __init__(self, url: str, base_config: ReplicaConfig, read_period_s: float | None = None) -> None:
+        """`base_config`: the engine settings to assume where the instance does not report them;
+        `read_period_s`: seconds between reads of the instance (None: every refresh), for a source whose
+        `recount` can fill in between."""
         self.url = url
         self.base_config = base_config
+        self.read_period_s = read_period_s
 
     @classmethod
     async def detect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:
@@ -39,3 +47,8 @@ class StateSource(RequestListener):
     async def read(self, session: aiohttp.ClientSession, timeout: float) -> Reading:
         """The instance's state now. Raises aiohttp.ClientError, TimeoutError, OSError or ValueError."""
         raise NotImplementedError
+
+    def recount(self, now: float) -> Reading | None:
+        """The state rebuilt at `now` from the last read and what this source heard since, without
+        asking the instance; None when it cannot (then every refresh reads)."""
+        return None

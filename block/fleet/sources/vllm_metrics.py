@@ -32,9 +32,10 @@ class VllmMetrics(StateSource):
     name = "vllm"
     reads = "/metrics+router"
 
-    def __init__(self, url: str, base_config: ReplicaConfig) -> None:
-        super().__init__(url, base_config)
+    def __init__(self, url: str, base_config: ReplicaConfig, read_period_s: float | None = None) -> None:
+        super().__init__(url, base_config, read_period_s)
         self.sent: dict[str, SentRequest] = {}  # in flight, in send order
+        self.metrics: dict[str, Any] | None = None  # the last /metrics read
 
     @classmethod
     async def detect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:
@@ -44,7 +45,16 @@ class VllmMetrics(StateSource):
         async with session.get(self.url + "/metrics", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             resp.raise_for_status()
             metrics = parse_vllm_metrics(await resp.text())
+        self.metrics = metrics
         return Reading(vllm_snapshot(metrics, self.sent, self.base_config, time.monotonic()))
+
+    def recount(self, now: float) -> Reading | None:
+        """The queue rebuilt from the record (which tokens streamed back since), with the last read's
+        counts and cache figures: between reads, only the split of requests that have not streamed yet
+        into prefilling and waiting is as old as that read."""
+        if self.metrics is None:
+            return None
+        return Reading(vllm_snapshot(self.metrics, self.sent, self.base_config, now))
 
     # -- what it hears ---------------------------------------------------------------------------
 

