@@ -330,6 +330,9 @@ def register(app: typer.Typer) -> None:
         rates: str = typer.Option("250,500,750,1000,1250,1500,2000,2500", help="Rates tried for throughput."),
         step_seconds: float = typer.Option(3.0, help="Seconds per throughput step."),
         only: str = typer.Option("latency,throughput,streams", help="Which parts to run."),
+        engines_per_process: int = typer.Option(
+            1, min=1, help="Emulated engines per process (many engines on a small machine)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
         """Start emulated engines and the router; measure added latency, throughput and concurrent streams."""
@@ -346,6 +349,7 @@ def register(app: typer.Typer) -> None:
             rates=[float(r) for r in rates.split(",") if r.strip()],
             step_seconds=step_seconds,
             parts=[p.strip() for p in only.split(",") if p.strip()],
+            engines_per_process=engines_per_process,
         )
         try:
             run_bench(settings, as_json=as_json)
