@@ -123,11 +123,19 @@ class Forecasts:
         score, got = self.policy.forecast_score, {}
         best: tuple[float, int, int] | None = None
         refused: list[str] = []
+        idle: dict[tuple[object, ...], Forecast] = {}  # one forecast for all alike idle instances
         for i in sorted(range(len(views)), key=keys.__getitem__):
             if best is not None and best < keys[i]:
                 break  # this one and every later one score at least their floor: above the best
             v = views[i]
-            f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
+            same = v.idle_signature(now)
+            f = idle.get(same) if same is not None else None
+            if f is not None:
+                v.last_forecast = f
+            else:
+                f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
+                if same is not None and f is not None:
+                    idle[same] = f
             if f is None:  # missing: hand every target on, the fallback chooses among all
                 self._spent(started)
                 self.missing_reason = self.missing_reason or "error"
