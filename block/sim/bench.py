@@ -71,7 +71,8 @@ def bench_cases(quick: bool) -> dict[str, BenchCase]:
 
 
 def run_case(case: BenchCase, profile_out: Path | None = None, requests: int | None = None) -> dict[str, Any]:
-    if requests is not None and requests < case.num_requests:
+    capped = requests is not None and requests < case.num_requests
+    if capped:
         case = replace(case, num_requests=requests, description=f"{case.description}, first {requests:,}")
     spec = WorkloadSpec("sharegpt", case.num_requests, seed=0)
     t0 = time.perf_counter()
@@ -102,7 +103,7 @@ def run_case(case: BenchCase, profile_out: Path | None = None, requests: int | N
         "cpu_s": round(cpu, 3),  # this process's CPU time: less than wall when other work shares the cores
         "requests_per_s": round(case.num_requests / wall, 1),
         "goal_s": case.goal_s,
-        "meets_goal": wall <= case.goal_s,
+        "meets_goal": None if capped else wall <= case.goal_s,  # the goal is for the whole case
         "workload_load_s": round(load_s, 3),
         "steps": st["steps"],
         "steps_per_s": round(st["steps"] / wall),
@@ -167,7 +168,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{c['wall_s']:.2f}",
             f"{c['cpu_s']:.2f}",
             f"{c['requests_per_s']:,.0f}",
-            f"{c['goal_s']:g}" + (" ok" if c["meets_goal"] else " MISSED"),
+            f"{c['goal_s']:g}" + {True: " ok", False: " MISSED", None: " (capped)"}[c["meets_goal"]],
             "-" if c["forecast_cpu_us_each"] is None else f"{c['forecast_cpu_us_each']:.0f}",
             f"{c['steps_per_s']:,}",
         )
