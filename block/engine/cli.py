@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
             "--enable-prompt-tokens-details",
             help="Report usage.prompt_tokens_details.cached_tokens, as vLLM's flag of that name.",
         ),
+        count: int = typer.Option(
+            1, min=1, help="Engines in this process, on --port and the next ports (seeds --seed, +1, ...)."
+        ),
         model_error: str = typer.Option(
             "none",
             help="KIND:E: run at a true speed the profile (still reported as is) does not know, E a "
@@ -84,6 +87,12 @@ def register(app: typer.Typer) -> None:
             f"noise {noise}{_model_error_note(settings)})",
             err=True,
         )
+        if count > 1:
+            from block.engine.server import serve_many
+
+            base = settings.seed or 0
+            serve_many([replace(settings, seed=base + i) for i in range(count)], host, port, log_level)
+            return
         run_server(settings, host, port, log_level)
 
     @engine_app.command("bench")

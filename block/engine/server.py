@@ -37,6 +37,24 @@ def serve(
     uvicorn.Server(uvicorn_config(EngineServer(settings), host, port, log_level)).run()
 
 
+def serve_many(
+    settings: list[EngineSettings], host: str = "127.0.0.1", port: int = 8001, log_level: str = "info"
+) -> None:
+    """Several engines in one process and one event loop, on ports `port`, `port + 1`, ...: a big
+    emulated fleet on a small machine (`block router bench --engines-per-process`). Until interrupted."""
+    import asyncio
+
+    import uvloop
+
+    configs = [uvicorn_config(EngineServer(s), host, port + i, log_level) for i, s in enumerate(settings)]
+    servers = [uvicorn.Server(c) for c in configs]
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    uvloop.run(run_all())
+
+
 class BackgroundEngine:
     """An engine serving on 127.0.0.1 in its own thread and event loop (for tests and tools)."""
 

@@ -10,7 +10,15 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
   a reserve of RESERVE_DEADLINES deadlines for bursts; while it is spent, decisions go without them;
 - less work per forecast: each tracker keeps its prepared Forecaster until its state changes (a
   snapshot, a request routed or finished), and the harm term (added delay to the requests already
-  there) is only computed for a policy that weighs it.
+  there) is only computed for a policy that weighs it;
+- fewer forecasts, same choice (`candidates`): when the policy's score has a floor (Policy.score_floor),
+  every target's floor comes first (block/predictor/floor.py: O(log n) from the prepared state), then
+  forecasts in ascending floor order until the best score so far beats the next floor. The others
+  cannot win; the policy gets the forecast ones only. If a forecast is missing, every target is
+  handed on (the fallback chooses among all, as without pruning).
+When forecasts are missing, `missing_reason` says why (budget, deadline, error; the router adds sidecar)
+and shedding for the budget is logged as a warning at most once a minute: a router that sheds is, in
+effect, not doing Block, and the operator must hear of it.
 The simulator runs in virtual time: no deadline and no budget, the same code otherwise.
 
 Sidecar forecasts are queried concurrently and awaited up to the deadline.
@@ -25,11 +33,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from block.fleet.tracker import InstanceTracker, added_delay_for
-from block.policies import Policy
+from block.policies import Candidates, Policy
 from block.request import Forecast, RoutingRequest
 
 FORECAST_SHARE = 0.5  # of the event loop's time, at most, for in-process forecasts
 RESERVE_DEADLINES = 20  # the budget's reserve for bursts, in deadlines (100 ms by default)
+SHED_WARNING_EVERY_S = 60.0
+MISSING_REASONS = ("budget", "deadline", "sidecar", "error")  # why a decision went without forecasts
 
 
 class ForecastBudget:
@@ -77,13 +87,89 @@ class Forecasts:
         budget: ForecastBudget | None = None,
         horizon_s: float | None = None,
         log: logging.Logger | None = None,
+        prune: bool = True,
     ) -> None:
+        """`prune`: skip the targets that cannot win (see `candidates`) when the policy allows it."""
+        self.policy = policy
         self.added_delay = added_delay_for(policy)
         self.deadline_s = deadline_s
         self.budget = budget
         self.horizon_s = horizon_s if self.added_delay == "none" else None
         self.log = log or logging.getLogger(__name__)
+        self.prune = prune
         self.capped = 0  # forecasts stopped at the horizon
+        self.made = 0  # forecasts asked for (in process)
+        self.pruned = 0  # targets not forecast because their floor could not win
+        self.missing_reason: str | None = None  # of the latest call, when a forecast was missing
+        self._warned_at = float("-inf")
+
+    def candidates(
+        self,
+        request: RoutingRequest,
+        views: Sequence[InstanceTracker],
+        now: float,
+        started: float | None = None,
+    ) -> Candidates:
+        """This decision's candidates: the targets that may win, with their forecasts (branch and
+        bound over the floors); every target with `in_process`'s forecasts when the policy's score has
+        no floor, a target has none, or a forecast is missing."""
+        keys = self._floors(request, views, now) if self.prune else None
+        if keys is None:
+            return Candidates(views, self.in_process(request, views, now, started))
+        self.missing_reason = None
+        started, deadline = self._start(started)
+        if started is False:
+            return Candidates(views, [None] * len(views))
+        score, got = self.policy.forecast_score, {}
+        best: tuple[float, int, int] | None = None
+        refused: list[str] = []
+        idle: dict[tuple[object, ...], Forecast] = {}  # one forecast for all alike idle instances
+        for i in sorted(range(len(views)), key=keys.__getitem__):
+            if best is not None and best < keys[i]:
+                break  # this one and every later one score at least their floor: above the best
+            v = views[i]
+            same = v.idle_signature(now)
+            f = idle.get(same) if same is not None else None
+            if f is not None:
+                v.last_forecast = f
+            else:
+                f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
+                if same is not None and f is not None:
+                    idle[same] = f
+            if f is None:  # missing: hand every target on, the fallback chooses among all
+                self._spent(started)
+                self.missing_reason = self.missing_reason or "error"
+                if refused:
+                    self._log_unfit(request, refused)
+                return Candidates(views, [got.get(j) for j in range(len(views))])
+            got[i] = f
+            key = (*score(f, v), i)
+            if best is None or key < best:
+                best = key
+        self._spent(started)
+        self.pruned += len(views) - len(got)
+        order = sorted(got)
+        return Candidates([views[i] for i in order], [got[i] for i in order])
+
+    def _floors(
+        self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float
+    ) -> list[tuple[float, int, int]] | None:
+        """Each target's floor of the policy's score, with its position last (ties go to the first,
+        as in the policy's min); None when the score has no floor or a target has none."""
+        if len(views) < 2:
+            return None
+        floor_of, horizon = self.policy.score_floor, self.horizon_s
+        keys = []
+        try:
+            for i, v in enumerate(views):
+                e2e = v.e2e_floor(request, now, horizon)
+                key = None if e2e is None else floor_of(e2e, v)
+                if key is None:
+                    return None
+                keys.append((*key, i))
+        except ValueError:  # the request does not fit somewhere: let in_process say so
+            return None
+        return keys
 
     def in_process(
         self,
@@ -94,25 +180,55 @@ class Forecasts:
     ) -> list[Forecast | None]:
         """Each view's forecast for `request` routed at `now` (the trackers' clock). `started`: when the
         decision began (time.perf_counter()), from which the deadline and the budget count."""
+        self.missing_reason = None
+        started, deadline = self._start(started)
+        if started is False:
+            return [None] * len(views)
+        out: list[Forecast | None] = []
+        refused: list[str] = []
+        for v in views:
+            if self._late(deadline):  # out of time: the rest unknown
+                out.append(None)
+                continue
+            f = self._one(v, request, now, deadline, refused)
+            if f is None and self.missing_reason is None:
+                self.missing_reason = "error"
+            out.append(f)
+        if refused:
+            self._log_unfit(request, refused)
+        self._spent(started)
+        return out
+
+    def _start(self, started: float | None) -> tuple[float | None | bool, float | None]:
+        """(when the decision began, its deadline); (False, None) when the budget sheds it."""
         budget, deadline = self.budget, None
         if started is None and (budget is not None or self.deadline_s is not None):
             started = time.perf_counter()
         if budget is not None and started is not None and not budget.available(started):
-            return [None] * len(views)  # forecasts took their share of the loop lately: shed them
+            # forecasts took their share of the loop lately: shed them, and say so now and then
+            self.missing_reason = "budget"
+            if started - self._warned_at >= SHED_WARNING_EVERY_S:
+                self._warned_at = started
+                self.log.warning(
+                    "forecasts shed: they used more than %.0f%% of the event loop lately, so decisions "
+                    "go without them (the policy's fallback rule chooses) until the budget refills; "
+                    'see block_router_fallbacks_total{reason="budget"}',
+                    100 * FORECAST_SHARE,
+                )
+            return False, None
         if self.deadline_s is not None and started is not None:
             deadline = started + self.deadline_s
-        out: list[Forecast | None] = []
-        refused: list[str] = []
-        for v in views:
-            if deadline is not None and time.perf_counter() > deadline:  # out of time: the rest unknown
-                out.append(None)
-                continue
-            out.append(self._one(v, request, now, deadline, refused))
-        if refused:
-            self._log_unfit(request, refused)
-        if budget is not None and started is not None:
-            budget.spend(time.perf_counter() - started)
-        return out
+        return started, deadline
+
+    def _late(self, deadline: float | None) -> bool:
+        if deadline is not None and time.perf_counter() > deadline:
+            self.missing_reason = "deadline"
+            return True
+        return False
+
+    def _spent(self, started: float | None | bool) -> None:
+        if self.budget is not None and isinstance(started, float):
+            self.budget.spend(time.perf_counter() - started)
 
     async def with_sidecars(
         self,
@@ -134,6 +250,7 @@ class Forecasts:
         remaining = None if self.deadline_s is None else self.deadline_s - (time.perf_counter() - started)
         if live and (remaining is None or remaining > 0):
             await asyncio.wait(live, timeout=remaining)
+        self.missing_reason = None
         out: list[Forecast | None] = []
         refused: list[str] = []
         for t, v in zip(tasks, views, strict=True):
@@ -145,6 +262,7 @@ class Forecasts:
                 out.append(f)
             else:
                 t.cancel()
+                self.missing_reason = "sidecar"
                 out.append(None)
         if refused:
             self._log_unfit(request, refused)
@@ -158,6 +276,7 @@ class Forecasts:
         deadline: float | None,
         refused: list[str],
     ) -> Forecast | None:
+        self.made += 1
         try:  # a forecast still running at the deadline stops there (None)
             f = view.predict(
                 request, now, added_delay=self.added_delay, deadline=deadline, horizon_s=self.horizon_s
@@ -168,6 +287,8 @@ class Forecasts:
         except Exception:  # a predictor bug must never fail a request
             self.log.exception("forecast failed on %s", view.id)
             return None
+        if f is None and deadline is not None and time.perf_counter() > deadline:
+            self.missing_reason = "deadline"
         if self.horizon_s is not None and getattr(f, "capped", False):
             self.capped += 1
         return f

@@ -326,6 +326,27 @@ class InstanceTracker:
         self.last_forecast = f
         return f
 
+    def e2e_floor(self, request: RoutingRequest, now: float, horizon_s: float | None = None) -> float | None:
+        """A time `predict(request, now)`'s e2e_s cannot be below (block.predictor.floor), from the same
+        prepared state; None when there is no forecast to bound (no snapshot, no profile) or the floor
+        does not bound it (prefix-cache hits shorten prefills it charges in full). Raises ValueError as
+        `predict` does for a request that cannot fit."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None or fc.models_cache(request):
+            return None
+        horizon = None if self.anticipate_arrivals else horizon_s
+        return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
+
+    def idle_signature(self, now: float) -> tuple[object, ...] | None:
+        """For an instance with nothing to do (no request, no step in flight, no anticipated
+        arrivals), what its forecasts depend on besides the request: equal signatures, equal forecasts
+        (a decision forecasts one idle instance for all alike). None when not idle."""
+        fc = self.forecaster()
+        if fc is None or fc.num_requests or fc.step_end_s is not None or self.anticipate_arrivals:
+            return None
+        assert self.snapshot_at is not None
+        return (id(self.profile), fc.config, self.rule, max(0.0, now - self.snapshot_at))
+
     def _recount(self) -> None:
         snap = self.snapshot
         if snap is None:

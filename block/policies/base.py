@@ -100,6 +100,20 @@ class Policy:
     def choose(self, request: RoutingRequest, candidates: Candidates, now: float) -> Choice:
         raise NotImplementedError
 
+    # Exact pruning (block/fleet/forecasts.py): a policy that chooses the minimum of a score over its
+    # forecasts can say so, and give a lower bound of that score from a lower bound of the forecast's
+    # end-to-end latency. The fan-out then forecasts in ascending bound order and stops once the best
+    # score beats the next bound: same choice, fewer forecasts. Ties follow the candidates' order.
+
+    def forecast_score(self, forecast: Forecast, view: InstanceView) -> tuple[float, int]:
+        """The key `choose` minimises over the candidates (when it uses `score_floor`)."""
+        raise NotImplementedError
+
+    def score_floor(self, e2e_floor_s: float, view: InstanceView) -> tuple[float, int] | None:
+        """A key no forecast for `view` whose e2e_s is at least `e2e_floor_s` can beat; None: the
+        score admits no such bound (every target is forecast)."""
+        return None
+
 
 POLICIES: dict[str, type[Policy]] = {}
 

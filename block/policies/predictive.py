@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from block.policies.base import (
     Candidates,
     Choice,
+    Forecast,
     InstanceView,
     Policy,
     RoutingRequest,
@@ -47,9 +48,16 @@ class BlockPolicy(Policy):
         def score(i: int) -> tuple[float, int]:
             f = forecasts[i]
             assert f is not None
-            return (f.e2e_s + self.harm_weight * f.added_delay_s, views[i].in_flight)
+            return self.forecast_score(f, views[i])
 
         return Choice(views[min(range(len(views)), key=score)])
+
+    def forecast_score(self, forecast: Forecast, view: InstanceView) -> tuple[float, int]:
+        return (forecast.e2e_s + self.harm_weight * forecast.added_delay_s, view.in_flight)
+
+    def score_floor(self, e2e_floor_s: float, view: InstanceView) -> tuple[float, int] | None:
+        # the harm term has no floor (it is not known to be >= 0): only the plain e2e score prunes
+        return None if self.harm_weight else (e2e_floor_s, view.in_flight)
 
 
 @register

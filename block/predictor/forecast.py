@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from block.predictor.floor import EndToEndFloor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
@@ -137,10 +138,29 @@ class Forecaster:
                     self._hashes[s.id] = prompt_hashes(s.prefix_hashes, s.prompt_tokens, bs)
         self._caching = bool(self._hashes or snapshot.free_cached)
         self._prefix_start: PrefixStart | None = None  # prepared on first use
+        self._floor: EndToEndFloor | None = None
+
+    @property
+    def floor(self) -> EndToEndFloor:
+        """The lower bound of this state's forecasts (see floor.py), prepared on first use."""
+        if self._floor is None:
+            self._floor = EndToEndFloor(
+                self.profile,
+                self.config,
+                [*self._running, *self._waiting],
+                self._later,
+                self.step_end_s,
+            )
+        return self._floor
 
     @property
     def num_requests(self) -> int:
         return len(self._running) + len(self._waiting) + len(self._later)
+
+    def models_cache(self, request: RoutingRequest) -> bool:
+        """Whether a forecast of `request` here counts prefix-cache hits (someone's prompt may be found
+        cached). The floor charges every prompt token, so it bounds only forecasts that do not."""
+        return self._caching or bool(self.candidate_hashes(request))
 
     def candidate_hashes(self, request: RoutingRequest) -> tuple[int, ...]:
         """The candidate's prompt hashes as this instance names its blocks (none: not modelled)."""

@@ -91,6 +91,10 @@ class Admin:
             return refused(refusal)
         now = time.monotonic()
         body: dict[str, Any] = {"instances": [describe(i, now) for i in self.pool.instances.values()]}
+        # decisions that wanted forecasts and went without (the fallback rule chose), and why
+        share = self.metrics.no_forecast_share()
+        body["no_forecast_share"] = None if share is None else round(share, 6)
+        body["fallbacks"] = dict(self.metrics.fallback_counts)
         if self.provisioner is not None:  # standby instances, pending starts, recent decisions
             body.update(self.provisioner.describe())
         return json_response(body)

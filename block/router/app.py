@@ -85,6 +85,7 @@ class RouterApp:
         self.decider = Decider(self.policy, self.pool, self.metrics, config.deadline_ms / 1000.0)
         if config.decision_log:
             self.decider.decision_log = DecisionLog(config.decision_log, config.policy)
+            self.decider.forecasts.prune = False  # the log reports every instance's forecast
             self.pool.listeners.add(self.decider.decision_log)
         self.proxy = Proxy(
             self.pool,

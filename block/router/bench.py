@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from block.clock import sleep_until
-from block.launch import ManagedServer, block_command, router_ready, start_all
+from block.launch import ManagedServer, block_command, health_ok, router_ready, start_all
 from block.router.loadgen import LoadClient, Result
 
 P99_LIMIT_S = 0.050  # a step whose p99 passes this is queueing, not sustaining
@@ -47,6 +47,8 @@ class BenchSettings:
     parts: list[str] = field(default_factory=lambda: ["latency", "throughput", "streams"])
     engine_max_num_seqs: int = 256  # room for the stream test: 2,000 streams over 12 engines run at once
     engine_num_gpu_blocks: int = 8192
+    # Emulated engines per process (block engine --count): 100 engines fit two cores as a few processes.
+    engines_per_process: int = 1
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,7 +76,14 @@ class Fleet:
 
     @property
     def engine_urls(self) -> list[str]:
-        return [e.url for e in self.engines]
+        groups = zip(self.engines, self.counts, strict=True)
+        return [f"http://{e.host}:{e.port + i}" for e, n in groups for i in range(n)]
+
+    @property
+    def counts(self) -> list[int]:
+        """Engines in each engine process."""
+        per, n = self.s.engines_per_process, self.s.instances
+        return [min(per, n - k) for k in range(0, n, per)]
 
     @property
     def router_url(self) -> str:
@@ -91,19 +100,31 @@ class Fleet:
         engine_args = ["engine", "--profile", self.s.profile, "--noise", "0", "--log-level", "warning",
                        "--max-num-seqs", str(self.s.engine_max_num_seqs),
                        "--num-gpu-blocks", str(self.s.engine_num_gpu_blocks)]  # fmt: skip
-        self.engines = [
-            self._server(f"engine{i}", [*engine_args, "--seed", str(i)], self.other_cpus)
-            for i in range(self.s.instances)
-        ]
+        self.engines, first = [], 0
+        for k, count in enumerate(self.counts):
+            args = [*engine_args, "--seed", str(first)] + (["--count", str(count)] if count > 1 else [])
+            server = self._server(f"engine{k}", args, self.other_cpus, health=all_healthy(count))
+            self.engines.append(server)
+            first += count
         start_all(self.engines, timeout_s)
         args = ["router", "--policy", self.s.policy, "--log-level", "warning"]
         args += [a for url in self.engine_urls for a in ("--instance", url)]
-        self.router = self._server("router", args, self.router_cpus, health=router_ready(len(self.engines)))
+        self.router = self._server("router", args, self.router_cpus, health=router_ready(self.s.instances))
         self.router.start(timeout_s)
 
     def stop(self) -> None:
         for server in [*([self.router] if self.router is not None else []), *self.engines]:
             server.stop(grace_s=10.0)
+
+
+def all_healthy(count: int) -> Any:
+    """Health of a process serving `count` engines on consecutive ports from its own."""
+
+    def check(base_url: str) -> bool:
+        host, port = base_url.rsplit(":", 1)
+        return all(health_ok(f"{host}:{int(port) + i}") for i in range(count))
+
+    return check
 
 
 async def _get_json(url: str, timeout: float = 2.0) -> Any:
@@ -317,8 +338,21 @@ async def router_stats(url: str) -> dict[str, Any]:
             1e6 * values.get("block_router_decision_seconds_sum", 0.0) / max(count, 1), 1
         ),
         "fallbacks": int(values.get("block_router_fallbacks_total", 0)),
+        "no_forecast_share": no_forecast_share(text_string_to_metric_families(text)),
         "retries": int(values.get("block_router_retries_total", 0)),
     }
+
+
+def no_forecast_share(families: Any) -> float | None:
+    """Decisions that wanted forecasts and went without, over those that wanted them."""
+    by_outcome: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "block_router_decisions_total":
+                outcome = sample.labels.get("outcome", "")
+                by_outcome[outcome] = by_outcome.get(outcome, 0.0) + sample.value
+    wanted = by_outcome.get("forecast", 0.0) + by_outcome.get("fallback", 0.0)
+    return None if wanted == 0 else round(by_outcome.get("fallback", 0.0) / wanted, 6)
 
 
 def goals(report: dict[str, Any]) -> dict[str, bool]:
@@ -374,6 +408,7 @@ def run_bench(settings: BenchSettings, as_json: bool = False) -> dict[str, Any]:
     report = {
         "policy": settings.policy,
         "instances": settings.instances,
+        "engines_per_process": settings.engines_per_process,
         "profile": settings.profile,
         "engine_settings": {
             "max_num_seqs": settings.engine_max_num_seqs,
@@ -389,6 +424,10 @@ def run_bench(settings: BenchSettings, as_json: bool = False) -> dict[str, Any]:
     else:
         print_report(report)
     return report
+
+
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.2f}%"
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -418,7 +457,8 @@ def print_report(report: dict[str, Any]) -> None:
     if (r := report.get("router")) is not None:
         c.print(
             f"router: {r['decisions']} decisions, mean {r['decision_mean_us']} us each (forecasts included), "
-            f"fallbacks {r['fallbacks']}, retries {r['retries']}"
+            f"fallbacks {r['fallbacks']}, retries {r['retries']}, "
+            f"no-forecast share {_share(r.get('no_forecast_share'))}"
         )
     if (s := report.get("streams")) is not None:
         c.print(

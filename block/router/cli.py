@@ -370,6 +370,9 @@ def register(app: typer.Typer) -> None:
         rates: str = typer.Option("250,500,750,1000,1250,1500,2000,2500", help="Rates tried for throughput."),
         step_seconds: float = typer.Option(3.0, help="Seconds per throughput step."),
         only: str = typer.Option("latency,throughput,streams", help="Which parts to run."),
+        engines_per_process: int = typer.Option(
+            1, min=1, help="Emulated engines per process (many engines on a small machine)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
         """Start emulated engines and the router; measure added latency, throughput and concurrent streams."""
@@ -386,11 +389,34 @@ def register(app: typer.Typer) -> None:
             rates=[float(r) for r in rates.split(",") if r.strip()],
             step_seconds=step_seconds,
             parts=[p.strip() for p in only.split(",") if p.strip()],
+            engines_per_process=engines_per_process,
         )
         try:
             run_bench(settings, as_json=as_json)
         except RuntimeError as e:
             fail(str(e))
+
+    @router.command("decide-bench")
+    def decide_bench(
+        instances: int = typer.Option(100, help="Instances in the fleet (each with a busy snapshot)."),
+        running: int = typer.Option(48, help="Running requests per instance."),
+        waiting: int = typer.Option(32, help="Waiting requests per instance (mean; half to 1.5 times)."),
+        decisions: int = typer.Option(50, help="Decisions to time (each also forecast exhaustively)."),
+        seed: int = typer.Option(0),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Time block decisions over N busy instances in process (one core), and check each against
+        forecasting every instance."""
+        import json
+
+        from block.router.decide_bench import run
+
+        report = run(instances, running, waiting, decisions, seed)
+        if as_json:
+            typer.echo(json.dumps(report))
+            return
+        for k, v in report.items():
+            typer.echo(f"{k:>24}: {v}")
 
     @router.command("decisions")
     def decisions(

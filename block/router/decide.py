@@ -77,18 +77,20 @@ class Decider:
                 forecasts = await self.forecasts.with_sidecars(
                     request, targets, sidecars, started, time.monotonic
                 )
-            else:
-                forecasts = self.forecasts.in_process(request, targets, now, started)
-            missed = sum(f is None for f in forecasts)
+                candidates = Candidates(targets, forecasts)
+            else:  # pruned to the targets that may win when the policy allows it
+                candidates = self.forecasts.candidates(request, targets, now, started)
+            assert candidates.forecasts is not None
+            missed = sum(f is None for f in candidates.forecasts)
             if missed:
                 self.metrics.forecasts_missed.inc(missed)
-            candidates = Candidates(targets, forecasts)
         else:
             candidates = Candidates(views)
         choice = policy.choose(request, candidates, now)
         inst = instances[choice.instance.id]
         forecast = candidates.forecast_for(choice.instance)
-        self.metrics.decided(policy.wants_forecasts, choice.fallback)
+        reason = (self.forecasts.missing_reason or "error") if choice.fallback else None
+        self.metrics.decided(policy.wants_forecasts, choice.fallback, reason)
         elapsed = time.perf_counter() - started
         self.metrics.decision_seconds.observe(elapsed)
         self.metrics.routed(inst.id)

@@ -5,15 +5,17 @@ Forecast quality per instance: `block_router_forecast_error_ratio{instance, metr
 each completed request that was routed with a forecast. `block_router_decisions_total{policy, outcome}`
 counts every decision: `forecast` (chosen by forecasts), `fallback` (forecasts were wanted but missing:
 the fallback rule chose) or `no_forecast` (the policy does not use them), so the share of decisions made
-without forecasts is a PromQL ratio. `block_router_request_latency_seconds{instance, metric}` is the
-latency of every completed request as the router sees it (from the decision). A removed instance's
-series are forgotten. Prefix caching: of the prompt tokens routed with a prefix identity
-(`block_router_prefix_prompt_tokens_total`), those the chosen instance was believed to hold in its prefix
-cache when the request was sent there (`block_router_prefix_cached_tokens_total`: the engine's snapshot,
-else the router's own prefix index); their ratio is the hit rate the router expects.
-`block_router_calibration_factor{instance, phase}` is each instance's online calibration factor (observed /
-profile step time, phase decode or prefill; 1 = the profile is right; see block/fleet/calibration.py), read
-at scrape time.
+without forecasts is a PromQL ratio (and `no_forecast_share()`, for GET /instances and the benchmarks).
+`block_router_fallbacks_total{policy, reason}` says why forecasts were missing: budget (shed to protect the
+event loop), deadline, sidecar (late or failed) or error (a forecast failed, or the request fits nowhere).
+`block_router_request_latency_seconds{instance, metric}` is the latency of every completed request as the
+router sees it (from the decision). A removed instance's series are forgotten. Prefix caching: of the prompt
+tokens routed with a prefix identity (`block_router_prefix_prompt_tokens_total`), those the chosen instance
+was believed to hold in its prefix cache when the request was sent there
+(`block_router_prefix_cached_tokens_total`: the engine's snapshot, else the router's own prefix index); their
+ratio is the hit rate the router expects. `block_router_calibration_factor{instance, phase}` is each
+instance's online calibration factor (observed / profile step time, phase decode or prefill; 1 = the profile
+is right; see block/fleet/calibration.py), read at scrape time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from block.fleet.calibration import PHASES
+from block.fleet.forecasts import MISSING_REASONS
 
 _DECISION_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 _ERROR_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -68,8 +71,9 @@ class RouterMetrics:
         )
         self.fallbacks = Counter(
             "block_router_fallbacks_total",
-            "Decisions made by the fallback rule (forecast missing)",
-            ["policy"],
+            "Decisions made by the fallback rule (forecast missing), by reason: budget, deadline, sidecar, "
+            "error",
+            ["policy", "reason"],
             registry=r,
         )
         self.forecasts_missed = Counter(
@@ -120,7 +124,9 @@ class RouterMetrics:
         )
         self._requests_by_instance: dict[str, Counter] = {}
         self._in_flight_by_instance: dict[str, Gauge] = {}
-        self._fallback = self.fallbacks.labels(policy)
+        self._fallback = {reason: self.fallbacks.labels(policy, reason) for reason in MISSING_REASONS}
+        self.decision_counts = {"forecast": 0, "fallback": 0, "no_forecast": 0}  # as decisions_total
+        self.fallback_counts = dict.fromkeys(MISSING_REASONS, 0)  # as fallbacks_total
         # Exported at 0 before the first failure, so dashboards and rate() see the series from the start.
         for kind in ("connect", "status", "read", "first_byte", "mid_stream"):
             self.upstream_errors.labels(kind)
@@ -146,12 +152,22 @@ class RouterMetrics:
             child = self._in_flight_by_instance[instance] = self.in_flight.labels(instance)
         return child
 
-    def decided(self, wants_forecasts: bool, fallback: bool) -> None:
-        """One decision; a fallback is counted in block_router_fallbacks_total as well."""
+    def decided(self, wants_forecasts: bool, fallback: bool, reason: str | None = None) -> None:
+        """One decision; a fallback is counted in block_router_fallbacks_total as well, by `reason`
+        (one of MISSING_REASONS; error when not given)."""
         if fallback:
-            self._fallback.inc()
+            reason = reason if reason in self._fallback else "error"
+            self._fallback[reason].inc()
+            self.fallback_counts[reason] += 1
         outcome = "fallback" if fallback else "forecast" if wants_forecasts else "no_forecast"
         self._decided[outcome].inc()
+        self.decision_counts[outcome] += 1
+
+    def no_forecast_share(self) -> float | None:
+        """The share of the decisions that wanted forecasts and went without (None before any)."""
+        fallback = self.decision_counts["fallback"]
+        wanted = fallback + self.decision_counts["forecast"]
+        return None if wanted == 0 else fallback / wanted
 
     def forecast_error_observed(self, instance: str, metric: str, ratio: float) -> None:
         """`metric` is "ttft" or "e2e"."""

@@ -148,6 +148,13 @@ def register(app: typer.Typer) -> None:
             "the token times its replica streams back, as the router does.",
             rich_help_panel="Routing",
         ),
+        routers: int = typer.Option(
+            1,
+            min=1,
+            help="Independent routers in front of the fleet, requests split round robin; each sees the "
+            "engines' snapshots and only its own routes.",
+            rich_help_panel="Routing",
+        ),
         out: Path = typer.Option(
             Path("results/sim"),
             help="Directory for one results JSON per policy and rate.",
@@ -214,6 +221,7 @@ def register(app: typer.Typer) -> None:
                 think_time_s=think_time,
                 calibration=calibration,
                 prefix_caching=prefix_caching,
+                routers=routers,
             )
         )
 
@@ -221,16 +229,20 @@ def register(app: typer.Typer) -> None:
     def bench_cmd(
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
         quick: bool = typer.Option(False, help="Scale (b) down to 100,000 requests on 100 instances."),
-        only: str = typer.Option("a,b", help="Which cases to run: a, b or a,b."),
+        only: str = typer.Option("a,b", help="Which cases to run: a, b, c, or a list (a,b,c)."),
         profile_out: Path = typer.Option(None, help="Write a cProfile of each case to PATH.<case>.prof."),
+        requests: int = typer.Option(None, help="Run only the first N requests of each case (same rate)."),
     ) -> None:
         """Simulator speed: (a) 10,000 ShareGPT requests, 12 instances, block; (b) 1M requests, 1,000
-        instances, round robin. Goals: (a) <= 5 s, (b) <= 5 min."""
+        instances, round robin; (c) as (b) with block (only when asked: --only c). Goals: (a) <= 5 s,
+        (b) <= 5 min, (c) <= 10 min."""
         from block.sim.bench import run_bench
 
-        report = run_bench(
-            quick=quick, cases=[c.strip() for c in only.split(",") if c.strip()], profile_out=profile_out
-        )
+        cases = [c.strip() for c in only.split(",") if c.strip()]
+        try:
+            report = run_bench(quick=quick, cases=cases, profile_out=profile_out, requests=requests)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:

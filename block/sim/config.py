@@ -53,10 +53,14 @@ class SimConfig:
     # A heterogeneous fleet (block/fleet/fleet_file.py): one engine per instance, its profile and settings
     # over the fleet-wide ones above; () runs `instances` copies of `profile`.
     fleet: tuple[EngineSpec, ...] = ()
+    # Independent routers in front of the fleet, the requests split round robin (block/sim/routers.py).
+    routers: int = 1
 
     def __post_init__(self) -> None:
         if self.instances < 1:
             raise ValueError("instances must be >= 1")
+        if self.routers < 1:
+            raise ValueError("routers must be >= 1")
         if not self.refresh_s > 0:
             raise ValueError("refresh_s must be > 0")
         if self.schedule not in ("auto", "eager"):

@@ -42,17 +42,17 @@ from block.fleet.calibration import Calibrations
 from block.fleet.filters import Filter, apply_filters
 from block.fleet.forecasts import Forecasts
 from block.fleet.listeners import Listeners, Routed
-from block.policies import Candidates, Choice, Policy, make_policy
+from block.policies import Candidates, Choice, Policy
 from block.prefix import PREFIX_BLOCK_SIZE
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
 from block.sim.config import SimConfig
-from block.sim.freshness import SnapshotFeed
 from block.sim.records import build_records
 from block.sim.requests import SimRequests
+from block.sim.routers import make_routers, router_of
 from block.sim.sessions import InOrder, SessionTurns
-from block.sim.tracking import make_trackers, needs_snapshots, reads_state
+from block.sim.tracking import needs_snapshots, reads_state
 
 # Called after each routing decision, before the request reaches its instance: (cluster, request index,
 # now, the candidates with the forecasts the policy saw, choice); the cluster gives read access to
@@ -78,18 +78,17 @@ class Cluster:
         self.profile, self.replica_config = self.profiles[0], self.replica_configs[0]
         n = config.instances
         self.replicas = [Replica(c, p) for p, c in zip(self.profiles, self.replica_configs, strict=True)]
-        self.policy: Policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
-        self.trackers = make_trackers(
-            n,
-            self.profiles,
-            self.replica_configs,
-            self.policy,
-            config.anticipate_arrivals,
-            config.calibration,
+        # the router(s): policy, trackers, forecasts and snapshot feed each (routers.py); the first
+        # one's are the cluster's own attributes, as with a single router
+        self.routers = make_routers(
+            config, self.profiles, self.replica_configs, self.replicas, self.step_end_of
         )
-        self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
+        first = self.routers[0]
+        self.policy: Policy = first.policy
+        self.trackers = first.trackers
+        self.index_of = first.index_of
+        self.feed = first.feed
         self.filters: list[Filter] = []  # in front of the policy (provisioning: the active instances)
-        self.forecasts = Forecasts(self.policy)  # no deadline, no budget: virtual time
         self.listeners = Listeners()  # told of every request routed and finished
         if config.calibration:
             calibrations = {t.id: t.calibration for t in self.trackers if t.calibration is not None}
@@ -98,7 +97,7 @@ class Cluster:
         self.noise = [
             self.step_time_for(r, None if nz.is_exact else nz.apply) for r, nz in enumerate(self.noises)
         ]
-        self.feed = SnapshotFeed(self.replicas, self.trackers, config.refresh_s, self.step_end_of)
+        self.feeds = [router.feed for router in self.routers]
         self.uses_snapshots = needs_snapshots(self.policy)
         self.lazy = config.schedule == "auto" and not reads_state(self.policy)
         self.poll = config.refresh == "poll" and self.uses_snapshots and not self.lazy
@@ -113,6 +112,19 @@ class Cluster:
         self.fast_forward = config.fast_forward
         self.sessions: SessionTurns | None = None  # a session workload's turns, released at finishes
         self.released = _INF  # earliest turn released since the loop last looked (sessions only)
+
+    @property
+    def forecasts(self) -> Forecasts:
+        """The first router's forecasts (provisioning replaces them with its own)."""
+        return self.routers[0].forecasts
+
+    @forecasts.setter
+    def forecasts(self, forecasts: Forecasts) -> None:
+        self.routers[0].forecasts = forecasts
+
+    def before_change(self, r: int, t: float) -> None:
+        for feed in self.feeds:
+            feed.before_change(r, t)
 
     # -- replica steps -----------------------------------------------------------------------------
 
@@ -139,7 +151,7 @@ class Cluster:
             if decoded.steps:
                 self._decoded(r, decoded)
                 if self.uses_snapshots:  # marks the tick of the last change (no capture: see run)
-                    self.feed.before_change(r, rep.now)
+                    self.before_change(r, rep.now)
         batch = rep.schedule()
         if not batch.requests:
             if batch.preempted:
@@ -161,7 +173,7 @@ class Cluster:
 
     def end_step(self, r: int, end: float) -> None:
         if self.uses_snapshots:
-            self.feed.before_change(r, end)
+            self.before_change(r, end)
         batch = self.inflight[r]
         assert batch is not None
         outcome = self.replicas[r].complete(batch, end)
@@ -180,11 +192,12 @@ class Cluster:
         self.start_step(r)
 
     def finished(self, r: int, q: Request, at: float) -> None:
-        """The router sees request q end (its stream closes) at `at`."""
-        tracker = self.trackers[r]
+        """The router that routed q sees it end (its stream closes) at `at`."""
+        router = self.routers[router_of(q.id, len(self.routers))]
+        tracker = router.trackers[r]
         tracker.on_finished(q.id, at)
         if self.uses_snapshots and not self.poll:
-            self.feed.on_finished(r, q.id, at)
+            router.feed.on_finished(r, q.id, at)
         if self.listeners.on_finished:
             self.listeners.finished(tracker.id, q.id, at)
         if self.sessions is not None:
@@ -198,10 +211,10 @@ class Cluster:
             return
         self.released = min(self.released, t)
         # The next decision may now come sooner: capture pre-change states for its tick (freshness.py).
-        nxt = self.feed.next_decision_tick
         k = self.feed.tick(t)
-        if nxt < 0 or k < nxt:
-            self.feed.next_decision_tick = k
+        for feed in self.feeds:
+            if feed.next_decision_tick < 0 or k < feed.next_decision_tick:
+                feed.next_decision_tick = k
 
     def _decoded(self, r: int, run: DecodeRun) -> None:
         """Report the steps Replica.run_decodes completed, as end_step reports one step."""
@@ -239,9 +252,10 @@ class Cluster:
             tau = self.polled_tick * dt
             before = math.nextafter(tau, -_INF)  # a change exactly at a tick comes after it
             self.run_steps_until(before, before)
-            for r, tracker in enumerate(self.trackers):
+            for r in range(len(self.replicas)):
                 snapshot, step_end = self.feed.poll(r, self.polled_tick)
-                tracker.observe(snapshot, tau, step_end)
+                for router in self.routers:
+                    router.trackers[r].observe(snapshot, tau, step_end)
 
     def bring_up_to(self, r: int, t: float) -> None:
         """Lazy schedule: complete replica r's steps that end at or before `t`."""
@@ -252,21 +266,25 @@ class Cluster:
 
     # -- routing -----------------------------------------------------------------------------------
 
-    def route(self, rr: RoutingRequest, now: float, clock: list[float]) -> tuple[int, Choice, Candidates]:
-        policy, trackers = self.policy, self.trackers
+    def route(
+        self, rr: RoutingRequest, now: float, clock: list[float], router: int = 0
+    ) -> tuple[int, Choice, Candidates]:
+        side = self.routers[router]
+        policy, trackers, forecasts = side.policy, side.trackers, side.forecasts
         if self.uses_snapshots and not self.poll:
-            self.feed.refresh(range(len(trackers)), now)
+            side.feed.refresh(range(len(trackers)), now)
         views = apply_filters(self.filters, trackers) if self.filters else trackers
         if policy.wants_forecasts:
             targets = policy.forecast_targets(views)
             t0 = time.process_time()  # CPU time: meaningful even when other work shares the cores
-            candidates = Candidates(targets, self.forecasts.in_process(rr, targets, now))
+            made = forecasts.made
+            candidates = forecasts.candidates(rr, targets, now)
             clock[0] += time.process_time() - t0
-            clock[1] += len(targets)
+            clock[1] += forecasts.made - made
         else:
             candidates = Candidates(views)
         choice = policy.choose(rr, candidates, now)
-        return self.index_of[choice.instance.id], choice, candidates
+        return side.index_of[choice.instance.id], choice, candidates
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -278,6 +296,9 @@ class Cluster:
         heard = self.listeners.on_routed or self.listeners.on_tokens or self.listeners.on_finished
         if on_decision is not None or heard:
             self.lazy = False  # a hook or a listener may look at any replica: keep them all current
+        if on_decision is not None:
+            for router in self.routers:
+                router.forecasts.prune = False  # a hook may read every target's forecast
         wall0, cpu0 = time.perf_counter(), time.process_time()
         prompts = requests.prompt_tokens.tolist()
         outputs = requests.output_tokens.tolist()
@@ -297,7 +318,8 @@ class Cluster:
             queue = self.sessions = SessionTurns(requests.sessions, arrivals)
             # Finishes decide when turns arrive: every replica stays current, steps end one by one.
             self.lazy = self.fast_forward = False
-        feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
+        feed, replicas, inflight = self.feed, self.replicas, self.inflight
+        feeds, routers = self.feeds, len(self.routers)
         refresh_s = self.config.refresh_s
         # A request any instance could not hold is rejected (a mixed fleet: the smallest instance's limits).
         max_len = min(c.max_model_len for c in self.replica_configs)
@@ -323,7 +345,9 @@ class Cluster:
                 self.poll_until(t)
                 self.run_steps_until(t, t)
             elif not lazy:
-                k = feed.next_decision_tick = feed.tick(t)
+                k = feed.tick(t)
+                for f in feeds:
+                    f.next_decision_tick = k
                 # Skipped steps must end before this decision's tick starts: a replica's first change
                 # within the tick may need its pre-change state captured (freshness.py).
                 limit = math.nextafter(k * refresh_s, -_INF) if self.uses_snapshots else t
@@ -340,13 +364,14 @@ class Cluster:
             rid = str(i)
             h = hashes[i] if hashes else ()
             rr = RoutingRequest(p, e, None if estimated else o, rid, h)
-            r, choice, candidates = self.route(rr, t, clock)
+            side = i % routers if routers > 1 else 0  # as router_of(rid)
+            r, choice, candidates = self.route(rr, t, clock, side)
             if pins is not None and i in pins:
                 r = pins[i]
             fallbacks += choice.fallback
             if on_decision is not None:
                 on_decision(self, i, t, candidates, choice)
-            tracker = trackers[r]
+            tracker = self.routers[side].trackers[r]
             if listeners:  # first: they see the queue without this request, as the decision did
                 forecast = candidates.forecast_for(tracker)
                 self.listeners.routed(tracker.id, Routed(rr, t, forecast))
@@ -359,9 +384,11 @@ class Cluster:
                 self.bring_up_to(r, t)
             elif not self.poll:
                 nxt = queue.peek()
-                feed.next_decision_tick = feed.tick(arrivals[nxt]) if nxt >= 0 else -1
+                k = feed.tick(arrivals[nxt]) if nxt >= 0 else -1
+                for f in feeds:
+                    f.next_decision_tick = k
                 if self.uses_snapshots:
-                    feed.before_change(r, t)
+                    self.before_change(r, t)
             rep = replicas[r]
             rep.add(q)
             if inflight[r] is None:
@@ -376,7 +403,7 @@ class Cluster:
             self.run_steps_until(_INF, _INF)
         drain_s = time.perf_counter() - wall0 - loop_s
         records = build_records(
-            reqs, instance_of, prompts, planned, arrivals, [t.id for t in trackers], times
+            reqs, instance_of, prompts, planned, arrivals, [t.id for t in self.trackers], times
         )
         duration = max(
             (q.finish_time for q in reqs if q is not None and q.finish_time is not None), default=0.0
@@ -390,7 +417,9 @@ class Cluster:
             "preemptions": sum(rep.num_preemptions for rep in replicas),
             "forecasts": clock[1],
             "forecast_cpu_s": clock[0],
-            "snapshots": feed.snapshots_taken,
+            "pruned": sum(router.forecasts.pruned for router in self.routers),
+            "snapshots": sum(f.snapshots_taken for f in feeds),
+            "routers": routers,
             "fallbacks": fallbacks,
             "engine": self.replica_config.to_dict(),
         }

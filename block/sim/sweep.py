@@ -46,6 +46,7 @@ class SimulateArgs:
     think_time_s: float = 5.0  # session workloads: mean wait (s) between an answer and the next turn
     calibration: bool = False  # the trackers correct their profile online from the token times
     prefix_caching: bool = True  # vLLM V1's automatic prefix caching in the replicas
+    routers: int = 1  # independent routers in front of the fleet (block/sim/routers.py)
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -78,6 +79,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             calibration=a.calibration,
             fleet=a.fleet,
             prefix_caching=a.prefix_caching,
+            routers=a.routers,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

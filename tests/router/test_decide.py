@@ -76,7 +76,10 @@ async def test_the_harm_term_is_only_computed_for_a_policy_that_weighs_it() -> N
         d, trackers = decider(harm_weight=harm)
         decision = await d.decide(REQ)
         assert not decision.fallback and decision.forecast is not None
-        assert all(t.calls[-1]["added_delay"] == mode for t in trackers)
+        called = [t for t in trackers if t.calls]  # (with no harm term, pruning may skip some)
+        assert called and all(t.calls[-1]["added_delay"] == mode for t in called)
+        if harm:  # the harm term has no floor: every instance is forecast
+            assert len(called) == len(trackers)
 
 
 async def test_decisions_go_without_forecasts_while_the_budget_is_spent() -> None:

@@ -59,7 +59,7 @@ async def test_block_routes_to_the_fastest_forecast_then_falls_back() -> None:
                 for _ in range(5):
                     r = await c.post(url + "/v1/completions", json={"prompt": "a b", "max_tokens": 2})
                     assert r.status_code == 200 and r.headers["x-block-instance"] == best
-                assert app.metrics._fallback._value.get() == 0
+                assert sum(app.metrics.fallback_counts.values()) == 0
                 listing = (await c.get(url + "/instances")).json()["instances"]
                 assert next(i for i in listing if i["id"] == best)["last_forecast"]["e2e_s"] == 0.5
                 await asyncio.sleep(0.1)
@@ -69,15 +69,18 @@ async def test_block_routes_to_the_fastest_forecast_then_falls_back() -> None:
                 sidecars[0].delay_s = 1.0
                 r = await c.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 1})
                 assert r.status_code == 200
-                assert app.metrics._fallback._value.get() == 1
+                assert sum(app.metrics.fallback_counts.values()) == 1
                 sidecars[0].delay_s = 0.0
                 await served[1].stop()
                 for _ in range(3):
                     r = await c.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 1})
                     assert r.status_code == 200
-                assert app.metrics._fallback._value.get() == 4
+                assert sum(app.metrics.fallback_counts.values()) == 4
                 text = (await c.get(url + "/metrics")).text
-                assert 'block_router_fallbacks_total{policy="block"} 4.0' in text
+                assert 'block_router_fallbacks_total{policy="block",reason="sidecar"} 4.0' in text
+                listing = (await c.get(url + "/instances")).json()
+                assert listing["fallbacks"]["sidecar"] == 4
+                assert listing["no_forecast_share"] == round(4 / 9, 6)  # 4 of 9 decisions
     finally:
         for s in served:
             await s.stop()
@@ -90,7 +93,8 @@ async def test_block_without_forecasts_falls_back_to_least_requests() -> None:
         async with httpx.AsyncClient(timeout=5) as c:
             for _ in range(4):
                 assert (await c.post(url + "/v1/completions", json={"prompt": "a"})).status_code == 200
-        assert app.metrics._fallback._value.get() == 4
+        assert sum(app.metrics.fallback_counts.values()) == 4
+        assert app.metrics.fallback_counts["error"] == 4 and app.metrics.no_forecast_share() == 1.0
 
 
 async def test_anticipated_arrivals_share_one_fleet_record() -> None:

@@ -30,7 +30,7 @@ async def routed_through(token: str | None, requests: int = 4) -> tuple[float, s
                     assert r.status_code == 200  # served either way
                 await asyncio.sleep(0.2)  # the last /finished notice
                 metrics = (await c.get(url + "/metrics")).text
-            fallbacks = app.metrics._fallback._value.get()
+            fallbacks = sum(app.metrics.fallback_counts.values())
         assert service.tracker is not None
         return fallbacks, metrics, service.tracker._routed.recorded
 

@@ -56,7 +56,7 @@ async def test_block_policy_forecasts_real_engines() -> None:
                 responses = await asyncio.gather(*(one(i) for i in range(24)))
                 assert [r.status_code for r in responses] == [200] * 24
                 listing = (await c.get(url + "/instances")).json()["instances"]
-            assert app.metrics._fallback._value.get() == 0
+            assert sum(app.metrics.fallback_counts.values()) == 0
             assert all(
                 row["last_forecast"] is not None and row["state_source"] == "/state" for row in listing
             )

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from block.replica import Snapshot
+from block.sim import routers as routers_module  # where the simulator makes its trackers
 from block.sim import simulate
-from block.sim import simulator as sim_module
 from tests.sim.helpers import signature, small_config, small_workload
 
-REAL_MAKE_TRACKERS = sim_module.make_trackers
+REAL_MAKE_TRACKERS = routers_module.make_trackers
 
 
 class Recorder:
@@ -42,7 +42,7 @@ def run_recorded(monkeypatch: pytest.MonkeyPatch, refresh: str, policy: str) -> 
         made.extend(Recorder(t) for t in real(*args))
         return made
 
-    monkeypatch.setattr(sim_module, "make_trackers", make)
+    monkeypatch.setattr(routers_module, "make_trackers", make)
     views: list[list] = []
 
     def hook(cluster: Any, i: int, now: float, targets: Any, choice: Any) -> None:
@@ -84,7 +84,7 @@ def test_forecast_sees_pending_requests_not_the_replica(monkeypatch: pytest.Monk
         made.extend(real(*args))
         return made
 
-    monkeypatch.setattr(sim_module, "make_trackers", make)
+    monkeypatch.setattr(routers_module, "make_trackers", make)
 
     def hook(cluster: Any, i: int, now: float, targets: Any, choice: Any) -> None:
         seen.append((sum(t.in_flight for t in made), sum(t.waiting for t in made)))

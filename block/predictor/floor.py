@@ -1,0 +1,253 @@
+"""A floor under a forecast: a lower bound on the candidate's end-to-end latency, without the replay.
+
+A decision over many instances only needs the forecast of those that could win. `EndToEndFloor` is
+prepared once per instance state (the Forecaster keeps it) and answers, in O(log n) per candidate, a
+time the forecast's `e2e_s` cannot be below; the fan-out (block/fleet/forecasts.py) forecasts in
+ascending floor order and stops when the best forecast so far beats the next floor.
+
+It must be a true bound, or the choice changes. It sums what the replay must at least spend, from
+facts of the scheduler (fast_replica.py, the same rules as Replica):
+
+- order: running ++ waiting keeps its order (admission appends to running, preemption pops its end
+  and puts it first in line), and the candidate joins at the end. In a step where the candidate gets
+  tokens, every request before it got all it was missing. So every prefill ahead is done by the end
+  of the candidate's own, and every unfinished request ahead takes part in each candidate step;
+- slots: the candidate is admitted with fewer than `max_num_seqs` running, all of them ahead: the
+  requests ahead beyond `max_num_seqs - 1` must finish first, each after at least as many steps as it
+  has tokens left to generate;
+- step time (StepCost.seconds): overhead + linear(tokens) per step, at least the fewest-token rate
+  `token_s` per token counted and `step_s` per step; per_seq per participant; a decode reads its
+  context (kv); a prefill chunk its causal pairs;
+- preemption can only add work, except that a preempted request recomputes its context with pairs
+  instead of reading it: a token it makes costs at least its context times the smaller of the KV
+  rate and pair_s * (context + 1) / 2 (the whole recompute is charged to the token after it). The
+  candidate's reads count at the KV rate when no preemption is possible (everything ahead and the
+  candidate fit the cache at their full length).
+
+Steps that begin before the candidate is sent count only through the total since the snapshot
+(minus the time elapsed); the step in flight at the snapshot (`step_end`) counts as its remaining
+time only. Pending requests arriving after the candidate are left out (they are behind it).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from itertools import accumulate
+
+from block.predictor.lengths import Plan, max_output
+from block.profiles.profile import Profile
+from block.replica.config import ReplicaConfig
+from block.request import RoutingRequest
+
+MARGIN = 1e-7  # relative: the replay sums its floats in another order
+
+
+class StepFloor:
+    """The per-step constants of one profile on one engine configuration."""
+
+    __slots__ = ("token_s", "step_s", "per_seq_s", "kv_s", "pair_s", "max_tokens", "overhead")
+
+    def __init__(self, profile: Profile, config: ReplicaConfig) -> None:
+        cost = profile.cost
+        m = max(config.max_num_batched_tokens, config.max_num_seqs)
+        cost.reserve(m)
+        overhead = profile.step_overhead_s
+        linear = cost.linear[1 : m + 1]
+        floor_after = list(accumulate(reversed(linear), min))[::-1]  # min linear(k) for k >= n
+        self.step_s = overhead + floor_after[0]
+        self.token_s = min((overhead + f) / n for n, f in enumerate(floor_after, 1))
+        self.per_seq_s = profile.per_seq_s
+        self.kv_s = profile.decode_kv_token_s
+        self.pair_s = profile.prefill_pair_s
+        self.max_tokens = config.max_num_batched_tokens
+        self.overhead = profile.request_overhead
+
+
+_STEP_FLOORS: dict[tuple[int, ReplicaConfig], tuple[Profile, StepFloor]] = {}
+
+
+def step_floor(profile: Profile, config: ReplicaConfig) -> StepFloor:
+    """StepFloor, built once per profile and configuration (every instance state asks for it)."""
+    key = (id(profile), config)
+    hit = _STEP_FLOORS.get(key)
+    if hit is None or hit[0] is not profile:
+        hit = _STEP_FLOORS[key] = (profile, StepFloor(profile, config))
+    return hit[1]
+
+
+class EndToEndFloor:
+    """The floor of one instance state (the snapshot's plans, the pending requests, the step in
+    flight), for any candidate."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        config: ReplicaConfig,
+        ahead: Sequence[Plan],
+        later: Sequence[tuple[float, Plan]],
+        in_flight_s: float | None,
+        steps: StepFloor | None = None,
+    ) -> None:
+        """`ahead`: running then waiting, as the replay loads them; `later`: pending requests with
+        the time they reach the queue (seconds after the snapshot); `in_flight_s`: the end of the
+        step in flight, when there is one."""
+        self.config = config
+        self.cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size)
+        self.steps = steps or step_floor(profile, config)
+        self.in_flight = in_flight_s is not None and bool(ahead)
+        self.in_flight_s = (in_flight_s or 0.0) if self.in_flight else 0.0
+        self.later_until = max((t for t, _ in later), default=float("-inf"))
+        args = (self.in_flight, config, self.steps)
+        self._with = _Ahead(ahead, [q for _, q in later], *args)
+        self._ahead, self._args = ahead, args
+        self._without: _Ahead | None = None if later else self._with  # on first use
+
+    def e2e_s(self, request: RoutingRequest, elapsed_s: float, horizon_s: float | None = None) -> float:
+        """A time the forecast of `request` sent `elapsed_s` after the snapshot cannot beat."""
+        cfg, st = self.config, self.steps
+        prompt = request.prompt_tokens
+        if prompt < 1 or prompt >= self.cap:
+            raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
+        out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
+        if request.max_tokens is not None:
+            out = max(1, min(out, request.max_tokens))
+        elapsed = max(0.0, elapsed_s)
+        overhead = st.overhead(prompt)
+        ahead = self._with if self.later_until <= elapsed + overhead else self._without_later()
+        chunks = -(-prompt // st.max_tokens)
+        decodes = out - 1
+        own_steps = chunks + decodes
+        pairs = prompt * (prompt + 1) // 2
+        reads = decodes * prompt + decodes * (decodes + 1) // 2  # the candidate's decodes
+        bs = cfg.block_size
+        no_preemption = self._with.full_blocks + -(-(prompt + out) // bs) <= cfg.num_gpu_blocks
+        kv_own = st.kv_s if no_preemption else min(st.kv_s, st.pair_s * (prompt + 1) / 2)
+        own_fixed = st.pair_s * pairs + kv_own * reads + st.per_seq_s * own_steps + decodes * st.step_s
+        own = overhead + max(st.token_s * prompt, chunks * st.step_s) + own_fixed
+        # since the snapshot: the step in flight, the prefills ahead, the slots, the others' decodes
+        prefill = ahead.until_prefilled(prompt, chunks, st.token_s, st.step_s)
+        seqs, kv = ahead.participation(own_steps, no_preemption)
+        total = self.in_flight_s + prefill + own_fixed + st.per_seq_s * seqs + kv
+        floor = max(total - elapsed, own) * (1 - MARGIN)
+        return floor if horizon_s is None else min(floor, horizon_s)
+
+    def _without_later(self) -> _Ahead:
+        """The requests ahead when some pending ones reach the queue after the candidate: those
+        left out (a bound that holds whichever of them come first)."""
+        if self._without is None:
+            self._without = _Ahead(self._ahead, (), *self._args)
+        return self._without
+
+
+class _Ahead:
+    """The requests ahead of a candidate, summarised for the floor: the prefill tokens they are
+    missing, the steps until enough of them finished to free a slot or the blocks for the
+    candidate, and their decodes. One pass over the requests; what only some candidates need (the
+    order in which they can finish, the reads' cost when preemption is possible) on first use."""
+
+    def __init__(
+        self,
+        first: Sequence[Plan],
+        then: Sequence[Plan],
+        in_flight: bool,
+        config: ReplicaConfig,
+        steps: StepFloor,
+    ) -> None:
+        max_seqs, max_tokens, bs = config.max_num_seqs, config.max_num_batched_tokens, config.block_size
+        self.in_flight, self.block_size, self.steps = in_flight, bs, steps
+        self.num_gpu_blocks = config.num_gpu_blocks
+        tokens = full_blocks = context_blocks = 0
+        left: list[int] = []  # tokens each has still to generate (a step makes at most one)
+        blocks: list[int] = []  # KV blocks of each one's whole context
+        rows: list[tuple[int, int]] = []  # (decode steps left, first decode's reads)
+        skip = 1 if in_flight else 0  # the step in flight (not timed by the formula) may take one
+        for plans in (first, then):
+            for _, p, o, c, g in plans:
+                full_blocks += -(-(p + o) // bs)
+                missing = p + g - c
+                if missing == 1 and g > 0:  # decoding: each step reads its context
+                    d, b, ctx = o - g - skip, p + g, c
+                else:  # prefilling (or recomputing): chunks first, the last makes a token
+                    tokens += missing
+                    d, b, ctx = o - g - 1 - skip, p + g + 1, p + g
+                k = -(-ctx // bs)
+                context_blocks += k
+                blocks.append(k)
+                left.append(o - g)
+                if d > 0:
+                    rows.append((d, b))
+        # the step in flight computes up to max_tokens of them at no formula cost (a request it
+        # preempts is only admitted again later)
+        self.tokens = max(0, tokens - max_tokens) if in_flight else tokens
+        self.full_blocks = full_blocks  # everything ahead at its full length
+        self.context_blocks = context_blocks
+        surplus = len(left) - (max_seqs - 1)
+        self.slot_steps = sorted(left)[surplus - 1] if surplus > 0 else 0
+        self._holders = (left, blocks)
+        self._finishing: tuple[list[int], list[int]] | None = None
+        rows.sort()
+        self._rows = rows
+        self._d = d_ = [d for d, _ in rows]
+        # by decode steps left: prefix sums of d and of the reads, suffix sums of the first reads
+        self._sum_d = [0, *accumulate(d_)]
+        self._sum_reads = [0, *accumulate(d * b + d * (d - 1) // 2 for d, b in rows)]
+        self._suffix_b = [*accumulate((b for _, b in reversed(rows)), initial=0)][::-1]
+        self._rated: tuple[list[float], list[float], list[float]] | None = None
+
+    def until_prefilled(self, prompt: int, chunks: int, token_s: float, step_s: float) -> float:
+        """Formula time from the snapshot (the step in flight aside) to the end of the candidate's
+        prefill, at least: the token work (prefills ahead and its own prompt), or the steps it takes
+        first to have a slot (slot_steps) and then its chunks, or the steps it takes to have the KV
+        blocks for its prompt and its last chunk.
+
+        Blocks: in the candidate's last prefill step every request ahead of it that has not finished
+        holds its whole context (it got all it was missing; one preempted since has recomputed), so
+        enough must have finished first, each after as many steps as it has tokens left."""
+        need = self.context_blocks + -(-prompt // self.block_size) - self.num_gpu_blocks
+        memory_steps = 1
+        if need > 0:
+            left, freed = self._finishing_order()
+            j = bisect.bisect_left(freed, need)
+            memory_steps += left[j - 1]
+        steps = max(self.slot_steps + chunks, memory_steps) - self.in_flight
+        return max(token_s * (self.tokens + prompt), steps * step_s)
+
+    def _finishing_order(self) -> tuple[list[int], list[int]]:
+        """Tokens left in ascending order (the order in which they can finish, at the soonest), and
+        the blocks freed once the first j of them finished."""
+        if self._finishing is None:
+            pairs = sorted(zip(*self._holders, strict=True))
+            self._finishing = ([o for o, _ in pairs], [*accumulate((b for _, b in pairs), initial=0)])
+        return self._finishing
+
+    def participation(self, own_steps: int, no_preemption: bool) -> tuple[int, float]:
+        """(decodes, seconds of their context reads) of the requests ahead before the candidate
+        finishes. Each unfinished one takes part in every candidate step, the first maybe with a
+        prefill chunk: it makes min(its tokens left, own_steps - 1) tokens after that at least.
+        `no_preemption`: they all read their context (else a token may come from a recompute)."""
+        s = own_steps - 1
+        if s <= 0:
+            return 0, 0.0
+        i = bisect.bisect_right(self._d, s)  # rows[:i] make all they have left
+        n = len(self._d) - i
+        triangle = s * (s - 1) // 2
+        if no_preemption:
+            reads = self._sum_reads[i] + s * self._suffix_b[i] + n * triangle
+            return self._sum_d[i] + n * s, self.steps.kv_s * reads
+        cost_reads, suffix_rb, suffix_r = self._rated_sums()
+        return self._sum_d[i] + n * s, cost_reads[i] + s * suffix_rb[i] + triangle * suffix_r[i]
+
+    def _rated_sums(self) -> tuple[list[float], list[float], list[float]]:
+        """The reads' prefix and suffix sums, each at its own rate: min(kv, pair_s * (reads + 1) / 2)."""
+        if self._rated is None:
+            kv_s, half_pair_s, rows = self.steps.kv_s, self.steps.pair_s / 2, self._rows
+            rates = [min(kv_s, half_pair_s * (b + 1)) for _, b in rows]
+            costs = [r * (d * b + d * (d - 1) // 2) for (d, b), r in zip(rows, rates, strict=True)]
+            firsts = [r * b for (_, b), r in zip(rows, rates, strict=True)]
+            self._rated = (
+                [0.0, *accumulate(costs)],
+                [*accumulate(reversed(firsts), initial=0.0)][::-1],
+                [*accumulate(reversed(rates), initial=0.0)][::-1],
+            )
+        return self._rated
