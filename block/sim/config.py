@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from block.admission.settings import DEFAULT_MAX_HELD, DEFAULT_TTFT_S, AdmissionSettings
 from block.profiles import Profile, StepNoise, load_profile
 from block.profiles.model_error import Factor, parse_model_error
 from block.replica import ReplicaConfig
@@ -44,6 +45,12 @@ class SimConfig:
     # Model error (block/profiles/model_error.py): `KIND:E` makes the replicas run at a true speed the
     # router's forecasts do not know; "" runs them at the profile's. Seeded by `seed`.
     model_error: str = ""
+    # SLO-aware admission (block/admission): "off" routes every request at once, as always; "queue"
+    # holds those no instance can serve within their target, "reject" refuses them (429).
+    admission: str = "off"
+    max_held: int = DEFAULT_MAX_HELD
+    admission_ttft_s: float | None = DEFAULT_TTFT_S
+    admission_e2e_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -55,6 +62,10 @@ class SimConfig:
         if self.refresh not in ("lazy", "poll"):
             raise ValueError("refresh must be 'lazy' or 'poll'")
         parse_model_error(self.model_error)  # a bad KIND:E fails here, with its one-line reason
+        self.admission_settings()  # a bad admission setting fails here
+
+    def admission_settings(self) -> AdmissionSettings:
+        return AdmissionSettings(self.admission, self.max_held, self.admission_ttft_s, self.admission_e2e_s)
 
     def load_profile(self) -> Profile:
         return load_profile(self.profile)

@@ -19,6 +19,7 @@ class SimRequests:
     output_tokens: np.ndarray  # int64
     arrival_s: np.ndarray  # float64, non-decreasing
     planned_tokens: np.ndarray | None = None  # int64, >= 1; None: plan with output_tokens
+    priorities: np.ndarray | None = None  # int64 class per request (higher is more important); None: all 0
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -26,6 +27,8 @@ class SimRequests:
             raise ValueError("prompt_tokens, output_tokens and arrival_s must have the same length")
         if self.planned_tokens is not None and len(self.planned_tokens) != n:
             raise ValueError("planned_tokens must have one entry per request")
+        if self.priorities is not None and len(self.priorities) != n:
+            raise ValueError("priorities must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
 
@@ -35,7 +38,10 @@ class SimRequests:
     def head(self, n: int) -> SimRequests:
         """The first n requests (by arrival)."""
         planned = None if self.planned_tokens is None else self.planned_tokens[:n]
-        return SimRequests(self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned)
+        classes = None if self.priorities is None else self.priorities[:n]
+        return SimRequests(
+            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, classes
+        )
 
     @classmethod
     def from_samples(

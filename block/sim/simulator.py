@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from block.admission import Target, Verdict
+from block.admission.gate import admitted_candidates
 from block.bench.record import RequestRecord
 from block.fleet.filters import Filter, apply_filters
 from block.fleet.forecasts import Forecasts
@@ -36,6 +38,7 @@ from block.policies import Candidates, Choice, Policy, make_policy
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
+from block.sim.admission import SimAdmission
 from block.sim.config import SimConfig
 from block.sim.freshness import SnapshotFeed
 from block.sim.records import build_records
@@ -88,6 +91,14 @@ class Cluster:
         self.token_times: dict[Request, list[float]] | None = {} if config.record_itl else None
         self.steps = 0
         self.limit = 0.0  # steps ending at or before this time may complete now (the next arrival)
+        self.finishes = 0  # requests finished so far (a held request is re-checked after each)
+        # SLO-aware admission (sim/admission.py): it needs every replica current and its snapshots.
+        self.admission: SimAdmission | None = None
+        admission = config.admission_settings()
+        if admission.enabled:
+            self.admission = SimAdmission(self, admission)
+            self.uses_snapshots, self.lazy = True, False
+            self.checked_tick = -1  # the latest snapshot tick at which held requests were re-checked
 
     # -- replica steps -----------------------------------------------------------------------------
 
@@ -154,6 +165,7 @@ class Cluster:
         """The router sees request q end (its stream closes) at `at`."""
         tracker = self.trackers[r]
         tracker.on_finished(q.id, at)
+        self.finishes += 1
         if self.uses_snapshots and not self.poll:
             self.feed.on_finished(r, q.id, at)
         if self.listeners.on_finished:
@@ -173,11 +185,38 @@ class Cluster:
 
     def run_steps_until(self, t: float, limit: float) -> None:
         """Complete every step (of every replica) that ends at or before `t`."""
+        if self.admission is not None and len(self.admission.queue):
+            self.run_holding_until(t)
         self.limit = limit
         heap = self.heap
         while heap and heap[0][0] <= t:
             end, _, r = heapq.heappop(heap)
             self.end_step(r, end)
+
+    def run_holding_until(self, t: float) -> None:
+        """run_steps_until while requests are held: one step at a time, re-checking the held requests
+        when a request finishes and at the start of each snapshot tick, as the router does. Nothing is
+        skipped ahead (a placement may come at any step), and decisions may come in any tick, so each
+        replica's state at a tick is captured before its first change there (freshness.py)."""
+        adm, feed, heap = self.admission, self.feed, self.heap
+        assert adm is not None
+        saved = feed.next_decision_tick
+        while heap and heap[0][0] <= t and len(adm.queue):
+            end, _, r = heap[0]
+            k = feed.tick(end)
+            if k > self.checked_tick:  # a new snapshot: re-check at the tick's start, before its changes
+                self.checked_tick = feed.next_decision_tick = k
+                self.limit = k * self.config.refresh_s
+                adm.recheck(self.limit)
+                continue
+            heapq.heappop(heap)
+            feed.next_decision_tick = k
+            self.limit = end
+            finished = self.finishes
+            self.end_step(r, end)
+            if self.finishes != finished:
+                adm.recheck(end)
+        feed.next_decision_tick = saved
 
     def poll_until(self, t: float) -> None:
         """Reference refresh: snapshot every replica at every tick up to `t`, as the router polls."""
@@ -201,17 +240,29 @@ class Cluster:
 
     # -- routing -----------------------------------------------------------------------------------
 
-    def route(self, rr: RoutingRequest, now: float, clock: list[float]) -> tuple[int, Choice, Candidates]:
+    def route(
+        self, rr: RoutingRequest, now: float, clock: list[float], target: Target | None = None
+    ) -> tuple[int, Choice, Candidates] | Verdict:
+        """Where `rr` goes. With a `target` (admission), only instances whose forecast meets it are
+        candidates, and the gate's Verdict comes back instead when none does."""
         policy, trackers = self.policy, self.trackers
         if self.uses_snapshots and not self.poll:
             self.feed.refresh(range(len(trackers)), now)
         views = apply_filters(self.filters, trackers) if self.filters else trackers
-        if policy.wants_forecasts:
-            targets = policy.forecast_targets(views)
+        wants = policy.wants_forecasts
+        if wants or target is not None:
+            targets = policy.forecast_targets(views) if wants else views
             t0 = time.process_time()  # CPU time: meaningful even when other work shares the cores
-            candidates = Candidates(targets, self.forecasts.in_process(rr, targets, now))
+            forecasts = self.forecasts.in_process(rr, targets, now)
             clock[0] += time.process_time() - t0
             clock[1] += len(targets)
+            candidates = Candidates(targets, forecasts if wants else None)
+            if target is not None:
+                assert self.admission is not None
+                verdict = self.admission.gate.verdict(target, forecasts, now)
+                if not verdict.admit:
+                    return verdict
+                candidates = admitted_candidates(targets, forecasts, verdict, wants)
         else:
             candidates = Candidates(views)
         choice = policy.choose(rr, candidates, now)
@@ -246,6 +297,34 @@ class Cluster:
         times = self.token_times
         lazy = self.lazy
         listeners = self.listeners.on_routed
+        admission = self.admission
+        if admission is not None:
+            admission.priorities = [] if requests.priorities is None else requests.priorities.tolist()
+            admission.route = lambda rr, now, target: self.route(rr, now, clock, target)
+
+            def place(i: int, rr: RoutingRequest, t: float, r: int, choice: Choice, cands: Candidates) -> None:
+                """Send an admitted request to replica r at `t` (the arrival path's steps below)."""
+                nonlocal fallbacks
+                fallbacks += choice.fallback
+                if on_decision is not None:
+                    on_decision(self, i, t, cands, choice)
+                tracker = trackers[r]
+                if listeners:
+                    self.listeners.routed(tracker.id, Routed(rr, t, cands.forecast_for(tracker)))
+                tracker.on_routed(rr, t)
+                q = Request(rr.id, rr.prompt_tokens, outputs[i], t, rr.expected_output_tokens)
+                reqs[i], instance_of[i] = q, r
+                if times is not None:
+                    times[q] = []
+                feed.before_change(r, t)
+                rep = replicas[r]
+                rep.add(q)
+                if inflight[r] is None:
+                    rep.advance_to(t)
+                    self.limit = t
+                    self.start_step(r)
+
+            admission.place = place
         for i in range(n):
             t = arrivals[i]
             if self.poll:
@@ -263,7 +342,12 @@ class Cluster:
             e = planned[i]
             rid = str(i)
             rr = RoutingRequest(p, e, None if estimated else o, rid)
-            r, choice, candidates = self.route(rr, t, clock)
+            if admission is not None:  # routes it, holds it or rejects it (then placed by `place`)
+                admission.arrive(i, rr, t)
+                continue
+            routed = self.route(rr, t, clock)
+            assert not isinstance(routed, Verdict)
+            r, choice, candidates = routed
             if pins is not None and i in pins:
                 r = pins[i]
             fallbacks += choice.fallback
@@ -296,10 +380,18 @@ class Cluster:
                 self.bring_up_to(r, _INF)
         else:
             self.run_steps_until(_INF, _INF)
+        if admission is not None:
+            admission.close()
         drain_s = time.perf_counter() - wall0 - loop_s
         records = build_records(
             reqs, instance_of, prompts, planned, arrivals, [t.id for t in trackers], times
         )
+        if requests.priorities is not None:
+            for rec, priority in zip(records, requests.priorities.tolist(), strict=True):
+                rec.priority = priority
+        if admission is not None:
+            for i, why in admission.rejected.items():
+                records[i].status, records[i].error = 429, f"rejected: {why}"
         duration = max(
             (q.finish_time for q in reqs if q is not None and q.finish_time is not None), default=0.0
         )
@@ -316,6 +408,8 @@ class Cluster:
             "fallbacks": fallbacks,
             "engine": self.replica_config.to_dict(),
         }
+        if admission is not None:
+            stats["admission"] = admission.summary()
         return SimOutcome(self.config, records, duration, stats)
 
 

@@ -20,6 +20,7 @@ from block.sim.requests import SimRequests
 from block.workload import Sample, load_workload
 from block.workload.arrivals import arrival_times, scale_trace
 from block.workload.load import choose
+from block.workload.priorities import priorities
 
 SPLITS = ("all", "held-out")
 
@@ -54,6 +55,7 @@ class WorkloadSpec:
     lengths: str = "known"  # known | estimated | quantile:Q (see the module doc)
     split: str = "all"  # all | held-out (prompts outside the length model's training split)
     length_model: str = "default"  # length estimator file, or the shipped one
+    priority_share: float = 0.0  # share of high-priority requests (block.workload.priorities)
 
     def __post_init__(self) -> None:
         parse_lengths(self.lengths)
@@ -131,9 +133,11 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
         arrivals = arrival_times(len(samples), qps, spec.process, spec.burstiness, spec.seed)
     order = np.argsort(arrivals, kind="stable")  # trace stamps may be unsorted; Poisson ones are sorted
     planned = planned_tokens(spec)
+    classes = priorities(len(samples), spec.priority_share, spec.seed) if spec.priority_share else None
     return SimRequests(
         prompts[order],
         outputs[order],
         np.asarray(arrivals, dtype=np.float64)[order],
         None if planned is None else planned[order],
+        None if classes is None else classes[order],
     )
