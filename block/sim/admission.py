@@ -3,9 +3,9 @@
 The cluster asks `arrive` at each arrival instead of routing at once. A request whose target some
 instance's forecast meets is routed there (only such instances are candidates); otherwise it is held
 (`queue`, bounded, lower priorities shed first) or rejected (`reject`, recorded as HTTP 429). Held
-requests are re-checked, front first, whenever the state the forecasts read changes: a request
-finishes, a new snapshot tick starts (Cluster.run_holding_until calls `recheck`) or a request arrives,
-in the queue's order (HeldQueue.attempts: a lower priority never overtakes a higher one). A request still held at its
+requests are re-checked whenever the state the forecasts read changes: a request finishes, a new
+snapshot tick starts (Cluster.run_holding_until calls `recheck`) or a request arrives, in the queue's
+order (HeldQueue.attempts: a lower priority never overtakes a higher one). A request still held at its
 deadline is rejected: it can no longer meet its target.
 """
 

@@ -302,7 +302,9 @@ class Cluster:
             admission.priorities = [] if requests.priorities is None else requests.priorities.tolist()
             admission.route = lambda rr, now, target: self.route(rr, now, clock, target)
 
-            def place(i: int, rr: RoutingRequest, t: float, r: int, choice: Choice, cands: Candidates) -> None:
+            def place(
+                i: int, rr: RoutingRequest, t: float, r: int, choice: Choice, cands: Candidates
+            ) -> None:
                 """Send an admitted request to replica r at `t` (the arrival path's steps below)."""
                 nonlocal fallbacks
                 fallbacks += choice.fallback
