@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from block.policies import make_policy
 from block.router.admin import Admin, error_response, refused
+from block.router.admission import RouterAdmission
 from block.router.auth import Guard
 from block.router.config import RouterConfig
 from block.router.decide import Decider
@@ -55,6 +56,10 @@ class RouterApp:
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)
         self.decider = Decider(self.policy, self.pool, self.metrics, config.deadline_ms / 1000.0)
+        admission = config.admission_settings()
+        self.admission = (
+            RouterAdmission(admission, self.decider, self.pool, self.metrics) if admission.enabled else None
+        )
         self.proxy = Proxy(
             self.pool,
             self.decider,
@@ -67,8 +72,12 @@ class RouterApp:
             config.api_key,
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
+            admission=self.admission,
+            api_keys=config.api_keys,
         )
-        self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
+        self.guard = Guard(
+            config.api_key, config.admin_token, config.allow_admin_without_auth, config.api_keys
+        )
         self.admin = Admin(self.pool, self.metrics, self.guard)
         self.autoscaler = make_autoscaler(config, self.pool)
         self.admin.provisioner = self.autoscaler
@@ -100,12 +109,16 @@ class RouterApp:
 
     async def start(self) -> None:
         await self.pool.start()
+        if self.admission is not None:
+            self.admission.start()
         if self.autoscaler is not None:
             await self.autoscaler.start()
 
     async def stop(self) -> None:
         if self.autoscaler is not None:  # no new starts or releases while the pool stops
             await self.autoscaler.stop()
+        if self.admission is not None:
+            await self.admission.stop()
         await self.pool.stop()
         if self.autoscaler is not None:  # then the engines it started
             await self.autoscaler.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from block.admission.settings import DEFAULT_MAX_HELD, DEFAULT_TTFT_S, AdmissionSettings
 from block.provision.config import ROUTER_KEYS, ProvisionConfig, field_names
 
 
@@ -29,6 +30,7 @@ class RouterConfig:
     refresh_ms: float = 20.0  # state polling period per instance
     admin_token: str | None = None
     api_key: str | None = None
+    api_keys: dict[str, int] = field(default_factory=dict)  # more client keys -> their default priority
     max_body_bytes: int = 4 * 1024 * 1024
     max_retries: int = 2  # extra attempts on other instances before the first byte went out
     connect_timeout: float = 5.0  # generous: thousands of new connections can arrive in one burst
@@ -53,6 +55,11 @@ class RouterConfig:
     predictor_token: str | None = None  # sent to every sidecar as "Authorization: Bearer ..."
     predictor_notify_timeout_s: float = 2.0  # a /routed or /finished notice slower than this is dropped
     predictor_notify_max_in_flight: int = 128  # per sidecar; notices beyond are dropped (counted)
+    # SLO-aware admission (block/router/admission.py): off (default) routes every request at once.
+    admission: str = "off"  # off | queue | reject
+    max_held: int = DEFAULT_MAX_HELD  # requests held at most (queue); beyond, the lowest-ranked gets 429
+    admission_ttft_ms: float | None = DEFAULT_TTFT_S * 1000  # target of requests without x-slo-ttft-ms
+    admission_e2e_ms: float | None = None  # target of requests without x-slo-e2e-ms (None: none)
 
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
@@ -73,7 +80,16 @@ class RouterConfig:
             len(self.instances)
         )  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
+        self.admission_settings()  # validates
         self.check_security()
+
+    def admission_settings(self) -> AdmissionSettings:
+        def seconds(ms: float | None) -> float | None:
+            return None if ms is None else ms / 1000.0
+
+        return AdmissionSettings(
+            self.admission, self.max_held, seconds(self.admission_ttft_ms), seconds(self.admission_e2e_ms)
+        )
 
     def upstream_allow_list(self) -> Any:
         """The parsed --allowed-upstreams (a block.router.upstreams.AllowList), None when empty."""
@@ -85,7 +101,7 @@ class RouterConfig:
         """Credentials non-empty; every configured instance, predictor and standby URL valid and allowed."""
         from block.router.upstreams import check_upstream
 
-        if self.api_key == "" or self.admin_token == "":
+        if self.api_key == "" or self.admin_token == "" or "" in self.api_keys:
             raise ValueError("--api-key and --admin-token must not be empty")
         allowed = self.upstream_allow_list()
         self.instances = [check_upstream(u, allowed) for u in self.instances]
@@ -119,6 +135,27 @@ class RouterConfig:
 
 _ALIASES = {"instance": "instances", "predictor": "predictors"}
 _LISTS = ("instances", "predictors", "standby", "allowed_upstreams")  # a lone string is a list of one
+
+
+def parse_api_keys(values: list[str]) -> tuple[str | None, dict[str, int]]:
+    """--api-key values: KEY, or KEY:PRIORITY (an integer after the last colon) for a key whose
+    requests get that priority by default. Returns (the plain key, or None; {key: priority}); more
+    than one plain key: the others get priority 0."""
+    plain: str | None = None
+    keyed: dict[str, int] = {}
+    for value in values:
+        key, sep, level = value.rpartition(":")
+        try:
+            priority = int(level) if sep and key else None
+        except ValueError:
+            priority = None
+        if priority is not None:
+            keyed[key] = priority
+        elif plain is None:
+            plain = value
+        else:
+            keyed[value] = 0
+    return plain, keyed
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
