@@ -40,6 +40,11 @@ class SimulateArgs:
     split: str = "all"  # all | held-out prompts (see block.sim.workload)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
     model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
+    admission: str = "off"  # off | queue | reject (block/admission), in front of every policy
+    max_held: int = 1000
+    admission_ttft_s: float | None = 3.0  # every request's TTFT target (goodput counts against it)
+    admission_e2e_s: float | None = None
+    priority_share: float = 0.0  # share of high-priority requests
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -52,7 +57,13 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
         max_model_len=a.max_model_len,
         lengths=a.lengths,
         split=a.split,
+        priority_share=a.priority_share,
     )
+    slos = {"ttft_p99": a.slo_ttft_p99}
+    if a.admission != "off" or a.priority_share:  # goodput: requests within their targets
+        slos.update(
+            {k: v for k, v in (("ttft", a.admission_ttft_s), ("e2e", a.admission_e2e_s)) if v is not None}
+        )
     runs = []
     for policy in a.policies:
         config = SimConfig(
@@ -68,9 +79,14 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             seed=a.seed,
             anticipate_arrivals=a.anticipate_arrivals,
             model_error=a.model_error,
+            admission=a.admission,
+            max_held=a.max_held,
+            admission_ttft_s=a.admission_ttft_s,
+            admission_e2e_s=a.admission_e2e_s,
         )
+        label = policy if a.admission == "off" else f"{policy}+{a.admission}"
         for qps in a.rates:
-            runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))
+            runs.append(SimRun(config, workload, qps, label=label, slos=dict(slos)))
     return runs
 
 
