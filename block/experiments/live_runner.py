@@ -215,6 +215,7 @@ class LiveRunner:
                     eff.workload.max_model_len,
                     self.settings.request_timeout_s,
                     concurrency,
+                    classes_for(eff.workload, eff.qps),
                 )
             )
             cpu = cpu_busy(cpu0, cpu_times())
@@ -356,6 +357,17 @@ def requests_for(w: WorkloadSpec, qps: float) -> tuple[list[Sample], np.ndarray]
     return [samples[i] for i in order], np.asarray(arrivals, dtype=np.float64)[order]
 
 
+def classes_for(w: WorkloadSpec, qps: float) -> list[int] | None:
+    """Each request's priority in send order, as the simulator gives them (None: no priorities)."""
+    share = getattr(w, "priority_share", 0.0)
+    if not share:
+        return None
+    from block.sim import workload as sim_workload
+
+    classes = sim_workload.requests_for(w, qps).priorities
+    return None if classes is None else classes.tolist()
+
+
 def _spec_key(spec: RunSpec) -> dict[str, Any]:
     """Everything that decides a live run's outcome, as JSON (for resuming)."""
     return json.loads(
@@ -366,6 +378,7 @@ def _spec_key(spec: RunSpec) -> dict[str, Any]:
                 "engines": EngineKey.of(spec).__dict__,
                 "workload": spec.workload.to_dict(),
                 "stall_probability": spec.stall_probability,
+                "admission": spec.admission,
             }
         )
     )
@@ -434,6 +447,15 @@ def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -
 
 def router_server(cluster: LiveCluster, spec: RunSpec, log_dir: Path, log_level: str) -> ManagedServer:
     args = ["router", "--policy", spec.policy, "--seed", str(spec.seed), "--log-level", log_level]
+    if spec.admission != "off":
+        args += [
+            "--admission",
+            spec.admission,
+            "--admission-ttft-ms",
+            f"{spec.slos.get('ttft', 3.0) * 1000:g}",
+        ]
+        if "e2e" in spec.slos:
+            args += ["--admission-e2e-ms", f"{spec.slos['e2e'] * 1000:g}"]
     args += [a for e in cluster.engines for a in ("--instance", e.url)]
     return block_command(
         f"{cluster.engines[0].name.split('-')[0]}-router-{spec.policy}",
@@ -458,8 +480,9 @@ async def _replay(
     max_model_len: int,
     timeout_s: float,
     concurrency: int | None,
+    classes: list[int] | None = None,
 ) -> list[BenchResult]:
-    """The same requests at the same instants into every router."""
+    """The same requests at the same instants into every router (with their x-priority)."""
     runs = [
         run_benchmark(
             url,
@@ -468,6 +491,7 @@ async def _replay(
             max_model_len=max_model_len,
             timeout_s=timeout_s,
             max_concurrency=concurrency,
+            priorities=classes,
         )
         for url in urls
     ]

@@ -34,6 +34,9 @@ class RunSpec:
     stall_probability: float = 0.001
     seed: int = 0
     slos: dict[str, float] = field(default_factory=lambda: {"ttft_p99": PAPER_SLO_S})
+    # SLO-aware admission in front of the policy (block/admission): off | queue | reject; the target is
+    # slos["ttft"] (and slos["e2e"]) when given, else 3 s.
+    admission: str = "off"
 
     @property
     def name(self) -> str:
