@@ -4,7 +4,9 @@
 deadline; possibly the newcomer) is shed and returned, so lower priorities are shed first. `expire`
 takes out every request whose deadline has passed. The caller places requests from the front
 (`attempts`: a lower priority never overtakes a higher one) whenever its state changes (a finish, a
-snapshot, an arrival).
+snapshot, an arrival). A newcomer is not queued behind them: it starts at once when a forecast meets
+its own target (it has more of its target left than those that waited; lower priorities must fit a
+smaller share of theirs, block/admission/gate.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 from block.admission.target import Target
 
-MISSES_PER_PASS = 1  # held requests one placement pass tries without placing them, at most
+# Held requests one placement pass tries without placing them, at most. One: a held request's wait
+# plus its forecast stays about the same while the queues drain at their own pace, so the ones behind
+# a miss would mostly miss too; the next change of state (a finish, a snapshot) starts another pass.
+MISSES_PER_PASS = 1
 
 
 @dataclass(slots=True)
@@ -43,12 +48,6 @@ class HeldQueue:
 
     def first(self) -> Held | None:
         return self._entries[0] if self._entries else None
-
-    def holds_above(self, priority: int) -> bool:
-        """Is a request of a higher priority waiting? A newcomer of `priority` then queues behind it;
-        otherwise it may start at once if it can meet its target (it has more of its target left than
-        the held requests of its own priority, which have waited)."""
-        return bool(self._entries) and -self._entries[0].key[0] > priority
 
     def attempts(self) -> Generator[Held, bool, None]:
         """The order of one placement pass: send back whether each request yielded was placed. After

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from block.admission import AdmissionSettings, Gate, Held, HeldQueue, Target, Verdict
 from block.bench.metrics import stats
 from block.request import RoutingRequest
 
-if TYPE_CHECKING:
-    from block.sim.simulator import Cluster
-
-REJECTED = 429
 HELD_TOO_LONG = "held past its target: no instance could meet it in time"
 NOT_ADMITTED = "no instance's forecast meets the target"
 SHED = "shed: the held-request queue is full of requests of higher or equal rank"
@@ -35,8 +31,7 @@ class Arrival:
 
 
 class SimAdmission:
-    def __init__(self, cluster: Cluster, settings: AdmissionSettings) -> None:
-        self.cluster = cluster
+    def __init__(self, settings: AdmissionSettings) -> None:
         self.settings = settings
         self.gate = Gate()
         self.queue = HeldQueue(settings.max_held if settings.holds else 0)

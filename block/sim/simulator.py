@@ -9,7 +9,9 @@ Routing follows the live router, through the same data layer (block.fleet): trac
 latest 20 ms tick (freshness.py), the filters keep the instances a decision may use, forecasts are made
 for the policy's targets only (the router's fan-out, without its deadline and budget: virtual time), the
 policy chooses among them, the chosen tracker learns of the routed request and, when it completes, of its
-end; the request listeners (auto-provisioning) hear of both.
+end; the request listeners (auto-provisioning) hear of both. With admission (sim/admission.py) a request
+no instance's forecast serves within its target is held or rejected instead, as in the router; while
+requests are held the loop re-checks them on every finish and snapshot tick (run_holding_until).
 
 Two schedules of the same events, with identical results:
 - eager: a heap of step completions; before each decision every replica is brought up to its time, as
@@ -96,7 +98,7 @@ class Cluster:
         self.admission: SimAdmission | None = None
         admission = config.admission_settings()
         if admission.enabled:
-            self.admission = SimAdmission(self, admission)
+            self.admission = SimAdmission(admission)
             self.uses_snapshots, self.lazy = True, False
             self.checked_tick = -1  # the latest snapshot tick at which held requests were re-checked
 

@@ -155,3 +155,17 @@ async def test_api_key_priority_is_the_default_of_its_requests() -> None:
         text = (await c.get(url + "/metrics", headers={"authorization": "Bearer plain"})).text
     assert metric(text, "block_router_admission_total", priority="5", outcome="rejected") == 1
     assert metric(text, "block_router_admission_total", priority="0", outcome="rejected") == 1
+
+
+def test_api_key_flags_plain_and_with_priority() -> None:
+    from block.router.config import RouterConfig, parse_api_keys
+
+    assert parse_api_keys(["plain"]) == ("plain", {})
+    assert parse_api_keys(["gold:5", "plain", "bronze:-1", "other"]) == (
+        "plain",
+        {"gold": 5, "bronze": -1, "other": 0},
+    )
+    assert parse_api_keys(["a:b"]) == ("a:b", {})  # not an integer after the colon: all of it is the key
+    cfg = RouterConfig.build(admission="queue", max_held=7, admission_ttft_ms=500)
+    assert cfg.admission_settings().ttft_s == 0.5 and cfg.admission_settings().max_held == 7
+    assert RouterConfig().admission == "off"  # admission stays off unless asked for
