@@ -46,8 +46,8 @@ class Workload:
 
 
 WORKLOADS = {
-    "sharegpt": Workload("sharegpt", "poisson", 1.0, 30.0),
-    "gamma-cv3": Workload("gamma-cv3", "gamma", 3.0, 22.0),
+    "sharegpt": Workload("sharegpt", "poisson", 1.0, 40.0),
+    "gamma-cv3": Workload("gamma-cv3", "gamma", 3.0, 30.0),
 }
 
 
