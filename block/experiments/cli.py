@@ -284,7 +284,7 @@ def register(app: typer.Typer) -> None:
     def overload_cmd(
         mode: str = typer.Option("sim", help=MODE_HELP),
         out: Path = typer.Option(Path("results/experiments/overload"), help="Output directory."),
-        num_requests: int = typer.Option(None, min=1, help="Requests per run (default 2,000; live 300)."),
+        num_requests: int = typer.Option(None, min=1, help="Requests per run (default 3,000; live 300)."),
         instances: int = typer.Option(None, min=1, help="Instances per cluster (default 12; live 4)."),
         loads: str = typer.Option("0.5,1,1.5,2", help="Offered loads, x block's capacity without admission."),
         variants: str = typer.Option(

@@ -56,7 +56,7 @@ class OverloadArgs:
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     loads: list[float] = field(default_factory=lambda: list(LOADS))
-    num_requests: int = 2000
+    num_requests: int = 3000
     instances: int = 12
     profile: str = "llama-2-7b-a30"
     max_num_seqs: int = 48
