@@ -228,11 +228,17 @@ def report(
         "",
         f"{a.num_requests:,} {a.dataset} requests per run, {a.priority_share:.0%} high priority; "
         f"load = offered rate / block's capacity without admission (P99 TTFT <= {PAPER_SLO_S:g} s): "
-        + ", ".join(f"{k} {fmt(v['qps'], 1)} req/s" for k, v in caps.items())
+        + ", ".join(f"{k} {v['bound']}{fmt(v['qps'], 1)} req/s" for k, v in caps.items())
         + ". Goodput: requests within the target per second of arrivals; goodput ratio over "
         f"{REFERENCE} at load 1.0.",
         "",
     ]
+    if any(v["bound"] for v in caps.values()):
+        lines += [
+            "**A capacity is censored** (`>=`: every rate tried met the SLO, `<`: none did): its loads "
+            "are relative to a bound, not to the capacity. Give more requests per run.",
+            "",
+        ]
     table = [
         [
             r["workload"],
