@@ -60,6 +60,17 @@ Slo = Annotated[
 ]
 
 
+PriorityShare = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Share of requests sent as high priority (x-priority 1, the rest 0), drawn per request "
+        "from --seed; the summary reports goodput and rejections per priority. (default: 0, no header)",
+    ),
+]
+
+
 def _shared_options(
     url: Url = None,
     dataset: Dataset = "sharegpt",
@@ -78,6 +89,7 @@ def _shared_options(
     label: Label = None,
     policy: Policy = None,
     slo: Slo = None,
+    priority_share: PriorityShare = 0.0,
 ) -> None:
     """The options `bench`, `sweep` and `capacity` share (never called: its signature is the spec)."""
 
@@ -186,6 +198,14 @@ def _print_summary(results: dict) -> None:
     first_error = next((r["error"] for r in results["requests"] if r["error"]), None)
     if first_error:
         console.print(f"[red]first error:[/] {first_error}", highlight=False)
+    classes = s.get("by_priority", {})
+    if len(classes) > 1 or any(c["rejected"] for c in classes.values()):
+        for priority, c in classes.items():
+            console.print(
+                f"priority {priority}: {c['requests']} requests, {c['completed']} completed, "
+                f"{c['rejected']} rejected (429), goodput {c['goodput']:.2f} req/s, "
+                f"on target {c['on_target']:.1%}, TTFT P99 {_ms(c['ttft_p99_s'])} ms"
+            )
     if s["slo_met"]:
         console.print(
             "SLOs: " + "  ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in s["slo_met"].items())

@@ -88,6 +88,7 @@ async def send_one(
     record: RequestRecord,
     t0: float,
     chat: bool,
+    headers: dict[str, str] | None = None,
 ) -> RequestRecord:
     """Send one streamed request and fill in its record; never raises for request failures."""
     usage_tokens: int | None = None
@@ -95,7 +96,7 @@ async def send_one(
     start = time.perf_counter()
     record.sent_s = start - t0
     try:
-        async with session.post(url, json=body) as resp:
+        async with session.post(url, json=body, headers=headers) as resp:
             record.status = resp.status
             record.instance = resp.headers.get(INSTANCE_HEADER)
             if resp.status != 200:
@@ -149,6 +150,8 @@ async def run_benchmark(
     on_done: Callable[[RequestRecord], None] | None = None,
     stop: asyncio.Event | None = None,
     sessions: SessionPlan | None = None,
+    priorities: Sequence[int] | None = None,
+    slo_headers: dict[str, str] | None = None,
 ) -> BenchResult:
     """Send `samples[i]` at `arrivals[i]` seconds from now and measure every response.
 
@@ -157,6 +160,8 @@ async def run_benchmark(
     special tokens (a server refuses more, as vLLM does). Setting `stop` ends the run
     early: nothing more is sent, requests in flight are abandoned and left out of the records.
     With `sessions`, `arrivals` are the sessions' starts and later turns wait for their predecessor.
+    `priorities[i]` goes with request i as its x-priority header; `slo_headers` (x-slo-ttft-ms,
+    x-slo-e2e-ms) with every request.
     """
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
@@ -181,7 +186,11 @@ async def run_benchmark(
             max_tokens = sample.output_tokens if ignore_eos else max(1, room)
             record = RequestRecord(i, sample.prompt_tokens, max_tokens, at)
             body = request_body(sample, model, endpoint, ignore_eos, max_tokens)
-            await send_one(session, post_url, body, record, t0, chat)
+            headers = dict(slo_headers or {})
+            if priorities is not None:
+                record.priority = int(priorities[i])
+                headers["x-priority"] = str(record.priority)
+            await send_one(session, post_url, body, record, t0, chat, headers or None)
             done[i] = record
             if on_done is not None:
                 on_done(record)

@@ -102,12 +102,38 @@ def summarize(
         "slo_met": slo_met,
         "all_slos_met": all(slo_met.values()) and len(done) == len(requests),
         "instances": _instance_counts(requests),
+        "by_priority": by_priority(requests, duration, slos),
         "client_overhead": {
             "send_lag_s": stats(r.send_lag_s for r in requests if r.send_lag_s is not None),
             "parse_s_per_chunk": sum(r.parse_s for r in requests) / chunks if chunks else None,
             "parse_s_per_request": stats(r.parse_s for r in done),
         },
     }
+
+
+def by_priority(
+    requests: Sequence[RequestRecord], duration_s: float, slos: dict[str, float]
+) -> dict[str, dict]:
+    """Per priority class (x-priority): requests, completed, rejected (HTTP 429 from admission),
+    good (met every per-request SLO), goodput (good per second), on_target (good / requests) and
+    the P99 TTFT of the completed ones."""
+    classes: dict[int, list[RequestRecord]] = {}
+    for r in requests:
+        classes.setdefault(r.priority, []).append(r)
+    out = {}
+    for priority in sorted(classes):
+        rs = classes[priority]
+        good = sum(is_good(r, slos) for r in rs)
+        out[str(priority)] = {
+            "requests": len(rs),
+            "completed": sum(r.ok for r in rs),
+            "rejected": sum(r.status == 429 for r in rs),
+            "good": good,
+            "goodput": good / max(duration_s, 1e-9),
+            "on_target": good / len(rs),
+            "ttft_p99_s": stats(r.ttft_s for r in rs if r.ok and r.ttft_s is not None)["p99"],
+        }
+    return out
 
 
 def _instance_counts(requests: Sequence[RequestRecord]) -> dict[str, int]:

@@ -23,6 +23,7 @@ class RequestRecord:
     instance: str | None = None  # the x-block-instance response header, when a router sets it
     chunks: int = 0  # SSE data events received
     parse_s: float = 0.0  # client time spent decoding SSE events (overhead)
+    priority: int = 0  # the request's class (x-priority; higher is more important)
 
     @property
     def ok(self) -> bool:

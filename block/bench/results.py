@@ -50,6 +50,7 @@ def record_to_dict(r: RequestRecord) -> dict:
         "instance": r.instance,
         "chunks": r.chunks,
         "parse_s": _round(r.parse_s),
+        "priority": r.priority,
     }
 
 

@@ -14,6 +14,7 @@ from block.bench.client import BenchResult, run_benchmark
 from block.bench.record import RequestRecord
 from block.bench.results import build_results
 from block.workload import Sample, arrival_times, load_workload, scale_trace
+from block.workload.priorities import priorities
 from block.workload.sessions import DEFAULT_THINK_TIME_S, SessionPlan, is_session_workload, session_plan
 
 
@@ -37,6 +38,7 @@ class BenchSettings:
     policy: str | None = None
     slos: dict[str, float] = field(default_factory=dict)
     think_time_s: float = DEFAULT_THINK_TIME_S  # session workloads: mean wait after an answer
+    priority_share: float = 0.0  # share of requests sent with x-priority 1 (the rest 0); 0: no header
 
 
 def load_samples(s: BenchSettings) -> list[Sample]:
@@ -67,6 +69,11 @@ def make_arrivals(s: BenchSettings, samples: list[Sample], qps: float) -> np.nda
             raise ValueError(f"--process trace needs a dataset with timestamps; {s.dataset!r} has none")
         return scale_trace(stamps, None if np.isinf(qps) else qps)
     return arrival_times(len(samples), qps, s.process, s.burstiness, s.seed)
+
+
+def slo_headers(slos: dict[str, float]) -> dict[str, str]:
+    """The per-request SLOs as the router's admission reads them (x-slo-ttft-ms, x-slo-e2e-ms)."""
+    return {f"x-slo-{k}-ms": f"{slos[k] * 1000:g}" for k in ("ttft", "e2e") if k in slos}
 
 
 def config_of(s: BenchSettings, qps: float, model: str, interrupted: bool, started_at: datetime) -> dict:
@@ -116,6 +123,10 @@ def run_once(
                 on_done=on_done,
                 stop=stop,
                 sessions=sessions,
+                priorities=None
+                if not s.priority_share
+                else priorities(len(samples), s.priority_share, s.seed),
+                slo_headers=slo_headers(s.slos),
             )
         finally:
             loop.remove_signal_handler(signal.SIGINT)

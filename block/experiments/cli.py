@@ -1,5 +1,5 @@
-"""`block experiment main|prediction|config-search|sim-vs-live|lengths|model-error`: the paper's experiments
-and ours.
+"""`block experiment main|prediction|config-search|sim-vs-live|lengths|model-error|overload`: the
+paper's experiments and ours.
 
 Each writes results JSON (block bench schema), PNG plots and a markdown report into --out.
 `--mode sim` runs them at full scale in the cluster simulator; `--mode live` on emulated engines.
@@ -293,4 +293,53 @@ def register(app: typer.Typer) -> None:
     from block.experiments.hetero_cli import register as register_hetero
 
     register_hetero(exp)  # `block experiment hetero`: mixed fleets
+
+    @exp.command("overload")
+    def overload_cmd(
+        mode: str = typer.Option("sim", help=MODE_HELP),
+        out: Path = typer.Option(Path("results/experiments/overload"), help="Output directory."),
+        num_requests: int = typer.Option(None, min=1, help="Requests per run (default 3,000; live 300)."),
+        instances: int = typer.Option(None, min=1, help="Instances per cluster (default 12; live 4)."),
+        loads: str = typer.Option("0.5,1,1.5,2", help="Offered loads, x block's capacity without admission."),
+        variants: str = typer.Option(
+            "block+off,block+queue,block+reject,llumnix,round-robin",
+            help="POLICY or POLICY+ADMISSION (off, queue, reject).",
+        ),
+        workloads: str = typer.Option("sharegpt,gamma-cv3", help="sharegpt (Poisson) and/or gamma-cv3."),
+        priority_share: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of high-priority requests."),
+        seed: int = typer.Option(0),
+        workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
+        max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help=MAX_MODEL_LEN_HELP),
+    ) -> None:
+        """Goodput against offered load (0.5-2x block's capacity), with admission off / queue / reject,
+        llumnix and round robin, on ShareGPT and bursty gamma (CV 3) arrivals; TTFT target 3 s, 20%
+        high priority. Writes summary.json, report.md and goodput.png."""
+        from block.admission import MODES
+        from block.experiments.overload import WORKLOADS, OverloadArgs, live_args, run, split_variant
+
+        kw: dict = {"seed": seed, "priority_share": priority_share}
+        kw["loads"] = [float(x) for x in loads.split(",") if x.strip()]
+        kw["variants"] = [v.strip() for v in variants.split(",") if v.strip()]
+        kw["workloads"] = [w.strip() for w in workloads.split(",") if w.strip()]
+        for v in kw["variants"]:
+            policy, admission = split_variant(v)
+            _policies(policy)
+            if admission not in MODES:
+                raise typer.BadParameter(f"{v}: admission must be one of {', '.join(MODES)}")
+        unknown = [w for w in kw["workloads"] if w not in WORKLOADS]
+        if unknown:
+            raise typer.BadParameter(f"unknown workload(s) {unknown} (known: {', '.join(WORKLOADS)})")
+        if num_requests is not None:
+            kw["num_requests"] = num_requests
+        elif mode == "live":
+            kw["num_requests"] = 300
+        args = OverloadArgs(**kw)
+        if mode == "live":
+            args = live_args(args, instances or 4)
+        elif instances is not None:
+            args = OverloadArgs(**{**kw, "instances": instances})
+        live = {"max_parallel": parallel, "workload_overrides": {"max_model_len": max_model_len}}
+        run(args, _runner(mode, workers, **live), out)
+
     app.add_typer(exp, name="experiment")

@@ -240,6 +240,7 @@ class LiveRunner:
                     self.settings.request_timeout_s,
                     concurrency,
                     sessions,
+                    classes_for(eff.workload, eff.qps),
                 )
             )
             cpu = cpu_busy(cpu0, cpu_times())
@@ -395,6 +396,17 @@ def sessions_for(w: WorkloadSpec, qps: float, samples: list[Sample]) -> SessionP
     return session_plan(samples, qps, w.process, w.burstiness, w.seed, think)
 
 
+def classes_for(w: WorkloadSpec, qps: float) -> list[int] | None:
+    """Each request's priority in send order, as the simulator gives them (None: no priorities)."""
+    share = getattr(w, "priority_share", 0.0)
+    if not share:
+        return None
+    from block.sim import workload as sim_workload
+
+    classes = sim_workload.requests_for(w, qps).priorities
+    return None if classes is None else classes.tolist()
+
+
 def _spec_key(spec: RunSpec) -> dict[str, Any]:
     """Everything that decides a live run's outcome, as JSON (for resuming)."""
     return json.loads(
@@ -405,6 +417,7 @@ def _spec_key(spec: RunSpec) -> dict[str, Any]:
                 "engines": _engine_key(EngineKey.of(spec)),
                 "workload": spec.workload.to_dict(),
                 "stall_probability": spec.stall_probability,
+                "admission": spec.admission,
             }
         )
     )
@@ -476,6 +489,15 @@ def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -
 
 def router_server(cluster: LiveCluster, spec: RunSpec, log_dir: Path, log_level: str) -> ManagedServer:
     args = ["router", "--policy", spec.policy, "--seed", str(spec.seed), "--log-level", log_level]
+    if spec.admission != "off":
+        args += [
+            "--admission",
+            spec.admission,
+            "--admission-ttft-ms",
+            f"{spec.slos.get('ttft', 3.0) * 1000:g}",
+        ]
+        if "e2e" in spec.slos:
+            args += ["--admission-e2e-ms", f"{spec.slos['e2e'] * 1000:g}"]
     args += [a for e in cluster.engines for a in ("--instance", e.url)]
     return block_command(
         f"{cluster.engines[0].name.split('-')[0]}-router-{spec.policy}",
@@ -501,9 +523,10 @@ async def _replay(
     timeout_s: float,
     concurrency: int | None,
     sessions: SessionPlan | None = None,
+    classes: list[int] | None = None,
 ) -> list[BenchResult]:
-    """The same requests at the same instants into every router (session turns: after the same think
-    times, each router's own answers deciding when)."""
+    """The same requests at the same instants into every router, with their x-priority (session turns:
+    after the same think times, each router's own answers deciding when)."""
     runs = [
         run_benchmark(
             url,
@@ -513,6 +536,7 @@ async def _replay(
             timeout_s=timeout_s,
             max_concurrency=concurrency,
             sessions=sessions,
+            priorities=classes,
         )
         for url in urls
     ]

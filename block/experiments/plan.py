@@ -40,6 +40,9 @@ class RunSpec:
     # A mixed fleet: one engine (profile and settings over the knobs above) per instance; () is
     # `instances` copies of `profile`.
     fleet: tuple[EngineSpec, ...] = ()
+    # SLO-aware admission in front of the policy (block/admission): off | queue | reject; the target is
+    # slos["ttft"] (and slos["e2e"]) when given, else 3 s.
+    admission: str = "off"
 
     @property
     def name(self) -> str:

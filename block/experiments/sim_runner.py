@@ -7,6 +7,7 @@ from pathlib import Path
 
 from block.experiments.plan import RunOutput, RunSpec
 from block.sim.batch import RunResult, SimRun, run_many
+from block.sim.capacity import PAPER_SLO_S
 from block.sim.config import SimConfig
 
 
@@ -25,6 +26,9 @@ def to_sim_run(spec: RunSpec) -> SimRun:
         seed=spec.seed,
         record_itl=spec.workload.num_requests <= 100_000,
         fleet=spec.fleet,
+        admission=spec.admission,
+        admission_ttft_s=spec.slos.get("ttft", PAPER_SLO_S),
+        admission_e2e_s=spec.slos.get("e2e"),
     )
     return SimRun(config, spec.workload, spec.qps, label=spec.display, group=spec.group, slos=dict(spec.slos))
 

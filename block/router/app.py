@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from block.policies import make_policy
 from block.router.admin import Admin, error_response, refused
+from block.router.admission import RouterAdmission
 from block.router.auth import Guard
 from block.router.config import RouterConfig
 from block.router.decide import Decider
@@ -87,6 +88,10 @@ class RouterApp:
             self.decider.decision_log = DecisionLog(config.decision_log, config.policy)
             self.decider.forecasts.prune = False  # the log reports every instance's forecast
             self.pool.listeners.add(self.decider.decision_log)
+        admission = config.admission_settings()
+        self.admission = (
+            RouterAdmission(admission, self.decider, self.pool, self.metrics) if admission.enabled else None
+        )
         self.proxy = Proxy(
             self.pool,
             self.decider,
@@ -100,8 +105,12 @@ class RouterApp:
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
             encode_tokens=encode_tokens,
+            admission=self.admission,
+            api_keys=config.api_keys,
         )
-        self.guard = Guard(config.api_key, config.admin_token, config.allow_admin_without_auth)
+        self.guard = Guard(
+            config.api_key, config.admin_token, config.allow_admin_without_auth, config.api_keys
+        )
         self.admin = Admin(self.pool, self.metrics, self.guard)
         self.autoscaler = make_autoscaler(config, self.pool)
         self.discovery = make_discovery(config, self.pool)
@@ -138,6 +147,8 @@ class RouterApp:
         await self.pool.start()
         if self.discovery is not None:
             await self.discovery.start()
+        if self.admission is not None:
+            self.admission.start()
         if self.autoscaler is not None:
             await self.autoscaler.start()
 
@@ -146,6 +157,8 @@ class RouterApp:
             await self.autoscaler.stop()
         if self.discovery is not None:  # no instance joins or leaves while the pool stops
             await self.discovery.stop()
+        if self.admission is not None:
+            await self.admission.stop()
         await self.pool.stop()
         if self.autoscaler is not None:  # then the engines it started
             await self.autoscaler.close()

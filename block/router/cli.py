@@ -101,9 +101,12 @@ def register(app: typer.Typer) -> None:
             help="Bearer token for POST/DELETE /instances (else the API key guards them).",
             rich_help_panel="Security",
         ),
-        api_key: str = typer.Option(
+        api_key: list[str] = typer.Option(
             None,
-            help="Bearer key clients must present (completions, /v1/models, GET /instances).",
+            "--api-key",
+            help="Bearer key clients must present (completions, /v1/models, GET /instances). "
+            "KEY:PRIORITY also gives that key's requests a default priority for admission; repeat "
+            "for several keys.",
             rich_help_panel="Security",
         ),
         max_body_bytes: int = typer.Option(
@@ -281,12 +284,36 @@ def register(app: typer.Typer) -> None:
             help="Bearer token the --predictor sidecars require (their --token).",
             rich_help_panel="Security",
         ),
+        admission: str = typer.Option(
+            None,
+            help="SLO-aware admission: off (every request is routed at once), queue (hold a request no "
+            "instance can serve within its target until a forecast says one can; reject it at its "
+            "deadline) or reject (429 with Retry-After at once). (default: off)",
+            rich_help_panel="Admission",
+        ),
+        max_held: int = typer.Option(
+            None,
+            help="Requests held at most (--admission queue); beyond, the lowest priority and latest "
+            "deadline gets 429. (default: 1000)",
+            rich_help_panel="Admission",
+        ),
+        admission_ttft_ms: float = typer.Option(
+            None,
+            help="TTFT target of requests without an x-slo-ttft-ms header. (default: 3000)",
+            rich_help_panel="Admission",
+        ),
+        admission_e2e_ms: float = typer.Option(
+            None,
+            help="E2E target of requests without an x-slo-e2e-ms header. (default: none)",
+            rich_help_panel="Admission",
+        ),
     ) -> None:
         if ctx.invoked_subcommand is not None:
             return
-        from block.router.config import RouterConfig
+        from block.router.config import RouterConfig, parse_api_keys
         from block.router.server import serve as run_server
 
+        plain_key, keyed = parse_api_keys(api_key or [])
         try:
             cfg = RouterConfig.build(
                 config,
@@ -304,7 +331,8 @@ def register(app: typer.Typer) -> None:
                 metrics_read_ms=metrics_read_ms,
                 kv_events=parse_kv_events(kv_events) if kv_events else None,
                 admin_token=admin_token,
-                api_key=api_key,
+                api_key=plain_key,
+                api_keys=keyed or None,
                 max_body_bytes=max_body_bytes,
                 profile=profile,
                 anticipate_arrivals=anticipate_arrivals,
@@ -339,6 +367,10 @@ def register(app: typer.Typer) -> None:
                 body_timeout_s=body_timeout_s,
                 predictor_token=predictor_token,
                 discover=discover,
+                admission=admission,
+                max_held=max_held,
+                admission_ttft_ms=admission_ttft_ms,
+                admission_e2e_ms=admission_e2e_ms,
             )
             from block.policies import POLICIES
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from block.admission.settings import DEFAULT_MAX_HELD, DEFAULT_TTFT_S, AdmissionSettings
 from block.fleet.fleet_file import FleetSpec
 from block.provision.config import ROUTER_KEYS, ProvisionConfig, field_names
 
@@ -33,6 +34,7 @@ class RouterConfig:
     kv_events: dict[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     api_key: str | None = None
+    api_keys: dict[str, int] = field(default_factory=dict)  # more client keys -> their default priority
     max_body_bytes: int = 4 * 1024 * 1024
     max_retries: int = 2  # extra attempts on other instances before the first byte went out
     connect_timeout: float = 5.0  # generous: thousands of new connections can arrive in one burst
@@ -66,6 +68,11 @@ class RouterConfig:
     fleet: FleetSpec = field(default_factory=FleetSpec)
     # Kubernetes pod discovery (block/router/discovery.py): k8s:NAMESPACE/LABEL_SELECTOR of EndpointSlices.
     discover: str | None = None
+    # SLO-aware admission (block/router/admission.py): off (default) routes every request at once.
+    admission: str = "off"  # off | queue | reject
+    max_held: int = DEFAULT_MAX_HELD  # requests held at most (queue); beyond, the lowest-ranked gets 429
+    admission_ttft_ms: float | None = DEFAULT_TTFT_S * 1000  # target of requests without x-slo-ttft-ms
+    admission_e2e_ms: float | None = None  # target of requests without x-slo-e2e-ms (None: none)
 
     def __post_init__(self) -> None:
         if self.predictors and len(self.predictors) != len(self.instances):
@@ -88,6 +95,7 @@ class RouterConfig:
             len(self.instances)
         )  # validates the controller's settings now, not at first use
         self.predictors = [u.rstrip("/") for u in self.predictors]
+        self.admission_settings()  # validates
         self.check_security()
         if self.discover is not None:
             from block.router.discovery import parse_spec
@@ -104,6 +112,14 @@ class RouterConfig:
         endpoint, _, replay = spec.partition(",")
         return endpoint, replay or None
 
+    def admission_settings(self) -> AdmissionSettings:
+        def seconds(ms: float | None) -> float | None:
+            return None if ms is None else ms / 1000.0
+
+        return AdmissionSettings(
+            self.admission, self.max_held, seconds(self.admission_ttft_ms), seconds(self.admission_e2e_ms)
+        )
+
     def upstream_allow_list(self) -> Any:
         """The parsed --allowed-upstreams (a block.router.upstreams.AllowList), None when empty."""
         from block.router.upstreams import AllowList
@@ -114,7 +130,7 @@ class RouterConfig:
         """Credentials non-empty; every configured instance, predictor and standby URL valid and allowed."""
         from block.router.upstreams import check_upstream
 
-        if self.api_key == "" or self.admin_token == "":
+        if self.api_key == "" or self.admin_token == "" or "" in self.api_keys:
             raise ValueError("--api-key and --admin-token must not be empty")
         allowed = self.upstream_allow_list()
         self.instances = [check_upstream(u, allowed) for u in self.instances]
@@ -166,6 +182,27 @@ class RouterConfig:
 
 _ALIASES = {"instance": "instances", "predictor": "predictors"}
 _LISTS = ("instances", "predictors", "standby", "allowed_upstreams")  # a lone string is a list of one
+
+
+def parse_api_keys(values: list[str]) -> tuple[str | None, dict[str, int]]:
+    """--api-key values: KEY, or KEY:PRIORITY (an integer after the last colon) for a key whose
+    requests get that priority by default. Returns (the plain key, or None; {key: priority}); more
+    than one plain key: the others get priority 0."""
+    plain: str | None = None
+    keyed: dict[str, int] = {}
+    for value in values:
+        key, sep, level = value.rpartition(":")
+        try:
+            priority = int(level) if sep and key else None
+        except ValueError:
+            priority = None
+        if priority is not None:
+            keyed[key] = priority
+        elif plain is None:
+            plain = value
+        else:
+            keyed[value] = 0
+    return plain, keyed
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

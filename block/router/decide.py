@@ -14,6 +14,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from block.admission import Gate, Target, Verdict
+from block.admission.gate import admitted_candidates
 from block.fleet.filters import InRotation, Untried, apply_filters
 from block.fleet.forecasts import FORECAST_SHARE, RESERVE_DEADLINES, ForecastBudget, Forecasts
 from block.fleet.tracker import InstanceTracker
@@ -31,12 +33,23 @@ class NoInstance(Exception):
     """No instance is in rotation (or every one was already tried)."""
 
 
+class NotAdmitted(Exception):
+    """Admission: no instance's forecast meets the request's target (the gate's verdict says when to
+    try again)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__("no instance meets the target")
+        self.verdict = verdict
+
+
 @dataclass(slots=True)
 class Decision:
     instance: Instance
     forecast: Forecast | None
     fallback: bool
     decided_at: float  # time.monotonic() at the decision
+    target: Target | None = None  # what admission held it to (None: admission off)
+    routed: bool = False  # already folded into the instance's tracker (placed from the held queue)
 
 
 class Decider:
@@ -49,6 +62,7 @@ class Decider:
         self.forecasts = Forecasts(policy, deadline_s, self.budget, log=log)
         self.in_rotation = InRotation(lambda: pool.routable_ids)
         self.decision_log: DecisionLog | None = None  # --decision-log: what each decision saw
+        self.gate = Gate()  # admission's rule, in front of the choice (used when a target is given)
 
     @property
     def deadline_s(self) -> float:
@@ -59,7 +73,11 @@ class Decider:
     def deadline_s(self, seconds: float) -> None:
         self.forecasts.deadline_s = seconds
 
-    async def decide(self, request: RoutingRequest, exclude: Collection[Instance] = ()) -> Decision:
+    async def decide(
+        self, request: RoutingRequest, exclude: Collection[Instance] = (), target: Target | None = None
+    ) -> Decision:
+        """With a `target` (admission), only instances whose forecast meets it are candidates, and
+        NotAdmitted is raised when none does."""
         started = time.perf_counter()
         pool = self.pool.instances
         every: list[InstanceTracker] = [i.tracker for i in pool.values() if i.tracker is not None]
@@ -69,21 +87,31 @@ class Decider:
         instances = {v.id: pool[v.id] for v in views}  # an instance removed while sidecars answer is kept
         now = time.monotonic()
         policy = self.policy
-        if policy.wants_forecasts:
-            targets = list(policy.forecast_targets(views))
+        wants = policy.wants_forecasts
+        if wants or target is not None:
+            targets = list(policy.forecast_targets(views)) if wants else views
             sidecars = [instances[v.id].sidecar for v in targets]
-            forecasts: list[Forecast | None]
             if any(s is not None for s in sidecars):
                 forecasts = await self.forecasts.with_sidecars(
                     request, targets, sidecars, started, time.monotonic
                 )
                 candidates = Candidates(targets, forecasts)
+            elif target is not None:  # the gate judges every target's forecast: none is pruned
+                candidates = Candidates(targets, self.forecasts.in_process(request, targets, now, started))
             else:  # pruned to the targets that may win when the policy allows it
                 candidates = self.forecasts.candidates(request, targets, now, started)
             assert candidates.forecasts is not None
-            missed = sum(f is None for f in candidates.forecasts)
+            forecasts = list(candidates.forecasts)
+            missed = sum(f is None for f in forecasts)
             if missed:
                 self.metrics.forecasts_missed.inc(missed)
+            if not wants:
+                candidates = Candidates(targets)
+            if target is not None:
+                verdict = self.gate.verdict(target, forecasts, time.monotonic())
+                if not verdict.admit:
+                    raise NotAdmitted(verdict)
+                candidates = admitted_candidates(targets, forecasts, verdict, wants)
         else:
             candidates = Candidates(views)
         choice = policy.choose(request, candidates, now)
@@ -109,4 +137,4 @@ class Decider:
                 None if forecast is None else round(forecast.e2e_s, 4),
                 elapsed * 1e6,
             )
-        return Decision(inst, forecast, choice.fallback, now)
+        return Decision(inst, forecast, choice.fallback, now, target)

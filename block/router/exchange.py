@@ -24,7 +24,7 @@ SHUTDOWN = "shutdown"
 
 
 class Exchange:
-    __slots__ = ("attempt", "started", "finished", "stop", "timeout")
+    __slots__ = ("attempt", "started", "finished", "stop", "timeout", "held")
 
     def __init__(self) -> None:
         self.attempt: asyncio.Task[Any] | None = None  # the upstream attempt in progress
@@ -32,6 +32,7 @@ class Exchange:
         self.finished = False  # the client has its whole response
         self.stop: str | None = None  # CLIENT_GONE or SHUTDOWN: no further attempt
         self.timeout: Timeout | None = None  # why the watchdog stopped the current attempt
+        self.held: asyncio.Future[Any] | None = None  # while admission holds it: cancelled on a stop
 
     def interrupt(self, reason: str) -> None:
         if self.finished:
@@ -40,6 +41,8 @@ class Exchange:
             self.stop = reason
         if self.attempt is not None:
             self.attempt.cancel()
+        if self.held is not None:
+            self.held.cancel()
 
 
 class Timeout:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -70,6 +71,9 @@ class InstancePool:
         self.listeners = Listeners()
         # Every route, shared by the trackers when forecasts anticipate arrivals (--anticipate-arrivals).
         self.fleet: FleetLog | None = FleetLog() if config.anticipate_arrivals else None
+        # Called when what the forecasts read changed: a request finished, a snapshot arrived
+        # (admission re-checks the requests it holds then).
+        self.on_change: list[Callable[[], None]] = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -118,7 +122,8 @@ class InstancePool:
         inst.tasks = [
             asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
             asyncio.create_task(
-                state_loop(self.session, inst, refresh_s, state_timeout), name=f"state-{inst.id}"
+                state_loop(self.session, inst, refresh_s, state_timeout, self._changed),
+                name=f"state-{inst.id}",
             ),
         ]
         return inst
@@ -314,6 +319,11 @@ class InstancePool:
             self.metrics.forget_in_flight(inst.id)
         inst.listeners.finished(inst.id, request_id, now)
         self.listeners.finished(inst.id, request_id, now)
+        self._changed()
+
+    def _changed(self) -> None:
+        for call in self.on_change:
+            call()
 
     def hears_tokens(self, inst: Instance) -> bool:
         """Does anyone listen to this instance's streamed tokens (the stock-vLLM source does)?"""

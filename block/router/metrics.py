@@ -16,6 +16,13 @@ was believed to hold in its prefix cache when the request was sent there
 ratio is the hit rate the router expects. `block_router_calibration_factor{instance, phase}` is each
 instance's online calibration factor (observed / profile step time, phase decode or prefill; 1 = the profile
 is right; see block/fleet/calibration.py), read at scrape time.
+
+Admission (block/router/admission.py, when --admission is queue or reject):
+`block_router_admission_total{priority, outcome}` counts requests admitted, held and rejected per
+priority (a held request is counted again when it is admitted or rejected), `block_router_held` is the
+number held now, `block_router_held_seconds` how long each held request waited, and
+`block_router_goodput_total{priority}` / `block_router_slo_missed_total{priority}` count the completed
+requests that met / missed their target (TTFT judged for streams; the goodput is its rate()).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ _DECISION_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2,
 _ERROR_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 _LATENCY_METRICS = ("ttft", "e2e")
+_HELD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class RouterMetrics:
@@ -122,6 +130,31 @@ class RouterMetrics:
             ["instance", "phase"],
             registry=r,
         )
+        self.admission = Counter(
+            "block_router_admission_total",
+            "Admission outcomes per priority: admitted, held, rejected",
+            ["priority", "outcome"],
+            registry=r,
+        )
+        self.held = Gauge("block_router_held", "Requests admission holds now", registry=r)
+        self.held_seconds = Histogram(
+            "block_router_held_seconds",
+            "Time a held request waited (until placed, rejected or gone)",
+            buckets=_HELD_BUCKETS,
+            registry=r,
+        )
+        self.goodput = Counter(
+            "block_router_goodput_total",
+            "Completed requests that met their latency target, per priority",
+            ["priority"],
+            registry=r,
+        )
+        self.slo_missed = Counter(
+            "block_router_slo_missed_total",
+            "Completed requests that missed their latency target, per priority",
+            ["priority"],
+            registry=r,
+        )
         self._requests_by_instance: dict[str, Counter] = {}
         self._in_flight_by_instance: dict[str, Gauge] = {}
         self._fallback = {reason: self.fallbacks.labels(policy, reason) for reason in MISSING_REASONS}
@@ -178,6 +211,12 @@ class RouterMetrics:
 
     def kv_events_dropped(self, instance: str, reason: str) -> None:
         self.kv_events_dropped_total.labels(instance, reason).inc()
+
+    def admission_outcome(self, priority: str, outcome: str) -> None:
+        self.admission.labels(priority, outcome).inc()
+
+    def target_observed(self, priority: str, met: bool) -> None:
+        (self.goodput if met else self.slo_missed).labels(priority).inc()
 
     def predictor_notice_dropped(self, reason: str) -> None:
         self.predictor_notices_dropped.labels(reason).inc()

@@ -6,6 +6,9 @@ A raw ASGI handler: the hot path of the router, so no framework objects per requ
   that point is retried on another one (at most `max_retries` times) without the client noticing.
 - A stream cut midway ends with an OpenAI-style error event and [DONE]: the client never hangs.
 - Non-streaming responses are read whole (they are small) and sent with a content length.
+- With admission (--admission queue|reject, block/router/admission.py) a request first gets its
+  target (x-slo-ttft-ms, x-slo-e2e-ms, x-priority or its API key's priority, else the router's
+  defaults) and is admitted, held or answered 429 with a Retry-After before its first attempt.
 - Each attempt runs in its own task, which a client leaving, the end of the shutdown drain or the
   attempt's watchdog (first-byte and idle timeouts) cancel; closing its connection makes the engine stop
   generating. A client that left is never retried (block/router/exchange.py).
@@ -24,10 +27,19 @@ from typing import Any
 import aiohttp
 import orjson
 
+from block.admission import Target
 from block.openai_api.errors import RequestError
 from block.openai_api.prompt_tokens import Encode
 from block.prefix import chain_hashes
 from block.request import RoutingRequest
+from block.router.admission import (
+    E2E_HEADER,
+    PRIORITY_HEADER,
+    TTFT_HEADER,
+    Rejection,
+    RouterAdmission,
+    parse_target_headers,
+)
 from block.router.auth import CHALLENGE, Guard
 from block.router.decide import Decider, Decision, NoInstance
 from block.router.errors import error_sse, send_bytes, send_error
@@ -88,6 +100,8 @@ class Proxy:
         first_byte_timeout: float = 60.0,
         idle_timeout: float = 60.0,
         encode_tokens: Encode | None = None,
+        admission: RouterAdmission | None = None,
+        api_keys: dict[str, int] | None = None,
     ) -> None:
         """`encode_tokens`: tokenize prompts into ids (and count them from the ids), so each request
         carries its prefix identity (block hashes); without it prompts are only counted."""
@@ -100,7 +114,8 @@ class Proxy:
         self.default_output_tokens = default_output_tokens
         self.max_body_bytes = max_body_bytes
         self.max_retries = max_retries
-        self.guard = Guard(api_key=api_key)
+        self.guard = Guard(api_key=api_key, api_keys=api_keys or {})
+        self.admission = admission
         # Request ids unique across routers without coordination: random prefix + counter.
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
@@ -117,12 +132,20 @@ class Proxy:
         if scope["method"] != "POST":
             await send_error(send, 405, "use POST")
             return
+        arrived = time.monotonic()
         authorization = content_length = None
+        slo_ttft = slo_e2e = priority = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
             elif name == b"content-length":
                 content_length = value
+            elif name == TTFT_HEADER:
+                slo_ttft = value
+            elif name == E2E_HEADER:
+                slo_e2e = value
+            elif name == PRIORITY_HEADER:
+                priority = value
         refusal = self.guard.check_client(authorization)
         if refusal is not None:
             await send_error(send, refusal.status, refusal.message, refusal.code, CHALLENGE)
@@ -139,10 +162,31 @@ class Proxy:
         path = scope["path"]
         try:
             body, shape = self._parse(path, raw)
+            target = self._target(slo_ttft, slo_e2e, priority, authorization, arrived)
         except RequestError as e:
             await send_bytes(send, e.status, e.body())
             return
-        await self._route(path, body, raw, shape, receive, send)
+        await self._route(path, body, raw, shape, receive, send, target)
+
+    def _target(
+        self,
+        ttft: bytes | None,
+        e2e: bytes | None,
+        priority: bytes | None,
+        authorization: bytes | None,
+        arrived: float,
+    ) -> Target | None:
+        """What admission holds the request to (None when admission is off); RequestError for a bad
+        header. The priority: x-priority, else its API key's (--api-key KEY:PRIORITY), else 0."""
+        if self.admission is None:
+            return None
+        try:
+            ttft_ms, e2e_ms, level = parse_target_headers(ttft, e2e, priority)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        if level is None:
+            level = self.guard.client_priority(authorization)
+        return self.admission.target(ttft_ms, e2e_ms, level or 0, arrived)
 
     def _parse(self, path: str, raw: bytes) -> tuple[dict[str, Any], RequestShape]:
         """The body and its shape, or RequestError (a 4xx): no body makes this raise anything else."""
@@ -167,13 +211,20 @@ class Proxy:
         return body, shape
 
     async def _route(
-        self, path: str, body: dict[str, Any], raw: bytes, shape: RequestShape, receive: Receive, send: Send
+        self,
+        path: str,
+        body: dict[str, Any],
+        raw: bytes,
+        shape: RequestShape,
+        receive: Receive,
+        send: Send,
+        target: Target | None = None,
     ) -> None:
         exchange = Exchange()
         self.live.add(exchange)
         watcher = asyncio.create_task(_watch_client(receive, exchange))
         try:
-            await self._serve(path, body, raw, shape, exchange, send)
+            await self._serve(path, body, raw, shape, exchange, send, target)
         finally:
             exchange.finished = True
             watcher.cancel()
@@ -187,6 +238,7 @@ class Proxy:
         shape: RequestShape,
         exchange: Exchange,
         send: Send,
+        target: Target | None = None,
     ) -> None:
         request_id = f"{self._prefix}-{next(self._counter)}"
         ids, block_size = shape.prompt_token_ids, self.pool.prefix_block_size
@@ -198,6 +250,17 @@ class Proxy:
             prefix_hashes=chain_hashes(ids, block_size) if ids else (),
             prefix_block_size=block_size,
         )
+        admitted: Decision | None = None
+        if target is not None and self.admission is not None:
+            outcome = await self.admission.admit(request, target, exchange)
+            if isinstance(outcome, Rejection):
+                retry = [(b"retry-after", str(outcome.retry_after_s).encode())]
+                await send_error(send, 429, outcome.message, outcome.code, retry)
+                return
+            admitted = outcome
+            if admitted is not None and admitted.routed and exchange.stop is not None:
+                # placed from the queue just as the client left: the instance never gets it
+                self.pool.on_finished(admitted.instance, request_id, time.monotonic())
         headers = {
             "content-type": "application/json",
             "x-block-request-id": request_id,
@@ -209,17 +272,21 @@ class Proxy:
         for attempt in range(self.max_retries + 1):
             if exchange.stop is not None:  # never retry for a client that left, nor while cutting
                 break
-            try:
-                decision = await self.decider.decide(request, tried)
-            except NoInstance:
-                if not tried:
-                    break
-                # Every instance in rotation was tried: one that failed for a moment (a 5xx, a reset)
-                # may serve the next attempt; those refusing connections are already out of rotation.
+            if admitted is not None:  # the first attempt goes where admission placed it
+                decision, admitted = admitted, None
+            else:
                 try:
-                    decision = await self.decider.decide(request)
+                    decision = await self.decider.decide(request, tried)
                 except NoInstance:
-                    break
+                    if not tried:
+                        break
+                    # Every instance in rotation was tried: one that failed for a moment (a 5xx, a
+                    # reset) may serve the next attempt; those refusing connections are already out.
+                    try:
+                        decision = await self.decider.decide(request)
+                    except NoInstance:
+                        break
+                decision.target = target
             if exchange.stop is not None:  # the client left while the decision awaited forecasts
                 break
             inst = decision.instance
@@ -234,7 +301,8 @@ class Proxy:
             else:
                 payload = raw
             url = inst.chat_url if path == CHAT_PATH else inst.completions_url
-            self.pool.on_routed(inst, request, decision.decided_at, decision.forecast)
+            if not decision.routed:
+                self.pool.on_routed(inst, request, decision.decided_at, decision.forecast)
             dog = Watchdog(exchange, inst, self.first_byte_timeout, self.idle_timeout)
             task = exchange.attempt = asyncio.create_task(
                 self._attempt(
@@ -435,9 +503,14 @@ class Proxy:
         """Latency and forecast error of a completed request: E2E always, TTFT for streams (a whole
         response arrives at once)."""
         f, inst, m = decision.forecast, decision.instance, self.metrics
+        now = time.monotonic()
+        target = decision.target
+        if target is not None:  # goodput: a whole (non-stream) answer's first token comes with it
+            first = now if first_byte_at is None else first_byte_at
+            met = target.met_by(first - target.arrived, now - target.arrived)
+            m.target_observed(str(target.priority), met)
         if inst.removed:  # a removed instance's series are forgotten: keep them so
             return
-        now = time.monotonic()
         for metric, at in (("ttft", first_byte_at), ("e2e", now)):
             actual = None if at is None else at - decision.decided_at
             if actual is None or actual <= 0:

@@ -155,6 +155,28 @@ def register(app: typer.Typer) -> None:
             "engines' snapshots and only its own routes.",
             rich_help_panel="Routing",
         ),
+        admission: str = typer.Option(
+            "off",
+            help="SLO-aware admission in front of every policy, as the router's --admission: off, "
+            "queue (hold until a forecast meets the target) or reject (429 at once).",
+            rich_help_panel="Admission",
+        ),
+        max_held: int = typer.Option(
+            1000, min=0, help="Requests held at most (queue).", rich_help_panel="Admission"
+        ),
+        admission_ttft_ms: float = typer.Option(
+            3000.0, help="Every request's TTFT target (ms).", rich_help_panel="Admission"
+        ),
+        admission_e2e_ms: float = typer.Option(
+            None, help="Every request's E2E target (ms). (default: none)", rich_help_panel="Admission"
+        ),
+        priority_share: float = typer.Option(
+            0.0,
+            min=0.0,
+            max=1.0,
+            help="Share of high-priority requests (priority 1; the rest 0), as `block bench`.",
+            rich_help_panel="Workload",
+        ),
         out: Path = typer.Option(
             Path("results/sim"),
             help="Directory for one results JSON per policy and rate.",
@@ -192,6 +214,10 @@ def register(app: typer.Typer) -> None:
             except FleetFileError as e:
                 fail(str(e))
             instances = len(engines)
+        from block.admission import MODES
+
+        if admission not in MODES:
+            raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--admission")
         simulate_main(
             SimulateArgs(
                 instances=instances,
@@ -222,6 +248,11 @@ def register(app: typer.Typer) -> None:
                 calibration=calibration,
                 prefix_caching=prefix_caching,
                 routers=routers,
+                admission=admission,
+                max_held=max_held,
+                admission_ttft_s=admission_ttft_ms / 1000.0,
+                admission_e2e_s=None if admission_e2e_ms is None else admission_e2e_ms / 1000.0,
+                priority_share=priority_share,
             )
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from block.admission.settings import DEFAULT_MAX_HELD, DEFAULT_TTFT_S, AdmissionSettings
 from block.fleet.engine_spec import EngineSpec
 from block.profiles import Profile, StepNoise, load_profile
 from block.profiles.model_error import Factor, parse_model_error
@@ -55,6 +56,12 @@ class SimConfig:
     fleet: tuple[EngineSpec, ...] = ()
     # Independent routers in front of the fleet, the requests split round robin (block/sim/routers.py).
     routers: int = 1
+    # SLO-aware admission (block/admission): "off" routes every request at once, as always; "queue"
+    # holds those no instance can serve within their target, "reject" refuses them (429).
+    admission: str = "off"
+    max_held: int = DEFAULT_MAX_HELD
+    admission_ttft_s: float | None = DEFAULT_TTFT_S
+    admission_e2e_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -70,6 +77,12 @@ class SimConfig:
         parse_model_error(self.model_error)  # a bad KIND:E fails here, with its one-line reason
         if self.fleet and len(self.fleet) != self.instances:
             raise ValueError(f"the fleet lists {len(self.fleet)} instances, instances is {self.instances}")
+        self.admission_settings()  # a bad admission setting fails here
+        if self.admission != "off" and self.routers > 1:
+            raise ValueError("admission is simulated behind one router: give --routers 1")
+
+    def admission_settings(self) -> AdmissionSettings:
+        return AdmissionSettings(self.admission, self.max_held, self.admission_ttft_s, self.admission_e2e_s)
 
     def load_profile(self) -> Profile:
         return load_profile(self.profile)

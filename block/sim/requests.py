@@ -26,6 +26,7 @@ class SimRequests:
     # Multi-turn sessions: a later turn arrives when the one before it finished plus its think time
     # (block.sim.sessions); its `arrival_s` is then only its session's start, the earliest it may come.
     sessions: SessionPlan | None = None
+    priorities: np.ndarray | None = None  # int64 class per request (higher is more important); None: all 0
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -35,6 +36,8 @@ class SimRequests:
             raise ValueError("planned_tokens must have one entry per request")
         if self.prefix_hashes is not None and len(self.prefix_hashes) != n:
             raise ValueError("prefix_hashes must have one entry per request")
+        if self.priorities is not None and len(self.priorities) != n:
+            raise ValueError("priorities must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
         if self.sessions is not None and len(self.sessions) != n:
@@ -48,8 +51,15 @@ class SimRequests:
         planned = None if self.planned_tokens is None else self.planned_tokens[:n]
         hashes = None if self.prefix_hashes is None else self.prefix_hashes[:n]
         sessions = None if self.sessions is None else self.sessions.head(n)
+        classes = None if self.priorities is None else self.priorities[:n]
         return SimRequests(
-            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, hashes, sessions
+            self.prompt_tokens[:n],
+            self.output_tokens[:n],
+            self.arrival_s[:n],
+            planned,
+            hashes,
+            sessions,
+            classes,
         )
 
     @classmethod

@@ -20,6 +20,10 @@ approximation: when a finish releases a turn due within the same router tick, ch
 were not captured for it (the decision was not yet known), so it sees them, up to one tick (20 ms) fresher
 than the live router would; only think times shorter than a tick do this (0.4% of turns at a 5 s mean).
 
+With admission (sim/admission.py) a request no instance's forecast serves within its target is held or
+rejected instead, as in the router; while requests are held the loop re-checks them on every finish and
+snapshot tick (run_holding_until). Admission is simulated behind one router.
+
 Two schedules of the same events, with identical results:
 - eager: a heap of step completions; before each decision every replica is brought up to its time, as
   policies that read instance state (or the router's in-flight counts) need;
@@ -37,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from block.admission import Target, Verdict
+from block.admission.gate import admitted_candidates
 from block.bench.record import RequestRecord
 from block.fleet.calibration import Calibrations
 from block.fleet.filters import Filter, apply_filters
@@ -47,6 +53,7 @@ from block.prefix import PREFIX_BLOCK_SIZE
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
+from block.sim.admission import SimAdmission
 from block.sim.config import SimConfig
 from block.sim.records import build_records
 from block.sim.requests import SimRequests
@@ -112,6 +119,14 @@ class Cluster:
         self.fast_forward = config.fast_forward
         self.sessions: SessionTurns | None = None  # a session workload's turns, released at finishes
         self.released = _INF  # earliest turn released since the loop last looked (sessions only)
+        self.finishes = 0  # requests finished so far (a held request is re-checked after each)
+        # SLO-aware admission (sim/admission.py): it needs every replica current and its snapshots.
+        self.admission: SimAdmission | None = None
+        admission = config.admission_settings()
+        if admission.enabled:
+            self.admission = SimAdmission(admission)
+            self.uses_snapshots, self.lazy = True, False
+            self.checked_tick = -1  # the latest snapshot tick at which held requests were re-checked
 
     @property
     def forecasts(self) -> Forecasts:
@@ -196,6 +211,7 @@ class Cluster:
         router = self.routers[router_of(q.id, len(self.routers))]
         tracker = router.trackers[r]
         tracker.on_finished(q.id, at)
+        self.finishes += 1
         if self.uses_snapshots and not self.poll:
             router.feed.on_finished(r, q.id, at)
         if self.listeners.on_finished:
@@ -235,6 +251,8 @@ class Cluster:
 
     def run_steps_until(self, t: float, limit: float) -> None:
         """Complete every step (of every replica) that ends at or before `t`."""
+        if self.admission is not None and len(self.admission.queue):
+            self.run_holding_until(t)
         self.limit = limit
         heap = self.heap
         while heap and heap[0][0] <= t:
@@ -242,6 +260,31 @@ class Cluster:
             self.end_step(r, end)
             if self.released < t:
                 return  # a finish released a session turn that arrives first
+
+    def run_holding_until(self, t: float) -> None:
+        """run_steps_until while requests are held: one step at a time, re-checking the held requests
+        when a request finishes and at the start of each snapshot tick, as the router does. Nothing is
+        skipped ahead (a placement may come at any step), and decisions may come in any tick, so each
+        replica's state at a tick is captured before its first change there (freshness.py)."""
+        adm, feed, heap = self.admission, self.feed, self.heap
+        assert adm is not None
+        saved = feed.next_decision_tick
+        while heap and heap[0][0] <= t and len(adm.queue):
+            end, _, r = heap[0]
+            k = feed.tick(end)
+            if k > self.checked_tick:  # a new snapshot: re-check at the tick's start, before its changes
+                self.checked_tick = feed.next_decision_tick = k
+                self.limit = k * self.config.refresh_s
+                adm.recheck(self.limit)
+                continue
+            heapq.heappop(heap)
+            feed.next_decision_tick = k
+            self.limit = end
+            finished = self.finishes
+            self.end_step(r, end)
+            if self.finishes != finished:
+                adm.recheck(end)
+        feed.next_decision_tick = saved
 
     def poll_until(self, t: float) -> None:
         """Reference refresh: snapshot every replica at every tick up to `t`, as the router polls."""
@@ -267,20 +310,39 @@ class Cluster:
     # -- routing -----------------------------------------------------------------------------------
 
     def route(
-        self, rr: RoutingRequest, now: float, clock: list[float], router: int = 0
-    ) -> tuple[int, Choice, Candidates]:
+        self,
+        rr: RoutingRequest,
+        now: float,
+        clock: list[float],
+        router: int = 0,
+        target: Target | None = None,
+    ) -> tuple[int, Choice, Candidates] | Verdict:
+        """Where `rr` goes, decided by router `router` (routers.py). With a `target` (admission), only
+        instances whose forecast meets it are candidates, and the gate's Verdict comes back instead when
+        none does."""
         side = self.routers[router]
         policy, trackers, forecasts = side.policy, side.trackers, side.forecasts
         if self.uses_snapshots and not self.poll:
             side.feed.refresh(range(len(trackers)), now)
         views = apply_filters(self.filters, trackers) if self.filters else trackers
-        if policy.wants_forecasts:
-            targets = policy.forecast_targets(views)
+        wants = policy.wants_forecasts
+        if wants or target is not None:
+            targets = policy.forecast_targets(views) if wants else views
             t0 = time.process_time()  # CPU time: meaningful even when other work shares the cores
-            made = forecasts.made
-            candidates = forecasts.candidates(rr, targets, now)
-            clock[0] += time.process_time() - t0
-            clock[1] += forecasts.made - made
+            if target is None:
+                made = forecasts.made
+                candidates = forecasts.candidates(rr, targets, now)
+                clock[0] += time.process_time() - t0
+                clock[1] += forecasts.made - made
+            else:  # the gate judges every target's forecast: none is pruned
+                every = forecasts.in_process(rr, targets, now)
+                clock[0] += time.process_time() - t0
+                clock[1] += len(targets)
+                assert self.admission is not None
+                verdict = self.admission.gate.verdict(target, every, now)
+                if not verdict.admit:
+                    return verdict
+                candidates = admitted_candidates(targets, every, verdict, wants)
         else:
             candidates = Candidates(views)
         choice = policy.choose(rr, candidates, now)
@@ -331,6 +393,43 @@ class Cluster:
         times = self.token_times
         lazy = self.lazy
         listeners = self.listeners.on_routed
+        admission = self.admission
+        if admission is not None:
+            admission.priorities = [] if requests.priorities is None else requests.priorities.tolist()
+            admission.route = lambda rr, now, target: self.route(rr, now, clock, 0, target)
+
+            def place(
+                i: int, rr: RoutingRequest, t: float, r: int, choice: Choice, cands: Candidates
+            ) -> None:
+                """Send an admitted request to replica r at `t` (the arrival path's steps below)."""
+                nonlocal fallbacks
+                fallbacks += choice.fallback
+                if on_decision is not None:
+                    on_decision(self, i, t, cands, choice)
+                tracker = self.trackers[r]
+                if listeners:
+                    self.listeners.routed(tracker.id, Routed(rr, t, cands.forecast_for(tracker)))
+                tracker.on_routed(rr, t)
+                q = Request(
+                    rr.id,
+                    rr.prompt_tokens,
+                    outputs[i],
+                    t,
+                    rr.expected_output_tokens,
+                    prefix_hashes=rr.prefix_hashes if same_blocks else (),
+                )
+                reqs[i], instance_of[i] = q, r
+                if times is not None:
+                    times[q] = []
+                self.before_change(r, t)
+                rep = replicas[r]
+                rep.add(q)
+                if inflight[r] is None:
+                    rep.advance_to(t)
+                    self.limit = t
+                    self.start_step(r)
+
+            admission.place = place
         while True:
             i = queue.peek()
             if i < 0:
@@ -364,8 +463,13 @@ class Cluster:
             rid = str(i)
             h = hashes[i] if hashes else ()
             rr = RoutingRequest(p, e, None if estimated else o, rid, h)
+            if admission is not None:  # routes it, holds it or rejects it (then placed by `place`)
+                admission.arrive(i, rr, t)
+                continue
             side = i % routers if routers > 1 else 0  # as router_of(rid)
-            r, choice, candidates = self.route(rr, t, clock, side)
+            routed = self.route(rr, t, clock, side)
+            assert not isinstance(routed, Verdict)
+            r, choice, candidates = routed
             if pins is not None and i in pins:
                 r = pins[i]
             fallbacks += choice.fallback
@@ -401,10 +505,18 @@ class Cluster:
                 self.bring_up_to(r, _INF)
         else:
             self.run_steps_until(_INF, _INF)
+        if admission is not None:
+            admission.close()
         drain_s = time.perf_counter() - wall0 - loop_s
         records = build_records(
             reqs, instance_of, prompts, planned, arrivals, [t.id for t in self.trackers], times
         )
+        if requests.priorities is not None:
+            for rec, priority in zip(records, requests.priorities.tolist(), strict=True):
+                rec.priority = priority
+        if admission is not None:
+            for i, why in admission.rejected.items():
+                records[i].status, records[i].error = 429, f"rejected: {why}"
         duration = max(
             (q.finish_time for q in reqs if q is not None and q.finish_time is not None), default=0.0
         )
@@ -425,6 +537,8 @@ class Cluster:
         }
         if self.config.fleet:
             stats["engines"] = [c.to_dict() for c in self.replica_configs]
+        if admission is not None:
+            stats["admission"] = admission.summary()
         return SimOutcome(self.config, records, duration, stats)
 
 

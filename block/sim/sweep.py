@@ -47,6 +47,11 @@ class SimulateArgs:
     calibration: bool = False  # the trackers correct their profile online from the token times
     prefix_caching: bool = True  # vLLM V1's automatic prefix caching in the replicas
     routers: int = 1  # independent routers in front of the fleet (block/sim/routers.py)
+    admission: str = "off"  # off | queue | reject (block/admission), in front of every policy
+    max_held: int = 1000
+    admission_ttft_s: float | None = 3.0  # every request's TTFT target (goodput counts against it)
+    admission_e2e_s: float | None = None
+    priority_share: float = 0.0  # share of high-priority requests
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -60,7 +65,13 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
         lengths=a.lengths,
         split=a.split,
         think_time_s=a.think_time_s,
+        priority_share=a.priority_share,
     )
+    slos = {"ttft_p99": a.slo_ttft_p99}
+    if a.admission != "off" or a.priority_share:  # goodput: requests within their targets
+        slos.update(
+            {k: v for k, v in (("ttft", a.admission_ttft_s), ("e2e", a.admission_e2e_s)) if v is not None}
+        )
     runs = []
     for policy in a.policies:
         config = SimConfig(
@@ -80,9 +91,14 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             fleet=a.fleet,
             prefix_caching=a.prefix_caching,
             routers=a.routers,
+            admission=a.admission,
+            max_held=a.max_held,
+            admission_ttft_s=a.admission_ttft_s,
+            admission_e2e_s=a.admission_e2e_s,
         )
+        label = policy if a.admission == "off" else f"{policy}+{a.admission}"
         for qps in a.rates:
-            runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))
+            runs.append(SimRun(config, workload, qps, label=label, slos=dict(slos)))
     return runs
 
 

@@ -20,6 +20,7 @@ from block.sim.requests import SimRequests, hashes_of
 from block.workload import Sample, load_workload
 from block.workload.arrivals import arrival_times, scale_trace
 from block.workload.load import choose
+from block.workload.priorities import priorities
 from block.workload.sessions import DEFAULT_THINK_TIME_S, is_session_workload, session_plan
 
 SPLITS = ("all", "held-out")
@@ -56,6 +57,7 @@ class WorkloadSpec:
     split: str = "all"  # all | held-out (prompts outside the length model's training split)
     length_model: str = "default"  # length estimator file, or the shipped one
     think_time_s: float = DEFAULT_THINK_TIME_S  # session workloads: mean wait after an answer (exponential)
+    priority_share: float = 0.0  # share of high-priority requests (block.workload.priorities)
 
     def __post_init__(self) -> None:
         parse_lengths(self.lengths)
@@ -138,6 +140,7 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
     order = np.argsort(arrivals, kind="stable")  # trace stamps may be unsorted; Poisson ones are sorted
     planned = planned_tokens(spec)
     hashes = hashes_of(samples)
+    classes = priorities(len(samples), spec.priority_share, spec.seed) if spec.priority_share else None
     return SimRequests(
         prompts[order],
         outputs[order],
@@ -145,4 +148,5 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
         None if planned is None else planned[order],
         None if hashes is None else [hashes[i] for i in order.tolist()],
         sessions=None if plan is None else plan.reordered(order),
+        priorities=None if classes is None else classes[order],
     )
