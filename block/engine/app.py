@@ -39,6 +39,7 @@ from block.engine.output_lengths import OutputLengthSampler
 from block.engine.settings import EngineSettings
 from block.openai_api.errors import RequestError, error_body, error_event
 from block.openai_api.request import check_context
+from block.prefix import chain_hashes
 from block.replica import Replica, Request
 
 log = logging.getLogger("block.engine")
@@ -159,6 +160,7 @@ class EngineServer:
                 prompt_tokens=params.prompt_tokens,
                 output_tokens=output_tokens,
                 expected_output_tokens=params.expected_output_tokens,
+                prefix_hashes=self._prefix_hashes(raw),
             )
             if (overhead := self.request_overhead(params.prompt_tokens)) > 0:
                 # What a real server spends on a request outside its engine steps (HTTP, tokenising,
@@ -199,8 +201,19 @@ class EngineServer:
             params.prompt_tokens,
             output_tokens,
             handle.finish_reason,
+            self._cached_tokens(handle),
         )
         return JSONResponse(body, headers={ARRIVAL_TIME_HEADER: repr(handle.request.arrival_time)})
+
+    def _prefix_hashes(self, raw: bytes) -> tuple[int, ...]:
+        """The prompt's block hashes for the prefix cache (none with caching off)."""
+        if not self.config.enable_prefix_caching:
+            return ()
+        ids = prompt_tokens.prompt_token_ids(parse_body(raw))
+        return chain_hashes(ids, self.config.block_size) if ids else ()
+
+    def _cached_tokens(self, handle: RequestHandle) -> int | None:
+        return handle.request.num_cached_tokens if self.settings.prompt_tokens_details else None
 
     def _parse(self, kind: Kind, raw: bytes, headers: Any) -> GenerationParams:
         try:
@@ -259,7 +272,7 @@ class EngineServer:
             sent = n
             yield b"".join(parts)
         if params.include_usage:
-            yield writer.usage(params.prompt_tokens, total)
+            yield writer.usage(params.prompt_tokens, total, self._cached_tokens(handle))
         yield responses.DONE
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import sys
@@ -128,9 +129,12 @@ async def measure(base_url: str, concurrency: int, spec: BenchSpec) -> list[Timi
 
     url = base_url + "/v1/completions"
     prompt = [1000 + i % 30000 for i in range(spec.prompt_tokens)]
+    sent = itertools.count(40_000)
 
     def body(max_tokens: int) -> bytes:
-        # No `model`: the engine serves its own (a name it does not serve would be a 404).
+        # No `model`: the engine serves its own (a name it does not serve would be a 404). Each prompt
+        # starts with its own token: the prediction has no prefix cache hits, the engine must have none.
+        prompt[0] = next(sent)
         return orjson.dumps({"prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": True})
 
     timeout = aiohttp.ClientTimeout(total=600)
@@ -139,13 +143,12 @@ async def measure(base_url: str, concurrency: int, spec: BenchSpec) -> list[Timi
         # Warm-up opens one keep-alive connection per client, so connecting does not skew the first round.
         await asyncio.gather(*(_one_request(session, url, body(1)) for _ in range(concurrency)))
         timings: list[Timing] = []
-        request = body(spec.output_tokens)
 
         rounds = max(spec.requests_per_client, -(-spec.min_requests // concurrency))
 
         async def client() -> None:
             for _ in range(rounds):
-                timings.append(await _one_request(session, url, request))
+                timings.append(await _one_request(session, url, body(spec.output_tokens)))
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     bad = [t.tokens for t in timings if t.tokens != spec.output_tokens]

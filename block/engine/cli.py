@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import typer
@@ -37,6 +38,16 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, help="Seed for step noise and sampled output lengths."),
         model: str | None = typer.Option(None, help="Served model name (default: the profile's model)."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
+        prefix_caching: bool = typer.Option(
+            True,
+            "--prefix-caching/--no-prefix-caching",
+            help="Automatic prefix caching, as vLLM V1 (on by default there too).",
+        ),
+        enable_prompt_tokens_details: bool = typer.Option(
+            False,
+            "--enable-prompt-tokens-details",
+            help="Report usage.prompt_tokens_details.cached_tokens, as vLLM's flag of that name.",
+        ),
         model_error: str = typer.Option(
             "none",
             help="KIND:E: run at a true speed the profile (still reported as is) does not know, E a "
@@ -60,12 +71,16 @@ def register(app: typer.Typer) -> None:
             num_gpu_blocks=num_gpu_blocks,
             block_size=block_size,
             max_model_len=max_model_len,
+            enable_prefix_caching=prefix_caching,
         )
+        if enable_prompt_tokens_details:
+            settings = replace(settings, prompt_tokens_details=True)
         cfg = settings.config
         typer.echo(
             f"block engine: {settings.model_name} on profile {settings.profile.name} at http://{host}:{port} "
             f"(max_num_seqs {cfg.max_num_seqs}, max_num_batched_tokens {cfg.max_num_batched_tokens}, "
             f"{cfg.num_gpu_blocks} blocks of {cfg.block_size}, max_model_len {cfg.max_model_len}, "
+            f"prefix caching {'on' if cfg.enable_prefix_caching else 'off'}, "
             f"noise {noise}{_model_error_note(settings)})",
             err=True,
         )
@@ -113,7 +128,7 @@ def _settings(
     seed: int | None,
     model: str | None,
     model_error: str = "none",
-    **overrides: int | None,
+    **overrides: int | bool | None,
 ) -> EngineSettings:
     from block.engine.settings import EngineSettings, replica_config
     from block.profiles import load_profile

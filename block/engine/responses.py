@@ -18,12 +18,17 @@ from block.engine.openai_protocol import Kind
 DONE = b"data: [DONE]\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+    """`cached_tokens`: the prompt tokens found in the prefix cache, reported (as vLLM does with
+    --enable-prompt-tokens-details) in `prompt_tokens_details`; None: not reported."""
+    u: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
     }
+    if cached_tokens is not None:
+        u["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return u
 
 
 def response_id(kind: Kind, request_id: str) -> str:
@@ -31,7 +36,14 @@ def response_id(kind: Kind, request_id: str) -> str:
 
 
 def full_response(
-    kind: Kind, rid: str, created: int, model: str, prompt_tokens: int, output_tokens: int, finish_reason: str
+    kind: Kind,
+    rid: str,
+    created: int,
+    model: str,
+    prompt_tokens: int,
+    output_tokens: int,
+    finish_reason: str,
+    cached_tokens: int | None = None,
 ) -> dict[str, Any]:
     text = synthetic_text.text_of(output_tokens)
     if kind == "completion":
@@ -58,7 +70,7 @@ def full_response(
         "created": created,
         "model": model,
         "choices": [choice],
-        "usage": usage(prompt_tokens, output_tokens),
+        "usage": usage(prompt_tokens, output_tokens, cached_tokens),
     }
 
 
@@ -108,11 +120,11 @@ class ChunkWriter:
         tail = self._tail if finish_reason is None else self._finish_tails[finish_reason]
         return self._head + synthetic_text.token_json(index) + tail
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> bytes:
         return (
             b"data: "
             + self._envelope
             + b',"choices":[],"usage":'
-            + orjson.dumps(usage(prompt_tokens, completion_tokens))
+            + orjson.dumps(usage(prompt_tokens, completion_tokens, cached_tokens))
             + b"}\n\n"
         )

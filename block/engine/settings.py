@@ -23,6 +23,8 @@ class EngineSettings:
     model: str | None = None  # the served model name; default: the profile's model
     # Model error: the engine runs at a true speed its (nominal, reported) profile does not say.
     model_error: ModelError | None = None
+    # vLLM's --enable-prompt-tokens-details: usage reports prompt_tokens_details.cached_tokens
+    prompt_tokens_details: bool = False
 
     @property
     def model_name(self) -> str:
@@ -47,7 +49,7 @@ class EngineSettings:
         return error.factor(self.seed if self.seed is not None else random.randrange(2**31))
 
 
-def replica_config(profile: Profile, **overrides: int | None) -> ReplicaConfig:
+def replica_config(profile: Profile, **overrides: int | bool | None) -> ReplicaConfig:
     """The profile's engine defaults, then ReplicaConfig's defaults, with the given (non-None) overrides."""
     fields = ReplicaConfig.__dataclass_fields__
     values = {k: v for k, v in profile.engine_defaults.items() if k in fields}

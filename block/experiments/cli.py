@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
         max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help=MAX_MODEL_LEN_HELP),
     ) -> None:
-        """Figure 6: all policies, QPS 20-36, 12 x A30 (chunk 512, 48 seqs); capacity at P99 TTFT <= 3 s.
+        """Figure 6: all policies, QPS 20-36, 12 x A30 (chunk 512, 48 seqs, prefix caching off as in the
+        paper's vLLM 0.7.2); capacity at P99 TTFT <= 3 s.
 
         `--mode live` runs a scaled-down version (4 instances, 3 policies side by side, 400 requests
         per rate, contexts of 1,024 tokens) in 3-6 minutes on a 2-core machine."""

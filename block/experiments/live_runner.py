@@ -67,6 +67,7 @@ class EngineKey:
     max_model_len: int
     noise: float
     seed: int
+    prefix_caching: bool = False
 
     @staticmethod
     def of(spec: RunSpec) -> EngineKey:
@@ -79,6 +80,7 @@ class EngineKey:
             spec.workload.max_model_len,
             spec.noise,
             spec.seed,
+            spec.prefix_caching,
         )
 
 
@@ -388,6 +390,7 @@ def results_config(spec: RunSpec, live: dict[str, Any]) -> dict[str, Any]:
             "max_num_seqs": spec.max_num_seqs,
             "max_num_batched_tokens": spec.max_num_batched_tokens,
             "num_gpu_blocks": spec.num_gpu_blocks,
+            "prefix_caching": spec.prefix_caching,
             "max_model_len": spec.workload.max_model_len + PROMPT_SPECIAL_TOKENS,
             "noise": spec.noise,
             "stall_probability": spec.stall_probability if spec.noise > 0 else 0.0,
@@ -408,6 +411,7 @@ def engine_servers(key: EngineKey, prefix: str, log_dir: Path, log_level: str) -
         "--num-gpu-blocks": key.num_gpu_blocks,
     }
     extra = [a for flag, v in knobs.items() if v is not None for a in (flag, str(v))]
+    extra.append("--prefix-caching" if key.prefix_caching else "--no-prefix-caching")
     return [
         block_command(
             f"{prefix}-engine{i}",

@@ -79,7 +79,8 @@ def report(a: MainArgs, outputs: list[RunOutput], mode: str, png: Path | None) -
         "",
         f"{a.num_requests:,} {a.dataset} requests, Poisson, rates {a.rates[0]:g}-{a.rates[-1]:g} req/s; "
         f"max_num_seqs {a.max_num_seqs}, max_num_batched_tokens {a.max_num_batched_tokens}; "
-        f"step noise {a.noise:g}, seed {a.seed}. Policies still within the SLO at {a.rates[-1]:g} req/s "
+        f"step noise {a.noise:g}, seed {a.seed}; prefix caching off, as in the paper (vLLM 0.7.2). "
+        f"Policies still within the SLO at {a.rates[-1]:g} req/s "
         f"are swept on in steps of the grid (up to {a.rates[-1] * a.extend_to:g} req/s) to measure their "
         "capacity.",
         "",

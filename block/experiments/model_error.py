@@ -92,6 +92,7 @@ class ModelErrorArgs:
             noise=self.noise,
             seed=self.seed,
             record_itl=False,
+            prefix_caching=False,  # the paper's setting (vLLM 0.7.2)
             model_error=cell.model_error,
         )
 

@@ -110,6 +110,7 @@ def run_sim(a: PredictionArgs, out: Path, console: Console | None = None) -> dic
         seed=a.seed,
         noise=a.noise,
         record_itl=False,
+        prefix_caching=False,  # the paper's setting (vLLM 0.7.2)
         anticipate_arrivals=a.anticipate_arrivals,
     )
     collector = _Collector(a.sample_rate, a.seed, reqs.prompt_tokens.tolist(), reqs.output_tokens.tolist())

@@ -178,6 +178,7 @@ def run_sim(a: ProvisionArgs, out: Path, echo: Any = print, workers: int = 1) ->
         policy=a.policy,
         seed=a.seed,
         record_itl=False,
+        prefix_caching=False,  # the paper's setting (vLLM 0.7.2)
         max_num_seqs=a.max_num_seqs,
         anticipate_arrivals=a.anticipate_arrivals,
     )

@@ -19,6 +19,7 @@ def to_sim_run(spec: RunSpec) -> SimRun:
         max_num_batched_tokens=spec.max_num_batched_tokens,
         num_gpu_blocks=spec.num_gpu_blocks,
         max_model_len=spec.workload.max_model_len,
+        prefix_caching=spec.prefix_caching,
         noise=spec.noise,
         stall_probability=spec.stall_probability,
         seed=spec.seed,

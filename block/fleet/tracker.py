@@ -132,7 +132,9 @@ class InstanceTracker:
     def on_routed(self, request: RoutingRequest, at: float) -> None:
         """`request` was routed here at caller time `at`: waiting, as far as this tracker knows."""
         prompt, expected = request.prompt_tokens, request.expected_output_tokens
-        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected), at)
+        # its prompt's block hashes, when named as this instance names blocks (the forecast's cache)
+        hashes = request.prefix_hashes if request.prefix_block_size == self.block_size else ()
+        self._pending[request.id] = (RequestState(request.id, at, prompt, 0, 0, expected, hashes), at)
         self._in_flight.add(request.id)
         self._routed.record(at, prompt, expected)
         if self.fleet is not None:
@@ -207,11 +209,17 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. From the instance's own account when it gives one (vLLM's KV events, while
-        in sync), else from the router's record of what it routed here (the prefix index); 0 without
-        either."""
+        """See InstanceView. In order: a Block engine's snapshot, which names the blocks it caches
+        (Snapshot.cached_prefix_blocks; 0 when it says caching is off); the instance's own account (vLLM's
+        KV events, while in sync); the router's record of what it routed here (the prefix index); else 0."""
         if not request.prefix_hashes:
             return 0
+        snap = self.snapshot
+        if snap is not None:
+            if not snap.config.enable_prefix_caching:
+                return 0
+            if request.prefix_block_size == snap.config.block_size:
+                return snap.cached_prefix_blocks(request.prefix_hashes)
         if self.exact_cache is not None:
             held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)
             if held is not None:
@@ -242,6 +250,7 @@ class InstanceTracker:
                     None,
                     snap.num_preemptions,
                     snap.profile,
+                    snap.free_cached,  # (a finished request's blocks count as uncached free ones)
                 )
             at = self.snapshot_at or 0.0
             self._forecaster = Forecaster(

@@ -1,4 +1,10 @@
-"""`block predictor bench`: time forecasts on a realistic, busy snapshot."""
+"""`block predictor bench`: time forecasts on a realistic, busy snapshot.
+
+`--cached-prefix TOKENS` makes it cache-heavy (prefix caching on): every prompt, the candidate's too,
+starts with the same TOKENS tokens (a shared system prompt, held by the running requests), and the
+free blocks hold the cached blocks of earlier prompts, so the candidate's forecast starts from a hit
+and its admission walks a long free queue.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 
 from block.predictor.forecast import Arrivals, Forecaster, forecast
 from block.predictor.stepwise import run_stepwise
+from block.prefix import chain_hashes
 from block.profiles.profile import Profile
 from block.replica import ReplicaConfig, RequestState, Snapshot, blocks_for
 from block.request import RoutingRequest
@@ -27,20 +34,29 @@ def busy_snapshot(
     output: int = 256,
     kv_usage: float = 0.95,
     seed: int = 0,
+    cached_prefix: int = 0,
 ) -> Snapshot:
     """Mixed prompt and output lengths (exponential around the means), requests part-way through
     their output, the newest two still prefilling, a few preempted ones waiting, and a KV cache
-    sized so that `kv_usage` of it is in use now."""
+    sized so that `kv_usage` of it is in use now. `cached_prefix`: see the module docstring."""
     rng = random.Random(seed)
     base = ReplicaConfig.from_dict(profile.engine_defaults) if profile.engine_defaults else ReplicaConfig()
+    base = replace(base, enable_prefix_caching=cached_prefix > 0)
     max_len = base.max_model_len
+    bs = base.block_size
+
+    def hashes(p: int) -> tuple[int, ...]:
+        if not cached_prefix:
+            return ()
+        uid = rng.getrandbits(40) + 1
+        return chain_hashes([t if t < cached_prefix else uid * 100_000 + t for t in range(p)], bs)
 
     def lengths() -> tuple[int, int]:
         p = max(4, min(int(rng.expovariate(1 / prompt)), max_len // 2))
         o = max(2, min(int(rng.expovariate(1 / output)), max_len - p - 1))
         return p, o
 
-    run_states, used_tokens = [], 0
+    run_states = []
     for i in range(running):
         p, o = lengths()
         if i >= running - 2:  # the newest are still prefilling, in chunks
@@ -48,21 +64,53 @@ def busy_snapshot(
         else:
             g = rng.randint(1, o - 1)
             c = p + g - 1
-        run_states.append(RequestState(f"run{i}", 0.0, p, c, g, o))
-        used_tokens += c
+        run_states.append(RequestState(f"run{i}", 0.0, p, c, g, o, hashes(p)))
     wait_states = []
     for i in range(waiting):
         p, o = lengths()
         g = rng.randint(1, o - 1) if i < 2 else 0  # the first two were preempted after some output
-        wait_states.append(RequestState(f"wait{i}", 0.0, p, 0, g, o))
-    used_blocks = sum(blocks_for(s.computed_tokens, base.block_size) for s in run_states)
+        wait_states.append(RequestState(f"wait{i}", 0.0, p, 0, g, o, hashes(p)))
+    used_blocks = sum(blocks_for(s.computed_tokens, bs) for s in run_states)
+    # a block several requests hold is one block
+    held = [s.prefix_hashes[: s.computed_tokens // bs] for s in run_states]
+    used_blocks -= sum(len(h) for h in held) - len({x for h in held for x in h})
     config = replace(
         base,
         max_num_seqs=max(base.max_num_seqs, running),
-        num_gpu_blocks=max(int(used_blocks / kv_usage) + 1, blocks_for(max_len, base.block_size)),
+        num_gpu_blocks=max(int(used_blocks / kv_usage) + 1, blocks_for(max_len, bs)),
     )
     free = config.num_gpu_blocks - used_blocks
-    return Snapshot(config, 100.0, run_states, wait_states, free_blocks=free, profile=profile.name)
+    free_cached = None
+    if cached_prefix:  # earlier prompts' blocks fill most of the free ones, a few anonymous between them
+        free_cached, room = [], free
+        while room > 2:
+            for h in hashes(prompt)[::-1]:
+                gap = rng.randint(0, 1)
+                if gap + 1 > room:
+                    break
+                free_cached.append((gap, h))
+                room -= gap + 1
+            room = min(room, room - 1)
+    return Snapshot(
+        config,
+        100.0,
+        run_states,
+        wait_states,
+        free_blocks=free,
+        profile=profile.name,
+        free_cached=free_cached,
+    )
+
+
+def candidate(prompt: int, output: int, cached_prefix: int, block_size: int = 16) -> RoutingRequest:
+    """The request to forecast: with `cached_prefix`, its prompt starts with the shared prefix."""
+    if not cached_prefix:
+        return RoutingRequest(prompt, output)
+    prompt = max(prompt, cached_prefix + 1)
+    tokens = [t if t < cached_prefix else 7 * 100_000 + t for t in range(prompt)]
+    return RoutingRequest(
+        prompt, output, prefix_hashes=chain_hashes(tokens, block_size), prefix_block_size=block_size
+    )
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -80,9 +128,13 @@ def run_bench(
     stepwise_iterations: int = 5,
     added_delay: str = "horizon",
     seed: int = 0,
+    cached_prefix: int = 0,
 ) -> dict[str, Any]:
-    snaps = [busy_snapshot(profile, running, waiting, prompt, output, seed=seed + i) for i in range(20)]
-    request = RoutingRequest(prompt, output)
+    snaps = [
+        busy_snapshot(profile, running, waiting, prompt, output, seed=seed + i, cached_prefix=cached_prefix)
+        for i in range(20)
+    ]
+    request = candidate(prompt, output, cached_prefix, snaps[0].config.block_size)
     for s in snaps:  # warm up
         forecast(s, request, profile, added_delay=added_delay)  # type: ignore[arg-type]
     times, cpu, events, steps = [], [], [], []
@@ -113,11 +165,12 @@ def run_bench(
         t0 = time.perf_counter()
         fc.forecast(request, 0.01, arrivals=arrivals)
         anticipated.append(time.perf_counter() - t0)
-    stepwise = []
+    stepwise, hit_tokens = [], []
     for i in range(stepwise_iterations):
         t0 = time.perf_counter()
-        run_stepwise(snaps[i % len(snaps)], request, profile)
+        ref = run_stepwise(snaps[i % len(snaps)], request, profile)
         stepwise.append(time.perf_counter() - t0)
+        hit_tokens.append(ref.candidate.num_cached_tokens if ref.candidate is not None else 0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
         1024 if sys.platform != "darwin" else 1024 * 1024
     )
@@ -138,4 +191,7 @@ def run_bench(
         "added_delay": added_delay,
         "profile": profile.name,
         "iterations": iterations,
+        "cached_prefix": cached_prefix,
+        # the candidate's prompt tokens found cached at admission (stepwise runs, mean)
+        "candidate_cached_tokens": round(statistics.fmean(hit_tokens), 1),
     }

@@ -17,6 +17,12 @@ costs several times more (`added_delay="full"` does that when wanted). Either wa
 without the candidate (drained once per Forecaster, then cached), which about doubles the cost of a
 one-shot forecast: so it is opt-in (`added_delay="horizon"`) for `forecast()`.
 
+Prefix caching (the snapshot's config has it on and something has an identity): the candidate's
+`prefix_hashes` (when named at the instance's block size) are looked up in the instance's cache when it
+is admitted, as every queued request's are, so a cached prefix shortens its prefill on this instance
+only, blocks the requests ahead of it compute serve it too, and blocks evicted before it is admitted
+do not (block/predictor/prefix_start.py: the cache a forecast starts from).
+
 Anticipated arrivals (opt-in, `Arrivals`): a plain forecast cannot see the requests that will reach
 the instance after the candidate and join its batch, so it runs a little fast under load. With
 `arrivals`, synthetic requests of the given mean lengths arrive at the given rate, deterministically
@@ -33,9 +39,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
+from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
+from block.replica.prefix_cache import prompt_hashes
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
@@ -120,22 +128,61 @@ class Forecaster:
                 else:
                     self._later.append((t, p))
         self._drained: dict[str, float] | None = None  # finish times without a candidate
+        # prefix caching: each request's prompt hashes; modelled when anything is, or may be, cached
+        self._hashes: dict[str, tuple[int, ...]] = {}
+        if cfg.enable_prefix_caching:
+            bs = cfg.block_size
+            for s in (*snapshot.running, *snapshot.waiting, *pending):
+                if s.prefix_hashes:
+                    self._hashes[s.id] = prompt_hashes(s.prefix_hashes, s.prompt_tokens, bs)
+        self._caching = bool(self._hashes or snapshot.free_cached)
+        self._prefix_start: PrefixStart | None = None  # prepared on first use
 
     @property
     def num_requests(self) -> int:
         return len(self._running) + len(self._waiting) + len(self._later)
 
-    def _build(self, watch_all: bool = False, until: float = 0.0) -> tuple[FastReplica, list[SimRequest]]:
+    def candidate_hashes(self, request: RoutingRequest) -> tuple[int, ...]:
+        """The candidate's prompt hashes as this instance names its blocks (none: not modelled)."""
+        cfg = self.config
+        if not cfg.enable_prefix_caching or request.prefix_block_size != cfg.block_size:
+            return ()
+        return prompt_hashes(request.prefix_hashes, request.prompt_tokens, cfg.block_size)
+
+    def _build(
+        self, watch_all: bool = False, until: float = 0.0, candidate: tuple[int, ...] = ()
+    ) -> tuple[FastReplica, list[SimRequest]]:
         """The instance at the snapshot, run on until `until`, with the pending requests queued as
-        they arrive (any due later than `until`, e.g. from clock skew, at `until`)."""
+        they arrive (any due later than `until`, e.g. from clock skew, at `until`). `candidate`: the
+        candidate's prompt hashes (the prefix cache is modelled when anything has an identity)."""
         sim = FastReplica(self.config, self.profile)
         reqs = sim.load(self._running, self._waiting, watch_all)
+        hashes = self._hashes
+        if candidate or self._caching:
+            start = self._prefix_start
+            if start is None:
+                bs = self.config.block_size
+                held = [hashes.get(r.key, ())[: r.c // bs] for r in reqs]
+                start = self._prefix_start = PrefixStart(
+                    held, list(hashes.values()), self.snapshot.free_cached or []
+                )
+            cache, held_records, implicit = start.start(sim.free + start.shared_blocks, candidate)
+            sim.enable_prefix(
+                cache,
+                reqs,
+                [hashes.get(r.key, ()) for r in reqs],
+                held_records,
+                implicit,
+                start.shared_blocks,
+                start.wanted,
+                frozenset(candidate),
+            )
         if self.step_end_s is not None and sim.has_work:
             sim.first_step_end = self.step_end_s
             sim.step()  # the step in flight: nothing that arrives now can join it
         for t, (key, prompt, out, c, g) in self._later:
             sim.advance_until(min(t, until))
-            r = SimRequest(key, prompt, out, c, g, watch_all)
+            r = SimRequest(key, prompt, out, c, g, watch_all, hashes=hashes.get(key, ()))
             sim.add_waiting(r)
             reqs.append(r)
         sim.advance_until(until)
@@ -174,8 +221,9 @@ class Forecaster:
         sent = max(0.0, elapsed_s)
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
+        hashes = self.candidate_hashes(request)
         if arrivals is not None and arrivals.active:
-            cand, steps, events = self._run_anticipating(prompt, out, arrival, arrivals, deadline)
+            cand, steps, events = self._run_anticipating(prompt, out, arrival, arrivals, deadline, hashes)
             harm = 0.0
             if added_delay != "none":  # measured without the synthetic arrivals, as documented
                 harm = self.forecast(
@@ -193,8 +241,8 @@ class Forecaster:
                 anticipated_rate=arrivals.rate,
             )
 
-        sim, reqs = self._build(watch_all=added_delay == "full", until=arrival)
-        cand = SimRequest(CANDIDATE, prompt, out, watched=True)
+        sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, candidate=hashes)
+        cand = SimRequest(CANDIDATE, prompt, out, watched=True, hashes=hashes)
         sim.add_waiting(cand)
         until = None if horizon_s is None else sent + horizon_s
         sim.run_until_watched_done(deadline=deadline, until=until)
@@ -233,7 +281,13 @@ class Forecaster:
         )
 
     def _run_anticipating(
-        self, prompt: int, out: int, arrival: float, arrivals: Arrivals, deadline: float | None
+        self,
+        prompt: int,
+        out: int,
+        arrival: float,
+        arrivals: Arrivals,
+        deadline: float | None,
+        hashes: tuple[int, ...] = (),
     ) -> tuple[SimRequest, int, int]:
         """The candidate's run with synthetic requests arriving every 1 / rate after it: the
         candidate, finished, and the steps and events simulated.
@@ -243,8 +297,8 @@ class Forecaster:
         of it, too few blocks), a decode stretch need not stop for it: it is queued when the
         stretch ends, before the next step. Under load most stretches then run whole."""
         a_prompt, a_out = arrivals.sized_for(self.config)
-        sim, _ = self._build(until=arrival)
-        cand = SimRequest(CANDIDATE, prompt, out, watched=True)
+        sim, _ = self._build(until=arrival, candidate=hashes)
+        cand = SimRequest(CANDIDATE, prompt, out, watched=True, hashes=hashes)
         sim.add_waiting(cand)
         k = 1
         due = arrival + 1 / arrivals.rate

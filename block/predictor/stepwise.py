@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from block.predictor.forecast import ANTICIPATED, CANDIDATE, Arrivals
 from block.predictor.lengths import LengthRule, max_output
 from block.profiles.profile import Profile
-from block.replica import Replica, Request
+from block.replica import Replica, ReplicaConfig, Request
+from block.replica.prefix_cache import prompt_hashes
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import RoutingRequest
 
@@ -33,7 +34,12 @@ def build_replica(
     for s in pending:
         replica.waiting.append(
             Request(
-                s.id, s.prompt_tokens, rule.total_output(s, cfg), s.arrival_time, s.expected_output_tokens
+                s.id,
+                s.prompt_tokens,
+                rule.total_output(s, cfg),
+                s.arrival_time,
+                s.expected_output_tokens,
+                prefix_hashes=_hashes(s.prefix_hashes, s.prompt_tokens, cfg),
             )
         )
     return replica
@@ -67,6 +73,8 @@ def run_stepwise(
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
         cand = Request(CANDIDATE, request.prompt_tokens, out, arrival_time=arrival)
+        if request.prefix_block_size == snapshot.config.block_size:
+            cand.prefix_hashes = request.prefix_hashes  # Replica.add keeps the prompt's
         replica.add(cand)
         if arrivals is not None and arrivals.active:
             _run_with_arrivals(replica, cand, arrivals)
@@ -91,3 +99,7 @@ def _run_with_arrivals(replica: Replica, cand: Request, arrivals: Arrivals) -> N
             replica.advance_to(due)
             replica.add(Request(f"{ANTICIPATED}{k}", prompt, output, arrival_time=due))
             k += 1
+
+
+def _hashes(hashes: tuple[int, ...], prompt_tokens: int, config: ReplicaConfig) -> tuple[int, ...]:
+    return prompt_hashes(hashes, prompt_tokens, config.block_size) if config.enable_prefix_caching else ()

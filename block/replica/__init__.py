@@ -1,6 +1,7 @@
 """The replica model: one vLLM-style instance in virtual time, shared by engine, predictor and simulator.
 
-`Replica` steps it (replica.py, over the KV operations of kv_cache.py); `FastReplica` (fast_replica.py)
+`Replica` steps it (replica.py, over the KV operations of kv_cache.py, with vLLM V1's prefix cache of
+prefix_cache.py when `ReplicaConfig.enable_prefix_caching`); `FastReplica` (fast_replica.py)
 is the forecast's copy with the same rules and skip-ahead over decode stretches. Both time steps with
 the profile's `StepCost` (block/profiles/step_cost.py).
 """

@@ -13,6 +13,8 @@ class ReplicaConfig:
     block_size: int = 16  # tokens per KV-cache block
     num_gpu_blocks: int = 1052  # KV-cache blocks in all
     max_model_len: int = 4096  # prompt + output tokens of one request at most
+    # vLLM V1's automatic prefix caching (on by default there); the paper's setting, vLLM 0.7.2, had it off
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -25,10 +27,23 @@ class ReplicaConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReplicaConfig:
         fields = cls.__dataclass_fields__
-        return cls(**{k: int(v) for k, v in d.items() if k in fields})
+        return cls(**{k: _flag(v) if k in _FLAGS else int(v) for k, v in d.items() if k in fields})
+
+
+_FLAGS = frozenset({"enable_prefix_caching"})
+
+
+def _flag(v: Any) -> bool:
+    if isinstance(v, str):
+        if v.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a boolean: {v!r}")
+    return bool(v)

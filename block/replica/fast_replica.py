@@ -27,6 +27,12 @@ completing step included: it has the same shape, the request leaves after it) is
 whose time is linear in the KV tokens read, so k of them take the closed form
 `StepCost.decodes(n, k, K0)` (K0: the KV tokens read by the first of them).
 
+Prefix caching (`enable_prefix`, when the state has any prefix hashes): the same block pool as
+PrefixKVCache (prefix_cache.PrefixCache), driven at the same points: a cache hit at admission,
+registration when a prefill chunk is scheduled, release at finish and preemption, and `take` for every
+block allocated, in bulk after a skipped stretch (nothing else touches the free queue within one). A
+decode never fills a prompt block, so the decode group needs nothing more.
+
 Everything else (prefill chunks, admissions, preemptions, completions) runs through the general
 step, which is exact for any state. Every step is timed by the profile's `StepCost` (`seconds`, or
 `decodes` for a stretch), and the block arithmetic is KVCache's (`blocks_for(computed + n) - held`),
@@ -43,6 +49,7 @@ from collections import deque
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.kv_cache import blocks_for
+from block.replica.prefix_cache import CachedBlock, PrefixCache
 
 
 class SimRequest:
@@ -62,6 +69,9 @@ class SimRequest:
         "finish",
         "watched",
         "preemptions",
+        "hashes",
+        "held",
+        "implicit",
     )
 
     def __init__(
@@ -73,6 +83,7 @@ class SimRequest:
         g: int = 0,
         watched: bool = False,
         blocks: int = 0,
+        hashes: tuple[int, ...] = (),
     ) -> None:
         self.key = key
         self.prompt = prompt
@@ -87,6 +98,9 @@ class SimRequest:
         self.finish: float | None = None
         self.watched = watched
         self.preemptions = 0
+        self.hashes = hashes  # prefix hashes of its prompt's full blocks (prefix caching)
+        self.held: list[CachedBlock] | tuple[CachedBlock, ...] = ()  # records of its leading blocks
+        self.implicit = 0  # its private cached blocks after them (see block/predictor/prefix_start.py)
 
 
 class SimulationStuck(RuntimeError):
@@ -127,6 +141,9 @@ class FastReplica:
         self.steps = 0  # engine steps simulated (skipped ones included)
         self.events = 0  # general steps executed one by one
         self.num_preemptions = 0
+        self.prefix: PrefixCache | None = None  # prefix caching: see enable_prefix
+        self.wanted: frozenset[int] = frozenset()
+        self.wanted_too: frozenset[int] = frozenset()
 
     # -- building ------------------------------------------------------------------------------
 
@@ -178,6 +195,58 @@ class FastReplica:
         if watch_all:
             self.watched_left += len(out_reqs)
         return out_reqs
+
+    def enable_prefix(
+        self,
+        cache: PrefixCache,
+        reqs: list[SimRequest],
+        hashes: list[tuple[int, ...]],
+        held: list[tuple[CachedBlock, ...]],
+        implicit: list[int],
+        shared_blocks: int,
+        wanted: frozenset[int],
+        candidate: frozenset[int] = frozenset(),
+    ) -> None:
+        """Model the prefix cache, after `load` (block/predictor/prefix_start.py prepares it): each
+        request's prompt hashes, the records of its leading cached blocks and the number of private
+        ones after them; `shared_blocks`: blocks `load` counted once per holder that are one block;
+        `wanted` and `candidate`: the hashes someone may look up (any other block is private)."""
+        self.prefix = cache
+        self.free += shared_blocks
+        self.wanted, self.wanted_too = wanted, candidate
+        for r, h, mine, n in zip(reqs, hashes, held, implicit, strict=True):
+            r.hashes, r.held, r.implicit = h, mine, n
+
+    def _register(self, r: SimRequest, done: int) -> None:
+        """As PrefixKVCache._register: the prompt blocks `done` computed tokens fill get their
+        identity; a private one (and every one after it: hashes are chained) is only counted."""
+        hashes, held = r.hashes, r.held
+        full = min(len(hashes), done // self.bs)
+        i = len(held) + r.implicit
+        if i >= full:
+            return
+        if not r.implicit:
+            wanted, too = self.wanted, self.wanted_too
+            register = self.prefix.register  # type: ignore[union-attr]
+            while i < full and (hashes[i] in wanted or hashes[i] in too):
+                if not isinstance(held, list):
+                    held = r.held = list(held)
+                held.append(register(hashes[i]))
+                i += 1
+        r.implicit += full - i
+
+    def _release(self, r: SimRequest, again: bool = False) -> int:
+        """Free its blocks into the prefix cache (PrefixKVCache.free); returns the blocks freed.
+        `again`: it was preempted and will look its own prompt up: its private blocks get records."""
+        held = r.held
+        if again and r.implicit:
+            k = len(held)
+            register = self.prefix.register  # type: ignore[union-attr]
+            held = (*held, *(register(h) for h in r.hashes[k : k + r.implicit]))
+        freed = self.prefix.release(held, r.blocks - len(held))  # type: ignore[union-attr]
+        r.held = ()
+        r.implicit = 0
+        return freed
 
     def regroup(self) -> None:
         """Extend the decode group over the decoding requests right after it."""
@@ -267,11 +336,19 @@ class FastReplica:
         if nd == 0 or len(running) != nd or nd > self.max_tokens or self.first_step_end is not None:
             return 0
         bs, T, free, due = self.bs, self.T, self.free, self.due
+        prefix = self.prefix
         if self.waiting and nd < self.max_seqs and nd < self.max_tokens:
             head = self.waiting[0]
-            n = min(head.prompt + head.g - head.c, self.max_tokens - nd)
-            if -(-(head.c + n) // bs) - head.blocks <= free - due[T % bs]:  # KVCache.blocks_needed
-                return 0  # it would be admitted in the next step
+            n = head.prompt + head.g - head.c
+            hit = 0
+            if prefix is not None and head.c == 0 and head.hashes:
+                hit = len(prefix.lookup(head.hashes, (n - 1) // bs))
+                n -= hit * bs
+            n = min(n, self.max_tokens - nd)
+            # KVCache.blocks_needed; with a hit, the fewest it could take (as Replica._safe_decode_steps)
+            need = -(-n // bs) if hit else -(-(head.c + n) // bs) - head.blocks
+            if need <= free - due[T % bs]:
+                return 0  # it may be admitted in the next step
         # A stretch keeps the batch's size and only uses up blocks: a newcomer behind a stuck head,
         # or without a sequence slot, budget or blocks now, stays out until the stretch ends.
         if arriving and (
@@ -307,6 +384,8 @@ class FastReplica:
                 return 0
         q, r = divmod(k, bs)
         self.free = free - q * nd - sum(due[s0 : s0 + r])
+        if prefix is not None:
+            prefix.take(free - self.free)
         self.now += cost.decodes(nd, k, k0)
         self.T = T = T + k
         self.steps += k
@@ -330,6 +409,7 @@ class FastReplica:
         base, kv_s = self.cost.decode_base, self.cost.kv
         sum_base, now, watched_left, T0 = self.sum_base, self.now, self.watched_left, T
         pop = heapq.heappop
+        prefix = self.prefix
         while True:
             top = heap[0]
             while not (top[2].grouped and top[2].tag == top[1]):
@@ -342,6 +422,8 @@ class FastReplica:
             if demand > free:
                 break  # an allocation fails within the stretch
             free -= demand
+            if prefix is not None:
+                prefix.take(demand)
             now += k * base[nd] + kv_s * (k * (sum_base + nd * T + nd) + nd * (k * (k - 1) // 2))
             T += k
             while heap and heap[0][0] <= T:  # as _complete_group: _leave, then _finish
@@ -358,7 +440,11 @@ class FastReplica:
                 m.g += T
                 m.grouped = False
                 m.tag = -1
-                free += -(-c // bs)  # its blocks_for(c), inlined
+                if prefix is None:
+                    free += -(-c // bs)  # its blocks_for(c), inlined
+                else:
+                    m.blocks = -(-c // bs)
+                    free += self._release(m)
                 m.blocks = 0
                 m.finish = now
                 running.remove(m)
@@ -383,9 +469,12 @@ class FastReplica:
         stop = False
 
         # decode group: every member takes one token
+        prefix = self.prefix
         d = self.due[T % bs]
         if d <= free:
             free -= d
+            if prefix is not None and d:
+                prefix.take(d)
         else:  # someone cannot grow: walk the members in order, preempting from the end
             i = 0
             while i < self.nd:
@@ -397,6 +486,8 @@ class FastReplica:
                         if stop:
                             break
                     free -= 1
+                    if prefix is not None:
+                        prefix.take(1)
                 i += 1
         nd = self.nd
         budget = self.max_tokens - nd
@@ -416,6 +507,11 @@ class FastReplica:
                         break
                 free -= need
                 r.blocks += need
+                if prefix is not None:
+                    if need > 0:
+                        prefix.take(need)
+                    if r.hashes:
+                        self._register(r, r.c + n)
                 sched.append((r, n))
                 budget -= n
                 p += 1
@@ -425,16 +521,37 @@ class FastReplica:
             max_seqs = self.max_seqs
             while waiting and budget > 0 and len(running) < max_seqs:
                 r = waiting[0]
-                n = min(r.prompt + r.g - r.c, budget)
-                need = -(-(r.c + n) // bs) - r.blocks  # KVCache.blocks_needed, inlined
-                if need > free:
-                    break
+                n = r.prompt + r.g - r.c
+                hit = None
+                if prefix is not None and r.c == 0 and r.hashes:  # PrefixKVCache.hit and allocate
+                    hit = prefix.lookup(r.hashes, (n - 1) // bs)
+                if hit:
+                    h = len(hit)
+                    n = min(n - h * bs, budget)
+                    need = -(-(h * bs + n) // bs) - h - r.blocks
+                    if need > free - sum(1 for b in hit if b.ref == 0):
+                        break
+                    free -= prefix.touch(hit)  # type: ignore[union-attr]
+                    r.held = hit
+                    r.blocks += h
+                    r.c = h * bs
+                else:
+                    if n > budget:
+                        n = budget
+                    need = -(-(r.c + n) // bs) - r.blocks  # KVCache.blocks_needed, inlined
+                    if need > free:
+                        break
                 waiting.popleft()
                 running.append(r)
                 if r.first_sched is None:
                     r.first_sched = self.now
                 free -= need
                 r.blocks += need
+                if prefix is not None:
+                    if need > 0:
+                        prefix.take(need)
+                    if r.hashes:
+                        self._register(r, r.c + n)
                 sched.append((r, n))
                 budget -= n
         self.free = free
@@ -495,7 +612,7 @@ class FastReplica:
 
     def _finish(self, r: SimRequest, end: float) -> None:
         r.finish = end
-        self.free += r.blocks
+        self.free += r.blocks if self.prefix is None else self._release(r)
         r.blocks = 0
         if r.watched:
             self.watched_left -= 1
@@ -516,7 +633,7 @@ class FastReplica:
         """Recompute preemption: drop its cache and put it first in line. Returns blocks freed."""
         if v.grouped:
             self._leave(v)
-        freed = v.blocks
+        freed = v.blocks if self.prefix is None else self._release(v, again=True)
         v.blocks = 0
         v.c = 0
         v.preemptions += 1

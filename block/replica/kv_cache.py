@@ -14,22 +14,23 @@ The scheduler (Replica.schedule) asks through named operations, after nano-vllm'
 - `append_all(requests, n)`: `append` for many requests at once (a run of decode steps);
 - `adopt(request)`: a request rebuilt from a snapshot with its cache already filled.
 
-Admission and growth are separate operations because prefix caching (not modelled yet) treats them
-differently: admission is where a request's cached prefix would be looked up (and its computed
-tokens jump ahead), growth is where newly filled blocks would be hashed, and a freed block would stay
-cached until evicted. `free_blocks` counts the blocks an allocation may take.
+Admission and growth are separate operations because prefix caching treats them differently
+(`PrefixKVCache`, over prefix_cache.PrefixCache): admission is where a request's cached prefix is looked
+up (`hit`) and its computed tokens jump ahead, growth is where newly filled prompt blocks are hashed,
+and a freed block stays cached until evicted. `free_blocks` counts the blocks an allocation may take.
 
 Replica.run_decodes uses `demand` and `append_all` for a run of decode steps. The forecast's
 FastReplica (fast_replica.py) does not call this class: it keeps one free count and, for its decode
 group, a histogram of when members need a block, with the same arithmetic inlined in its hot loops;
-tests/predictor/test_skip_ahead.py keeps it equal to Replica. A change here (prefix caching) needs its
-twin there: in `FastReplica.load`, its step's admission loop and `_finish`.
+tests/predictor/test_skip_ahead.py keeps it equal to Replica. A change here needs its twin there: in
+`FastReplica.load`, its step's admission loop, `_finish` and `_preempt` (prefix caching is there too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from block.replica.prefix_cache import CachedBlock, PrefixCache
 from block.replica.request import Request
 
 
@@ -39,12 +40,13 @@ def blocks_for(num_tokens: int, block_size: int) -> int:
 
 
 class KVCache:
-    __slots__ = ("num_blocks", "block_size", "free_blocks")
+    __slots__ = ("num_blocks", "block_size", "free_blocks", "prefix")
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.free_blocks = num_blocks
+        self.prefix: PrefixCache | None = None  # set by PrefixKVCache
 
     @property
     def used_blocks(self) -> int:
@@ -70,9 +72,13 @@ class KVCache:
     def can_allocate(self, request: Request, num_new_tokens: int) -> bool:
         return self.blocks_needed(request, num_new_tokens) <= self.free_blocks
 
-    def allocate(self, request: Request, num_new_tokens: int) -> bool:
-        """Admit a waiting request to compute `num_new_tokens` tokens; False (nothing taken) when
-        too few blocks are free."""
+    def hit(self, request: Request) -> list[CachedBlock]:
+        """The cached blocks a waiting request would start from (none: no prefix caching)."""
+        return []
+
+    def allocate(self, request: Request, num_new_tokens: int, hit: list[CachedBlock] | None = None) -> bool:
+        """Admit a waiting request to compute `num_new_tokens` tokens (after its cache `hit`); False
+        (nothing taken) when too few blocks are free."""
         return self.append(request, num_new_tokens)
 
     def append(self, request: Request, num_new_tokens: int) -> bool:
@@ -105,3 +111,102 @@ class KVCache:
         """Account for a request rebuilt from a snapshot with its cache already filled."""
         request.num_blocks = blocks_for(request.num_computed_tokens, self.block_size)
         self.free_blocks -= request.num_blocks
+
+
+class PrefixKVCache(KVCache):
+    """KVCache with vLLM V1's automatic prefix caching (see prefix_cache.py for the block pool).
+
+    At admission a request with nothing computed looks up the longest cached prefix of its
+    `prefix_hashes`, at most (tokens - 1) // block_size blocks: at least one token is always computed,
+    to get logits. The hit's blocks count as computed; those taken from the free queue count against
+    the free blocks, and the admission fails (nothing taken) unless the new blocks fit the rest.
+    Preemption frees the blocks (they stay cached), so a recompute hits its own prompt again unless
+    it was evicted meanwhile; blocks of generated tokens carry no identity here and are recomputed.
+    `queries` and `hits` count prompt tokens looked up and found at first admissions, as vLLM's
+    counters (vllm:prefix_cache_queries and _hits leave out requests coming back from a preemption).
+    """
+
+    __slots__ = ("queries", "hits")
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        super().__init__(num_blocks, block_size)
+        self.prefix = PrefixCache(num_blocks)
+        self.queries = 0
+        self.hits = 0
+
+    def hit(self, request: Request) -> list[CachedBlock]:
+        if request.num_computed_tokens or not request.prefix_hashes:
+            return []
+        return self.prefix.lookup(request.prefix_hashes, (request.num_tokens - 1) // self.block_size)  # type: ignore[union-attr]
+
+    def allocate(self, request: Request, num_new_tokens: int, hit: list[CachedBlock] | None = None) -> bool:
+        h = len(hit) if hit else 0
+        looked_up = request.num_computed_tokens == 0
+        if h:
+            bs = self.block_size
+            need = -(-(h * bs + num_new_tokens) // bs) - h - request.num_blocks
+            evictable = sum(1 for b in hit if b.ref == 0)  # type: ignore[union-attr]
+            if need > self.free_blocks - evictable:
+                return False
+            self.free_blocks -= self.prefix.touch(hit)  # type: ignore[union-attr, arg-type]
+            request.held = list(hit)  # type: ignore[arg-type]
+            request.num_blocks += h
+            request.num_computed_tokens = h * bs
+        if not self.append(request, num_new_tokens):
+            return False
+        if looked_up and request.num_preemptions == 0:  # vLLM counts a preempted one apart
+            self.queries += request.num_tokens
+            self.hits += h * self.block_size
+            request.num_cached_tokens = h * self.block_size
+        return True
+
+    def append(self, request: Request, num_new_tokens: int) -> bool:
+        done = request.num_computed_tokens + num_new_tokens
+        need = -(-done // self.block_size) - request.num_blocks
+        if need > 0:
+            if need > self.free_blocks:
+                return False
+            self.free_blocks -= need
+            request.num_blocks += need
+            self.prefix.take(need)  # type: ignore[union-attr]
+        hashes = request.prefix_hashes
+        if hashes and len(request.held) < len(hashes):
+            self._register(request, done)
+        return True
+
+    def _register(self, request: Request, done: int) -> None:
+        """Give the prompt blocks that `done` computed tokens fill their identity."""
+        hashes, held = request.prefix_hashes, request.held
+        full = min(len(hashes), done // self.block_size)
+        if len(held) >= full:
+            return
+        if not isinstance(held, list):
+            held = request.held = []
+        register = self.prefix.register  # type: ignore[union-attr]
+        for i in range(len(held), full):
+            held.append(register(hashes[i]))
+
+    def append_all(self, requests: Iterable[Request], num_new_tokens: int) -> None:
+        before = self.free_blocks
+        super().append_all(requests, num_new_tokens)
+        self.prefix.take(before - self.free_blocks)  # type: ignore[union-attr]
+
+    def free(self, request: Request) -> None:
+        held = request.held
+        self.free_blocks += self.prefix.release(held, request.num_blocks - len(held))  # type: ignore[union-attr]
+        request.num_blocks = 0
+        request.held = ()
+
+    def adopt_all(self, requests: list[Request], free_queue: list[tuple[int, int]]) -> None:
+        """Account for requests rebuilt from a snapshot (as `adopt`), with the cached blocks each holds
+        (its leading prompt blocks) and the snapshot's free cached blocks in eviction order."""
+        bs = self.block_size
+        held_hashes = [r.prefix_hashes[: r.num_computed_tokens // bs] for r in requests]
+        anonymous = sum(blocks_for(r.num_computed_tokens, bs) for r in requests)
+        anonymous -= sum(len(h) for h in held_hashes)
+        distinct = len({h for hs in held_hashes for h in hs})
+        self.free_blocks = self.num_blocks - anonymous - distinct
+        self.prefix, records = PrefixCache.restore(self.free_blocks, held_hashes, free_queue)
+        for r, mine in zip(requests, records, strict=True):
+            r.num_blocks = blocks_for(r.num_computed_tokens, bs)
+            r.held = mine if mine else ()

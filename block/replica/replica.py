@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from block.profiles.profile import Profile
 from block.replica.batch import Batch
 from block.replica.config import ReplicaConfig
-from block.replica.kv_cache import KVCache, blocks_for
+from block.replica.kv_cache import KVCache, PrefixKVCache, blocks_for
+from block.replica.prefix_cache import prompt_hashes
 from block.replica.request import Request
 from block.replica.snapshot import RequestState, Snapshot
 
@@ -60,7 +61,8 @@ class Replica:
         self.config = config
         self.profile = profile
         profile.cost.reserve(config.max_num_batched_tokens)  # hot loops index its tables
-        self.kv = KVCache(config.num_gpu_blocks, config.block_size)
+        kv_cache = PrefixKVCache if config.enable_prefix_caching else KVCache
+        self.kv = kv_cache(config.num_gpu_blocks, config.block_size)
         self.running: list[Request] = []  # scheduling order: oldest first, preemption takes the last
         self.waiting: deque[Request] = deque()
         self.now = 0.0
@@ -77,6 +79,10 @@ class Replica:
             )
         if not self.kv.fits(request.prompt_tokens + request.output_tokens):
             raise ValueError(f"request {request.id} needs more KV blocks than the cache holds")
+        if request.prefix_hashes:
+            request.prefix_hashes = prompt_hashes(
+                request.prefix_hashes, request.prompt_tokens, self.config.block_size
+            )
         self.waiting.append(request)
 
     def abort(self, request: Request) -> None:
@@ -107,10 +113,12 @@ class Replica:
         decode, the rest of the prompt for a chunked prefill) within the step's token budget. If a
         request cannot get a KV block, the newest running request is preempted (recompute) until it
         can, possibly itself. Waiting requests are admitted FCFS only when nothing was preempted,
-        while budget, sequence slots and blocks last.
+        while budget, sequence slots and blocks last; with prefix caching, a waiting request's cached
+        prefix counts as computed when it is admitted.
         """
         # Request.num_missing_tokens is inlined: this runs for every request of every step.
-        append, allocate = self.kv.append, self.kv.allocate
+        append, allocate, hit = self.kv.append, self.kv.allocate, self.kv.hit
+        caching = self.kv.prefix is not None
         running, waiting = self.running, self.waiting
         budget = self.config.max_num_batched_tokens
         batch = Batch()
@@ -132,10 +140,13 @@ class Replica:
             max_seqs = self.config.max_num_seqs
             while waiting and budget > 0 and len(running) < max_seqs:
                 req = waiting[0]
+                cached = hit(req) if caching else None
                 n = req.prompt_tokens + req.num_generated - req.num_computed_tokens
+                if cached:
+                    n -= len(cached) * self.kv.block_size
                 if n > budget:
                     n = budget
-                if not allocate(req, n):
+                if not allocate(req, n, cached):
                     break
                 waiting.popleft()
                 running.append(req)
@@ -270,9 +281,13 @@ class Replica:
         budget = self.config.max_num_batched_tokens - n
         if self.waiting and n < self.config.max_num_seqs and budget > 0:
             head = self.waiting[0]
-            m = min(head.num_missing_tokens, budget)
-            if kv.blocks_needed(head, m) <= free - first_demand:
-                return 0, 0  # it would be admitted in the first step
+            cached = len(kv.hit(head))
+            m = min(head.num_missing_tokens - cached * kv.block_size, budget)
+            # with a cache hit, the fewest blocks it could take (its hit blocks may be free ones, or be
+            # evicted by the decodes): a hit only shrinks while nothing is prefilled, so this only grows
+            need = blocks_for(m, kv.block_size) if cached else kv.blocks_needed(head, m)
+            if need <= free - first_demand:
+                return 0, 0  # it may be admitted in the first step
         # A request holds at least blocks_for(computed) blocks, so k steps allocate at most
         # n * blocks_for(k) of them: only when that does not fit is the exact demand needed.
         if n * blocks_for(k, kv.block_size) > free and kv.demand(running, k) > free:
@@ -327,6 +342,7 @@ class Replica:
             free_blocks=self.kv.free_blocks,
             num_preemptions=self.num_preemptions,
             profile=self.profile.name,
+            free_cached=None if self.kv.prefix is None else self.kv.prefix.free_queue(),
         )
 
     @classmethod
@@ -342,8 +358,13 @@ class Replica:
         replica.now = snapshot.now
         replica.num_preemptions = snapshot.num_preemptions
         length = output_tokens_of or _expected_or_next
-        replica.running = [_request_of(s, length(s)) for s in snapshot.running]
-        replica.waiting = deque(_request_of(s, length(s)) for s in snapshot.waiting)
+        bs = snapshot.config.block_size
+        replica.running = [_request_of(s, length(s), bs) for s in snapshot.running]
+        replica.waiting = deque(_request_of(s, length(s), bs) for s in snapshot.waiting)
+        if isinstance(replica.kv, PrefixKVCache):
+            everyone = [*replica.running, *replica.waiting]
+            replica.kv.adopt_all(everyone, snapshot.free_cached or [])
+            return replica
         for req in _chain(replica.running, replica.waiting):
             replica.kv.adopt(req)
         return replica
@@ -360,12 +381,13 @@ def _states_of(requests: Iterable[Request]) -> list[RequestState]:
             r.num_computed_tokens,
             r.num_generated,
             r.expected_output_tokens,
+            r.prefix_hashes,
         )
         for r in requests
     ]
 
 
-def _request_of(s: RequestState, output_tokens: int) -> Request:
+def _request_of(s: RequestState, output_tokens: int, block_size: int) -> Request:
     return Request(
         id=s.id,
         prompt_tokens=s.prompt_tokens,
@@ -374,6 +396,7 @@ def _request_of(s: RequestState, output_tokens: int) -> Request:
         expected_output_tokens=s.expected_output_tokens,
         num_computed_tokens=s.computed_tokens,
         num_generated=s.output_tokens,
+        prefix_hashes=prompt_hashes(s.prefix_hashes, s.prompt_tokens, block_size),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from block.replica.prefix_cache import CachedBlock
+
 
 @dataclass(slots=True, eq=False)
 class Request:
@@ -14,7 +16,8 @@ class Request:
     new token. A prefill is therefore a step (or chunks over several steps) covering the prompt, and
     a decode is a step computing exactly one token. After a preemption (recompute) the cache is
     dropped, `num_computed_tokens` returns to 0 and the prompt and all generated tokens are
-    prefilled again before the next token comes out.
+    prefilled again before the next token comes out (with prefix caching, from the longest prefix of
+    its prompt still cached: kv_cache.PrefixKVCache).
     """
 
     id: str
@@ -30,6 +33,11 @@ class Request:
     first_token_time: float | None = None
     finish_time: float | None = None
     aborted: bool = False
+    # prefix caching (kv_cache.PrefixKVCache): the chained hashes of the prompt's full blocks, the
+    # cached records it holds (its leading blocks), and the prompt tokens its last admission found cached
+    prefix_hashes: tuple[int, ...] = ()
+    held: list[CachedBlock] | tuple[()] = ()
+    num_cached_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:

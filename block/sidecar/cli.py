@@ -84,6 +84,12 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Option("llama-2-7b-a30", help="Profile name or JSON path."),
         iterations: int = typer.Option(2000, help="Forecasts to time."),
         added_delay: str = typer.Option("none", help="none | horizon | full (the harm to others)."),
+        cached_prefix: int = typer.Option(
+            0,
+            help="Prefix caching on, every prompt starting with the same TOKENS tokens (the candidate's "
+            "hits them) and the free blocks full of cached ones; 0: caching off.",
+            metavar="TOKENS",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
     ) -> None:
         """Time forecasts on a busy snapshot (mixed lengths, prefills in progress, KV nearly full)."""
@@ -92,11 +98,22 @@ def register(app: typer.Typer) -> None:
 
         if added_delay not in ("none", "horizon", "full"):
             fail("--added-delay must be none, horizon or full")
+        if cached_prefix < 0:
+            fail("--cached-prefix must be >= 0")
         try:
             prof = load_profile(profile)
         except ValueError as e:
             fail(str(e))
-        report = run_bench(prof, running, waiting, prompt, output, iterations, added_delay=added_delay)
+        report = run_bench(
+            prof,
+            running,
+            waiting,
+            prompt,
+            output,
+            iterations,
+            added_delay=added_delay,
+            cached_prefix=cached_prefix,
+        )
         if json_out:
             typer.echo(json.dumps(report))
             return

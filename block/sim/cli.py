@@ -115,6 +115,12 @@ def register(app: typer.Typer) -> None:
             help="Forecasts add the arrivals expected at each instance's recent routing rate.",
             rich_help_panel="Routing",
         ),
+        prefix_caching: bool = typer.Option(
+            True,
+            "--prefix-caching/--no-prefix-caching",
+            help="Automatic prefix caching in the replicas, as vLLM V1 (on by default there too).",
+            rich_help_panel="Cluster",
+        ),
         model_error: str = typer.Option(
             "none",
             help="KIND:E: replicas run at a true speed the router's profile does not know, E a fraction "
@@ -173,6 +179,7 @@ def register(app: typer.Typer) -> None:
                 split=split,
                 anticipate_arrivals=anticipate_arrivals,
                 model_error="" if model_error.strip().lower() == "none" else model_error,
+                prefix_caching=prefix_caching,
             )
         )
 

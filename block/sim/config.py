@@ -24,6 +24,8 @@ class SimConfig:
     max_num_batched_tokens: int | None = None
     num_gpu_blocks: int | None = None
     max_model_len: int | None = None
+    # vLLM V1's automatic prefix caching (on by default, as there); the paper's experiments turn it off
+    prefix_caching: bool = True
     # Step-time noise, as the engine emulator samples it (0 and 0: exact profile means).
     noise: float = 0.03
     stall_probability: float = 0.001
@@ -65,6 +67,7 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None:
                 knobs[name] = value
+        knobs["enable_prefix_caching"] = self.prefix_caching
         return ReplicaConfig.from_dict(knobs)
 
     def noise_for(self, instance: int) -> StepNoise:

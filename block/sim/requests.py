@@ -19,7 +19,8 @@ class SimRequests:
     output_tokens: np.ndarray  # int64
     arrival_s: np.ndarray  # float64, non-decreasing
     planned_tokens: np.ndarray | None = None  # int64, >= 1; None: plan with output_tokens
-    # per request, its prompt's block hashes (Sample.prefix_hashes); None: no prefix identity
+    # each prompt's block hashes (Sample.prefix_hashes, at block.prefix.PREFIX_BLOCK_SIZE tokens per
+    # block); None: no prompt has a prefix identity
     prefix_hashes: list[tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
@@ -56,7 +57,7 @@ class SimRequests:
         prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))
         outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))
         arrivals = arrival_times(len(samples), qps, process, burstiness, seed)
-        return cls(prompts, outputs, arrivals)
+        return cls(prompts, outputs, arrivals, prefix_hashes=hashes_of(samples))
 
     @classmethod
     def resampled(
@@ -75,3 +76,9 @@ class SimRequests:
         prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))[idx]
         outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))[idx]
         return cls(prompts, outputs, arrival_times(n, qps, process, burstiness, seed))
+
+
+def hashes_of(samples: list[Sample]) -> list[tuple[int, ...]] | None:
+    """The samples' prefix hashes, or None when none has any."""
+    hashes = [s.prefix_hashes for s in samples]
+    return hashes if any(hashes) else None

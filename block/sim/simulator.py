@@ -33,6 +33,7 @@ from block.fleet.filters import Filter, apply_filters
 from block.fleet.forecasts import Forecasts
 from block.fleet.listeners import Listeners, Routed
 from block.policies import Candidates, Choice, Policy, make_policy
+from block.prefix import PREFIX_BLOCK_SIZE
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
@@ -234,7 +235,10 @@ class Cluster:
         estimated = requests.planned_tokens is not None
         planned = requests.planned_tokens.tolist() if estimated else outputs
         arrivals = requests.arrival_s.tolist()
-        hashes = requests.prefix_hashes  # the prompts' prefix identity, when the workload gives one
+        # prompts' block hashes (prefix caching), named as the replicas name blocks; none otherwise
+        hashes = requests.prefix_hashes
+        if hashes is None or self.replica_config.block_size != PREFIX_BLOCK_SIZE:
+            hashes = None
         n = len(arrivals)
         feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
         refresh_s = self.config.refresh_s
@@ -263,7 +267,8 @@ class Cluster:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rid = str(i)
-            rr = RoutingRequest(p, e, None if estimated else o, rid, hashes[i] if hashes else ())
+            h = () if hashes is None else hashes[i]
+            rr = RoutingRequest(p, e, None if estimated else o, rid, h)
             r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
                 r = pins[i]
@@ -275,7 +280,7 @@ class Cluster:
                 forecast = candidates.forecast_for(tracker)
                 self.listeners.routed(tracker.id, Routed(rr, t, forecast))
             tracker.on_routed(rr, t)
-            q = Request(rid, p, o, t, e)
+            q = Request(rid, p, o, t, e, prefix_hashes=h)
             reqs[i], instance_of[i] = q, r
             if times is not None:
                 times[q] = []

@@ -40,6 +40,7 @@ class SimulateArgs:
     split: str = "all"  # all | held-out prompts (see block.sim.workload)
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
     model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
+    prefix_caching: bool = True  # vLLM V1's automatic prefix caching in the replicas
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -68,6 +69,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             seed=a.seed,
             anticipate_arrivals=a.anticipate_arrivals,
             model_error=a.model_error,
+            prefix_caching=a.prefix_caching,
         )
         for qps in a.rates:
             runs.append(SimRun(config, workload, qps, label=policy, slos={"ttft_p99": a.slo_ttft_p99}))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from block.sim.requests import SimRequests
+from block.sim.requests import SimRequests, hashes_of
 from block.workload import Sample, load_workload
 from block.workload.arrivals import arrival_times, scale_trace
 from block.workload.load import choose
@@ -131,9 +131,11 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
         arrivals = arrival_times(len(samples), qps, spec.process, spec.burstiness, spec.seed)
     order = np.argsort(arrivals, kind="stable")  # trace stamps may be unsorted; Poisson ones are sorted
     planned = planned_tokens(spec)
+    hashes = hashes_of(samples)
     return SimRequests(
         prompts[order],
         outputs[order],
         np.asarray(arrivals, dtype=np.float64)[order],
         None if planned is None else planned[order],
+        None if hashes is None else [hashes[i] for i in order.tolist()],
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
+
+_FIRST = itertools.count(50_000)
 
 
 def sse_events(text: str) -> list[Any]:
@@ -40,7 +43,13 @@ async def wait_for(
 
 async def timed_completion(client: httpx.AsyncClient, prompt: int, output: int) -> tuple[float, float]:
     """(TTFT, TPOT) of one streamed completion of exactly `output` tokens, as the client saw them."""
-    body = {"prompt": list(range(prompt)), "max_tokens": output, "ignore_eos": True, "stream": True}
+    # a first token of its own: no prefix cache hit on an earlier run's prompt
+    body = {
+        "prompt": [next(_FIRST), *range(1, prompt)],
+        "max_tokens": output,
+        "ignore_eos": True,
+        "stream": True,
+    }
     sent = time.perf_counter()
     stamps: list[float] = []
     async with client.stream("POST", "/v1/completions", json=body) as r:

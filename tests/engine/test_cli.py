@@ -15,7 +15,7 @@ def _app() -> typer.Typer:
 
 
 def test_help_lists_the_flags_and_bench() -> None:
-    result = CliRunner().invoke(_app(), ["engine", "--help"])
+    result = CliRunner().invoke(_app(), ["engine", "--help"], env={"COLUMNS": "200"})  # no wrapped names
     assert result.exit_code == 0
     for flag in (
         "--profile",
@@ -29,6 +29,9 @@ def test_help_lists_the_flags_and_bench() -> None:
         "--noise",
         "--seed",
         "--model",
+        "--prefix-caching",
+        "--no-prefix-caching",
+        "--enable-prompt-tokens-details",
         "bench",
     ):
         assert flag in result.output, flag

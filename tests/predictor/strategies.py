@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from block.prefix import chain_hashes
 from block.replica import Replica, ReplicaConfig, Request, RequestState, Snapshot
 from tests.conftest import make_test_profile
 
@@ -25,16 +26,39 @@ def _fit(config: ReplicaConfig, prompt: int, output: int) -> tuple[int, int]:
     return prompt, max(1, min(output, cap - prompt))
 
 
+_uids = iter(range(1, 1 << 62))
+
+
 @st.composite
-def reached_snapshots(draw) -> Snapshot:
-    """A replica's own state after some steps: prefills in progress, preemptions, a full cache."""
+def prompt_hashes(draw, prompt: int, block_size: int) -> tuple[int, ...]:
+    """Prefix hashes of a prompt that shares its first tokens with one of three families of prompts."""
+    family = draw(st.integers(0, 2))
+    shared = draw(st.integers(0, prompt))
+    uid = next(_uids)
+    tokens = [family * 10_000 + i if i < shared else (10 + uid) * 10_000 + i for i in range(prompt)]
+    return chain_hashes(tokens, block_size)
+
+
+@st.composite
+def reached_snapshots(draw, caching: bool = False) -> Snapshot:
+    """A replica's own state after some steps: prefills in progress, preemptions, a full cache;
+    `caching`: prompts share prefixes and the replica caches them."""
     config = draw(configs)
     replica = Replica(config, PROFILE)
     n = draw(st.integers(0, 24))
     for i in range(n):
         prompt, output = _fit(config, draw(st.integers(1, 200)), draw(st.integers(1, 150)))
         known = draw(st.booleans())
-        replica.add(Request(f"r{i}", prompt, output, expected_output_tokens=output if known else None))
+        hashes = draw(prompt_hashes(prompt, config.block_size)) if caching else ()
+        replica.add(
+            Request(
+                f"r{i}",
+                prompt,
+                output,
+                expected_output_tokens=output if known else None,
+                prefix_hashes=hashes,
+            )
+        )
     for _ in range(draw(st.integers(0, 80))):
         if replica.step() is None:
             break
@@ -43,8 +67,10 @@ def reached_snapshots(draw) -> Snapshot:
 
 
 @st.composite
-def odd_snapshots(draw) -> Snapshot:
-    """Hand-built states the replica would rarely reach: prefills mid-queue, unknown lengths, overruns."""
+def odd_snapshots(draw, caching: bool = False) -> Snapshot:
+    """Hand-built states the replica would rarely reach: prefills mid-queue, unknown lengths, overruns;
+    `caching`: prompts share prefixes (requests holding the same block share it) and some blocks
+    nobody holds are cached."""
     config = draw(configs)
     cap_blocks = config.num_gpu_blocks
     running, waiting, used = [], [], 0
@@ -56,7 +82,8 @@ def odd_snapshots(draw) -> Snapshot:
         c = total - 1 if g > 0 and draw(st.booleans()) else draw(st.integers(0, total - 1))
         blocks = -(-c // config.block_size)
         expected = draw(st.one_of(st.none(), st.integers(1, 120)))
-        state = RequestState(f"s{i}", 0.0, prompt, c, g, expected)
+        hashes = draw(prompt_hashes(prompt, config.block_size)) if caching else ()
+        state = RequestState(f"s{i}", 0.0, prompt, c, g, expected, hashes)
         if used + blocks + 1 > cap_blocks:
             continue
         used += blocks
@@ -64,4 +91,15 @@ def odd_snapshots(draw) -> Snapshot:
             waiting.append(state)
         else:
             running.append(state)
-    return Snapshot(config, draw(st.sampled_from([0.0, 3.25])), running, waiting)
+    free_cached = None
+    if caching:  # blocks of finished prompts, still cached; anonymous free blocks between them
+        free_cached = []
+        for _ in range(draw(st.integers(0, 6))):
+            prompt = draw(st.integers(config.block_size, 200))
+            for h in draw(prompt_hashes(prompt, config.block_size))[::-1]:
+                gap = draw(st.integers(0, 2))
+                if used + gap + 1 >= cap_blocks:
+                    break
+                free_cached.append((gap, h))
+                used += gap + 1
+    return Snapshot(config, draw(st.sampled_from([0.0, 3.25])), running, waiting, free_cached=free_cached)

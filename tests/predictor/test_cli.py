@@ -19,6 +19,17 @@ def test_bench_json() -> None:
     assert report["p50_ms"] > 0 and report["stepwise_p50_ms"] > 0
 
 
+def test_bench_with_a_cached_prefix() -> None:
+    """--cached-prefix: the candidate's forecast starts from a cache hit (the stepwise runs show it)."""
+    args = ["predictor", "bench", "--running", "16", "--waiting", "4", "--iterations", "20", "--json"]
+    result = CliRunner().invoke(app, [*args, "--cached-prefix", "128"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["cached_prefix"] == 128 and report["candidate_cached_tokens"] == 128
+    assert report["p50_ms"] > 0
+    assert CliRunner().invoke(app, [*args, "--cached-prefix", "-1"]).exit_code != 0
+
+
 def test_serve_needs_an_engine() -> None:
     result = CliRunner().invoke(app, ["predictor"])
     assert result.exit_code == 2

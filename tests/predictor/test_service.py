@@ -11,6 +11,7 @@ import pytest
 from block.fleet.tracker import InstanceTracker
 from block.policies.base import RoutingRequest
 from block.predictor.client import PredictorClient, PredictorError
+from block.prefix import chain_hashes
 from block.profiles.profile import load_profile
 from tests.predictor.servers import engine, sidecar
 
@@ -118,7 +119,9 @@ async def test_forecast_matches_the_engine_at_noise_zero() -> None:
                     later = await r.json()
                 arrival = next((q["arrival_time"] for q in later["running"] + later["waiting"]
                                 if q["id"] == "cand"), None)  # fmt: skip
-            f = tracker.predict(RoutingRequest(700, 80), arrival)
+            # the prompts are all ones: the candidate hits the blocks the others cached (and the
+            # forecast knows, from its prompt's block hashes and the engine's /state)
+            f = tracker.predict(RoutingRequest(700, 80, prefix_hashes=chain_hashes([1] * 700)), arrival)
             ttft, e2e = await cand
             await asyncio.gather(*background)
     assert f is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +13,7 @@ from block.predictor.lengths import LengthRule
 from block.predictor.stepwise import run_stepwise
 from block.replica import RequestState
 from block.replica.fast_replica import SimRequest
-from tests.predictor.strategies import PROFILE, odd_snapshots, reached_snapshots
+from tests.predictor.strategies import PROFILE, odd_snapshots, prompt_hashes, reached_snapshots
 
 US = 1e-6
 candidates = st.builds(
@@ -24,12 +26,19 @@ rules = st.builds(LengthRule, default_output_tokens=st.integers(1, 100), overrun
 
 def fast_finish_times(snapshot, request, pending, elapsed_s, rule, drain):
     f = Forecaster(snapshot, PROFILE, pending=pending, rule=rule)
-    sim, reqs = f._build(watch_all=drain or request is None)
+    hashes = () if request is None else f.candidate_hashes(request)
+    sim, reqs = f._build(watch_all=drain or request is None, candidate=hashes)
     sim.advance_until(elapsed_s)
     cand = None
     if request is not None:
         p = f.forecast(request, elapsed_s, added_delay="none")
-        cand = SimRequest(CANDIDATE, request.prompt_tokens, p.output_tokens, watched=True)
+        cand = SimRequest(
+            CANDIDATE,
+            request.prompt_tokens,
+            p.output_tokens,
+            watched=True,
+            hashes=f.candidate_hashes(request),
+        )
         sim.add_waiting(cand)
     sim.run_until_watched_done()
     times = {r.key: r.finish for r in reqs if r.finish is not None}
@@ -41,12 +50,16 @@ def fast_finish_times(snapshot, request, pending, elapsed_s, rule, drain):
 def check(snapshot, request, pending_shapes, elapsed_s, rule, drain) -> None:
     cfg = snapshot.config
     pending = []
-    for i, (p, o) in enumerate(pending_shapes):
+    for i, shape in enumerate(pending_shapes):
+        if isinstance(shape, RequestState):  # built for the instance already
+            pending.append(shape)
+            continue
+        p, o = shape
         p = min(p, cfg.max_model_len - 1, cfg.num_gpu_blocks * cfg.block_size - 1)
         pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o))
     if request is not None:
         cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
-        request = RoutingRequest(min(request.prompt_tokens, cap), request.expected_output_tokens)
+        request = replace(request, prompt_tokens=min(request.prompt_tokens, cap))
     ref = run_stepwise(
         snapshot, request, PROFILE, pending=pending, elapsed_s=elapsed_s, rule=rule, drain=drain
     )
@@ -124,4 +137,75 @@ def test_anticipating_forecast_equals_stepwise(snapshot, request, elapsed_s, arr
     assert abs(fast.ttft_s - (c.first_token_time - arrival)) < US
     assert abs(fast.e2e_s - (c.finish_time - arrival)) < US
     assert abs(fast.queue_delay_s - (c.first_scheduled_time - arrival)) < US
+    assert fast.preemptions == c.num_preemptions
+
+
+# -- prefix caching on: shared prefixes in the snapshot, the pending requests and the candidate ------
+
+
+@st.composite
+def cached_cases(draw, snapshots):
+    """A snapshot whose prompts share prefixes, and a candidate and pending requests that share them too."""
+    snapshot = draw(snapshots)
+    cfg = snapshot.config
+    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
+    prompt = min(draw(st.integers(1, 200)), cap)
+    request = RoutingRequest(
+        prompt,
+        draw(st.integers(1, 150)),
+        prefix_hashes=draw(prompt_hashes(prompt, cfg.block_size)),
+        prefix_block_size=cfg.block_size,
+    )
+    pending = []
+    for i, (p, o) in enumerate(draw(pendings)):
+        p = min(p, cap)
+        hashes = draw(prompt_hashes(p, cfg.block_size))
+        pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o, prefix_hashes=hashes))
+    return snapshot, draw(st.one_of(st.none(), st.just(request))), pending
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(cached_cases(reached_snapshots(caching=True)), cached_cases(odd_snapshots(caching=True))),
+    elapsed,
+    rules,
+    st.booleans(),
+)
+def test_fast_equals_stepwise_with_prefix_caching(case, elapsed_s, rule, drain) -> None:
+    snapshot, request, pending = case
+    check(snapshot, request, pending, elapsed_s, rule, drain)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cached_cases(reached_snapshots(caching=True)), elapsed)
+def test_cached_forecast_numbers_match_stepwise(case, elapsed_s) -> None:
+    snapshot, request, _ = case
+    if request is None:
+        return
+    fast = Forecaster(snapshot, PROFILE).forecast(request, elapsed_s, added_delay="full")
+    ref = run_stepwise(snapshot, request, PROFILE, elapsed_s=elapsed_s, drain=True)
+    base = run_stepwise(snapshot, None, PROFILE)
+    c, arrival = ref.candidate, snapshot.now + ref.arrival
+    assert abs(fast.ttft_s - (c.first_token_time - arrival)) < US
+    assert abs(fast.e2e_s - (c.finish_time - arrival)) < US
+    assert abs(fast.queue_delay_s - (c.first_scheduled_time - arrival)) < US
+    harm = sum(ref.finish[k] - base.finish[k] for k in base.finish)
+    assert abs(fast.added_delay_s - harm) < US * max(1, len(base.finish))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(cached_cases(reached_snapshots(caching=True)), cached_cases(odd_snapshots(caching=True))),
+    elapsed,
+    st.builds(Arrivals, st.floats(0.5, 60.0), st.integers(1, 200), st.integers(1, 150)),
+)
+def test_cached_anticipating_forecast_equals_stepwise(case, elapsed_s, arrivals) -> None:
+    snapshot, request, _ = case
+    if request is None:
+        return
+    fast = Forecaster(snapshot, PROFILE).forecast(request, elapsed_s, arrivals=arrivals)
+    ref = run_stepwise(snapshot, request, PROFILE, elapsed_s=elapsed_s, arrivals=arrivals)
+    c, arrival = ref.candidate, snapshot.now + ref.arrival
+    assert abs(fast.ttft_s - (c.first_token_time - arrival)) < US
+    assert abs(fast.e2e_s - (c.finish_time - arrival)) < US
     assert fast.preemptions == c.num_preemptions
