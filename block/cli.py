@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "block.engine.cli",
     "block.sidecar.cli",
     "block.bench.cli",
+    "block.workload.cli",
     "block.router.cli",
     "block.sim.cli",
     "block.experiments.cli",

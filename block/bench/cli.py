@@ -19,8 +19,10 @@ Url = Annotated[
 Dataset = Annotated[
     str,
     typer.Option(
-        help="Workload: sharegpt | arxiv:PATH | burstgpt:PATH | azure:PATH | jsonl:PATH | fixed:P:O | "
-        "uniform:PMIN-PMAX:OMIN-OMAX | zipf:ALPHA:MAXP:MAXO."
+        help="Workload: sharegpt | sharegpt-chat | shared-prefix:GROUPS:SYSTEM_TOKENS | hashtrace:PATH | "
+        "arxiv:PATH | burstgpt:PATH | azure:PATH | jsonl:PATH | fixed:P:O | "
+        "uniform:PMIN-PMAX:OMIN-OMAX | zipf:ALPHA:MAXP:MAXO. For session workloads (sharegpt-chat) "
+        "--qps is the rate at which sessions start."
     ),
 ]
 NumRequests = Annotated[int, typer.Option(min=1, help="Requests to send.")]
@@ -30,6 +32,13 @@ Process = Annotated[
 ]
 Burstiness = Annotated[
     float, typer.Option(help="Coefficient of variation of inter-arrival gaps (gamma); 1 = Poisson.")
+]
+ThinkTime = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Session workloads: mean think time (s, exponential) between an answer and the next turn.",
+    ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed for sampling the dataset and the arrival times.")]
 Endpoint = Annotated[str, typer.Option(help="completions | chat.")]
@@ -57,6 +66,7 @@ def _shared_options(
     num_requests: NumRequests = 1000,
     process: Process = None,
     burstiness: Burstiness = 1.0,
+    think_time: ThinkTime = 5.0,
     seed: Seed = 0,
     endpoint: Endpoint = "completions",
     model: Model = None,
@@ -98,6 +108,7 @@ def _settings(opts: dict[str, Any], **overrides: Any):
 
     kw = {**opts, **overrides}
     kw["timeout_s"] = kw.pop("timeout")
+    kw["think_time_s"] = kw.pop("think_time")
     if kw["url"] is None:
         fail("--url is required")
     if kw["endpoint"] not in ("completions", "chat"):

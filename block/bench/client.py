@@ -3,7 +3,9 @@
 One aiohttp session sends request i at `arrivals[i]` seconds after the start, streams the response
 (server-sent events) and records when each event with text arrives: TTFT, every inter-token gap, E2E.
 Each SSE data event carrying text counts as one token; the usage chunk, when the server sends one, gives
-the exact output token count.
+the exact output token count. A session workload (block.workload.sessions) sends each session's first turn
+at its start and every later turn when the one before it has ended plus its think time, one session after
+another in order (closed loop); a failed turn does not end its session, as a user would retry.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orjson
 from block.bench.record import RequestRecord
 from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, USER_MESSAGE_EXTRA
 from block.workload.sample import Sample
+from block.workload.sessions import SessionPlan
 
 INSTANCE_HEADER = "x-block-instance"
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -145,6 +148,7 @@ async def run_benchmark(
     max_concurrency: int | None = None,
     on_done: Callable[[RequestRecord], None] | None = None,
     stop: asyncio.Event | None = None,
+    sessions: SessionPlan | None = None,
 ) -> BenchResult:
     """Send `samples[i]` at `arrivals[i]` seconds from now and measure every response.
 
@@ -152,11 +156,14 @@ async def run_benchmark(
     without it (free length), max_tokens is what the model length leaves after the prompt and its
     special tokens (a server refuses more, as vLLM does). Setting `stop` ends the run
     early: nothing more is sent, requests in flight are abandoned and left out of the records.
+    With `sessions`, `arrivals` are the sessions' starts and later turns wait for their predecessor.
     """
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
     if len(samples) != len(arrivals):
         raise ValueError(f"{len(samples)} samples but {len(arrivals)} arrival times")
+    if sessions is not None and len(sessions) != len(samples):
+        raise ValueError(f"{len(samples)} samples but a session plan for {len(sessions)}")
     stop = stop or asyncio.Event()
     connector = aiohttp.TCPConnector(limit=max_concurrency or 0, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=30)
@@ -165,27 +172,44 @@ async def run_benchmark(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         model = model or await fetch_model(session, url)
         tasks: list[asyncio.Task] = []
+        done: dict[int, RequestRecord] = {}  # completed requests by index
         t0 = time.perf_counter()
 
-        async def one(i: int, sample: Sample) -> RequestRecord:
+        async def one(i: int, at: float) -> None:
+            sample = samples[i]
             room = max_model_len - sample.prompt_tokens - (USER_MESSAGE_EXTRA if chat else TEXT_PROMPT_EXTRA)
             max_tokens = sample.output_tokens if ignore_eos else max(1, room)
-            record = RequestRecord(i, sample.prompt_tokens, max_tokens, float(arrivals[i]))
+            record = RequestRecord(i, sample.prompt_tokens, max_tokens, at)
             body = request_body(sample, model, endpoint, ignore_eos, max_tokens)
             await send_one(session, post_url, body, record, t0, chat)
+            done[i] = record
             if on_done is not None:
                 on_done(record)
-            return record
 
+        async def turns(chain: list[int], at: float) -> None:
+            """A session's turns in order: each after the previous one ended plus its think time."""
+            for k, i in enumerate(chain):
+                if k:
+                    at = time.perf_counter() - t0 + float(sessions.think_s[i])
+                    await asyncio.wait([stop_wait], timeout=max(0.0, t0 + at - time.perf_counter()))
+                    if stop.is_set():
+                        return
+                await one(i, at)
+
+        if sessions is None:
+            starts = [(float(at), [i]) for i, at in enumerate(arrivals)]
+        else:
+            firsts = sessions.first_turns().tolist()
+            starts = sorted(((float(arrivals[i]), sessions.chain(i)) for i in firsts), key=lambda x: x[0])
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
-            for i, (sample, at) in enumerate(zip(samples, arrivals, strict=True)):
-                delay = t0 + float(at) - time.perf_counter()
+            for at, chain in starts:
+                delay = t0 + at - time.perf_counter()
                 if delay > 0:
                     await asyncio.wait([stop_wait], timeout=delay)
                 if stop.is_set():
                     break
-                tasks.append(asyncio.create_task(one(i, sample)))
+                tasks.append(asyncio.create_task(turns(chain, at)))
             if tasks:
                 await asyncio.wait(
                     [stop_wait, asyncio.gather(*tasks, return_exceptions=True)],
@@ -197,5 +221,5 @@ async def run_benchmark(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         duration = time.perf_counter() - t0
-    records = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+    records = [done[i] for i in sorted(done)]
     return BenchResult(records=records, duration_s=duration, model=model, interrupted=stop.is_set())

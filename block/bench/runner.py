@@ -14,6 +14,7 @@ from block.bench.client import BenchResult, run_benchmark
 from block.bench.record import RequestRecord
 from block.bench.results import build_results
 from block.workload import Sample, arrival_times, load_workload, scale_trace
+from block.workload.sessions import DEFAULT_THINK_TIME_S, SessionPlan, is_session_workload, session_plan
 
 
 @dataclass
@@ -35,6 +36,7 @@ class BenchSettings:
     label: str | None = None
     policy: str | None = None
     slos: dict[str, float] = field(default_factory=dict)
+    think_time_s: float = DEFAULT_THINK_TIME_S  # session workloads: mean wait after an answer
 
 
 def load_samples(s: BenchSettings) -> list[Sample]:
@@ -47,7 +49,18 @@ def load_samples(s: BenchSettings) -> list[Sample]:
     )
 
 
+def make_sessions(s: BenchSettings, samples: list[Sample], qps: float) -> SessionPlan | None:
+    """For a session workload, when each turn is due (`qps` sessions start per second); else None."""
+    if not is_session_workload(samples):
+        return None
+    return session_plan(samples, qps, s.process, s.burstiness, s.seed, s.think_time_s)
+
+
 def make_arrivals(s: BenchSettings, samples: list[Sample], qps: float) -> np.ndarray:
+    """Send times; for a session workload its sessions' starts (later turns also wait, see make_sessions)."""
+    sessions = make_sessions(s, samples, qps)
+    if sessions is not None:
+        return sessions.not_before_s
     if s.process == "trace":
         stamps = [x.arrival_s for x in samples]
         if any(t is None for t in stamps):
@@ -78,6 +91,7 @@ def run_once(
 ) -> tuple[dict, BenchResult]:
     """Run the benchmark at `qps`; Ctrl-C stops sending and keeps what completed."""
     arrivals = make_arrivals(s, samples, qps)
+    sessions = make_sessions(s, samples, qps)
 
     async def main() -> BenchResult:
         stop = asyncio.Event()
@@ -101,6 +115,7 @@ def run_once(
                 max_concurrency=s.max_concurrency,
                 on_done=on_done,
                 stop=stop,
+                sessions=sessions,
             )
         finally:
             loop.remove_signal_handler(signal.SIGINT)
@@ -120,4 +135,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-__all__ = ["BenchSettings", "RequestRecord", "config_of", "load_samples", "make_arrivals", "run_once"]
+__all__ = [
+    "BenchSettings",
+    "RequestRecord",
+    "config_of",
+    "load_samples",
+    "make_arrivals",
+    "make_sessions",
+    "run_once",
+]

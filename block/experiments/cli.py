@@ -194,6 +194,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
+        dataset: str = typer.Option(
+            "sharegpt", help="Workload spec; for sessions (sharegpt-chat) --qps is sessions started per s."
+        ),
+        think_time: float = typer.Option(5.0, min=0.0, help="Session workloads: mean think time (s)."),
     ) -> None:
         """The same reduced-scale workload through both modes: mean and P99 TTFT and E2E side by side
         (goal: P99s within 10%). About 3 minutes with the defaults."""
@@ -204,6 +208,8 @@ def register(app: typer.Typer) -> None:
             "seed": seed,
             "instances": instances,
             "max_model_len": max_model_len,
+            "dataset": dataset,
+            "think_time_s": think_time,
         }
         if (r := _rates(qps)) is not None:
             kw["rates"] = r

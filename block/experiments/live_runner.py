@@ -47,6 +47,12 @@ from block.machine_load import cpu_busy, cpu_times
 from block.sim.workload import WorkloadSpec
 from block.workload import Sample
 from block.workload.arrivals import arrival_times, scale_trace
+from block.workload.sessions import (
+    DEFAULT_THINK_TIME_S,
+    SessionPlan,
+    is_session_workload,
+    session_plan,
+)
 
 # The emulator's stall rate is fixed (block/engine/settings.py) whenever noise is on.
 ENGINE_STALL_PROBABILITY = 0.001
@@ -203,6 +209,7 @@ class LiveRunner:
             start_all(routers, timeout_s=self.settings.start_timeout_s)
             eff = effective[0]  # every spec of a batch has this workload and rate
             samples, arrivals = requests_for(eff.workload, eff.qps)
+            sessions = sessions_for(eff.workload, eff.qps, samples)
             concurrency = closed_loop_concurrency(eff) if math.isinf(eff.qps) else None
             before = [_counters(c) for c in clusters]
             lag_before = _engine_lag(clusters)
@@ -217,6 +224,7 @@ class LiveRunner:
                     eff.workload.max_model_len,
                     self.settings.request_timeout_s,
                     concurrency,
+                    sessions,
                 )
             )
             cpu = cpu_busy(cpu0, cpu_times())
@@ -347,6 +355,9 @@ def requests_for(w: WorkloadSpec, qps: float) -> tuple[list[Sample], np.ndarray]
     split = getattr(w, "split", "all")
     key = (w.dataset, w.num_requests, w.seed, w.tokenizer, w.max_model_len)
     samples = list(sim_workload._samples(*key, split) if split != "all" else sim_workload._samples(*key))
+    plan = sessions_for(w, qps, samples)
+    if plan is not None:  # sessions start in list order: their turns stay together
+        return samples, plan.not_before_s
     if w.process == "trace":
         stamps = [s.arrival_s for s in samples]
         if any(t is None for t in stamps):
@@ -356,6 +367,14 @@ def requests_for(w: WorkloadSpec, qps: float) -> tuple[list[Sample], np.ndarray]
         arrivals = arrival_times(len(samples), qps, w.process, w.burstiness, w.seed)
     order = np.argsort(arrivals, kind="stable")
     return [samples[i] for i in order], np.asarray(arrivals, dtype=np.float64)[order]
+
+
+def sessions_for(w: WorkloadSpec, qps: float, samples: list[Sample]) -> SessionPlan | None:
+    """When each turn of a session workload is due (as the simulator releases them); None otherwise."""
+    if not is_session_workload(samples):
+        return None
+    think = getattr(w, "think_time_s", DEFAULT_THINK_TIME_S)
+    return session_plan(samples, qps, w.process, w.burstiness, w.seed, think)
 
 
 def _spec_key(spec: RunSpec) -> dict[str, Any]:
@@ -462,8 +481,10 @@ async def _replay(
     max_model_len: int,
     timeout_s: float,
     concurrency: int | None,
+    sessions: SessionPlan | None = None,
 ) -> list[BenchResult]:
-    """The same requests at the same instants into every router."""
+    """The same requests at the same instants into every router (session turns: after the same think
+    times, each router's own answers deciding when)."""
     runs = [
         run_benchmark(
             url,
@@ -472,6 +493,7 @@ async def _replay(
             max_model_len=max_model_len,
             timeout_s=timeout_s,
             max_concurrency=concurrency,
+            sessions=sessions,
         )
         for url in urls
     ]

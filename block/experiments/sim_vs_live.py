@@ -36,10 +36,20 @@ class SimVsLiveArgs:
     seed: int = 0
     # Prompt + output at most: ShareGPT's longest answers would otherwise hold a live run for minutes.
     max_model_len: int = 1024
+    dataset: str = "sharegpt"  # any workload spec; for sessions (sharegpt-chat) the rates start sessions
+    think_time_s: float = 5.0  # session workloads: mean wait between an answer and the next turn
 
 
 def plan(a: SimVsLiveArgs) -> list[RunSpec]:
-    workload = WorkloadSpec("sharegpt", a.num_requests, "poisson", 1.0, a.seed, max_model_len=a.max_model_len)
+    workload = WorkloadSpec(
+        a.dataset,
+        a.num_requests,
+        "poisson",
+        1.0,
+        a.seed,
+        max_model_len=a.max_model_len,
+        think_time_s=a.think_time_s,
+    )
     return [
         RunSpec(p, q, instances=a.instances, profile=a.profile, workload=workload, seed=a.seed)
         for p in a.policies

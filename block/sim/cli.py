@@ -73,6 +73,13 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(
             0, help="Seed of the workload, arrivals, step noise and policies.", rich_help_panel="Workload"
         ),
+        think_time: float = typer.Option(
+            5.0,
+            min=0.0,
+            help="Session workloads (sharegpt-chat): mean think time (s, exponential) between an answer "
+            "and the next turn; --qps is then the rate at which sessions start.",
+            rich_help_panel="Workload",
+        ),
         noise: float = typer.Option(
             0.03, min=0.0, help="Relative std of step times (0: exact means).", rich_help_panel="Cluster"
         ),
@@ -180,6 +187,7 @@ def register(app: typer.Typer) -> None:
                 anticipate_arrivals=anticipate_arrivals,
                 model_error="" if model_error.strip().lower() == "none" else model_error,
                 prefix_caching=prefix_caching,
+                think_time_s=think_time,
             )
         )
 

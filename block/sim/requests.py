@@ -8,6 +8,7 @@ import numpy as np
 
 from block.workload import Sample
 from block.workload.arrivals import arrival_times
+from block.workload.sessions import SessionPlan
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class SimRequests:
     # each prompt's block hashes (Sample.prefix_hashes, at block.prefix.PREFIX_BLOCK_SIZE tokens per
     # block); None: no prompt has a prefix identity
     prefix_hashes: list[tuple[int, ...]] | None = None
+    # Multi-turn sessions: a later turn arrives when the one before it finished plus its think time
+    # (block.sim.sessions); its `arrival_s` is then only its session's start, the earliest it may come.
+    sessions: SessionPlan | None = None
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -33,6 +37,8 @@ class SimRequests:
             raise ValueError("prefix_hashes must have one entry per request")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s must be sorted")
+        if self.sessions is not None and len(self.sessions) != n:
+            raise ValueError("sessions must have one entry per request")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -41,8 +47,9 @@ class SimRequests:
         """The first n requests (by arrival)."""
         planned = None if self.planned_tokens is None else self.planned_tokens[:n]
         hashes = None if self.prefix_hashes is None else self.prefix_hashes[:n]
+        sessions = None if self.sessions is None else self.sessions.head(n)
         return SimRequests(
-            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, hashes
+            self.prompt_tokens[:n], self.output_tokens[:n], self.arrival_s[:n], planned, hashes, sessions
         )
 
     @classmethod

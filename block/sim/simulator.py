@@ -11,6 +11,13 @@ for the policy's targets only (the router's fan-out, without its deadline and bu
 policy chooses among them, the chosen tracker learns of the routed request and, when it completes, of its
 end; the request listeners (auto-provisioning) hear of both.
 
+Session workloads (multi-turn chat) release a turn when the one before it finishes plus a think time
+(sessions.py): a finish may bring an arrival forward, so step completion stops at it and the loop routes
+the earliest pending arrival next. Such runs are eager and complete decode steps one by one. One
+approximation: when a finish releases a turn due within the same router tick, changes earlier in that tick
+were not captured for it (the decision was not yet known), so it sees them, up to one tick (20 ms) fresher
+than the live router would; only think times shorter than a tick do this (0.4% of turns at a 5 s mean).
+
 Two schedules of the same events, with identical results:
 - eager: a heap of step completions; before each decision every replica is brought up to its time, as
   policies that read instance state (or the router's in-flight counts) need;
@@ -41,6 +48,7 @@ from block.sim.config import SimConfig
 from block.sim.freshness import SnapshotFeed
 from block.sim.records import build_records
 from block.sim.requests import SimRequests
+from block.sim.sessions import InOrder, SessionTurns
 from block.sim.tracking import make_trackers, needs_snapshots, reads_state
 
 # Called after each routing decision, before the request reaches its instance: (cluster, request index,
@@ -89,6 +97,9 @@ class Cluster:
         self.token_times: dict[Request, list[float]] | None = {} if config.record_itl else None
         self.steps = 0
         self.limit = 0.0  # steps ending at or before this time may complete now (the next arrival)
+        self.fast_forward = config.fast_forward
+        self.sessions: SessionTurns | None = None  # a session workload's turns, released at finishes
+        self.released = _INF  # earliest turn released since the loop last looked (sessions only)
 
     # -- replica steps -----------------------------------------------------------------------------
 
@@ -109,7 +120,7 @@ class Cluster:
     def start_step(self, r: int, drawn: float | None = None) -> None:
         """Form replica r's next batch at its clock and schedule its completion."""
         rep = self.replicas[r]
-        if drawn is None and self.config.fast_forward:
+        if drawn is None and self.fast_forward:
             decoded = rep.run_decodes(self.limit, self.noise[r])
             drawn = decoded.next_duration
             if decoded.steps:
@@ -159,6 +170,21 @@ class Cluster:
             self.feed.on_finished(r, q.id, at)
         if self.listeners.on_finished:
             self.listeners.finished(tracker.id, q.id, at)
+        if self.sessions is not None:
+            self.release_after(int(q.id), at)
+
+    def release_after(self, i: int, at: float) -> None:
+        """Request i of a session workload ended: its session's next turn is now due (sessions.py)."""
+        assert self.sessions is not None
+        t = self.sessions.release_after(i, at)
+        if t is None:
+            return
+        self.released = min(self.released, t)
+        # The next decision may now come sooner: capture pre-change states for its tick (freshness.py).
+        nxt = self.feed.next_decision_tick
+        k = self.feed.tick(t)
+        if nxt < 0 or k < nxt:
+            self.feed.next_decision_tick = k
 
     def _decoded(self, r: int, run: DecodeRun) -> None:
         """Report the steps Replica.run_decodes completed, as end_step reports one step."""
@@ -179,6 +205,8 @@ class Cluster:
         while heap and heap[0][0] <= t:
             end, _, r = heapq.heappop(heap)
             self.end_step(r, end)
+            if self.released < t:
+                return  # a finish released a session turn that arrives first
 
     def poll_until(self, t: float) -> None:
         """Reference refresh: snapshot every replica at every tick up to `t`, as the router polls."""
@@ -240,6 +268,13 @@ class Cluster:
         if hashes is None or self.replica_config.block_size != PREFIX_BLOCK_SIZE:
             hashes = None
         n = len(arrivals)
+        queue: InOrder | SessionTurns = InOrder(n)
+        if requests.sessions is not None:
+            if self.poll:
+                raise ValueError("session workloads are not simulated with refresh 'poll'")
+            queue = self.sessions = SessionTurns(requests.sessions, arrivals)
+            # Finishes decide when turns arrive: every replica stays current, steps end one by one.
+            self.lazy = self.fast_forward = False
         feed, replicas, trackers, inflight = self.feed, self.replicas, self.trackers, self.inflight
         refresh_s = self.config.refresh_s
         max_len = self.replica_config.max_model_len
@@ -251,8 +286,16 @@ class Cluster:
         times = self.token_times
         lazy = self.lazy
         listeners = self.listeners.on_routed
-        for i in range(n):
+        while True:
+            i = queue.peek()
+            if i < 0:
+                if self.sessions is None or not self.heap:
+                    break
+                self.released = _INF
+                self.run_steps_until(_INF, _INF)  # the last turns of sessions come from finishes
+                continue
             t = arrivals[i]
+            self.released = _INF
             if self.poll:
                 self.poll_until(t)
                 self.run_steps_until(t, t)
@@ -262,8 +305,13 @@ class Cluster:
                 # within the tick may need its pre-change state captured (freshness.py).
                 limit = math.nextafter(k * refresh_s, -_INF) if self.uses_snapshots else t
                 self.run_steps_until(t, min(limit, t))
+                if queue.peek() != i:
+                    continue  # a finish released a session turn that arrives first
+            queue.pop()
             p, o = prompts[i], outputs[i]
             if p + o > max_len or p + o > max_cached:
+                if self.sessions is not None:
+                    self.release_after(i, t)
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rid = str(i)
@@ -287,7 +335,8 @@ class Cluster:
             if lazy:
                 self.bring_up_to(r, t)
             elif not self.poll:
-                feed.next_decision_tick = feed.tick(arrivals[i + 1]) if i + 1 < n else -1
+                nxt = queue.peek()
+                feed.next_decision_tick = feed.tick(arrivals[nxt]) if nxt >= 0 else -1
                 if self.uses_snapshots:
                     feed.before_change(r, t)
             rep = replicas[r]

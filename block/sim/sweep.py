@@ -8,11 +8,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from block.errors import fail
 from block.sim.batch import RunResult, SimRun, run_many
 from block.sim.capacity import write_capacity_files
 from block.sim.config import SimConfig
 from block.sim.table import capacities, capacity_table, comparison_table
-from block.sim.workload import WorkloadSpec
+from block.sim.workload import WorkloadSpec, requests_for
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class SimulateArgs:
     anticipate_arrivals: bool = False  # forecasts add the arrivals expected at the routing rate
     model_error: str = ""  # KIND:E: replicas run at a true speed the forecasts do not know
     prefix_caching: bool = True  # vLLM V1's automatic prefix caching in the replicas
+    think_time_s: float = 5.0  # session workloads: mean wait (s) between an answer and the next turn
 
 
 def build_runs(a: SimulateArgs) -> list[SimRun]:
@@ -53,6 +55,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
         max_model_len=a.max_model_len,
         lengths=a.lengths,
         split=a.split,
+        think_time_s=a.think_time_s,
     )
     runs = []
     for policy in a.policies:
@@ -90,6 +93,10 @@ def run_with_progress(runs: list[SimRun], out: Path, workers: int, console: Cons
 def simulate_main(a: SimulateArgs) -> list[RunResult]:
     console = Console()
     runs = build_runs(a)
+    try:  # load (and cache, for the workers) the workload first: a bad spec or file fails in one line
+        requests_for(runs[0].workload, a.rates[0])
+    except (ValueError, OSError) as e:
+        fail(str(e))
     # Keep policy order, then rate order, as the user listed them.
     results = run_with_progress(runs, a.out, a.workers, console)
     console.print(comparison_table(results))

@@ -20,6 +20,7 @@ from block.sim.requests import SimRequests, hashes_of
 from block.workload import Sample, load_workload
 from block.workload.arrivals import arrival_times, scale_trace
 from block.workload.load import choose
+from block.workload.sessions import DEFAULT_THINK_TIME_S, is_session_workload, session_plan
 
 SPLITS = ("all", "held-out")
 
@@ -54,6 +55,7 @@ class WorkloadSpec:
     lengths: str = "known"  # known | estimated | quantile:Q (see the module doc)
     split: str = "all"  # all | held-out (prompts outside the length model's training split)
     length_model: str = "default"  # length estimator file, or the shipped one
+    think_time_s: float = DEFAULT_THINK_TIME_S  # session workloads: mean wait after an answer (exponential)
 
     def __post_init__(self) -> None:
         parse_lengths(self.lengths)
@@ -122,7 +124,11 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
     )
     prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))
     outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))
-    if spec.process == "trace":
+    plan = None
+    if is_session_workload(samples):  # qps: sessions started per second (block.workload.sessions)
+        plan = session_plan(samples, qps, spec.process, spec.burstiness, spec.seed, spec.think_time_s)
+        arrivals = plan.not_before_s
+    elif spec.process == "trace":
         stamps = [s.arrival_s for s in samples]
         if any(t is None for t in stamps):
             raise ValueError(f"process 'trace' needs a dataset with timestamps; {spec.dataset!r} has none")
@@ -137,5 +143,6 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
         outputs[order],
         np.asarray(arrivals, dtype=np.float64)[order],
         None if planned is None else planned[order],
-        None if hashes is None else [hashes[i] for i in order.tolist()],
+        prefix_hashes=None if hashes is None else [hashes[i] for i in order.tolist()],
+        sessions=None if plan is None else plan.reordered(order),
     )

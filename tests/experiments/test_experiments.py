@@ -109,6 +109,13 @@ def test_sim_vs_live_compares_what_both_modes_wrote(tmp_path: Path) -> None:
     assert "Within 10%: 2/2" in text
 
 
+def test_sim_vs_live_takes_a_session_workload() -> None:
+    args = sim_vs_live.SimVsLiveArgs(dataset="sharegpt-chat", think_time_s=2.0, rates=[1.0])
+    specs = sim_vs_live.plan(args)
+    assert {s.workload.dataset for s in specs} == {"sharegpt-chat"}
+    assert {s.workload.think_time_s for s in specs} == {2.0}
+
+
 def test_specs_map_onto_the_simulator() -> None:
     spec = RunSpec("llumnix", 25.0, label="L", group="g", max_num_seqs=24)
     run = to_sim_run(spec)
