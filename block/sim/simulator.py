@@ -369,6 +369,10 @@ class Cluster:
             "forecast_cpu_s": clock[0],
             "snapshots": feed.snapshots_taken,
             "fallbacks": fallbacks,
+            # vLLM's counters (vllm:prefix_cache_queries / _hits), per instance: prompt tokens looked up
+            # in the prefix cache at admission and, of them, found cached
+            "prefix_cache_queries": [getattr(rep.kv, "queries", 0) for rep in replicas],
+            "prefix_cache_hits": [getattr(rep.kv, "hits", 0) for rep in replicas],
             "engine": self.replica_config.to_dict(),
         }
         return SimOutcome(self.config, records, duration, stats)
