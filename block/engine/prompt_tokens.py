@@ -47,7 +47,7 @@ def count_text(text: str) -> int:
 def _ids(text: str) -> tuple[int, ...]:
     """Token ids of `text`, kept for the request being parsed: the count and the prefix cache's block
     hashes (prompt_token_ids) then tokenize each text once."""
-    return tuple(_tokenizer().encode(text))
+    return tuple(_tokenizer().encode_ordinary(text))  # special-token strings are text, as counted
 
 
 def count_prompt(text: str) -> int:

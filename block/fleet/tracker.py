@@ -210,16 +210,19 @@ class InstanceTracker:
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
         """See InstanceView. In order: a Block engine's snapshot, which names the blocks it caches
-        (Snapshot.cached_prefix_blocks; 0 when it says caching is off); the instance's own account (vLLM's
+        (Snapshot.cached_prefix_blocks; 0 when it says caching is off), with the prompts routed here
+        since (their blocks are cached by the time this one runs); the instance's own account (vLLM's
         KV events, while in sync); the router's record of what it routed here (the prefix index); else 0."""
-        if not request.prefix_hashes:
+        hashes = request.prefix_hashes
+        if not hashes:
             return 0
         snap = self.snapshot
-        if snap is not None:
+        if snap is not None and snap.profile:  # a Block engine's /state (one read from /metrics names none)
             if not snap.config.enable_prefix_caching:
                 return 0
-            if request.prefix_block_size == snap.config.block_size:
-                return snap.cached_prefix_blocks(request.prefix_hashes)
+            if snap.free_cached is not None and request.prefix_block_size == snap.config.block_size:
+                pending = (_leading_common(hashes, s.prefix_hashes) for s, _ in self._pending.values())
+                return max(snap.cached_prefix_blocks(hashes), *pending, 0)
         if self.exact_cache is not None:
             held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)
             if held is not None:
@@ -333,3 +336,13 @@ def router_tracker(
     )
     tracker.prefix_index = PrefixIndex(tracker.num_gpu_blocks)
     return tracker
+
+
+def _leading_common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading block hashes two prompts share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
