@@ -160,7 +160,7 @@ class EngineServer:
                 prompt_tokens=params.prompt_tokens,
                 output_tokens=output_tokens,
                 expected_output_tokens=params.expected_output_tokens,
-                prefix_hashes=self._prefix_hashes(raw),
+                prefix_hashes=self._prefix_hashes(params),
             )
             if (overhead := self.request_overhead(params.prompt_tokens)) > 0:
                 # What a real server spends on a request outside its engine steps (HTTP, tokenising,
@@ -205,11 +205,10 @@ class EngineServer:
         )
         return JSONResponse(body, headers={ARRIVAL_TIME_HEADER: repr(handle.request.arrival_time)})
 
-    def _prefix_hashes(self, raw: bytes) -> tuple[int, ...]:
-        """The prompt's block hashes for the prefix cache (none with caching off)."""
-        if not self.config.enable_prefix_caching:
-            return ()
-        ids = prompt_tokens.prompt_token_ids(parse_body(raw))
+    def _prefix_hashes(self, params: GenerationParams) -> tuple[int, ...]:
+        """The prompt's block hashes for the prefix cache (none with caching off): from the same token
+        ids the router hashes (block.openai_api.prompt_tokens), so its prefix_hashes name our blocks."""
+        ids = params.prompt_token_ids
         return chain_hashes(ids, self.config.block_size) if ids else ()
 
     def _cached_tokens(self, handle: RequestHandle) -> int | None:
@@ -217,7 +216,8 @@ class EngineServer:
 
     def _parse(self, kind: Kind, raw: bytes, headers: Any) -> GenerationParams:
         try:
-            return parse_generation(kind, parse_body(raw), headers, self.served_models)
+            caching = self.config.enable_prefix_caching
+            return parse_generation(kind, parse_body(raw), headers, self.served_models, token_ids=caching)
         except RequestError:
             raise
         except Exception as e:  # a parser bug must still answer 400, never 500: log it to fix it

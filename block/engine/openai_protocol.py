@@ -37,6 +37,7 @@ class GenerationParams:
     stream: bool
     include_usage: bool
     expected_output_tokens: int | None
+    prompt_token_ids: list[int] | None = None  # laid out when asked (prefix caching hashes them)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -50,11 +51,17 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def parse_generation(
-    kind: Kind, body: Any, headers: Any, served_models: frozenset[str] | None = None
+    kind: Kind,
+    body: Any,
+    headers: Any,
+    served_models: frozenset[str] | None = None,
+    token_ids: bool = False,
 ) -> GenerationParams:
     """Validate a /v1/completions or /v1/chat/completions body. `headers`: a case-insensitive mapping;
-    `served_models`: the model names answered (None: any); a missing or empty `model` is the served one."""
-    req = parse_request(kind, body, prompt_tokens.count_text)
+    `served_models`: the model names answered (None: any); a missing or empty `model` is the served one;
+    `token_ids`: also lay out the prompt's token ids (the router's way, block.openai_api)."""
+    encode = prompt_tokens.encode_text if token_ids else None
+    req = parse_request(kind, body, prompt_tokens.count_text, encode)
     if served_models is not None and req.model and req.model not in served_models:
         raise model_not_found(req.model)
     if req.n != 1:
@@ -87,4 +94,5 @@ def parse_generation(
         stream=req.stream,
         include_usage=req.include_usage,
         expected_output_tokens=expected,
+        prompt_token_ids=req.prompt_token_ids,
     )

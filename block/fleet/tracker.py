@@ -209,20 +209,22 @@ class InstanceTracker:
         return self._routed.arrivals(now, window)
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
-        """See InstanceView. In order: a Block engine's snapshot, which names the blocks it caches
-        (Snapshot.cached_prefix_blocks; 0 when it says caching is off), with the prompts routed here
-        since (their blocks are cached by the time this one runs); the instance's own account (vLLM's
-        KV events, while in sync); the router's record of what it routed here (the prefix index); else 0."""
-        hashes = request.prefix_hashes
-        if not hashes:
+        """See InstanceView. A Block engine's snapshot names the blocks it caches exactly (Snapshot.
+        cached_prefix_blocks); otherwise from the instance's own account when it gives one (vLLM's KV
+        events, while in sync), else from the router's record of what it routed here (the prefix
+        index); 0 without either."""
+        if not request.prefix_hashes:
             return 0
         snap = self.snapshot
-        if snap is not None and snap.profile:  # a Block engine's /state (one read from /metrics names none)
-            if not snap.config.enable_prefix_caching:
+        if snap is not None and snap.profile and not snap.config.enable_prefix_caching:
+            return 0  # a Block engine (one read from /metrics names no profile) that says caching is off
+        if snap is not None and snap.free_cached is not None:  # a Block engine, caching on
+            if request.prefix_block_size != snap.config.block_size:
                 return 0
-            if snap.free_cached is not None and request.prefix_block_size == snap.config.block_size:
-                pending = (_leading_common(hashes, s.prefix_hashes) for s, _ in self._pending.values())
-                return max(snap.cached_prefix_blocks(hashes), *pending, 0)
+            n = snap.cached_prefix_blocks(request.prefix_hashes)
+            for s, _ in self._pending.values():  # routed since: their blocks are on the way
+                n = max(n, _common_prefix(s.prefix_hashes, request.prefix_hashes))
+            return n
         if self.exact_cache is not None:
             held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)
             if held is not None:
@@ -338,10 +340,9 @@ def router_tracker(
     return tracker
 
 
-def _leading_common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """How many leading block hashes two prompts share."""
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     n = 0
-    for x, y in zip(a, b, strict=False):
+    for x, y in zip(a, b, strict=False):  # lengths differ
         if x != y:
             break
         n += 1

@@ -77,16 +77,14 @@ class Snapshot:
 
     def cached_prefix_blocks(self, hashes: tuple[int, ...]) -> int:
         """How many leading blocks of a prompt with these block hashes the instance holds in its prefix
-        cache now (held by a request or free); 0 with caching off."""
+        cache (held by a request or free), or will once its queued requests have prefilled them (as a
+        router records a prefix when it routes it); 0 with caching off."""
         if not hashes or not self.config.enable_prefix_caching:
             return 0
         cached = self._cached
         if cached is None:
-            bs = self.config.block_size
-            held = (
-                h for s in (*self.running, *self.waiting) for h in s.prefix_hashes[: s.computed_tokens // bs]
-            )
-            cached = self._cached = frozenset((*held, *(h for _, h in self.free_cached or ())))
+            queued = (h for s in (*self.running, *self.waiting) for h in s.prefix_hashes)
+            cached = self._cached = frozenset((*queued, *(h for _, h in self.free_cached or ())))
         n = 0
         for h in hashes:
             if h not in cached:

@@ -263,10 +263,9 @@ class Cluster:
         estimated = requests.planned_tokens is not None
         planned = requests.planned_tokens.tolist() if estimated else outputs
         arrivals = requests.arrival_s.tolist()
-        # prompts' block hashes (prefix caching), named as the replicas name blocks; none otherwise
-        hashes = requests.prefix_hashes
-        if hashes is None or self.replica_config.block_size != PREFIX_BLOCK_SIZE:
-            hashes = None
+        hashes = requests.prefix_hashes  # the prompts' prefix identity, when the workload gives one
+        # the replicas' prefix caches use it when they name blocks as the workload does
+        same_blocks = self.replica_config.block_size == PREFIX_BLOCK_SIZE
         n = len(arrivals)
         queue: InOrder | SessionTurns = InOrder(n)
         if requests.sessions is not None:
@@ -315,7 +314,7 @@ class Cluster:
                 continue  # rejected as an engine would (recorded as failed)
             e = planned[i]
             rid = str(i)
-            h = () if hashes is None else hashes[i]
+            h = hashes[i] if hashes else ()
             rr = RoutingRequest(p, e, None if estimated else o, rid, h)
             r, choice, candidates = self.route(rr, t, clock)
             if pins is not None and i in pins:
@@ -328,7 +327,7 @@ class Cluster:
                 forecast = candidates.forecast_for(tracker)
                 self.listeners.routed(tracker.id, Routed(rr, t, forecast))
             tracker.on_routed(rr, t)
-            q = Request(rid, p, o, t, e, prefix_hashes=h)
+            q = Request(rid, p, o, t, e, prefix_hashes=h if same_blocks else ())
             reqs[i], instance_of[i] = q, r
             if times is not None:
                 times[q] = []

@@ -8,7 +8,6 @@ import dataclasses
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from block.engine.prompt_tokens import prompt_token_ids
 from block.engine.server import background_engine
 from block.engine.settings import EngineSettings, replica_config
 from block.prefix import chain_hashes
@@ -68,14 +67,3 @@ async def test_caching_off_reports_no_hits_and_no_cache_state() -> None:
             metrics = (await client.get("/metrics")).text
     assert "free_cached" not in state
     assert _counters(metrics) == {"vllm:prefix_cache_queries": 0.0, "vllm:prefix_cache_hits": 0.0}
-
-
-def test_chat_prompt_ids_follow_the_llama3_template() -> None:
-    ids = prompt_token_ids({"messages": [{"role": "user", "content": "hello there"}]})
-    assert ids is not None and ids[0] == 128000 and ids[-1] == 271  # <|begin_of_text|> ... "\n\n"
-    longer = prompt_token_ids(
-        {"messages": [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"}]}
-    )
-    # a conversation's next turn starts with the previous turn's messages: the same leading ids
-    assert longer is not None and longer[: len(ids) - 4] == ids[:-4]
-    assert prompt_token_ids({"prompt": [5, 6, 7]}) == [5, 6, 7]
