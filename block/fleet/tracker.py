@@ -35,7 +35,9 @@ from block.replica.fast_replica import DeadlineExceeded
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
-ANTICIPATE_WINDOW_S = 10.0  # anticipated arrivals follow the routing rate over this window
+ANTICIPATE_WINDOW_S = 10.0
+# a snapshot received this long after a request finished shows its cached blocks (polls every 20 ms)
+DONE_UNSEEN_S = 0.1  # anticipated arrivals follow the routing rate over this window
 
 
 class ExactCache(Protocol):
@@ -100,6 +102,8 @@ class InstanceTracker:
         self.snapshot_at: float | None = None  # caller time when the snapshot was received
         self.step_end: float | None = None  # end of the step in flight at the snapshot (engine clock)
         self._pending: dict[str, tuple[RequestState, float]] = {}  # id -> (state, routed at)
+        # pending requests that finished before any snapshot showed them: id -> (prefix hashes, at)
+        self._done_unseen: dict[str, tuple[tuple[int, ...], float]] = {}
         self._in_flight: set[str] = set()
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
@@ -122,6 +126,8 @@ class InstanceTracker:
             self._pending = {k: v for k, v in self._pending.items() if k not in seen and v[1] >= cutoff}
             if self.in_flight_follows_snapshots:
                 self._in_flight.intersection_update(seen | self._pending.keys())
+        if self._done_unseen:  # a snapshot received well after they finished shows their blocks
+            self._done_unseen = {k: v for k, v in self._done_unseen.items() if v[1] > at - DONE_UNSEEN_S}
         self._recount()
 
     def observe_state(self, state: dict[str, Any], at: float) -> None:
@@ -148,8 +154,11 @@ class InstanceTracker:
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
-        if self._pending.pop(request_id, None) is not None:
+        gone = self._pending.pop(request_id, None)
+        if gone is not None:
             self._forecaster = None
+            if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
+                self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
@@ -224,6 +233,8 @@ class InstanceTracker:
             n = snap.cached_prefix_blocks(request.prefix_hashes)
             for s, _ in self._pending.values():  # routed since: their blocks are on the way
                 n = max(n, _common_prefix(s.prefix_hashes, request.prefix_hashes))
+            for hashes, _ in self._done_unseen.values():  # or already cached
+                n = max(n, _common_prefix(hashes, request.prefix_hashes))
             return n
         if self.exact_cache is not None:
             held = self.exact_cache.match_blocks(request.prefix_hashes, request.prefix_block_size)

@@ -72,3 +72,18 @@ def test_snapshot_hashes_round_trip_packed_or_plain() -> None:
     d["free_cached"] = "not base64!"
     with pytest.raises(ValueError, match="malformed snapshot"):
         Snapshot.from_dict(d)
+
+
+def test_requests_routed_since_the_snapshot_count_until_a_snapshot_shows_them() -> None:
+    tracker = InstanceTracker("a", PROFILE)
+    snapshot = _replica_state(caching=True)
+    tracker.observe(snapshot, 0.0)
+    hashes = chain_hashes(list(range(9000, 9064)))
+    asked = RoutingRequest(64, 4, prefix_hashes=hashes)
+    assert tracker.cached_prefix_blocks(asked) == 0
+    tracker.on_routed(RoutingRequest(64, 4, id="x", prefix_hashes=hashes), 0.01)
+    assert tracker.cached_prefix_blocks(asked) == 4  # on its way
+    tracker.on_finished("x", 0.02)  # done before any snapshot showed it: cached
+    assert tracker.cached_prefix_blocks(asked) == 4
+    tracker.observe(snapshot, 0.5)  # a later snapshot is the engine's word (here: it was evicted)
+    assert tracker.cached_prefix_blocks(asked) == 0
