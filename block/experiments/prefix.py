@@ -23,6 +23,13 @@ the capacity of the best cache-blind policy (where it just meets the SLO), for P
 policy's hit rate. `--mode live` (4 emulated engines behind the router) runs fixed rates only; its
 capacity is read off those rates (a bound when all or none meet the SLO).
 
+Run length: 1,200 requests per run keeps the default within a 2-core budget, but it is a short-run
+capacity. First-turn ShareGPT then reaches about 58 req/s for block (the paper's 10,000-request runs: about
+31-37), and the sessions never load the cluster: each turn waits for the answer before it plus a think
+time, so 1,200 turns arrive at under 20 req/s on average whatever the session rate and every search ends
+as a lower bound. Compare sessions with `--num-requests 4000` or more (all policies overloaded at 12
+sessions/s there).
+
 Hit rate: the share of prompt tokens served from the prefix cache, in tokens, as vLLM's counters
 (`vllm:prefix_cache_hits / vllm:prefix_cache_queries`: looked up at admission, preempted requests left
 out). Writes `summary.json` (`{"workloads": {WORKLOAD: {POLICY: {"capacity_qps", "hit_rate"}}}}`),
