@@ -297,12 +297,12 @@ def register(app: typer.Typer) -> None:
             None, help="Comma-separated (default: " + ",".join(PREFIX_POLICIES) + ")."
         ),
         num_requests: int = typer.Option(
-            None, min=1, help="Requests (turns) per run (default 1,200; live 300)."
+            None, min=1, help="Requests (turns) per run (default 4,000; live 300)."
         ),
         instances: int = typer.Option(None, min=1, help="Instances per cluster (default 12; live 4)."),
         qps: str = typer.Option(None, help="Live: fixed rates for every workload (default: per workload)."),
         think_time: float = typer.Option(5.0, min=0.0, help="Session workloads: mean think time (s)."),
-        max_probes: int = typer.Option(6, min=1, help="Sim: probes per capacity search."),
+        max_probes: int = typer.Option(8, min=1, help="Sim: probes per capacity search."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
@@ -312,15 +312,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Prefix caching on: capacity (P99 TTFT <= 3 s) and prefix-cache hit rate of block, the peers'
         cache-aware routers and cache-blind ones on multi-turn chat, shared system prompts and first-turn
-        ShareGPT. `--mode sim`: 12 x A30, a capacity search per workload and policy (113 runs; 21 minutes
-        on a 2-core machine shared with other work, load 10-16); `--mode live`: 4 emulated engines at fixed
+        ShareGPT. `--mode sim`: 12 x A30, a capacity search per workload and policy (127 runs; 19 minutes
+        on a 2-core machine shared with other work, load 2-11); `--mode live`: 4 emulated engines at fixed
         rates. Resumes from --out."""
         from block.experiments.prefix import PrefixArgs, run
 
         live = mode == "live"
         kw: dict = {"seed": seed, "think_time_s": think_time, "max_probes": max_probes}
         kw["workloads"] = [w.strip() for w in workloads.split(",") if w.strip()]
-        kw["num_requests"] = num_requests or (300 if live else 1_200)
+        kw["num_requests"] = num_requests or (300 if live else 4_000)
         kw["instances"] = instances or (4 if live else 12)
         kw["max_model_len"] = max_model_len or (2048 if live else 4096)
         if (p := _policies(policies)) is not None:

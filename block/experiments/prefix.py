@@ -23,12 +23,12 @@ the capacity of the best cache-blind policy (where it just meets the SLO), for P
 policy's hit rate. `--mode live` (4 emulated engines behind the router) runs fixed rates only; its
 capacity is read off those rates (a bound when all or none meet the SLO).
 
-Run length: 1,200 requests per run keeps the default within a 2-core budget, but it is a short-run
-capacity. First-turn ShareGPT then reaches about 58 req/s for block (the paper's 10,000-request runs: about
-31-37), and the sessions never load the cluster: each turn waits for the answer before it plus a think
-time, so 1,200 turns arrive at under 20 req/s on average whatever the session rate and every search ends
-as a lower bound. Compare sessions with `--num-requests 4000` or more (all policies overloaded at 12
-sessions/s there).
+Run length: 4,000 requests (turns) per run. Sessions need it: each turn waits for the answer before it
+plus a think time, so 1,200 turns arrive at under 20 req/s on average whatever the session rate and never
+load the cluster (every search then ends as a lower bound). Shorter runs also inflate capacities (first-turn
+ShareGPT, block: about 58 req/s at 1,200 requests, 41 at 4,000; the paper's 10,000: about 31-37).
+Measured: 127 runs, 19 minutes on a 2-core machine shared with other work (load 2-11), 1,542 CPU
+seconds of simulation.
 
 Hit rate: the share of prompt tokens served from the prefix cache, in tokens, as vLLM's counters
 (`vllm:prefix_cache_hits / vllm:prefix_cache_queries`: looked up at admission, preempted requests left
@@ -71,7 +71,7 @@ LIVE_OTHER_RATES = [4.0, 6.0]
 class PrefixArgs:
     workloads: list[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS))
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES))
-    num_requests: int = 1_200  # per run; for sessions, turns
+    num_requests: int = 4_000  # per run; for sessions, turns (1,200 turns never load the cluster)
     instances: int = 12
     profile: str = "llama-2-7b-a30"
     max_num_seqs: int = 48
@@ -83,7 +83,7 @@ class PrefixArgs:
     slo_s: float = PAPER_SLO_S
     step: float = 0.08  # the search's walk: 8%, 16%, ... from the first guess
     tolerance: float = 0.04  # bisect until the bracket is narrower than this share of the rate
-    max_probes: int = 6  # per search
+    max_probes: int = 8  # per search
     # live: fixed rates per workload (None: LIVE_RATES); sim: ignored (capacity searches)
     rates: dict[str, list[float]] | None = None
 
