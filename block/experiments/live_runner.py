@@ -546,6 +546,9 @@ async def _replay(
 _COUNTERS = {
     "engine_lag_resets": "block:engine_lag_resets_total",
     "engine_steps": "block:engine_steps_total",
+    # prompt tokens looked up in the engines' prefix caches at admission, and of them found cached
+    "prefix_cache_queries": "vllm:prefix_cache_queries_total",
+    "prefix_cache_hits": "vllm:prefix_cache_hits_total",
     "router_fallbacks": "block_router_fallbacks_total",
     "router_forecasts_missed": "block_router_forecasts_missed_total",
     "router_retries": "block_router_retries_total",

@@ -235,10 +235,12 @@ class InstanceTracker:
         """See InstanceView. A Block engine's snapshot names the blocks it caches exactly (Snapshot.
         cached_prefix_blocks); otherwise from the instance's own account when it gives one (vLLM's KV
         events, while in sync), else from the router's record of what it routed here (the prefix
-        index); 0 without either."""
+        index); 0 without either, and 0 from a Block engine that says caching is off."""
         if not request.prefix_hashes:
             return 0
         snap = self.snapshot
+        if snap is not None and snap.profile and not snap.config.enable_prefix_caching:
+            return 0  # a Block engine (one read from /metrics names no profile) that says caching is off
         if snap is not None and snap.free_cached is not None:  # a Block engine, caching on
             if request.prefix_block_size != snap.config.block_size:
                 return 0

@@ -6,6 +6,11 @@ through an `InstanceTracker` fed a fresh `/state` plus the requests routed since
 path the router uses). A sample (1% by default) is also forecast on, and sent to, every instance,
 as the Block paper did for its Figure 5: was the forecast-best instance really the fastest?
 
+Prompts are the dataset's own token ids (any workload spec: `sharegpt`, `sharegpt-chat`, `shared-prefix:G:S`,
+...), and each forecast knows the prompt's block hashes, so with the engines' prefix caching on (their
+default) the forecast is judged on the cache as well. In a session workload each turn is sent after the one
+before it finished plus its think time (block.workload.sessions), `qps` then starting sessions.
+
 `model_error` (KIND:E) runs the engines at a true speed their reported profile does not say; with
 `calibration` the trackers correct it online from the tokens streaming back (block.fleet.calibration),
 fed exactly as the router feeds them: routed, every streamed chunk's tokens, finished.
@@ -32,8 +37,10 @@ from block.fleet.arrival_log import FleetLog
 from block.fleet.listeners import Routed
 from block.fleet.tracker import InstanceTracker
 from block.launch import block_command, running
+from block.prefix import chain_hashes
 from block.profiles.profile import load_profile
 from block.request import RoutingRequest
+from block.workload.sessions import DEFAULT_THINK_TIME_S
 
 
 @dataclass(slots=True)
@@ -62,40 +69,73 @@ def engines(
         yield [s.url for s in servers]
 
 
-def workload(num_requests: int, qps: float, seed: int, max_output: int) -> list[tuple[float, int, int]]:
-    """(arrival offset s, prompt tokens, output tokens): ShareGPT if available, else synthetic."""
-    try:
-        from block.workload import load_workload
-        from block.workload.arrivals import arrival_times
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request to send: when, what, and (in a session) the turn that follows it."""
 
-        samples = load_workload("sharegpt", num_requests, seed)
-        times = arrival_times(len(samples), qps, "poisson", 1.0, seed)
-        return [
-            (float(t), s.prompt_tokens, max(1, min(s.output_tokens, max_output)))
-            for t, s in zip(times, samples, strict=True)
-        ]
+    at_s: float  # offset from the start; a later turn of a session also waits for the turn before it
+    prompt: int  # prompt tokens
+    output: int
+    ids: tuple[int, ...] | None = None  # the prompt's token ids; None: a prompt of `prompt` ones
+    think_s: float = 0.0  # wait after the previous turn's answer (session turns)
+    next_turn: int = -1  # index of the session's next turn, -1 after the last
+
+
+def workload(
+    num_requests: int,
+    qps: float,
+    seed: int,
+    max_output: int,
+    dataset: str = "sharegpt",
+    think_time_s: float = DEFAULT_THINK_TIME_S,
+) -> list[Job]:
+    """The dataset's requests with their token ids; ShareGPT falls back to a synthetic stand-in offline."""
+    from block.workload import get_tokenizer, load_workload
+    from block.workload.arrivals import arrival_times
+    from block.workload.sessions import is_session_workload, session_plan
+
+    try:
+        samples = load_workload(dataset, num_requests, seed)
     except Exception:  # noqa: BLE001 - no dataset offline: a synthetic stand-in with similar shape
-        rng = random.Random(seed)
-        t, out = 0.0, []
-        for _ in range(num_requests):
-            t += rng.expovariate(qps)
-            prompt = max(4, min(int(rng.lognormvariate(5.3, 1.0)), 2000))
-            output = max(4, min(int(rng.lognormvariate(4.9, 0.9)), max_output))
-            out.append((t, prompt, output))
-        return out
+        if dataset != "sharegpt":
+            raise
+        return _synthetic(num_requests, qps, seed, max_output)
+    tokenizer = get_tokenizer("llama3")
+    ids = [tuple(tokenizer.encode_ordinary(s.prompt)) or (1,) for s in samples]
+    if is_session_workload(samples):
+        plan = session_plan(samples, qps, "poisson", 1.0, seed, think_time_s)
+        at, think, nxt = plan.not_before_s.tolist(), plan.think_s.tolist(), plan.next_turn.tolist()
+    else:
+        at = arrival_times(len(samples), qps, "poisson", 1.0, seed).tolist()
+        think, nxt = [0.0] * len(samples), [-1] * len(samples)
+    return [
+        Job(float(at[k]), len(ids[k]), max(1, min(s.output_tokens, max_output)), ids[k], think[k], nxt[k])
+        for k, s in enumerate(samples)
+    ]
+
+
+def _synthetic(num_requests: int, qps: float, seed: int, max_output: int) -> list[Job]:
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for _ in range(num_requests):
+        t += rng.expovariate(qps)
+        prompt = max(4, min(int(rng.lognormvariate(5.3, 1.0)), 2000))
+        output = max(4, min(int(rng.lognormvariate(4.9, 0.9)), max_output))
+        out.append(Job(t, prompt, output))
+    return out
 
 
 async def _send(
     session: aiohttp.ClientSession,
     url: str,
     rid: str,
-    prompt: int,
-    output: int,
+    job: Job,
     on_tokens: Callable[[int, float], None] | None = None,
 ) -> tuple[float, float]:
     """Stream one completion; returns (TTFT, E2E) as this client saw them. `on_tokens(count, at)`: each
     chunk's SSE token events, as the router counts them."""
-    body = {"prompt": [1] * prompt, "max_tokens": output, "ignore_eos": True,
+    prompt, output = list(job.ids) if job.ids else [1] * job.prompt, job.output
+    body = {"prompt": prompt, "max_tokens": output, "ignore_eos": True,
             "expected_output_tokens": output, "stream": True}  # fmt: skip
     t0 = time.monotonic()
     first = None
@@ -115,7 +155,7 @@ async def _send(
 async def _run(
     urls: list[str],
     profile_name: str,
-    reqs: list[tuple[float, int, int]],
+    reqs: list[Job],
     sample_rate: float,
     seed: int,
     anticipate_arrivals: bool = False,
@@ -138,7 +178,6 @@ async def _run(
         for u in urls
     ]
     outcomes: list[Outcome] = []
-    tasks = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
 
         async def snapshot(i: int) -> None:
@@ -147,43 +186,57 @@ async def _run(
                 state = orjson.loads(await resp.read())
             trackers[i].observe_state(state, (sent + time.monotonic()) / 2)
 
-        copies_left: dict[int, int] = {}
-
-        async def one(o: Outcome, url: str, rid: str, prompt: int, output: int, tracker: InstanceTracker):
+        async def one(o: Outcome, url: str, rid: str, job: Job, tracker: InstanceTracker) -> None:
             cal = tracker.calibration
             heard = None if cal is None else lambda n, at: cal.tokens(tracker.id, rid, n, at)
             try:
-                o.ttft, o.e2e = await _send(session, url, rid, prompt, output, heard)
+                o.ttft, o.e2e = await _send(session, url, rid, job, heard)
             finally:
                 at = time.monotonic()
                 tracker.on_finished(rid, at)
                 if cal is not None:
                     cal.finished(tracker.id, rid, at)
-                copies_left[o.group] -= 1
-                if copies_left[o.group] == 0 and on_done is not None:
-                    on_done()
 
-        start = time.monotonic()
-        for k, (t, prompt, output) in enumerate(reqs):
-            await sleep_until(start + t)
-            sampled = rng.random() < sample_rate
-            targets = list(range(len(urls))) if sampled else [k % len(urls)]
+        async def send(k: int) -> None:
+            """Request k: forecast on its instance (every instance when sampled), sent, all copies done."""
+            job = reqs[k]
+            targets = list(range(len(urls))) if sampled[k] else [k % len(urls)]
             await asyncio.gather(*(snapshot(i) for i in targets))
-            copies_left[k] = len(targets)
-            request = RoutingRequest(prompt, output)
+            hashes = chain_hashes(job.ids) if job.ids else ()
+            copies = []
             for i in targets:
                 now = time.monotonic()
-                f = trackers[i].predict(request, now)
+                f = trackers[i].predict(RoutingRequest(job.prompt, job.output, prefix_hashes=hashes), now)
                 assert f is not None
-                o = Outcome(i, sampled, k, f.ttft_s, f.e2e_s)
+                o = Outcome(i, sampled[k], k, f.ttft_s, f.e2e_s)
                 outcomes.append(o)
                 rid = f"acc-{k}-{i}"
-                routed = RoutingRequest(prompt, output, id=rid)
+                routed = RoutingRequest(job.prompt, job.output, id=rid, prefix_hashes=hashes)
                 cal = trackers[i].calibration
                 if cal is not None:  # as the router: listeners first, then the tracker
                     cal.routed(trackers[i].id, Routed(routed, now))
                 trackers[i].on_routed(routed, now)
-                tasks.append(asyncio.create_task(one(o, urls[i], rid, prompt, output, trackers[i])))
+                copies.append(one(o, urls[i], rid, job, trackers[i]))
+            await asyncio.gather(*copies)
+            if on_done is not None:
+                on_done()
+
+        async def chain(first: int) -> None:
+            """A session's turns in order (a request outside sessions is a session of one)."""
+            await sleep_until(start + reqs[first].at_s)
+            k = first
+            while True:
+                await send(k)
+                k = reqs[k].next_turn
+                if k < 0:
+                    return
+                await asyncio.sleep(reqs[k].think_s)
+                await sleep_until(start + reqs[k].at_s)
+
+        sampled = [rng.random() < sample_rate for _ in reqs]
+        later = {j.next_turn for j in reqs}
+        start = time.monotonic()
+        tasks = [asyncio.create_task(chain(k)) for k in range(len(reqs)) if k not in later]
         await asyncio.gather(*tasks)
     return outcomes
 
@@ -246,11 +299,13 @@ def run_accuracy(
     seed: int = 0,
     anticipate_arrivals: bool = False,
     on_done: Callable[[], None] | None = None,
+    dataset: str = "sharegpt",
+    think_time_s: float = DEFAULT_THINK_TIME_S,
     model_error: str = "",
     calibration: bool = False,
 ) -> dict[str, Any]:
     """`on_done`: called as each of the `num_requests` requests finishes (for a progress bar)."""
-    reqs = workload(num_requests, qps, seed, max_output)
+    reqs = workload(num_requests, qps, seed, max_output, dataset, think_time_s)
     t0 = time.monotonic()
     with engines(profile, instances, noise, seed, model_error=model_error) as urls:
         try:
@@ -264,7 +319,7 @@ def run_accuracy(
         )
     report = summarize(outcomes)
     report.update(
-        {"instances": instances, "qps": qps, "noise": noise, "profile": profile,
+        {"dataset": dataset, "instances": instances, "qps": qps, "noise": noise, "profile": profile,
          "anticipate_arrivals": anticipate_arrivals, "model_error": model_error or "none",
          "calibration": calibration, "wall_s": round(time.monotonic() - t0, 1)}
     )  # fmt: skip

@@ -142,6 +142,10 @@ def register(app: typer.Typer) -> None:
         calibration: bool = typer.Option(
             False, "--calibration", help="Correct each engine's profile online from its streamed tokens."
         ),
+        dataset: str = typer.Option(
+            "sharegpt", help="Workload spec (sharegpt-chat: multi-turn sessions, --qps starts sessions)."
+        ),
+        think_time: float = typer.Option(5.0, min=0.0, help="Session workloads: mean think time (s)."),
         json_out: bool = typer.Option(False, "--json", help="Print only the JSON report."),
     ) -> None:
         """Forecast error against emulated engines, and how often the forecast-best instance was best."""
@@ -166,8 +170,9 @@ def register(app: typer.Typer) -> None:
                     instances, qps, num_requests, profile, noise, sample_rate, max_output, seed,
                     anticipate_arrivals=anticipate_arrivals, on_done=lambda: bar.advance(task),
                     model_error="" if error is None else str(error), calibration=calibration,
+                    dataset=dataset, think_time_s=think_time,
                 )  # fmt: skip
-            except RuntimeError as e:
+            except (RuntimeError, ValueError) as e:
                 fail(str(e))
         if json_out:
             typer.echo(json.dumps(report))

@@ -533,6 +533,10 @@ class Cluster:
             "snapshots": sum(f.snapshots_taken for f in feeds),
             "routers": routers,
             "fallbacks": fallbacks,
+            # vLLM's counters (vllm:prefix_cache_queries / _hits), per instance: prompt tokens looked up
+            # in the prefix cache at admission and, of them, found cached
+            "prefix_cache_queries": [getattr(rep.kv, "queries", 0) for rep in replicas],
+            "prefix_cache_hits": [getattr(rep.kv, "hits", 0) for rep in replicas],
             "engine": self.replica_config.to_dict(),
         }
         if self.config.fleet:

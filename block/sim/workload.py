@@ -146,7 +146,7 @@ def requests_for(spec: WorkloadSpec, qps: float) -> SimRequests:
         outputs[order],
         np.asarray(arrivals, dtype=np.float64)[order],
         None if planned is None else planned[order],
-        None if hashes is None else [hashes[i] for i in order.tolist()],
+        prefix_hashes=None if hashes is None else [hashes[i] for i in order.tolist()],
         sessions=None if plan is None else plan.reordered(order),
         priorities=None if classes is None else classes[order],
     )

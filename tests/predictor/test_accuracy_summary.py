@@ -30,3 +30,19 @@ def test_best_instance_accuracy_and_regret() -> None:
 def test_runner_up_gap() -> None:
     assert runner_up_gap([3.0, 1.0, 1.02]) == pytest.approx(0.02)
     assert runner_up_gap([2.0]) != runner_up_gap([2.0])  # one instance: no runner-up (nan)
+
+
+def test_session_workload_sends_history_as_a_shared_prefix() -> None:
+    """`--dataset sharegpt-chat`: a later turn links from the one before it, waits its think time and
+    resends that turn's prompt, so its block hashes start with the earlier turn's."""
+    from block.prefix import chain_hashes
+    from block.sidecar.accuracy import workload
+
+    jobs = workload(40, 2.0, 0, 256, "sharegpt-chat", 5.0)
+    assert len(jobs) == 40 and all(j.ids and len(j.ids) == j.prompt for j in jobs)
+    links = [(k, j.next_turn) for k, j in enumerate(jobs) if j.next_turn >= 0]
+    assert links  # some sessions have more than one turn
+    for k, n in links:
+        before, after = chain_hashes(jobs[k].ids), chain_hashes(jobs[n].ids)
+        assert jobs[n].think_s > 0 and jobs[n].at_s == jobs[k].at_s  # same session start
+        assert len(before) >= 1 and after[: len(before) - 1] == before[:-1]  # history: a cached prefix

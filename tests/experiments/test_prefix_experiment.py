@@ -1,0 +1,69 @@
+"""`block experiment prefix`: the rate search, the summary's exact shape and hit rates on a tiny cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from block.experiments.prefix import PrefixArgs, run
+from block.experiments.rate_search import rate_search
+from block.experiments.sim_runner import SimRunner
+
+
+def _drive(guess: float, p99, max_probes: int = 7) -> tuple[float | None, str, list[float]]:  # noqa: ANN001
+    search = rate_search(guess, max_probes=max_probes)
+    probes = [next(search)]
+    try:
+        while True:
+            probes.append(search.send(p99(probes[-1])))
+    except StopIteration as stop:
+        return stop.value.qps, stop.value.bound, probes
+
+
+@pytest.mark.parametrize("guess", [12.0, 31.0, 80.0])
+def test_the_search_brackets_and_interpolates_the_crossing(guess: float) -> None:
+    """On a P99 growing exponentially with rate, log-interpolation recovers the crossing exactly."""
+    qps, bound, probes = _drive(guess, lambda q: math.exp((q - 30.0) / 2.0))
+    assert bound == "" and qps == pytest.approx(30.0 + 2.0 * math.log(3.0), rel=1e-9)
+    assert len(probes) <= 7 and len(set(probes)) == len(probes)
+
+
+def test_a_rate_that_always_passes_is_a_lower_bound() -> None:
+    qps, bound, probes = _drive(10.0, lambda q: 0.5, max_probes=3)
+    assert bound == ">=" and qps == max(probes) > 10.0 and len(probes) == 3
+
+
+def test_tiny_experiment_writes_the_summary_exactly(tmp_path: Path) -> None:
+    """Two instances, two groups behind shared system prompts and first-turn ShareGPT: the summary has
+    exactly the issue's shape, shared prompts hit the cache and first turns never do."""
+    a = PrefixArgs(
+        workloads=["shared-prefix:2:512", "sharegpt"],
+        policies=["block", "cache-aware", "round-robin"],
+        num_requests=40,
+        instances=2,
+        max_probes=1,
+    )
+    summary = run(a, SimRunner(workers=1, resume=False), tmp_path, Console(record=True, width=120))
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert set(summary) == {"workloads"}
+    assert set(summary["workloads"]) == {"shared-prefix:2:512", "sharegpt"}
+    for per_policy in summary["workloads"].values():
+        assert set(per_policy) == {"block", "cache-aware", "round-robin"}
+        for cell in per_policy.values():
+            assert set(cell) == {"capacity_qps", "hit_rate"}
+            assert isinstance(cell["capacity_qps"], float) and cell["capacity_qps"] > 0
+            assert 0.0 <= cell["hit_rate"] <= 1.0
+    shared = summary["workloads"]["shared-prefix:2:512"]
+    # a 512-token system prompt is most of each prompt: every policy finds it cached after the first
+    assert all(c["hit_rate"] > 0.3 for c in shared.values())
+    assert all(c["hit_rate"] == 0.0 for c in summary["workloads"]["sharegpt"].values())
+    details = json.loads((tmp_path / "details.json").read_text())
+    assert len(details["cells"]) == 6 and all(c["probes"] for c in details["cells"])
+    assert all(c["fixed_rate"]["hit_rate"] is not None for c in details["cells"])
+    assert (tmp_path / "report.md").read_text().startswith("# Prefix caching (sim)")
+    assert (tmp_path / "figure6_prefix.png").stat().st_size > 0
+    assert list((tmp_path / "runs").glob("shared-prefix-2-512_block_qps*.json"))
