@@ -49,6 +49,8 @@ SGLANG = "sglang-router"
 BLOCK = "block"
 SGLANG_POLICIES = ("round_robin", "power_of_two", "cache_aware")
 BLOCK_POLICIES = ("block", "llumnix", "round-robin", "po2")
+# Asked for by name, not in 'all': Block's router with online calibration (`--calibration`).
+BLOCK_EXTRA_POLICIES = ("block+calibration",)
 
 
 # -- the sglang-router venv ---------------------------------------------------------------------------
@@ -110,7 +112,13 @@ def parse_configs(text: str) -> list[PeerConfig]:
             continue
         family, sep, policy = item.partition(":")
         family = {"sglang": SGLANG, SGLANG: SGLANG, BLOCK: BLOCK}.get(family.lower(), "")
-        known = SGLANG_POLICIES if family == SGLANG else BLOCK_POLICIES if family == BLOCK else ()
+        known = (
+            SGLANG_POLICIES
+            if family == SGLANG
+            else (*BLOCK_POLICIES, *BLOCK_EXTRA_POLICIES)
+            if family == BLOCK
+            else ()
+        )
         if not sep or policy not in known:
             choices = ", ".join(c.label for c in ALL_CONFIGS)
             raise ValueError(f"unknown router config {item!r}; choose 'all' or from: {choices}")
@@ -159,7 +167,10 @@ def block_router_server(
     seed: int = 0,
     decision_log: Path | None = None,
 ) -> ManagedServer:
+    policy, calibrated = policy.removesuffix("+calibration"), policy.endswith("+calibration")
     args = ["router", "--policy", policy, "--log-level", "warning", "--seed", str(seed)]
+    if calibrated:
+        args.append("--calibration")
     for url in engines:
         args += ["--instance", url]
     args += ["--profile", str(profile)]

@@ -57,7 +57,11 @@ def test_routers_bind_locally_with_the_requested_policy(tmp_path: Path) -> None:
     assert argv[argv.index("--host") + 1] == argv[argv.index("--prometheus-host") + 1] == "127.0.0.1"
     blk = peers.block_router_server("llumnix", engines, Path("p.json"), tmp_path)
     argv = list(blk._argv_for_port(4243))
-    assert argv[argv.index("--policy") + 1] == "llumnix"
+    assert argv[argv.index("--policy") + 1] == "llumnix" and "--calibration" not in argv
+    cal = peers.block_router_server("block+calibration", engines, Path("p.json"), tmp_path)
+    argv = list(cal._argv_for_port(4244))
+    assert argv[argv.index("--policy") + 1] == "block" and "--calibration" in argv
+    assert peers.parse_configs("block:block+calibration") == [PeerConfig(BLOCK, "block+calibration")]
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--instance"] == engines
     assert argv[argv.index("--profile") + 1] == "p.json"
 
