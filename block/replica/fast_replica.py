@@ -217,6 +217,14 @@ class FastReplica:
         for r, h, mine, n in zip(reqs, hashes, held, implicit, strict=True):
             r.hashes, r.held, r.implicit = h, mine, n
 
+    def _granted(self, r: SimRequest, need: int, done: int) -> None:
+        """The prefix pool's side of a step's allocation: `need` new blocks leave the free pool, and the
+        prompt blocks `done` computed tokens fill get their identity."""
+        if need > 0:
+            self.prefix.take(need)  # type: ignore[union-attr]
+        if r.hashes:
+            self._register(r, done)
+
     def _register(self, r: SimRequest, done: int) -> None:
         """As PrefixKVCache._register: the prompt blocks `done` computed tokens fill get their
         identity; a private one (and every one after it: hashes are chained) is only counted."""
@@ -508,10 +516,7 @@ class FastReplica:
                 free -= need
                 r.blocks += need
                 if prefix is not None:
-                    if need > 0:
-                        prefix.take(need)
-                    if r.hashes:
-                        self._register(r, r.c + n)
+                    self._granted(r, need, r.c + n)
                 sched.append((r, n))
                 budget -= n
                 p += 1
@@ -548,10 +553,7 @@ class FastReplica:
                 free -= need
                 r.blocks += need
                 if prefix is not None:
-                    if need > 0:
-                        prefix.take(need)
-                    if r.hashes:
-                        self._register(r, r.c + n)
+                    self._granted(r, need, r.c + n)
                 sched.append((r, n))
                 budget -= n
         self.free = free
