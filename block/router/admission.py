@@ -90,7 +90,7 @@ class RouterAdmission:
     ) -> Decision | Rejection | None:
         """A decision (admitted), a Rejection (answer 429) or None: decide as without admission
         (no instance in rotation, or the client left while held)."""
-        self.decider.gate.saw(target.priority)
+        self.decider.gate.saw(target.priority, request.prompt_tokens)
         priority = str(target.priority)
         try:
             decision = await self.decider.decide(request, (), target)

@@ -108,7 +108,9 @@ class Decider:
             if not wants:
                 candidates = Candidates(targets)
             if target is not None:
-                verdict = self.gate.verdict(target, forecasts, time.monotonic())
+                verdict = self.gate.verdict(
+                    target, request.prompt_tokens, targets, forecasts, time.monotonic()
+                )
                 if not verdict.admit:
                     raise NotAdmitted(verdict)
                 candidates = admitted_candidates(targets, forecasts, verdict, wants)
