@@ -129,13 +129,18 @@ def find_capacity(
 
 
 def measure(output: RunOutput, target_s: float) -> dict[str, Any]:
-    """Goodput and per-class figures of one run, from its per-request records."""
-    requests = json.loads(output.path.read_text())["requests"]
+    """Goodput and per-class figures of one run, from its per-request records; `valid`: whether a
+    live run kept real time (block/live_validity.py; None in the simulator)."""
+    data = json.loads(output.path.read_text())
+    requests = data["requests"]
     span = max((r["scheduled_s"] for r in requests), default=0.0) or 1e-9
     good = [
         r["status"] == 200 and r["error"] is None and (r["ttft_s"] or math.inf) <= target_s for r in requests
     ]
-    out: dict[str, Any] = {"goodput": sum(good) / span}
+    out: dict[str, Any] = {
+        "goodput": sum(good) / span,
+        "valid": data["config"].get("validity", {}).get("valid"),
+    }
     for name, keep in (("high", lambda p: p == HIGH), ("low", lambda p: p != HIGH)):
         idx = [i for i, r in enumerate(requests) if keep(r.get("priority", 0))]
         n = len(idx) or 1

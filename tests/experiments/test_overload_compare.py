@@ -37,5 +37,7 @@ def test_rows_are_paired_and_judged_within_ten_percent(tmp_path: Path) -> None:
     assert within(rows[0])
     assert abs(rows[1]["goodput_ratio_rel_diff"] - (1.05 / 1.20 - 1)) < 1e-12 and not within(rows[1])
     text = write(tmp_path, sim, live)
-    assert "1 of 2 rows within 10%" in text and "live 17.0 req/s" in text
+    assert "1 of 2 rows whose live run kept real time are within 10%" in text and "live 17.0 req/s" in text
     assert json.loads((tmp_path / "compare.json").read_text())["rows"] == rows
+    live["rows"][0]["valid"] = False  # a live run that did not keep real time is not counted
+    assert "0 of 1 rows" in write(tmp_path, sim, live)
