@@ -94,7 +94,8 @@ def report(rows: list[dict[str, Any]], sim: dict[str, Any], live: dict[str, Any]
             "",
             f"Capacities (block without admission, P99 TTFT <= 3 s): {caps}. "
             f"{ok} of {len(counted)} rows whose live run kept real time are within {TOLERANCE:.0%} "
-            f"(goodput ratio and high on target); {len(rows) - len(counted)} rows did not keep it.",
+            f"(goodput ratio and high on target); not counted (live did not keep real time): "
+            f"{len(rows) - len(counted)}.",
             "",
             md_table(headers, table),
             "",
