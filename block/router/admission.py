@@ -183,7 +183,7 @@ class RouterAdmission:
         if waiter.future.done():  # gone (left, expired, shed): its handler takes it out
             return True
         try:
-            decision = await self.decider.decide(waiter.request, (), held.target)
+            decision = await self.decider.decide(waiter.request, (), held.target, held=True)
         except NotAdmitted as e:
             held.retry_after_s = e.verdict.retry_after_s
             return False

@@ -53,6 +53,9 @@ def test_without_forecasts_or_targets_everyone_is_admitted() -> None:
     gate = Gate()
     v = gate.verdict(Target(0.0, 0.001, None), 10, ROOMY, [None, None], 5.0)
     assert v.admit and v.fallback and v.meeting == [0, 1]
+    # A held request is placed on a forecast only: without one it waits for the next pass.
+    still = gate.verdict(Target(0.0, 0.001, None), 10, ROOMY, [None, None], 5.0, held=True)
+    assert not still.admit and still.fallback
     assert gate.verdict(Target(0.0, None, None), 10, ROOMY, [forecast(100.0)], 0.0).admit
 
 
