@@ -104,37 +104,6 @@ async def replay(url: str, feed: KvEventFeed, prompts: list[list[int]]) -> list[
     return pairs
 
 
-def test_index_from_kv_events_predicts_vllm_cache_hits_and_forgets_a_restarted_engine(
-    events_server: tuple[ManagedServer, str, str],
-) -> None:
-    server, endpoint, replay_endpoint = events_server
-
-    async def main() -> None:
-        feed = KvEventFeed(endpoint, replay_endpoint, resync_s=0.0)
-        feed.start()
-        try:
-            order = [p for turn in zip(*conversations(0), strict=True) for p in turn]  # sessions interleave
-            pairs = await replay(server.url, feed, order)
-            agree = sum(p == r for p, r in pairs)
-            assert sum(r for _, r in pairs) > 0, "vLLM reported no cache hits at all: prefix caching is off?"
-            assert agree >= 0.99 * len(pairs), pairs
-            assert feed.dropped == {}
-
-            # Kill and restart the engine on the same ports: its cache is empty, and so must the index be
-            # as soon as the router notices (health checks call engine_restarted) or the new publisher's
-            # first batch (its sequence numbers start again) arrives.
-            server.stop()
-            feed.engine_restarted()
-            server.start(timeout_s=240)
-            old = order[-1]
-            fresh = await replay(server.url, feed, [old])
-            assert fresh == [(0, 0)]
-        finally:
-            await feed.stop()
-
-    asyncio.run(main())
-
-
 def chat_sessions(seed: int) -> list[list[list[tuple[str, str]]]]:
     """Multi-turn chats: turn k resends turn k-1's messages, an answer, and a new question."""
     rng = random.Random(seed)
@@ -191,6 +160,37 @@ def test_the_models_own_chat_layout_finds_vllms_cache_hits(
                     pairs.append((predicted, int(details.get("cached_tokens") or 0)))
             assert sum(r for _, r in pairs) > 0, pairs
             assert sum(p == r for p, r in pairs) >= 0.99 * len(pairs), pairs
+        finally:
+            await feed.stop()
+
+    asyncio.run(main())
+
+
+def test_index_from_kv_events_predicts_vllm_cache_hits_and_forgets_a_restarted_engine(
+    events_server: tuple[ManagedServer, str, str],
+) -> None:
+    server, endpoint, replay_endpoint = events_server
+
+    async def main() -> None:
+        feed = KvEventFeed(endpoint, replay_endpoint, resync_s=0.0)
+        feed.start()
+        try:
+            order = [p for turn in zip(*conversations(0), strict=True) for p in turn]  # sessions interleave
+            pairs = await replay(server.url, feed, order)
+            agree = sum(p == r for p, r in pairs)
+            assert sum(r for _, r in pairs) > 0, "vLLM reported no cache hits at all: prefix caching is off?"
+            assert agree >= 0.99 * len(pairs), pairs
+            assert feed.dropped == {}
+
+            # Kill and restart the engine on the same ports: its cache is empty, and so must the index be
+            # as soon as the router notices (health checks call engine_restarted) or the new publisher's
+            # first batch (its sequence numbers start again) arrives.
+            server.stop()
+            feed.engine_restarted()
+            server.start(timeout_s=240)
+            old = order[-1]
+            fresh = await replay(server.url, feed, [old])
+            assert fresh == [(0, 0)]
         finally:
             await feed.stop()
 
