@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from block.fleet.kv_events import KvEventFeed
 from block.openai_api.hf_prompts import HFPrompts
@@ -164,6 +165,50 @@ def test_the_models_own_chat_layout_finds_vllms_cache_hits(
             await feed.stop()
 
     asyncio.run(main())
+
+
+def prefix_counters(url: str) -> tuple[float, float]:
+    """(prompt tokens looked up, of them found cached): vLLM's prefix-cache counters, which the
+    emulator exports under the same names."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    totals = {"vllm:prefix_cache_queries": 0.0, "vllm:prefix_cache_hits": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name in totals:
+            totals[family.name] += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return totals["vllm:prefix_cache_queries"], totals["vllm:prefix_cache_hits"]
+
+
+async def send_all(url: str, prompts: list[list[int]]) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        for prompt in prompts:
+            body = {"model": launcher.SERVED_MODEL_NAME, "prompt": prompt, "max_tokens": 3}
+            r = await client.post(url + "/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+
+
+def test_the_emulators_prefix_cache_hits_agree_with_vllms_counters(
+    events_server: tuple[ManagedServer, str, str], log_dir: Path
+) -> None:
+    """The same multi-turn replay on vLLM and on Block's emulator (same block size, enough KV for no
+    eviction): the emulator's hit and query counters within 5% of vLLM's own."""
+    server = events_server[0]
+    args = ["engine", "--profile", "tiny-fast", "--model", launcher.SERVED_MODEL_NAME]
+    args += ["--block-size", str(BLOCK_SIZE), "--num-gpu-blocks", "8192", "--log-level", "warning"]
+    emulator = launcher.block_command(
+        "emulator-prefix", args, log_dir, health=launcher.serves_model(launcher.SERVED_MODEL_NAME)
+    )
+    order = [p for turn in zip(*conversations(3), strict=True) for p in turn]
+    with launcher.running(emulator, timeout_s=120):
+        counts = {}
+        for name, url in (("vllm", server.url), ("emulator", emulator.url)):
+            before = prefix_counters(url)
+            asyncio.run(send_all(url, order))
+            after = prefix_counters(url)
+            counts[name] = (after[0] - before[0], after[1] - before[1])
+    (real_queries, real_hits), (emu_queries, emu_hits) = counts["vllm"], counts["emulator"]
+    assert real_hits > 0, counts
+    assert abs(emu_queries - real_queries) <= 0.05 * real_queries, counts
+    assert abs(emu_hits - real_hits) <= 0.05 * real_hits, counts
 
 
 def test_index_from_kv_events_predicts_vllm_cache_hits_and_forgets_a_restarted_engine(
