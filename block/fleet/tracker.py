@@ -114,6 +114,8 @@ class InstanceTracker:
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
         self._forecaster: Forecaster | None = None
+        # the forecaster before the latest request was routed here: the new one extends its checkpoint
+        self._previous: Forecaster | None = None
         self.calibration: InstanceCalibration | None = None
         if calibrate and profile is not None:
             self.calibration = InstanceCalibration(
@@ -130,7 +132,7 @@ class InstanceTracker:
     def observe(self, snapshot: Snapshot, at: float, step_end: float | None = None) -> None:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
-        self._forecaster = None
+        self._forecaster = self._previous = None
         self._finished.clear()
         # most snapshots come with nothing routed since the last one
         if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
@@ -164,7 +166,7 @@ class InstanceTracker:
             if index.capacity != self.num_gpu_blocks:  # the bound follows what the instance reports
                 index.resize(self.num_gpu_blocks)
             index.record(request.prefix_hashes)
-        self._forecaster = None
+        self._previous, self._forecaster = self._forecaster, None
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
@@ -296,7 +298,9 @@ class InstanceTracker:
                 pending_at=[routed - at for _, routed in self._pending.values()],
                 rule=self.rule,
                 step_end=self.step_end,
+                previous=self._previous,
             )
+            self._previous = None
         return self._forecaster
 
     def predict(

@@ -103,8 +103,11 @@ class EndToEndFloor:
         self._ahead, self._args = ahead, args
         self._without: _Ahead | None = None if later else self._with  # on first use
 
-    def e2e_s(self, request: RoutingRequest, elapsed_s: float, horizon_s: float | None = None) -> float:
-        """A time the forecast of `request` sent `elapsed_s` after the snapshot cannot beat."""
+    def e2e_s(
+        self, request: RoutingRequest, elapsed_s: float, horizon_s: float | None = None, queued: bool = False
+    ) -> float:
+        """A time the forecast of `request` sent `elapsed_s` after the snapshot cannot beat. `queued`: it
+        is in the queue already (behind everything ahead), its request overhead spent."""
         cfg, st = self.config, self.steps
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= self.cap:
@@ -113,7 +116,7 @@ class EndToEndFloor:
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
         elapsed = max(0.0, elapsed_s)
-        overhead = st.overhead(prompt)
+        overhead = 0.0 if queued else st.overhead(prompt)
         ahead = self._with if self.later_until <= elapsed + overhead else self._without_later()
         chunks = -(-prompt // st.max_tokens)
         decodes = out - 1
