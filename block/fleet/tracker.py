@@ -21,6 +21,7 @@ requests still pending or in the latest snapshot: an id that never shows up is g
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -28,11 +29,12 @@ from block.fleet.arrival_log import ArrivalLog, FleetLog
 from block.fleet.calibration import InstanceCalibration
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
+from block.predictor.floor import StepFloor
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
-from block.replica.fast_replica import DeadlineExceeded
+from block.replica.fast_replica import DeadlineExceeded, SimulationStuck
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
@@ -114,6 +116,7 @@ class InstanceTracker:
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
         self._forecaster: Forecaster | None = None
+        self.version = 0  # changes whenever the state forecasts start from may have (see ready_at)
         # the forecaster before the latest request was routed here: the new one extends its checkpoint
         self._previous: Forecaster | None = None
         self.calibration: InstanceCalibration | None = None
@@ -133,6 +136,7 @@ class InstanceTracker:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = self._previous = None
+        self.version += 1
         self._finished.clear()
         # most snapshots come with nothing routed since the last one
         if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
@@ -167,17 +171,20 @@ class InstanceTracker:
                 index.resize(self.num_gpu_blocks)
             index.record(request.prefix_hashes)
         self._previous, self._forecaster = self._forecaster, None
+        self.version += 1
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
         gone = self._pending.pop(request_id, None)
         if gone is not None:
             self._forecaster = None
+            self.version += 1
             if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
                 self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
+            self.version += 1
             self._recount()
 
     def _in_snapshot(self, request_id: str) -> bool:
@@ -342,6 +349,40 @@ class InstanceTracker:
             return None
         horizon = None if self.anticipate_arrivals else horizon_s
         return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
+
+    def ready_at(self, now: float, own_steps: Sequence[int]) -> list[float] | None:
+        """For each n of `own_steps`, a caller time R such that any forecast here of a request of at least
+        n steps of its own routed at `now` or later, without prefix-cache hits, has e2e_s >= R - now +
+        own_s(request) (less floor.MARGIN of it; own_s: the request's own minimal time, see
+        `own_floor`). Valid until `version` changes. Prepares the forecaster's checkpoint (a replay of
+        the queue, once per state: block.predictor.checkpoint), which makes it tight. None when there is
+        no such bound: no forecasts, prefix caching modelled, or calibration (its factors move between
+        versions)."""
+        if self.calibration is not None or self.snapshot_at is None or now < self.snapshot_at:
+            return None
+        fc = self.forecaster()
+        if fc is None or fc.caches:
+            return None
+        elapsed = now - self.snapshot_at
+        with contextlib.suppress(SimulationStuck, DeadlineExceeded):  # the forecast will say so
+            fc.checkpoint()
+        return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps]
+
+    def own_floor(self) -> tuple[StepFloor, ReplicaConfig] | None:
+        """What `ready_at`'s own_s is computed with: StepFloor.own_s(request, config)."""
+        fc = self.forecaster()
+        return None if fc is None else (fc.floor.steps, fc.config)
+
+    def checkpoint_floor(
+        self, request: RoutingRequest, now: float, deadline: float | None = None
+    ) -> float | None:
+        """A tighter e2e_floor (without a horizon), from the forecaster's checkpoint (block.predictor.
+        checkpoint: the queue ahead replayed once per state, a replay the first time); None where it
+        does not apply. Raises as `predict` does."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None or self.anticipate_arrivals:
+            return None
+        return fc.checkpoint_floor(request, max(0.0, now - self.snapshot_at), deadline)
 
     def idle_signature(self, now: float) -> tuple[object, ...] | None:
         """For an instance with nothing to do (no request, no step in flight, no anticipated

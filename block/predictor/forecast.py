@@ -196,23 +196,45 @@ class Forecaster:
                 self._checkpoint = run_to_checkpoint(sim, max(0.0, valid_from), deadline)
         return self._checkpoint
 
-    def checkpoint_floor(self, request: RoutingRequest, elapsed_s: float) -> float | None:
+    def checkpoint_floor(
+        self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None
+    ) -> float | None:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
         takes is replayed, the rest bounded; None when the checkpoint does not apply (prefix-cache hits
         modelled, or the candidate reaches the queue outside it). Builds the checkpoint (a replay) on
         first use."""
         if self.models_cache(request):
             return None
-        cp = self.checkpoint()
+        cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
         if cp is None or not cp.covers(sent + self.profile.request_overhead(request.prompt_tokens)):
             return None
+        # from the checkpoint on, the candidate is in the queue already: no request overhead
+        floor = self._floor_at_checkpoint(cp).e2e_s(request, 0.0, queued=True)
+        return (cp.at - sent + floor) * (1 - MARGIN)
+
+    def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
+        """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
+        whose forecast models no cache hit: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
+        MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
+        `ready_s`, or from the checkpoint when it covers such candidates (their wait for the queue
+        ahead replayed, then the checkpoint's floor: much the tighter)."""
+        cp = self._checkpoint
+        if cp is not None and cp.valid_from <= elapsed_s:
+            return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
+        return self.floor.ready_s(own_steps)
+
+    def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
         if self._checkpoint_floor is None:
             self._checkpoint_floor = EndToEndFloor(
                 self.profile, self.config, [*cp.running, *cp.waiting], (), None
             )
-        # from the checkpoint on, the candidate is in the queue already: no request overhead
-        return (cp.at - sent + self._checkpoint_floor.e2e_s(request, 0.0, queued=True)) * (1 - MARGIN)
+        return self._checkpoint_floor
+
+    @property
+    def caches(self) -> bool:
+        """Whether forecasts from this state model prefix-cache hits whatever the candidate."""
+        return self._caching
 
     @property
     def floor(self) -> EndToEndFloor:
