@@ -44,6 +44,7 @@ from block.request import Forecast, RoutingRequest
 FORECAST_SHARE = 0.5  # of the event loop's time, at most, for in-process forecasts
 RESERVE_DEADLINES = 20  # the budget's reserve for bursts, in deadlines (100 ms by default)
 SHED_WARNING_EVERY_S = 60.0
+READY_ORDER_MIN = 32  # targets from which a decision walks them in ReadyOrder (below: every floor)
 MISSING_REASONS = ("budget", "deadline", "sidecar", "error")  # why a decision went without forecasts
 
 
@@ -156,7 +157,7 @@ class Forecasts:
                 i = ahead[reached][1]
                 reached += 1
                 v = views[i]
-                tighter = self._tighter(v, request, now, deadline, i)  # prepared with ready_at
+                tighter = self._tighter(v, request, now, deadline, i, True)  # prepared with ready_at
                 if tighter is not None:
                     heapq.heappush(line, (tighter, True))
                     continue
@@ -178,7 +179,7 @@ class Forecasts:
             i = int(key[-1])
             v = views[i]
             if refine and not refined:
-                tighter = self._tighter(v, request, now, deadline, i)
+                tighter = self._tighter(v, request, now, deadline, i, bool(ahead))
                 if tighter is not None and tighter > key:
                     heapq.heappush(line, (tighter, True))
                     continue
@@ -211,7 +212,7 @@ class Forecasts:
         """(the targets in ascending ready_at, the request's own part of their floor: the least over
         the profiles and configurations in use); (None, 0) where that floor does not apply: a horizon,
         the request's prefix-cache hits modelled somewhere, a configuration it does not fit."""
-        if self.horizon_s is not None:
+        if self.horizon_s is not None or len(views) < READY_ORDER_MIN:
             return None, 0.0
         groups = self._ready.groups
         if not groups:
@@ -230,12 +231,18 @@ class Forecasts:
         return self._ready.order(views, now, own_steps), own
 
     def _tighter(
-        self, view: InstanceTracker, request: RoutingRequest, now: float, deadline: float | None, i: int
+        self,
+        view: InstanceTracker,
+        request: RoutingRequest,
+        now: float,
+        deadline: float | None,
+        i: int,
+        prepare: bool,
     ) -> tuple[float, int, int] | None:
-        """The policy's floor key of `view` from its checkpoint; None when there is none (a failure
-        here is the forecast's to report)."""
+        """The policy's floor key of `view` from its checkpoint (`prepare`: build it in any case); None
+        when there is none (a failure here is the forecast's to report)."""
         try:
-            e2e = view.checkpoint_floor(request, now, deadline)
+            e2e = view.checkpoint_floor(request, now, deadline, prepare)
         except Exception:
             return None
         key = None if e2e is None else self.policy.score_floor(e2e, view)

@@ -374,15 +374,15 @@ class InstanceTracker:
         return None if fc is None else (fc.floor.steps, fc.config)
 
     def checkpoint_floor(
-        self, request: RoutingRequest, now: float, deadline: float | None = None
+        self, request: RoutingRequest, now: float, deadline: float | None = None, prepare: bool = False
     ) -> float | None:
         """A tighter e2e_floor (without a horizon), from the forecaster's checkpoint (block.predictor.
-        checkpoint: the queue ahead replayed once per state, a replay the first time); None where it
-        does not apply. Raises as `predict` does."""
+        checkpoint: the queue ahead replayed once per state, where the state is asked again, or with
+        `prepare`); None where it does not apply. Raises as `predict` does."""
         fc = self.forecaster()
         if fc is None or self.snapshot_at is None or self.anticipate_arrivals:
             return None
-        return fc.checkpoint_floor(request, max(0.0, now - self.snapshot_at), deadline)
+        return fc.checkpoint_floor(request, max(0.0, now - self.snapshot_at), deadline, prepare)
 
     def idle_signature(self, now: float) -> tuple[object, ...] | None:
         """For an instance with nothing to do (no request, no step in flight, no anticipated

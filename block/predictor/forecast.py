@@ -182,6 +182,11 @@ class Forecaster:
             return cp, self._waiting[-1], 0.0
         return None
 
+    def _reuses(self) -> bool:
+        """Whether this state is worth its checkpoint: asked before (a state asked once gains nothing
+        from it), or extending its predecessor's (cheap), or built already."""
+        return self._asked > 1 or self._checkpoint is not None or self._extends is not None
+
     def checkpoint(self, deadline: float | None = None) -> Checkpoint | None:
         """The run without a candidate up to where one queued last is first seen (checkpoint.py),
         built on first use; None where forecasts cannot start from it (prefix caching modelled)."""
@@ -197,13 +202,13 @@ class Forecaster:
         return self._checkpoint
 
     def checkpoint_floor(
-        self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None
+        self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, prepare: bool = False
     ) -> float | None:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
         takes is replayed, the rest bounded; None when the checkpoint does not apply (prefix-cache hits
-        modelled, or the candidate reaches the queue outside it). Builds the checkpoint (a replay) on
-        first use."""
-        if self.models_cache(request):
+        modelled, or the candidate reaches the queue outside it). Builds the checkpoint (a replay) where
+        a forecast would (see `_reuses`), or with `prepare`."""
+        if self.models_cache(request) or not (prepare or self._asked > 0 or self._reuses()):
             return None
         cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
@@ -331,6 +336,7 @@ class Forecaster:
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
+        self._asked += 1
         out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
@@ -338,12 +344,11 @@ class Forecaster:
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
-        self._asked += 1
         if (
             added_delay == "none"
             and (arrivals is None or not arrivals.active)
             and not hashes
-            and (self._asked > 1 or self._checkpoint is not None or self._extends is not None)
+            and self._reuses()
         ):
             cp = self.checkpoint(deadline)
             if cp is not None and cp.covers(arrival) and (horizon_s is None or cp.at < sent + horizon_s):
