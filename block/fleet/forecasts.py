@@ -16,7 +16,9 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
   best first in ascending floor order until the best score so far beats the next floor: a target
   reached is first bounded again from its checkpoint (block/predictor/checkpoint.py: the queue ahead
   replayed once per state, a much tighter floor) and goes back in line with that, and is forecast
-  when reached again. The others cannot win; the policy gets the forecast ones only. If a forecast is
+  when reached again. From READY_ORDER_MIN targets on, not even every floor is computed: the targets
+  are walked in the order of a floor prepared once per state (ready_order.py), and those never
+  reached are never looked at. The others cannot win; the policy gets the forecast ones only. If a forecast is
   missing, every target is handed on (the fallback chooses among all, as without pruning).
 When forecasts are missing, `missing_reason` says why (budget, deadline, error; the router adds sidecar)
 and shedding for the budget is logged as a warning at most once a minute: a router that sheds is, in
@@ -142,6 +144,7 @@ class Forecasts:
         refused: list[str] = []
         idle: dict[tuple[object, ...], Forecast] = {}  # one forecast for all alike idle instances
         refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
+        loose: list[int] = []  # reached in the order by a bound without a checkpoint
         reached = 0
         while True:
             if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
@@ -157,7 +160,9 @@ class Forecasts:
                 i = ahead[reached][1]
                 reached += 1
                 v = views[i]
-                tighter = self._tighter(v, request, now, deadline, i, True)  # prepared with ready_at
+                if not self._ready.tight[i]:
+                    loose.append(i)
+                tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
                 if tighter is not None:
                     heapq.heappush(line, (tighter, True))
                     continue
@@ -201,10 +206,19 @@ class Forecasts:
             key = (*score(f, v), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]
+        for i in loose:  # with the checkpoint built, its place in the order is tight from now on
+            self._ready.refresh(i, views[i], now)
         self._spent(started)
         self.pruned += len(views) - len(got)
         order = sorted(got)
         return Candidates([views[i] for i in order], [got[i] for i in order])
+
+    def prepare(self, views: Sequence[InstanceTracker]) -> None:
+        """Prepare each target's state for the decisions to come (its checkpoint: a replay of its queue,
+        once per state), so that the first decisions find them bounded tightly. Optional: a decision
+        prepares the targets it reaches."""
+        for v in views:
+            v.prepare()
 
     def _ready_walk(
         self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float

@@ -9,6 +9,11 @@ profile (StepFloor.own_s). So the fan-out (block/fleet/forecasts.py) walks the i
 soon as the next one's ready_at plus the candidate's own part cannot beat the best forecast so far:
 the instances behind it are never looked at.
 
+The bound is tight once the instance's checkpoint is built (block/predictor/checkpoint.py: its queue
+replayed once per state), loose before, from the snapshot's floor. A decision builds the checkpoint of
+each instance it reaches (a replay, once per state; a request routed there extends it cheaply), so the
+instances that can compete are bounded tightly from then on, and those that cannot are never replayed.
+
 The orders only change where an instance's state does (its tracker's `version`: a snapshot, a request
 routed or finished), so between decisions they are updated in place, one changed instance at a time (a
 decision routes one request, so usually one); where the list of instances itself changed, they are
@@ -34,6 +39,7 @@ class ReadyOrder:
         self._ids: list[int] = []
         self._versions: list[int] = []
         self._ready: list[list[float]] = []  # per instance, as in the views: ready_at per bucket
+        self.tight: list[bool] = []  # per instance: its ready_at is from its checkpoint
         self._orders: list[list[tuple[float, int]]] = []  # per bucket: (ready_at, index), ascending
         # what own_s is computed with, one (StepFloor, configuration) per distinct result (the rates,
         # the step's token budget, the room for a request, whether it caches blocks of that size)
@@ -61,26 +67,29 @@ class ReadyOrder:
 
     def refresh(self, i: int, view: InstanceTracker, now: float) -> None:
         """Recompute view `i`'s places (its bound may have tightened: a checkpoint was built)."""
-        ready = self._ready_at(view, now)
+        ready, self.tight[i] = self._ready_at(view, now)
         for order, old, new in zip(self._orders, self._ready[i], ready, strict=True):
             del order[bisect.bisect_left(order, (old, i))]
             bisect.insort(order, (new, i))
         self._ready[i] = ready
 
     def _rebuild(self, views: Sequence[InstanceTracker], now: float) -> None:
-        self._ready = [self._ready_at(v, now) for v in views]
+        got = [self._ready_at(v, now) for v in views]
+        self._ready = [r for r, _ in got]
+        self.tight = [t for _, t in got]
         self._orders = [
             sorted((r[b], i) for i, r in enumerate(self._ready)) for b in range(len(STEP_BUCKETS))
         ]
 
-    def _ready_at(self, view: InstanceTracker, now: float) -> list[float]:
-        ready = view.ready_at(now, STEP_BUCKETS)
-        if ready is None:
-            return [float("-inf")] * len(STEP_BUCKETS)
+    def _ready_at(self, view: InstanceTracker, now: float) -> tuple[list[float], bool]:
+        got = view.ready_at(now, STEP_BUCKETS)
+        if got is None:
+            return [float("-inf")] * len(STEP_BUCKETS), False
+        ready, tight = got
         group = view.own_floor()
         if group is not None:
             st, cfg = group
             room = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size)
             key = (st.step_s, st.per_seq_s, st.kv_s, st.pair_s, st.max_tokens, room)
             self.groups.setdefault((*key, cfg.enable_prefix_caching, cfg.block_size), group)
-        return ready
+        return ready, tight

@@ -29,7 +29,7 @@ from block.fleet.arrival_log import ArrivalLog, FleetLog
 from block.fleet.calibration import InstanceCalibration
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
-from block.predictor.floor import StepFloor
+from block.predictor.floor import StepFloor, step_floor
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
@@ -350,28 +350,34 @@ class InstanceTracker:
         horizon = None if self.anticipate_arrivals else horizon_s
         return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
 
-    def ready_at(self, now: float, own_steps: Sequence[int]) -> list[float] | None:
+    def ready_at(self, now: float, own_steps: Sequence[int]) -> tuple[list[float], bool] | None:
         """For each n of `own_steps`, a caller time R such that any forecast here of a request of at least
         n steps of its own routed at `now` or later, without prefix-cache hits, has e2e_s >= R - now +
         own_s(request) (less floor.MARGIN of it; own_s: the request's own minimal time, see
-        `own_floor`). Valid until `version` changes. Prepares the forecaster's checkpoint (a replay of
-        the queue, once per state: block.predictor.checkpoint), which makes it tight. None when there is
-        no such bound: no forecasts, prefix caching modelled, or calibration (its factors move between
-        versions)."""
+        `own_floor`); and whether they come from the forecaster's checkpoint (block.predictor.
+        checkpoint: tight; else from the snapshot's floor). Valid until `version` changes (or a
+        checkpoint is built). None when there is no such bound: no forecasts, prefix caching modelled,
+        or calibration (its factors move between versions)."""
         if self.calibration is not None or self.snapshot_at is None or now < self.snapshot_at:
             return None
         fc = self.forecaster()
         if fc is None or fc.caches:
             return None
         elapsed = now - self.snapshot_at
-        with contextlib.suppress(SimulationStuck, DeadlineExceeded):  # the forecast will say so
-            fc.checkpoint()
-        return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps]
+        return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps], fc.checkpointed(elapsed)
+
+    def prepare(self) -> None:
+        """Build the forecaster's checkpoint now (block.predictor.checkpoint: a replay of the queue)
+        rather than at the first decision that needs it; nothing where it does not apply."""
+        fc = self.forecaster()
+        if fc is not None and not self.anticipate_arrivals:
+            with contextlib.suppress(SimulationStuck, DeadlineExceeded):  # a forecast will say so
+                fc.checkpoint()
 
     def own_floor(self) -> tuple[StepFloor, ReplicaConfig] | None:
         """What `ready_at`'s own_s is computed with: StepFloor.own_s(request, config)."""
         fc = self.forecaster()
-        return None if fc is None else (fc.floor.steps, fc.config)
+        return None if fc is None else (step_floor(fc.profile, fc.config), fc.config)
 
     def checkpoint_floor(
         self, request: RoutingRequest, now: float, deadline: float | None = None, prepare: bool = False

@@ -229,6 +229,11 @@ class Forecaster:
             return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
         return self.floor.ready_s(own_steps)
 
+    def checkpointed(self, elapsed_s: float) -> bool:
+        """Whether `ready_s(elapsed_s)` comes from the checkpoint."""
+        cp = self._checkpoint
+        return cp is not None and cp.valid_from <= elapsed_s
+
     def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
         if self._checkpoint_floor is None:
             self._checkpoint_floor = EndToEndFloor(

@@ -13,8 +13,9 @@ policy's choice). Also run, on a second, identical fleet (so that its forecasts 
 timed ones), only its CPU timed (`exhaustive_cpu_p50_ms`: the cost before pruning): the same decision
 forecasting every instance; `same_choice` is the share of decisions where both chose the same instance.
 Both fleets route each request to the timed decision's choice, so they stay identical. The first
-decision, which prepares every instance's state, is reported apart (`prepare_ms`): in the router that
-work is spread over the decisions between two snapshots.
+decision, which first prepares every instance's state (`Forecasts.prepare`: its checkpoint, a replay of
+its queue), is reported apart (`prepare_ms`): in the router that work is spread over the decisions
+between two snapshots.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def run(
         )
         made = pruned.made
         t0, c0 = time.perf_counter(), time.thread_time()
+        if k == 0:
+            pruned.prepare(trackers)
         choice = policy.choose(request, pruned.candidates(request, trackers, now), now)
         wall, used = time.perf_counter() - t0, time.thread_time() - c0
         c1 = time.thread_time()
