@@ -171,8 +171,7 @@ class Forecasts:
                 except ValueError:  # the request does not fit there: let in_process say so
                     e2e = None
                 floor = None if e2e is None else floor_of(e2e, v)
-                if floor is None:  # no floor after all: as without pruning
-                    self._spent(started)
+                if floor is None:  # no floor after all: as without pruning (its time counts there)
                     return Candidates(views, self.in_process(request, views, now, started))
                 heapq.heappush(line, ((*floor, i), False))
                 continue

@@ -22,6 +22,7 @@ requests still pending or in the latest snapshot: an id that never shows up is g
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -56,6 +57,9 @@ def added_delay_for(policy: object) -> AddedDelay:
     comparison per forecast: compute it only for a policy that gives it weight (the choice is the
     same either way)."""
     return "horizon" if getattr(policy, "harm_weight", 0.0) else "none"
+
+
+_VERSIONS = itertools.count(1)
 
 
 class InstanceTracker:
@@ -116,7 +120,9 @@ class InstanceTracker:
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
         self._forecaster: Forecaster | None = None
-        self.version = 0  # changes whenever the state forecasts start from may have (see ready_at)
+        # a new number whenever the state forecasts start from may have changed (see ready_at); unique
+        # across trackers, so that a tracker replaced by a new one is never taken for it
+        self.version = next(_VERSIONS)
         # the forecaster before the latest request was routed here: the new one extends its checkpoint
         self._previous: Forecaster | None = None
         self.calibration: InstanceCalibration | None = None
@@ -136,7 +142,7 @@ class InstanceTracker:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = self._previous = None
-        self.version += 1
+        self.version = next(_VERSIONS)
         self._finished.clear()
         # most snapshots come with nothing routed since the last one
         if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
@@ -171,20 +177,20 @@ class InstanceTracker:
                 index.resize(self.num_gpu_blocks)
             index.record(request.prefix_hashes)
         self._previous, self._forecaster = self._forecaster, None
-        self.version += 1
+        self.version = next(_VERSIONS)
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
         gone = self._pending.pop(request_id, None)
         if gone is not None:
             self._forecaster = None
-            self.version += 1
+            self.version = next(_VERSIONS)
             if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
                 self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
-            self.version += 1
+            self.version = next(_VERSIONS)
             self._recount()
 
     def _in_snapshot(self, request_id: str) -> bool:
