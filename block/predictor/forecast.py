@@ -23,6 +23,12 @@ is admitted, as every queued request's are, so a cached prefix shortens its pref
 only, blocks the requests ahead of it compute serve it too, and blocks evicted before it is admitted
 do not (block/predictor/prefix_start.py: the cache a forecast starts from).
 
+Deep queues: a Forecaster asked more than once keeps a checkpoint (checkpoint.py), the run without a
+candidate up to the first step a candidate queued last can take part in, and starts later forecasts
+there, so only the candidate's own part is replayed each time (same results, up to float rounding); a
+tracker's new state after a route extends the previous state's checkpoint instead of replaying the
+queue again. The checkpoint also gives a much tighter floor (`checkpoint_floor`, `ready_s`).
+
 Anticipated arrivals (opt-in, `Arrivals`): a plain forecast cannot see the requests that will reach
 the instance after the candidate and join its batch, so it runs a little fast under load. With
 `arrivals`, synthetic requests of the given mean lengths arrive at the given rate, deterministically
@@ -33,6 +39,7 @@ without them, which costs one more run when both are asked for).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -223,8 +230,12 @@ class Forecaster:
         whose forecast models no cache hit: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
         MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
         `ready_s`, or from the checkpoint when it covers such candidates (their wait for the queue
-        ahead replayed, then the checkpoint's floor: much the tighter)."""
+        ahead replayed, then the checkpoint's floor: much the tighter). Extends the previous state's
+        checkpoint first where it can (a few steps, not the queue)."""
         cp = self._checkpoint
+        if cp is None and self._extends is not None:
+            with contextlib.suppress(SimulationStuck):  # a forecast will say so
+                cp = self.checkpoint()
         if cp is not None and cp.valid_from <= elapsed_s:
             return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
         return self.floor.ready_s(own_steps)
