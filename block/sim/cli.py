@@ -46,13 +46,14 @@ def parse_policies(text: str) -> list[str]:
 
 
 def parse_executor(text: str):  # noqa: ANN201 - an ExecutorSpec (imported late: the CLI starts fast)
-    """`--executor local|ray|ray:ADDRESS`; a missing Ray is a one-line error naming the extra to install."""
+    """`--executor local|ray|ray:ADDRESS`, connected at once: a missing Ray (the error names the extra to
+    install) or an unreachable cluster fails in one line, before any run."""
     from block.errors import fail
     from block.sim.executor import ExecutorSpec, ExecutorUnavailable
 
     try:
         spec = ExecutorSpec.parse(text)
-        spec.check()
+        spec.connect()
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--executor") from None
     except ExecutorUnavailable as e:

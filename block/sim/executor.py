@@ -48,19 +48,30 @@ class ExecutorSpec:
     def __str__(self) -> str:
         return self.kind if self.address is None else f"{self.kind}:{self.address}"
 
-    def check(self) -> None:
-        """Fail early, before any run, when the executor's package is missing."""
-        if self.kind == RAY:
-            try:
-                import ray  # noqa: F401
-            except ImportError:
-                raise ExecutorUnavailable(f"--executor {self} needs Ray: {RAY_INSTALL}") from None
+    def connect(self) -> None:
+        """Fail early, before any run, with one line: Ray missing, or its cluster out of reach. Ray stays
+        connected for the process: an experiment's later sweeps reuse it; Ray stops it at exit."""
+        if self.kind != RAY:
+            return
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorUnavailable(f"--executor {self} needs Ray: {RAY_INSTALL}") from None
+        if ray.is_initialized():  # by a caller (a test, a notebook) or an earlier sweep
+            return
+        # "local": a new runtime here, even where `ray start` left a cluster running
+        address = self.address or "local"
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError, ImportError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ExecutorUnavailable(f"--executor {self}: cannot start or reach Ray ({why})") from None
 
     def open(self, workers: int) -> Executor:
         """An executor for one sweep; `workers` counts for the local one only (Ray: the cluster's CPUs)."""
         if self.kind == RAY:
-            self.check()
-            return RayExecutor(self.address)
+            self.connect()
+            return RayExecutor()
         if workers <= 1:
             return InlineExecutor()
         # fork: workers inherit the imported modules and the parent's workload cache
@@ -97,14 +108,11 @@ def _call(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
 
 
 class RayExecutor(Executor):
-    """Each submitted call is a Ray task (one CPU). Ray is connected once per process and left running
-    when a sweep ends: an experiment's later sweeps reuse it; Ray stops it when the process exits."""
+    """Each submitted call is a Ray task (one CPU) on the Ray that `ExecutorSpec.connect` reached."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self) -> None:
         import ray
 
-        if not ray.is_initialized():  # a caller (a test, a notebook) may have started it already
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         self._task = ray.remote(num_cpus=1)(_call)
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
 

@@ -45,7 +45,7 @@ def local_ray() -> Iterator[Any]:
     previous = signal.signal(signal.SIGALRM, too_slow)
     signal.alarm(RAY_START_TIMEOUT_S)
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     except TimeoutError:
         ray.shutdown()
         raise
