@@ -193,10 +193,9 @@ def run_sim(
         anticipate_arrivals=a.anticipate_arrivals,
     )
     jobs = [(config, requests, plan_for(v, a)) for v in a.variants]
-    timed: list[tuple[ProvisionedOutcome, float]] = [None] * len(jobs)  # type: ignore[list-item]
     with executor.open(min(workers, len(jobs))) as pool:
-        for i, result in run_each(pool, _timed_run, ((job,) for job in jobs)):
-            timed[i] = result
+        finished = dict(run_each(pool, _timed_run, ((job,) for job in jobs)))
+    timed = [finished[i] for i in range(len(jobs))]
     summaries, runs = [], {}
     for variant, (run, wall_s) in zip(a.variants, timed, strict=True):
         summary = summarize(variant, run, a.slo_s, wall_s)
