@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 
 DEFAULT_POLICIES = "block,llumnix,infaas,min-qpm,round-robin,random"
+# "\\[": a bracket, not rich markup, in --help
 EXECUTOR_HELP = (
-    "Where the runs execute: local (worker processes here), ray (Ray tasks on a runtime started here) "
-    "or ray:ADDRESS (an existing Ray cluster: auto, HOST:6379, ray://HOST:10001)."
+    "Where the runs execute: local (--workers processes here), ray (Ray tasks on a runtime started here) "
+    "or ray:ADDRESS (an existing Ray cluster: auto, HOST:6379, ray://HOST:10001); on Ray, one task per "
+    "run, as many at once as the cluster has CPUs. Ray: pip install 'block-llm\\[ray]'."
 )
 
 
