@@ -16,6 +16,7 @@ cluster's nodes need Block installed (the image of deploy/) but no disk shared w
 from __future__ import annotations
 
 import multiprocessing as mp
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -57,10 +58,11 @@ class ExecutorSpec:
             import ray
         except ImportError:
             raise ExecutorUnavailable(f"--executor {self} needs Ray: {RAY_INSTALL}") from None
-        if ray.is_initialized():  # by a caller (a test, a notebook) or an earlier sweep
-            return
         # "local": a new runtime here, even where `ray start` left a cluster running
         address = self.address or "local"
+        _check_reachable(address)  # Ray's own retries wait minutes on an address where nothing listens
+        if ray.is_initialized():  # by a caller (a test, a notebook) or an earlier sweep
+            return
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, ImportError) as e:
@@ -76,6 +78,17 @@ class ExecutorSpec:
             return InlineExecutor()
         # fork: workers inherit the imported modules and the parent's workload cache
         return LocalPool(max_workers=workers, mp_context=mp.get_context("fork"))
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address must accept a TCP connection within `timeout_s`."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "local", "auto": nothing to dial
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ExecutorUnavailable(f"--executor ray:{address}: nothing answers there ({e})") from None
 
 
 def parallelism(pool: Executor) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from block.cli import app
 from block.experiments.model_error import Cell, ModelErrorArgs, run_cells
-from block.sim.executor import RAY, ExecutorSpec
+from block.sim.executor import RAY, ExecutorSpec, ExecutorUnavailable
 
 RAY_START_TIMEOUT_S = 120
 # What the simulator reports about its own speed, not what it simulated: differs between any two runs.
@@ -124,3 +125,12 @@ def test_without_ray_the_flag_says_what_to_install(monkeypatch: pytest.MonkeyPat
         assert result.exit_code == 2
         assert "pip install 'block-llm[ray]'" in result.output and len(result.output.splitlines()) == 1
     assert not any(tmp_path.iterdir())  # it failed before any run
+
+
+def test_a_cluster_address_where_nothing_listens_fails_in_seconds() -> None:
+    with socket.socket() as probe:  # a port just freed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ExecutorUnavailable, match="nothing answers there"):
+            ExecutorSpec(RAY, address).connect()
