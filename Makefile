@@ -3,6 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: install demo test lint bench clean
 
@@ -20,8 +21,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/block demo
 
-test: install
+# The tests also run sweeps on a local Ray (tests/sim/test_executor.py): the optional `ray` extra, which
+# `make install` leaves out.
+test: install $(RAY_STAMP)
 	$(BIN)/python -m pytest -q
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[ray]'
+	@touch $(RAY_STAMP)
 
 lint: install
 	$(BIN)/ruff check block tests

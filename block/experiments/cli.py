@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from block.sim.cli import EXECUTOR_HELP
+
 MODE_HELP = "sim: the cluster simulator (full scale); live: emulated engines + router (scaled down)."
 PARALLEL_HELP = "Live: clusters run side by side, one per policy, fed the same requests (1: one at a time)."
 MAX_MODEL_LEN_HELP = (
@@ -49,11 +51,14 @@ def _policies(text: str | None) -> list[str] | None:
     return parse_policies(text)
 
 
-def _runner(mode: str, workers: int, **live: object):  # noqa: ANN202 - a plan.Runner
+def _runner(mode: str, workers: int, executor: str = "local", **live: object):  # noqa: ANN202 - a plan.Runner
+    """`executor`: --executor, for --mode sim (live runs drive engines on this machine)."""
     from block.experiments.runners import get_runner
+    from block.sim.cli import parse_executor
 
+    sim = {"executor": parse_executor(executor)} if mode == "sim" else {}
     try:
-        return get_runner(mode, workers, **(live if mode == "live" else {}))
+        return get_runner(mode, workers, **sim, **(live if mode == "live" else {}))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--mode") from None
 
@@ -73,6 +78,7 @@ def register(app: typer.Typer) -> None:
         instances: int = typer.Option(None, min=1, help="Instances per cluster (default 12; live 4)."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
         max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help=MAX_MODEL_LEN_HELP),
     ) -> None:
@@ -94,7 +100,7 @@ def register(app: typer.Typer) -> None:
         if (p := _policies(policies)) is not None:
             kw["policies"] = p
         live = {"max_parallel": parallel, "workload_overrides": {"max_model_len": max_model_len}}
-        run(MainArgs(**kw), _runner(mode, workers, **live), out)
+        run(MainArgs(**kw), _runner(mode, workers, executor, **live), out)
 
     @exp.command("config-search")
     def config_search_cmd(
@@ -110,6 +116,7 @@ def register(app: typer.Typer) -> None:
         rows: str = typer.Option(None, help="Comma-separated row names (default: all)."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
     ) -> None:
         """Table 2: capacity per (max seqs, chunk) and extension rows (another model, arXiv lengths)."""
         from block.experiments.config_search import ConfigSearchArgs, default_rows, run
@@ -125,7 +132,7 @@ def register(app: typer.Typer) -> None:
                     f"unknown rows {unknown}; known: {', '.join(known)}", param_hint="--rows"
                 )
             kw["rows"] = [known[r] for r in wanted]
-        run(ConfigSearchArgs(**kw), _runner(mode, workers), out)
+        run(ConfigSearchArgs(**kw), _runner(mode, workers, executor), out)
 
     @exp.command("prediction")
     def prediction_cmd(
@@ -195,6 +202,7 @@ def register(app: typer.Typer) -> None:
         max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help="Prompt + output at most."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
         dataset: str = typer.Option(
             "sharegpt", help="Workload spec; for sessions (sharegpt-chat) --qps is sessions started per s."
@@ -219,7 +227,7 @@ def register(app: typer.Typer) -> None:
             kw["policies"] = p
         modes = ["sim", "live"] if mode == "both" else [mode]
         # The specs fix the workload's max_model_len already: no live override needed.
-        runners = [_runner(m, workers, max_parallel=parallel) for m in modes]
+        runners = [_runner(m, workers, executor, max_parallel=parallel) for m in modes]
         run(SimVsLiveArgs(**kw), runners, out)
 
     @exp.command("lengths")
@@ -236,6 +244,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("held-out", help="Prompts: held-out (unseen by the length model) or all."),
         seeds: str = typer.Option("0", help="Comma-separated seeds; latencies and capacity are averaged."),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
     ) -> None:
         """Block planning with known, median-estimated or quantile-estimated lengths: P99 and capacity."""
         from block.experiments.lengths import LengthsArgs, run
@@ -251,7 +260,7 @@ def register(app: typer.Typer) -> None:
             args = LengthsArgs(**kw)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
-        run(args, _runner(mode, workers), out)
+        run(args, _runner(mode, workers, executor), out)
 
     @exp.command("model-error")
     def model_error_cmd(
@@ -263,6 +272,7 @@ def register(app: typer.Typer) -> None:
         num_requests: int = typer.Option(4_000, min=100, help="Requests per simulated run."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Capacity searches in parallel (processes)."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
     ) -> None:
         """Capacity (P99 TTFT <= 3 s, 12 x A30, ShareGPT) of each policy when the engines run at a true
         speed the router's profile does not know: static, drifting or fleet-wide correlated error.
@@ -287,7 +297,9 @@ def register(app: typer.Typer) -> None:
             args = ModelErrorArgs(**kw)
         except ValueError as e:
             raise typer.BadParameter(str(e).splitlines()[0]) from None
-        run(args, out)
+        from block.sim.cli import parse_executor
+
+        run(args, out, executor=parse_executor(executor))
 
     @exp.command("prefix")
     def prefix_cmd(
@@ -309,6 +321,7 @@ def register(app: typer.Typer) -> None:
         max_probes: int = typer.Option(8, min=1, help="Sim: probes per capacity search."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
         max_model_len: int = typer.Option(
             None, min=16, help="Prompt + output at most (default 4096; live 2048)."
@@ -335,7 +348,7 @@ def register(app: typer.Typer) -> None:
             args = PrefixArgs(**kw)
         except ValueError as e:
             raise typer.BadParameter(str(e).splitlines()[0]) from None
-        run(args, _runner(mode, workers, max_parallel=parallel), out)
+        run(args, _runner(mode, workers, executor, max_parallel=parallel), out)
 
     from block.experiments.provision import register as register_provision
 
@@ -361,12 +374,13 @@ def register(app: typer.Typer) -> None:
         priority_share: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of high-priority requests."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
         max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help=MAX_MODEL_LEN_HELP),
         live_scale: bool = typer.Option(
             False,
             "--live-scale",
-            help="Sim: run at the live scale (4 instances, 300 requests, --max-model-len, the same "
+            help="Sim: run at the live scale (4 instances, 1,000 requests, --max-model-len, the same "
             "capacity guesses), the simulator's side of a comparison with --mode live.",
         ),
     ) -> None:
@@ -407,11 +421,11 @@ def register(app: typer.Typer) -> None:
         elif instances is not None:
             args = OverloadArgs(**{**kw, "instances": instances})
         live = {"max_parallel": parallel, "workload_overrides": {"max_model_len": max_model_len}}
-        summary = run(args, _runner(mode, workers, **live), out)
+        summary = run(args, _runner(mode, workers, executor, **live), out)
         if mode == "live":  # the simulator at the same scale, side by side (overload_compare.py)
             from block.experiments.overload_compare import write
 
-            sim = run(args, _runner("sim", workers), out / "sim")
+            sim = run(args, _runner("sim", workers, executor), out / "sim")
             typer.echo(write(out, sim, summary))
 
     app.add_typer(exp, name="experiment")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from block.sim.cli import EXECUTOR_HELP
+
 
 def register(exp: typer.Typer) -> None:
     @exp.command("hetero")
@@ -24,6 +26,7 @@ def register(exp: typer.Typer) -> None:
         qps: str = typer.Option(None, help="Live: rates (default 8,12,16)."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
         parallel: int = typer.Option(
             1, min=1, help="Live: clusters side by side, one per policy (1: valid on a busy 2-core machine)."
         ),
@@ -48,9 +51,11 @@ def register(exp: typer.Typer) -> None:
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--fleets") from None
         if mode == "sim":
-            run_sim(args, _runner("sim", workers), out)
+            run_sim(args, _runner("sim", workers, executor), out)
         elif mode == "live":
             live = {"max_parallel": parallel, "workload_overrides": {"max_model_len": max_model_len}}
-            run_live(live_args(args), _runner("live", workers, **live), _runner("sim", workers), out)
+            run_live(
+                live_args(args), _runner("live", workers, **live), _runner("sim", workers, executor), out
+            )
         else:
             raise typer.BadParameter("choose sim or live", param_hint="--mode")

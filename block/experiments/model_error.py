@@ -15,17 +15,16 @@ whose P99 TTFT stays within 3 s, found per (kind, error, policy) cell by a searc
    rate, as `block experiment main` does (block/sim/capacity.py).
 
 Every run of a cell uses the same requests and seeds (common random numbers): policies and error levels
-differ only in what they are. Cells run in `workers` processes; each finished cell is saved, so an
-interrupted experiment resumes where it stopped.
+differ only in what they are. Cells run on an executor (`workers` local processes, or Ray tasks:
+block/sim/executor.py); each finished cell is saved, so an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from block.bench.results import build_results
 from block.profiles.model_error import KINDS, ModelError
 from block.sim.capacity import PAPER_SLO_S, capacity
 from block.sim.config import SimConfig
+from block.sim.executor import LOCAL, ExecutorSpec, parallelism
 from block.sim.simulator import simulate
 from block.sim.workload import WorkloadSpec, requests_for
 
@@ -213,10 +213,14 @@ def search(a: ModelErrorArgs, cell: Cell, guess: float) -> CellResult:
 
 
 def run_cells(
-    a: ModelErrorArgs, cells_dir: Path, on_done: Callable[[CellResult], None]
+    a: ModelErrorArgs,
+    cells_dir: Path,
+    on_done: Callable[[CellResult], None],
+    executor: ExecutorSpec = ExecutorSpec(),
 ) -> dict[Cell, CellResult]:
-    """Every cell, the references first (their capacities are the other cells' first guesses), in
-    `a.workers` processes; saved cells measured with the same settings are read back instead."""
+    """Every cell, the references first (their capacities are the other cells' first guesses), on
+    `executor` (`a.workers` local processes); saved cells measured with the same settings are read back
+    instead."""
     cells_dir.mkdir(parents=True, exist_ok=True)
     key = a.key()
     results: dict[Cell, CellResult] = {}
@@ -243,17 +247,11 @@ def run_cells(
         ref = results.get(Cell("none", 0.0, cell.policy))
         return None if ref is None else ref.capacity_qps
 
-    if a.workers <= 1:
-        for cell in todo:
-            g = guess(cell)
-            assert g is not None  # the references come first
-            finish(search(a, cell, g), save=True)
-        return results
-    with ProcessPoolExecutor(max_workers=a.workers, mp_context=mp.get_context("fork")) as pool:
+    with executor.open(a.workers) as pool:
         running: dict[Future[CellResult], Cell] = {}
         while todo or running:
             ready = [c for c in todo if guess(c) is not None]
-            for cell in ready[: max(0, a.workers + 1 - len(running))]:  # one queued: no idle worker
+            for cell in ready[: max(0, parallelism(pool) + 1 - len(running))]:  # one queued: no idle worker
                 todo.remove(cell)
                 running[pool.submit(search, a, cell, guess(cell))] = cell
             if not running:  # a reference is missing from the saved cells and the grid (cannot happen)
@@ -335,7 +333,9 @@ def markdown(a: ModelErrorArgs, results: dict[Cell, CellResult], wall_s: float) 
     return "\n".join(lines)
 
 
-def run(a: ModelErrorArgs, out: Path, console: Console | None = None) -> dict[str, Any]:
+def run(
+    a: ModelErrorArgs, out: Path, console: Console | None = None, executor: ExecutorSpec = ExecutorSpec()
+) -> dict[str, Any]:
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -343,7 +343,8 @@ def run(a: ModelErrorArgs, out: Path, console: Console | None = None) -> dict[st
     console.print(
         f"[bold]model error[/]: {len(a.policies)} policies x ({len(a.kinds)} kinds x {len(a.errors)} "
         f"errors + the error-0 reference) = {len(cells)} capacity searches on {a.instances} x {a.profile}, "
-        f"{a.num_requests:,} requests per run, {a.workers} processes"
+        f"{a.num_requests:,} requests per run, "
+        + (f"{a.workers} processes" if executor.kind == LOCAL else f"executor {executor}")
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -353,7 +354,7 @@ def run(a: ModelErrorArgs, out: Path, console: Console | None = None) -> dict[st
             desc = f"{res.cell.name}: {res.bound}{res.capacity_qps:.1f} req/s ({len(res.probes)} runs)"
             progress.update(task, advance=1, description=desc)
 
-        results = run_cells(a, out / "cells", done)
+        results = run_cells(a, out / "cells", done, executor)
     wall = time.perf_counter() - t0
     summary = {"rows": summary_rows(a, results)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

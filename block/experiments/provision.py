@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from block.provision.controller import PREEMPTIVE, REACTIVE, ProvisionSettings
+from block.sim.cli import EXECUTOR_HELP, parse_executor
+from block.sim.executor import ExecutorSpec
 
 if TYPE_CHECKING:
     from block.provision.sim import ProvisionedOutcome, SimProvisionPlan
@@ -163,8 +165,16 @@ def _timed_run(job: tuple[Any, Any, SimProvisionPlan]) -> tuple[ProvisionedOutco
     return run, time.perf_counter() - t0
 
 
-def run_sim(a: ProvisionArgs, out: Path, echo: Any = print, workers: int = 1) -> dict[str, Any]:
+def run_sim(
+    a: ProvisionArgs,
+    out: Path,
+    echo: Any = print,
+    workers: int = 1,
+    executor: ExecutorSpec = ExecutorSpec(),
+) -> dict[str, Any]:
+    """Every variant on `executor` (`workers` local processes: variants are independent)."""
     from block.sim.config import SimConfig
+    from block.sim.executor import run_each
     from block.sim.workload import WorkloadSpec, requests_for
 
     out.mkdir(parents=True, exist_ok=True)
@@ -183,13 +193,9 @@ def run_sim(a: ProvisionArgs, out: Path, echo: Any = print, workers: int = 1) ->
         anticipate_arrivals=a.anticipate_arrivals,
     )
     jobs = [(config, requests, plan_for(v, a)) for v in a.variants]
-    if workers > 1 and len(jobs) > 1:  # variants are independent: one process each
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-            timed = list(pool.map(_timed_run, jobs))
-    else:
-        timed = [_timed_run(job) for job in jobs]
+    with executor.open(min(workers, len(jobs))) as pool:
+        finished = dict(run_each(pool, _timed_run, ((job,) for job in jobs)))
+    timed = [finished[i] for i in range(len(jobs))]
     summaries, runs = [], {}
     for variant, (run, wall_s) in zip(a.variants, timed, strict=True):
         summary = summarize(variant, run, a.slo_s, wall_s)
@@ -484,6 +490,7 @@ def register(exp: typer.Typer) -> None:
         profile: str = typer.Option("llama-2-7b-a30", help="Step-time profile of the instances."),
         seed: int = typer.Option(0),
         workers: int = typer.Option(3, min=1, help="Sim: variants simulated in parallel processes."),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP),
     ) -> None:
         """Figure 8: static vs reactive vs preemptive provisioning (sim: 6 of 12 at start, QPS 24)."""
         if mode not in ("sim", "live"):
@@ -524,7 +531,7 @@ def register(exp: typer.Typer) -> None:
             if mode == "live":
                 run_live_experiment(args, out, echo=typer.echo)
             else:
-                run_sim(args, out, echo=typer.echo, workers=workers)
+                run_sim(args, out, echo=typer.echo, workers=workers, executor=parse_executor(executor))
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         typer.echo(f"wrote {out}/results.json, report.md, provision.png")

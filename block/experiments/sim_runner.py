@@ -9,6 +9,7 @@ from block.experiments.plan import RunOutput, RunSpec
 from block.sim.batch import RunResult, SimRun, run_many
 from block.sim.capacity import PAPER_SLO_S
 from block.sim.config import SimConfig
+from block.sim.executor import ExecutorSpec
 
 
 def to_sim_run(spec: RunSpec) -> SimRun:
@@ -36,8 +37,11 @@ def to_sim_run(spec: RunSpec) -> SimRun:
 class SimRunner:
     mode = "sim"
 
-    def __init__(self, workers: int = 2, resume: bool = True) -> None:
+    def __init__(
+        self, workers: int = 2, resume: bool = True, executor: ExecutorSpec = ExecutorSpec()
+    ) -> None:
         self.workers = workers
+        self.executor = executor  # local processes (`workers` of them) or Ray tasks
         self.resume = resume  # reuse results files written by identical runs (an interrupted sweep goes on)
 
     def run(
@@ -54,5 +58,5 @@ class SimRunner:
             return RunOutput(by_run[r.run.name], r.path, r.summary, {"sim": r.stats})
 
         hook = None if on_done is None else lambda r: on_done(output(r))
-        results = run_many(runs, out_dir, self.workers, hook, resume=self.resume)
+        results = run_many(runs, out_dir, self.workers, hook, resume=self.resume, executor=self.executor)
         return [output(r) for r in results]

@@ -13,9 +13,13 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
   there) is only computed for a policy that weighs it;
 - fewer forecasts, same choice (`candidates`): when the policy's score has a floor (Policy.score_floor),
   every target's floor comes first (block/predictor/floor.py: O(log n) from the prepared state), then
-  forecasts in ascending floor order until the best score so far beats the next floor. The others
-  cannot win; the policy gets the forecast ones only. If a forecast is missing, every target is
-  handed on (the fallback chooses among all, as without pruning).
+  best first in ascending floor order until the best score so far beats the next floor: a target
+  reached is first bounded again from its checkpoint (block/predictor/checkpoint.py: the queue ahead
+  replayed once per state, a much tighter floor) and goes back in line with that, and is forecast
+  when reached again. From READY_ORDER_MIN targets on, not even every floor is computed: the targets
+  are walked in the order of a floor prepared once per state (ready_order.py), and those never
+  reached are never looked at. The others cannot win; the policy gets the forecast ones only. If a forecast is
+  missing, every target is handed on (the fallback chooses among all, as without pruning).
 When forecasts are missing, `missing_reason` says why (budget, deadline, error; the router adds sidecar)
 and shedding for the budget is logged as a warning at most once a minute: a router that sheds is, in
 effect, not doing Block, and the operator must hear of it.
@@ -27,18 +31,22 @@ Sidecar forecasts are queried concurrently and awaited up to the deadline.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from block.fleet.ready_order import ReadyOrder
 from block.fleet.tracker import InstanceTracker, added_delay_for
 from block.policies import Candidates, Policy
+from block.predictor.floor import MARGIN
 from block.request import Forecast, RoutingRequest
 
 FORECAST_SHARE = 0.5  # of the event loop's time, at most, for in-process forecasts
 RESERVE_DEADLINES = 20  # the budget's reserve for bursts, in deadlines (100 ms by default)
 SHED_WARNING_EVERY_S = 60.0
+READY_ORDER_MIN = 32  # targets from which a decision walks them in ReadyOrder (below: every floor)
 MISSING_REASONS = ("budget", "deadline", "sidecar", "error")  # why a decision went without forecasts
 
 
@@ -102,6 +110,7 @@ class Forecasts:
         self.pruned = 0  # targets not forecast because their floor could not win
         self.missing_reason: str | None = None  # of the latest call, when a forecast was missing
         self._warned_at = float("-inf")
+        self._ready = ReadyOrder()
 
     def candidates(
         self,
@@ -113,21 +122,71 @@ class Forecasts:
         """This decision's candidates: the targets that may win, with their forecasts (branch and
         bound over the floors); every target with `in_process`'s forecasts when the policy's score has
         no floor, a target has none, or a forecast is missing."""
-        keys = self._floors(request, views, now) if self.prune else None
-        if keys is None:
+        if not self.prune or len(views) < 2 or self.policy.score_floor(0.0, views[0]) is None:
             return Candidates(views, self.in_process(request, views, now, started))
+        # the targets not yet reached, in ascending order of a floor cheaper still (ready_order.py); or
+        # every target's floor first, where that one does not apply
+        ahead, own = self._ready_walk(request, views, now)
+        line: list[tuple[tuple[float, ...], bool]] = []  # (floor key, bounded from the checkpoint)
+        if ahead is None:
+            keys = self._floors(request, views, now)
+            if keys is None:
+                return Candidates(views, self.in_process(request, views, now, started))
+            line = [(k, False) for k in keys]
+            heapq.heapify(line)
+            ahead = []
         self.missing_reason = None
         started, deadline = self._start(started)
         if started is False:
             return Candidates(views, [None] * len(views))
-        score, got = self.policy.forecast_score, {}
+        score, floor_of, got = self.policy.forecast_score, self.policy.score_floor, {}
         best: tuple[float, int, int] | None = None
         refused: list[str] = []
         idle: dict[tuple[object, ...], Forecast] = {}  # one forecast for all alike idle instances
-        for i in sorted(range(len(views)), key=keys.__getitem__):
-            if best is not None and best < keys[i]:
+        refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
+        loose: list[int] = []  # reached in the order by a bound without a checkpoint
+        reached = 0
+        while True:
+            if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
+                lower = ahead[reached][0] - now + own
+                front: tuple[float, ...] | None = (lower - abs(lower) * MARGIN,)
+            else:
+                front = None
+            if line and (front is None or line[0][0] < front):
+                key, refined = line[0]
+            elif front is not None:
+                if best is not None and best < front:
+                    break  # this one and every later one: e2e_s above the best score
+                i = ahead[reached][1]
+                reached += 1
+                v = views[i]
+                if not self._ready.tight[i]:
+                    loose.append(i)
+                tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
+                if tighter is not None:
+                    heapq.heappush(line, (tighter, True))
+                    continue
+                try:
+                    e2e = v.e2e_floor(request, now, self.horizon_s)
+                except ValueError:  # the request does not fit there: let in_process say so
+                    e2e = None
+                floor = None if e2e is None else floor_of(e2e, v)
+                if floor is None:  # no floor after all: as without pruning (its time counts there)
+                    return Candidates(views, self.in_process(request, views, now, started))
+                heapq.heappush(line, ((*floor, i), False))
+                continue
+            else:
+                break
+            if best is not None and best < key:
                 break  # this one and every later one score at least their floor: above the best
+            heapq.heappop(line)
+            i = int(key[-1])
             v = views[i]
+            if refine and not refined:
+                tighter = self._tighter(v, request, now, deadline, i, bool(ahead))
+                if tighter is not None and tighter > key:
+                    heapq.heappush(line, (tighter, True))
+                    continue
             same = v.idle_signature(now)
             f = idle.get(same) if same is not None else None
             if f is not None:
@@ -145,11 +204,62 @@ class Forecasts:
             got[i] = f
             key = (*score(f, v), i)
             if best is None or key < best:
-                best = key
+                best = key  # type: ignore[assignment]
+        for i in loose:  # with the checkpoint built, its place in the order is tight from now on
+            self._ready.refresh(i, views[i], now)
         self._spent(started)
         self.pruned += len(views) - len(got)
         order = sorted(got)
         return Candidates([views[i] for i in order], [got[i] for i in order])
+
+    def prepare(self, views: Sequence[InstanceTracker]) -> None:
+        """Prepare each target's state for the decisions to come (its checkpoint: a replay of its queue,
+        once per state), so that the first decisions find them bounded tightly. Optional: a decision
+        prepares the targets it reaches."""
+        for v in views:
+            v.prepare()
+
+    def _ready_walk(
+        self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float
+    ) -> tuple[list[tuple[float, int]] | None, float]:
+        """(the targets in ascending ready_at, the request's own part of their floor: the least over
+        the profiles and configurations in use); (None, 0) where that floor does not apply: a horizon,
+        the request's prefix-cache hits modelled somewhere, a configuration it does not fit."""
+        if self.horizon_s is not None or len(views) < READY_ORDER_MIN:
+            return None, 0.0
+        groups = self._ready.groups
+        if not groups:
+            self._ready.order(views, now, 1)  # the first time: finds the groups
+        own, own_steps = float("inf"), 1 << 62
+        prompt, hashes = request.prompt_tokens, bool(request.prefix_hashes)
+        for steps, cfg in groups.values():
+            if hashes and cfg.enable_prefix_caching and request.prefix_block_size == cfg.block_size:
+                return None, 0.0
+            if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
+                return None, 0.0
+            own = min(own, steps.own_s(request, cfg))
+            own_steps = min(own_steps, steps.own_steps(request, cfg))
+        if own == float("inf"):
+            return None, 0.0
+        return self._ready.order(views, now, own_steps), own
+
+    def _tighter(
+        self,
+        view: InstanceTracker,
+        request: RoutingRequest,
+        now: float,
+        deadline: float | None,
+        i: int,
+        prepare: bool,
+    ) -> tuple[float, int, int] | None:
+        """The policy's floor key of `view` from its checkpoint (`prepare`: build it in any case); None
+        when there is none (a failure here is the forecast's to report)."""
+        try:
+            e2e = view.checkpoint_floor(request, now, deadline, prepare)
+        except Exception:
+            return None
+        key = None if e2e is None else self.policy.score_floor(e2e, view)
+        return None if key is None else (*key, i)
 
     def _floors(
         self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float

@@ -21,6 +21,8 @@ requests still pending or in the latest snapshot: an id that never shows up is g
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -28,11 +30,12 @@ from block.fleet.arrival_log import ArrivalLog, FleetLog
 from block.fleet.calibration import InstanceCalibration
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
+from block.predictor.floor import StepFloor, step_floor
 from block.predictor.forecast import AddedDelay, Arrivals, Forecaster, Prediction
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
-from block.replica.fast_replica import DeadlineExceeded
+from block.replica.fast_replica import DeadlineExceeded, SimulationStuck
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
@@ -54,6 +57,9 @@ def added_delay_for(policy: object) -> AddedDelay:
     comparison per forecast: compute it only for a policy that gives it weight (the choice is the
     same either way)."""
     return "horizon" if getattr(policy, "harm_weight", 0.0) else "none"
+
+
+_VERSIONS = itertools.count(1)
 
 
 class InstanceTracker:
@@ -114,6 +120,11 @@ class InstanceTracker:
         self._finished: set[str] = set()  # finished since the snapshot, still in it
         self._routed = ArrivalLog()
         self._forecaster: Forecaster | None = None
+        # a new number whenever the state forecasts start from may have changed (see ready_at); unique
+        # across trackers, so that a tracker replaced by a new one is never taken for it
+        self.version = next(_VERSIONS)
+        # the forecaster before the latest request was routed here: the new one extends its checkpoint
+        self._previous: Forecaster | None = None
         self.calibration: InstanceCalibration | None = None
         if calibrate and profile is not None:
             self.calibration = InstanceCalibration(
@@ -130,7 +141,8 @@ class InstanceTracker:
     def observe(self, snapshot: Snapshot, at: float, step_end: float | None = None) -> None:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
-        self._forecaster = None
+        self._forecaster = self._previous = None
+        self.version = next(_VERSIONS)
         self._finished.clear()
         # most snapshots come with nothing routed since the last one
         if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
@@ -164,18 +176,21 @@ class InstanceTracker:
             if index.capacity != self.num_gpu_blocks:  # the bound follows what the instance reports
                 index.resize(self.num_gpu_blocks)
             index.record(request.prefix_hashes)
-        self._forecaster = None
+        self._previous, self._forecaster = self._forecaster, None
+        self.version = next(_VERSIONS)
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
         gone = self._pending.pop(request_id, None)
         if gone is not None:
             self._forecaster = None
+            self.version = next(_VERSIONS)
             if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
                 self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
+            self.version = next(_VERSIONS)
             self._recount()
 
     def _in_snapshot(self, request_id: str) -> bool:
@@ -296,7 +311,9 @@ class InstanceTracker:
                 pending_at=[routed - at for _, routed in self._pending.values()],
                 rule=self.rule,
                 step_end=self.step_end,
+                previous=self._previous,
             )
+            self._previous = None
         return self._forecaster
 
     def predict(
@@ -338,6 +355,46 @@ class InstanceTracker:
             return None
         horizon = None if self.anticipate_arrivals else horizon_s
         return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
+
+    def ready_at(self, now: float, own_steps: Sequence[int]) -> tuple[list[float], bool] | None:
+        """For each n of `own_steps`, a caller time R such that any forecast here of a request of at least
+        n steps of its own routed at `now` or later, without prefix-cache hits, has e2e_s >= R - now +
+        own_s(request) (less floor.MARGIN of it; own_s: the request's own minimal time, see
+        `own_floor`); and whether they come from the forecaster's checkpoint (block.predictor.
+        checkpoint: tight; else from the snapshot's floor). Valid until `version` changes (or a
+        checkpoint is built). None when there is no such bound: no forecasts, prefix caching modelled,
+        or calibration (its factors move between versions)."""
+        if self.calibration is not None or self.snapshot_at is None or now < self.snapshot_at:
+            return None
+        fc = self.forecaster()
+        if fc is None or fc.caches:
+            return None
+        elapsed = now - self.snapshot_at
+        return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps], fc.checkpointed(elapsed)
+
+    def prepare(self) -> None:
+        """Build the forecaster's checkpoint now (block.predictor.checkpoint: a replay of the queue)
+        rather than at the first decision that needs it; nothing where it does not apply."""
+        fc = self.forecaster()
+        if fc is not None and not self.anticipate_arrivals:
+            with contextlib.suppress(SimulationStuck, DeadlineExceeded):  # a forecast will say so
+                fc.checkpoint()
+
+    def own_floor(self) -> tuple[StepFloor, ReplicaConfig] | None:
+        """What `ready_at`'s own_s is computed with: StepFloor.own_s(request, config)."""
+        fc = self.forecaster()
+        return None if fc is None else (step_floor(fc.profile, fc.config), fc.config)
+
+    def checkpoint_floor(
+        self, request: RoutingRequest, now: float, deadline: float | None = None, prepare: bool = False
+    ) -> float | None:
+        """A tighter e2e_floor (without a horizon), from the forecaster's checkpoint (block.predictor.
+        checkpoint: the queue ahead replayed once per state, where the state is asked again, or with
+        `prepare`); None where it does not apply. Raises as `predict` does."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None or self.anticipate_arrivals:
+            return None
+        return fc.checkpoint_floor(request, max(0.0, now - self.snapshot_at), deadline, prepare)
 
     def idle_signature(self, now: float) -> tuple[object, ...] | None:
         """For an instance with nothing to do (no request, no step in flight, no anticipated

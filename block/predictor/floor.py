@@ -24,6 +24,13 @@ facts of the scheduler (fast_replica.py, the same rules as Replica):
   candidate's reads count at the KV rate when no preemption is possible (everything ahead and the
   candidate fit the cache at their full length).
 
+For a fleet the floor has a cheaper form, `ready_s(n) + StepFloor.own_s(request) - elapsed` for any
+candidate of at least n steps of its own: a part that depends only on the instance's state (the step in
+flight, the prefill work ahead or the steps until a slot frees, the others' decodes during n steps) and
+one that depends only on the candidate and the profile (its own prefill and decodes, at the cheapest
+rates). It is looser, but an instance's part is computed once per state for a few n, so the fan-out
+walks instances in its order and computes the full floor only for those it reaches.
+
 Steps that begin before the candidate is sent count only through the total since the snapshot
 (minus the time elapsed); the step in flight at the snapshot (`step_end`) counts as its remaining
 time only. Pending requests arriving after the candidate are left out (they are behind it).
@@ -62,6 +69,28 @@ class StepFloor:
         self.pair_s = profile.prefill_pair_s
         self.max_tokens = config.max_num_batched_tokens
         self.overhead = profile.request_overhead
+
+    def own_steps(self, request: RoutingRequest, config: ReplicaConfig) -> int:
+        """The candidate's steps (prefill chunks and decodes) on an instance of this configuration."""
+        return -(-request.prompt_tokens // self.max_tokens) + _output(request, config) - 1
+
+    def own_s(self, request: RoutingRequest, config: ReplicaConfig) -> float:
+        """The candidate's own formula time, at least, on any instance of this profile and configuration
+        (the parts of EndToEndFloor.e2e_s's `own_fixed` that do not depend on the requests ahead, the
+        reads at the cheaper of the KV and recompute rates)."""
+        prompt = request.prompt_tokens
+        decodes = _output(request, config) - 1
+        own_steps = -(-prompt // self.max_tokens) + decodes
+        reads = decodes * prompt + decodes * (decodes + 1) // 2
+        kv = min(self.kv_s, self.pair_s * (prompt + 1) / 2)
+        pairs = prompt * (prompt + 1) // 2
+        return self.pair_s * pairs + kv * reads + self.per_seq_s * own_steps + decodes * self.step_s
+
+
+def _output(request: RoutingRequest, config: ReplicaConfig) -> int:
+    """The candidate's output tokens, as the forecast caps them."""
+    out = max(1, min(request.expected_output_tokens, max_output(request.prompt_tokens, config)))
+    return out if request.max_tokens is None else max(1, min(out, request.max_tokens))
 
 
 _STEP_FLOORS: dict[tuple[int, ReplicaConfig], tuple[Profile, StepFloor]] = {}
@@ -103,17 +132,18 @@ class EndToEndFloor:
         self._ahead, self._args = ahead, args
         self._without: _Ahead | None = None if later else self._with  # on first use
 
-    def e2e_s(self, request: RoutingRequest, elapsed_s: float, horizon_s: float | None = None) -> float:
-        """A time the forecast of `request` sent `elapsed_s` after the snapshot cannot beat."""
+    def e2e_s(
+        self, request: RoutingRequest, elapsed_s: float, horizon_s: float | None = None, queued: bool = False
+    ) -> float:
+        """A time the forecast of `request` sent `elapsed_s` after the snapshot cannot beat. `queued`: it
+        is in the queue already (behind everything ahead), its request overhead spent."""
         cfg, st = self.config, self.steps
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= self.cap:
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
-        out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
-        if request.max_tokens is not None:
-            out = max(1, min(out, request.max_tokens))
+        out = _output(request, cfg)
         elapsed = max(0.0, elapsed_s)
-        overhead = st.overhead(prompt)
+        overhead = 0.0 if queued else st.overhead(prompt)
         ahead = self._with if self.later_until <= elapsed + overhead else self._without_later()
         chunks = -(-prompt // st.max_tokens)
         decodes = out - 1
@@ -131,6 +161,18 @@ class EndToEndFloor:
         total = self.in_flight_s + prefill + own_fixed + st.per_seq_s * seqs + kv
         floor = max(total - elapsed, own) * (1 - MARGIN)
         return floor if horizon_s is None else min(floor, horizon_s)
+
+    def ready_s(self, own_steps: int = 1) -> float:
+        """The part of `e2e_s`'s total since the snapshot that only the candidate's number of steps
+        changes, for a candidate of at least `own_steps`: the step in flight, the prefill work ahead or
+        the steps until a slot frees (whichever is longer), the others' decodes during its steps (at
+        the cheaper rate), counting only the requests that are ahead of any candidate. For such a
+        request sent `elapsed` after the snapshot, e2e_s >= (ready_s(own_steps) +
+        steps.own_s(request) - elapsed) less MARGIN of it."""
+        ahead, st = self._without_later(), self.steps
+        steps = ahead.slot_steps + 1 - ahead.in_flight
+        seqs, kv = ahead.participation(own_steps, False)
+        return self.in_flight_s + max(st.token_s * ahead.tokens, steps * st.step_s) + st.per_seq_s * seqs + kv
 
     def _without_later(self) -> _Ahead:
         """The requests ahead when some pending ones reach the queue after the candidate: those

@@ -23,6 +23,12 @@ is admitted, as every queued request's are, so a cached prefix shortens its pref
 only, blocks the requests ahead of it compute serve it too, and blocks evicted before it is admitted
 do not (block/predictor/prefix_start.py: the cache a forecast starts from).
 
+Deep queues: a Forecaster asked more than once keeps a checkpoint (checkpoint.py), the run without a
+candidate up to the first step a candidate queued last can take part in, and starts later forecasts
+there, so only the candidate's own part is replayed each time (same results, up to float rounding); a
+tracker's new state after a route extends the previous state's checkpoint instead of replaying the
+queue again. The checkpoint also gives a much tighter floor (`checkpoint_floor`, `ready_s`).
+
 Anticipated arrivals (opt-in, `Arrivals`): a plain forecast cannot see the requests that will reach
 the instance after the candidate and join its batch, so it runs a little fast under load. With
 `arrivals`, synthetic requests of the given mean lengths arrive at the given rate, deterministically
@@ -33,12 +39,14 @@ without them, which costs one more run when both are asked for).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from block.predictor.floor import EndToEndFloor
+from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
+from block.predictor.floor import MARGIN, EndToEndFloor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
@@ -97,10 +105,14 @@ class Forecaster:
         pending_at: Sequence[float] | None = None,
         rule: LengthRule | None = None,
         step_end: float | None = None,
+        previous: Forecaster | None = None,
     ) -> None:
         """`step_end`: when the snapshot was taken during an engine step (the Block engine reports
         `step_in_progress_until`), that step's end on the snapshot's clock. The snapshot then shows
         the state the step started from; the forecast replays that step and ends it then.
+
+        `previous`: the forecaster of this state less the last pending request (the tracker's, before
+        it routed one): its checkpoint, extended by that request, is this one's (see checkpoint.py).
 
         `pending_at`: when each pending request reaches the engine, in seconds after the snapshot
         (default: all at the snapshot). Those at or before 0 queue right away, the others join the
@@ -139,6 +151,111 @@ class Forecaster:
         self._caching = bool(self._hashes or snapshot.free_cached)
         self._prefix_start: PrefixStart | None = None  # prepared on first use
         self._floor: EndToEndFloor | None = None
+        # the run without a candidate up to where one is first seen (checkpoint.py): built at the
+        # second forecast (a state asked once gains nothing), or at the first when `previous` had one
+        self._checkpoint: Checkpoint | None = None
+        self._checkpoint_floor: EndToEndFloor | None = None
+        self._asked = 0
+        self._extends: tuple[Checkpoint, Plan, float] | None = None
+        if previous is not None and previous._checkpoint is not None:
+            self._extends = self._extension_of(previous)
+
+    def _extension_of(self, previous: Forecaster) -> tuple[Checkpoint, Plan, float] | None:
+        """(previous checkpoint, the request this state adds at the end, when it reaches the queue), when
+        this state is `previous`'s plus one pending request queued behind all the others."""
+        cp = previous._checkpoint
+        same = (
+            cp is not None
+            and not self._caching
+            and previous.snapshot is self.snapshot
+            and previous.profile is self.profile
+            and previous.rule == self.rule
+            and previous.step_end_s == self.step_end_s
+            and previous._running == self._running
+        )
+        if not same:
+            return None
+        assert cp is not None
+        if self._later:  # it reaches the queue after the snapshot, after every other pending one
+            if previous._waiting == self._waiting and previous._later == self._later[:-1]:
+                t, plan = self._later[-1]
+                return cp, plan, t
+        elif (  # queued at the snapshot: loaded with the queue, before the step in flight if any
+            not previous._later
+            and self.step_end_s is None
+            and previous._waiting == self._waiting[:-1]
+            and len(self._waiting) == len(previous._waiting) + 1
+        ):
+            return cp, self._waiting[-1], 0.0
+        return None
+
+    def _reuses(self) -> bool:
+        """Whether this state is worth its checkpoint: asked before (a state asked once gains nothing
+        from it), or extending its predecessor's (cheap), or built already."""
+        return self._asked > 1 or self._checkpoint is not None or self._extends is not None
+
+    def checkpoint(self, deadline: float | None = None) -> Checkpoint | None:
+        """The run without a candidate up to where one queued last is first seen (checkpoint.py),
+        built on first use; None where forecasts cannot start from it (prefix caching modelled)."""
+        if self._checkpoint is None and not self._caching:
+            if self._extends is not None:
+                cp, plan, t = self._extends
+                self._checkpoint = extended(cp, plan, t, self.config, self.profile, deadline)
+                self._extends = None
+            if self._checkpoint is None:
+                valid_from = self._later[-1][0] if self._later else 0.0
+                sim, _ = self._build(until=valid_from)
+                self._checkpoint = run_to_checkpoint(sim, max(0.0, valid_from), deadline)
+        return self._checkpoint
+
+    def checkpoint_floor(
+        self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, prepare: bool = False
+    ) -> float | None:
+        """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
+        takes is replayed, the rest bounded; None when the checkpoint does not apply (prefix-cache hits
+        modelled, or the candidate reaches the queue outside it). Builds the checkpoint (a replay) where
+        a forecast would (see `_reuses`), or with `prepare`."""
+        if self.models_cache(request) or not (prepare or self._asked > 0 or self._reuses()):
+            return None
+        cp = self.checkpoint(deadline)
+        sent = max(0.0, elapsed_s)
+        if cp is None or not cp.covers(sent + self.profile.request_overhead(request.prompt_tokens)):
+            return None
+        # from the checkpoint on, the candidate is in the queue already: no request overhead
+        floor = self._floor_at_checkpoint(cp).e2e_s(request, 0.0, queued=True)
+        return (cp.at - sent + floor) * (1 - MARGIN)
+
+    def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
+        """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
+        whose forecast models no cache hit: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
+        MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
+        `ready_s`, or from the checkpoint when it covers such candidates (their wait for the queue
+        ahead replayed, then the checkpoint's floor: much the tighter). Extends the previous state's
+        checkpoint first where it can (a few steps, not the queue)."""
+        cp = self._checkpoint
+        if cp is None and self._extends is not None:
+            with contextlib.suppress(SimulationStuck):  # a forecast will say so
+                cp = self.checkpoint()
+        if cp is not None and cp.valid_from <= elapsed_s:
+            return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
+        return self.floor.ready_s(own_steps)
+
+    def checkpointed(self, elapsed_s: float) -> bool:
+        """Whether `ready_s(elapsed_s)` comes from the checkpoint."""
+        cp = self._checkpoint
+        return cp is not None and cp.valid_from <= elapsed_s
+
+    def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
+        if self._checkpoint_floor is None:
+            self._checkpoint_floor = EndToEndFloor(
+                self.profile, self.config, [*cp.running, *cp.waiting], (), None
+            )
+        return self._checkpoint_floor
+
+    @property
+    def caches(self) -> bool:
+        """Whether forecasts from this state model prefix-cache hits whatever the candidate."""
+        return self._caching
 
     @property
     def floor(self) -> EndToEndFloor:
@@ -235,6 +352,7 @@ class Forecaster:
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
+        self._asked += 1
         out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
@@ -242,6 +360,16 @@ class Forecaster:
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
+        if (
+            added_delay == "none"
+            and (arrivals is None or not arrivals.active)
+            and not hashes
+            and self._reuses()
+        ):
+            cp = self.checkpoint(deadline)
+            if cp is not None and cp.covers(arrival) and (horizon_s is None or cp.at < sent + horizon_s):
+                sim = cp.replica(cfg, self.profile)
+                return self._candidate_run(sim, [], prompt, out, hashes, sent, horizon_s, deadline, "none")
         if arrivals is not None and arrivals.active:
             cand, steps, events = self._run_anticipating(prompt, out, arrival, arrivals, deadline, hashes)
             harm = 0.0
@@ -262,6 +390,21 @@ class Forecaster:
             )
 
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, candidate=hashes)
+        return self._candidate_run(sim, reqs, prompt, out, hashes, sent, horizon_s, deadline, added_delay)
+
+    def _candidate_run(
+        self,
+        sim: FastReplica,
+        reqs: list[SimRequest],
+        prompt: int,
+        out: int,
+        hashes: tuple[int, ...],
+        sent: float,
+        horizon_s: float | None,
+        deadline: float | None,
+        added_delay: AddedDelay,
+    ) -> Prediction:
+        """Queue the candidate on `sim` (its arrival reached) and run until it finishes."""
         cand = SimRequest(CANDIDATE, prompt, out, watched=True, hashes=hashes)
         sim.add_waiting(cand)
         until = None if horizon_s is None else sent + horizon_s

@@ -196,6 +196,16 @@ class FastReplica:
             self.watched_left += len(out_reqs)
         return out_reqs
 
+    def plans(self) -> tuple[list[tuple[str, int, int, int, int]], list[tuple[str, int, int, int, int]]]:
+        """Its requests as `load` takes them, (id, prompt, output, computed, generated), running then
+        waiting: between steps, loading them gives this state back (prefix caching aside)."""
+        T = self.T
+        running = [
+            (r.key, r.prompt, r.out, r.c + T, r.g + T) if r.grouped else (r.key, r.prompt, r.out, r.c, r.g)
+            for r in self.running
+        ]
+        return running, [(r.key, r.prompt, r.out, r.c, r.g) for r in self.waiting]
+
     def enable_prefix(
         self,
         cache: PrefixCache,

@@ -1,16 +1,15 @@
-"""Many simulated runs (policy x rate x config) in worker processes, one results JSON each.
+"""Many simulated runs (policy x rate x config) on an executor (block/sim/executor.py), one results JSON each.
 
-Workloads are loaded once in the parent; each worker gets its run's request columns, simulates, writes
-`{name}.json` in the `block bench` schema and returns only the summary, so memory stays per run.
+Workloads are loaded once in the parent; each run gets its request columns, simulates and returns its
+results document (the `block bench` schema); the parent writes `{name}.json` and keeps only the summary.
+Runs are handed out as workers free up, so memory holds the runs in flight only.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from block.bench.results import build_results, write_results
 from block.sim.capacity import PAPER_SLO_S
 from block.sim.config import SimConfig
+from block.sim.executor import ExecutorSpec, run_each
 from block.sim.requests import SimRequests
 from block.sim.simulator import SimOutcome, simulate
 from block.sim.workload import WorkloadSpec, requests_for
@@ -90,16 +90,26 @@ def run_name(group: str, label: str, qps: float) -> str:
     return "_".join([*parts, _slug(label), f"qps{qps:g}"])
 
 
-def execute(run: SimRun, requests: SimRequests, out_dir: Path) -> RunResult:
-    """Simulate one run and write its results file."""
+def simulate_run(run: SimRun, requests: SimRequests) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Simulate one run: its results document and the simulator's counters. Writes nothing, so it can
+    run on any machine."""
     outcome = simulate(run.config, requests)
     results = build_results(run.results_config(outcome), outcome.records, outcome.duration_s, run.slos)
     if not run.keep_itl:
         for r in results["requests"]:
             r["itl_s"] = []  # the summary's itl_s was computed from them; the file stays small
+    return results, outcome.stats
+
+
+def save(run: SimRun, results: dict[str, Any], stats: dict[str, Any], out_dir: Path) -> RunResult:
     path = out_dir / f"{run.name}.json"
     write_results(results, path)
-    return RunResult(run, path, results["summary"], outcome.stats)
+    return RunResult(run, path, results["summary"], stats)
+
+
+def execute(run: SimRun, requests: SimRequests, out_dir: Path) -> RunResult:
+    """Simulate one run here and write its results file."""
+    return save(run, *simulate_run(run, requests), out_dir)
 
 
 def reuse(run: SimRun, out_dir: Path) -> RunResult | None:
@@ -120,9 +130,11 @@ def run_many(
     workers: int = 2,
     on_done: Callable[[RunResult], None] | None = None,
     resume: bool = False,
+    executor: ExecutorSpec = ExecutorSpec(),
 ) -> list[RunResult]:
-    """Execute `runs` (in order of submission; results returned in the same order). With `resume`,
-    runs whose results file already exists from the same settings are read back instead of rerun."""
+    """Execute `runs` on `executor` (`workers`: its local processes); results returned in the order of
+    `runs`. With `resume`, runs whose results file already exists from the same settings are read back
+    instead of rerun."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -141,15 +153,10 @@ def run_many(
             done(i, old)
         else:
             todo.append((i, run))
-    if workers <= 1 or len(todo) <= 1:
-        for i, run in todo:
-            done(i, execute(run, requests_for(run.workload, run.qps), out_dir))
-    else:
-        # fork: workers inherit the imported modules and the parent's workload cache
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-            futures = {
-                pool.submit(execute, run, requests_for(run.workload, run.qps), out_dir): i for i, run in todo
-            }
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
+    if todo:
+        with executor.open(workers if len(todo) > 1 else 1) as pool:
+            jobs = ((run, requests_for(run.workload, run.qps)) for _, run in todo)
+            for j, (doc, stats) in run_each(pool, simulate_run, jobs):
+                i, run = todo[j]
+                done(i, save(run, doc, stats, out_dir))
     return [r for r in results if r is not None]

@@ -8,6 +8,12 @@ from pathlib import Path
 import typer
 
 DEFAULT_POLICIES = "block,llumnix,infaas,min-qpm,round-robin,random"
+# "\\[": a bracket, not rich markup, in --help
+EXECUTOR_HELP = (
+    "Where the runs execute: local (--workers processes here), ray (Ray tasks on a runtime started here) "
+    "or ray:ADDRESS (an existing Ray cluster: auto, HOST:6379, ray://HOST:10001); on Ray, one task per "
+    "run, as many at once as the cluster has CPUs. Ray: pip install 'block-llm\\[ray]'."
+)
 
 
 def parse_rates(text: str) -> list[float]:
@@ -39,6 +45,22 @@ def parse_policies(text: str) -> list[str]:
             f"unknown policy {', '.join(unknown)} (known: {', '.join(sorted(POLICIES))})"
         )
     return names
+
+
+def parse_executor(text: str):  # noqa: ANN201 - an ExecutorSpec (imported late: the CLI starts fast)
+    """`--executor local|ray|ray:ADDRESS`, connected at once: a missing Ray (the error names the extra to
+    install) or an unreachable cluster fails in one line, before any run."""
+    from block.errors import fail
+    from block.sim.executor import ExecutorSpec, ExecutorUnavailable
+
+    try:
+        spec = ExecutorSpec.parse(text)
+        spec.connect()
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--executor") from None
+    except ExecutorUnavailable as e:
+        fail(str(e))
+    return spec
 
 
 def register(app: typer.Typer) -> None:
@@ -105,7 +127,10 @@ def register(app: typer.Typer) -> None:
         max_model_len: int = typer.Option(
             4096, min=2, help="Prompt + output tokens at most.", rich_help_panel="Cluster"
         ),
-        workers: int = typer.Option(2, min=1, help="Runs simulated in parallel.", rich_help_panel="Output"),
+        workers: int = typer.Option(
+            2, min=1, help="Runs simulated in parallel (--executor local).", rich_help_panel="Output"
+        ),
+        executor: str = typer.Option("local", help=EXECUTOR_HELP, rich_help_panel="Output"),
         keep_itl: bool = typer.Option(
             False, help="Keep per-request inter-token gaps in the files (large).", rich_help_panel="Output"
         ),
@@ -236,6 +261,7 @@ def register(app: typer.Typer) -> None:
                 num_gpu_blocks=num_gpu_blocks,
                 max_model_len=max_model_len,
                 workers=workers,
+                executor=parse_executor(executor),
                 keep_itl=keep_itl,
                 slo_ttft_p99=slo_ttft_p99,
                 out=out,

@@ -13,6 +13,7 @@ from block.fleet.engine_spec import EngineSpec
 from block.sim.batch import RunResult, SimRun, run_many
 from block.sim.capacity import write_capacity_files
 from block.sim.config import SimConfig
+from block.sim.executor import ExecutorSpec
 from block.sim.table import capacities, capacity_table, comparison_table
 from block.sim.workload import WorkloadSpec, requests_for
 
@@ -35,6 +36,7 @@ class SimulateArgs:
     num_gpu_blocks: int | None = None
     max_model_len: int = 4096
     workers: int = 2
+    executor: ExecutorSpec = ExecutorSpec()  # where the runs execute: local processes or Ray tasks
     keep_itl: bool = False
     slo_ttft_p99: float = 3.0
     out: Path = Path("results/sim")
@@ -98,11 +100,13 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
         )
         label = policy if a.admission == "off" else f"{policy}+{a.admission}"
         for qps in a.rates:
-            runs.append(SimRun(config, workload, qps, label=label, slos=dict(slos)))
+            runs.append(SimRun(config, workload, qps, label=label, slos=dict(slos), keep_itl=a.keep_itl))
     return runs
 
 
-def run_with_progress(runs: list[SimRun], out: Path, workers: int, console: Console) -> list[RunResult]:
+def run_with_progress(
+    runs: list[SimRun], out: Path, workers: int, console: Console, executor: ExecutorSpec = ExecutorSpec()
+) -> list[RunResult]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("simulating", total=len(runs))
@@ -110,7 +114,7 @@ def run_with_progress(runs: list[SimRun], out: Path, workers: int, console: Cons
         def done(r: RunResult) -> None:
             progress.update(task, advance=1, description=f"{r.run.name} ({r.stats['wall_s']:.1f} s)")
 
-        return run_many(runs, out, workers=workers, on_done=done)
+        return run_many(runs, out, workers=workers, on_done=done, executor=executor)
 
 
 def simulate_main(a: SimulateArgs) -> list[RunResult]:
@@ -121,7 +125,7 @@ def simulate_main(a: SimulateArgs) -> list[RunResult]:
     except (ValueError, OSError) as e:
         fail(str(e))
     # Keep policy order, then rate order, as the user listed them.
-    results = run_with_progress(runs, a.out, a.workers, console)
+    results = run_with_progress(runs, a.out, a.workers, console, a.executor)
     console.print(comparison_table(results))
     caps = capacities(results, a.slo_ttft_p99)
     reference = "block" if "block" in caps else None

@@ -14,7 +14,7 @@ def test_containerfile_installs_as_make_install_does() -> None:
     containerfile = (ROOT / "Containerfile").read_text()
     (pin,) = re.findall(r"pip install --quiet --no-deps (\S+==\S+)", makefile)
     assert f"pip install --no-deps {pin}" in containerfile
-    assert "pip install ." in containerfile  # the project itself, with its pinned dependencies
+    assert 'pip install ".${EXTRAS}"' in containerfile  # the project, its pinned dependencies (+ extras)
     assert 'ENTRYPOINT ["block"]' in containerfile
     assert "USER 10001" in containerfile  # the manifests' runAsUser
     ignored = (ROOT / ".containerignore").read_text().split()

@@ -1,0 +1,95 @@
+"""A fleet's instances in the order of their cheapest floor, kept from one decision to the next.
+
+A decision over a thousand instances cannot afford even one floor per instance (a few microseconds
+each). Every instance's floor has a part that no candidate changes but through its number of steps
+(InstanceTracker.ready_at: when its queue lets a candidate's own work start, at the soonest, plus what
+the others' decodes cost during that many steps) and a part that depends only on the candidate and the
+profile (StepFloor.own_s). So the fan-out (block/fleet/forecasts.py) walks the instances in ascending
+`ready_at` for the largest of a few step counts (STEP_BUCKETS) that the candidate reaches, and stops as
+soon as the next one's ready_at plus the candidate's own part cannot beat the best forecast so far:
+the instances behind it are never looked at.
+
+The bound is tight once the instance's checkpoint is built (block/predictor/checkpoint.py: its queue
+replayed once per state), loose before, from the snapshot's floor. A decision builds the checkpoint of
+each instance it reaches (a replay, once per state; a request routed there extends it cheaply), so the
+instances that can compete are bounded tightly from then on, and those that cannot are never replayed.
+
+The orders only change where an instance's state does (its tracker's `version`: a snapshot, a request
+routed or finished), so between decisions they are updated in place, one changed instance at a time (a
+decision routes one request, so usually one); where the list of instances itself changed, they are
+rebuilt. An instance without the bound (no forecasts, prefix caching modelled, calibration) sorts
+first, at minus infinity: it is always reached.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from block.fleet.tracker import InstanceTracker
+from block.predictor.floor import StepFloor
+from block.replica.config import ReplicaConfig
+
+STEP_BUCKETS = (1, 8, 32, 64, 128, 192, 256, 384, 512, 1024)  # candidate steps (prefill chunks + decodes)
+REBUILD_SHARE = 8  # above 1 / REBUILD_SHARE of the instances changed, sort again instead
+
+
+class ReadyOrder:
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+        self._versions: list[int] = []
+        self._ready: list[list[float]] = []  # per instance, as in the views: ready_at per bucket
+        self.tight: list[bool] = []  # per instance: its ready_at is from its checkpoint
+        self._orders: list[list[tuple[float, int]]] = []  # per bucket: (ready_at, index), ascending
+        # what own_s is computed with, one (StepFloor, configuration) per distinct result (the rates,
+        # the step's token budget, the room for a request, whether it caches blocks of that size)
+        self.groups: dict[tuple[float | int | bool, ...], tuple[StepFloor, ReplicaConfig]] = {}
+
+    def order(self, views: Sequence[InstanceTracker], now: float, own_steps: int) -> list[tuple[float, int]]:
+        """(ready_at, index) of every view, ascending, valid for a candidate of at least `own_steps`
+        steps; minus infinity where there is no bound."""
+        ids = [id(v) for v in views]
+        if ids != self._ids:
+            self._ids = ids
+            self._versions = [v.version for v in views]
+            self._rebuild(views, now)
+        else:
+            versions = [v.version for v in views]
+            if versions != self._versions:
+                changed = [i for i, (a, b) in enumerate(zip(versions, self._versions, strict=True)) if a != b]
+                self._versions = versions
+                if len(changed) * REBUILD_SHARE > len(views):
+                    self._rebuild(views, now)
+                else:
+                    for i in changed:
+                        self.refresh(i, views[i], now)
+        return self._orders[bisect.bisect_right(STEP_BUCKETS, own_steps) - 1]
+
+    def refresh(self, i: int, view: InstanceTracker, now: float) -> None:
+        """Recompute view `i`'s places (its bound may have tightened: a checkpoint was built)."""
+        ready, self.tight[i] = self._ready_at(view, now)
+        for order, old, new in zip(self._orders, self._ready[i], ready, strict=True):
+            del order[bisect.bisect_left(order, (old, i))]
+            bisect.insort(order, (new, i))
+        self._ready[i] = ready
+
+    def _rebuild(self, views: Sequence[InstanceTracker], now: float) -> None:
+        got = [self._ready_at(v, now) for v in views]
+        self._ready = [r for r, _ in got]
+        self.tight = [t for _, t in got]
+        self._orders = [
+            sorted((r[b], i) for i, r in enumerate(self._ready)) for b in range(len(STEP_BUCKETS))
+        ]
+
+    def _ready_at(self, view: InstanceTracker, now: float) -> tuple[list[float], bool]:
+        got = view.ready_at(now, STEP_BUCKETS)
+        if got is None:
+            return [float("-inf")] * len(STEP_BUCKETS), False
+        ready, tight = got
+        group = view.own_floor()
+        if group is not None:
+            st, cfg = group
+            room = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size)
+            key = (st.step_s, st.per_seq_s, st.kv_s, st.pair_s, st.max_tokens, room)
+            self.groups.setdefault((*key, cfg.enable_prefix_caching, cfg.block_size), group)
+        return ready, tight
