@@ -37,9 +37,9 @@ MIN_RETRY_AFTER_S = 1  # Retry-After is whole seconds; never "come back at once"
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    meeting: list[int]  # indices of the forecasts that meet the target (every index without forecasts)
+    meeting: list[int]  # indices of the forecasts that meet the target (no forecast: all; held: none)
     retry_after_s: int  # for a refused request: when to try again
-    fallback: bool = False  # no forecast at all: admitted without one
+    fallback: bool = False  # no forecast at all: admitted without one, unless held
 
     @property
     def admit(self) -> bool:
