@@ -361,7 +361,9 @@ def register(app: typer.Typer) -> None:
     def overload_cmd(
         mode: str = typer.Option("sim", help=MODE_HELP),
         out: Path = typer.Option(Path("results/experiments/overload"), help="Output directory."),
-        num_requests: int = typer.Option(None, min=1, help="Requests per run (default 3,000; live 300)."),
+        num_requests: int = typer.Option(
+            None, min=1, help="Requests per run (default 3,000; live and --live-scale 1,000)."
+        ),
         instances: int = typer.Option(None, min=1, help="Instances per cluster (default 12; live 4)."),
         loads: str = typer.Option("0.5,1,1.5,2", help="Offered loads, x block's capacity without admission."),
         variants: str = typer.Option(
@@ -375,12 +377,26 @@ def register(app: typer.Typer) -> None:
         executor: str = typer.Option("local", help=EXECUTOR_HELP),
         parallel: int = typer.Option(3, min=1, help=PARALLEL_HELP),
         max_model_len: int = typer.Option(LIVE_MAX_MODEL_LEN, min=16, help=MAX_MODEL_LEN_HELP),
+        live_scale: bool = typer.Option(
+            False,
+            "--live-scale",
+            help="Sim: run at the live scale (4 instances, 1,000 requests, --max-model-len, the same "
+            "capacity guesses), the simulator's side of a comparison with --mode live.",
+        ),
     ) -> None:
         """Goodput against offered load (0.5-2x block's capacity), with admission off / queue / reject,
         llumnix and round robin, on ShareGPT and bursty gamma (CV 3) arrivals; TTFT target 3 s, 20%
         high priority. Writes summary.json, report.md and goodput.png."""
         from block.admission import MODES
-        from block.experiments.overload import WORKLOADS, OverloadArgs, live_args, run, split_variant
+        from block.experiments.overload import (
+            LIVE_INSTANCES,
+            LIVE_REQUESTS,
+            WORKLOADS,
+            OverloadArgs,
+            live_args,
+            run,
+            split_variant,
+        )
 
         kw: dict = {"seed": seed, "priority_share": priority_share}
         kw["loads"] = [float(x) for x in loads.split(",") if x.strip()]
@@ -394,16 +410,22 @@ def register(app: typer.Typer) -> None:
         unknown = [w for w in kw["workloads"] if w not in WORKLOADS]
         if unknown:
             raise typer.BadParameter(f"unknown workload(s) {unknown} (known: {', '.join(WORKLOADS)})")
+        at_live_scale = mode == "live" or live_scale
         if num_requests is not None:
             kw["num_requests"] = num_requests
-        elif mode == "live":
-            kw["num_requests"] = 300
+        elif at_live_scale:
+            kw["num_requests"] = LIVE_REQUESTS
         args = OverloadArgs(**kw)
-        if mode == "live":
-            args = live_args(args, instances or 4)
+        if at_live_scale:
+            args = live_args(args, instances or LIVE_INSTANCES, max_model_len)
         elif instances is not None:
             args = OverloadArgs(**{**kw, "instances": instances})
         live = {"max_parallel": parallel, "workload_overrides": {"max_model_len": max_model_len}}
-        run(args, _runner(mode, workers, executor, **live), out)
+        summary = run(args, _runner(mode, workers, executor, **live), out)
+        if mode == "live":  # the simulator at the same scale, side by side (overload_compare.py)
+            from block.experiments.overload_compare import write
+
+            sim = run(args, _runner("sim", workers, executor), out / "sim")
+            typer.echo(write(out, sim, summary))
 
     app.add_typer(exp, name="experiment")

@@ -90,7 +90,7 @@ class RouterAdmission:
     ) -> Decision | Rejection | None:
         """A decision (admitted), a Rejection (answer 429) or None: decide as without admission
         (no instance in rotation, or the client left while held)."""
-        self.decider.gate.saw(target.priority)
+        self.decider.gate.saw(target.priority, request.prompt_tokens)
         priority = str(target.priority)
         try:
             decision = await self.decider.decide(request, (), target)
@@ -183,7 +183,7 @@ class RouterAdmission:
         if waiter.future.done():  # gone (left, expired, shed): its handler takes it out
             return True
         try:
-            decision = await self.decider.decide(waiter.request, (), held.target)
+            decision = await self.decider.decide(waiter.request, (), held.target, held=True)
         except NotAdmitted as e:
             held.retry_after_s = e.verdict.retry_after_s
             return False

@@ -74,10 +74,14 @@ class Decider:
         self.forecasts.deadline_s = seconds
 
     async def decide(
-        self, request: RoutingRequest, exclude: Collection[Instance] = (), target: Target | None = None
+        self,
+        request: RoutingRequest,
+        exclude: Collection[Instance] = (),
+        target: Target | None = None,
+        held: bool = False,
     ) -> Decision:
         """With a `target` (admission), only instances whose forecast meets it are candidates, and
-        NotAdmitted is raised when none does."""
+        NotAdmitted is raised when none does (`held`: a held request, never placed without forecasts)."""
         started = time.perf_counter()
         pool = self.pool.instances
         every: list[InstanceTracker] = [i.tracker for i in pool.values() if i.tracker is not None]
@@ -108,7 +112,9 @@ class Decider:
             if not wants:
                 candidates = Candidates(targets)
             if target is not None:
-                verdict = self.gate.verdict(target, forecasts, time.monotonic())
+                verdict = self.gate.verdict(
+                    target, request.prompt_tokens, targets, forecasts, time.monotonic(), held
+                )
                 if not verdict.admit:
                     raise NotAdmitted(verdict)
                 candidates = admitted_candidates(targets, forecasts, verdict, wants)

@@ -51,7 +51,7 @@ class SimAdmission:
 
     def arrive(self, index: int, request: RoutingRequest, now: float) -> None:
         target = self.target_for(index, now)
-        self.gate.saw(target.priority)
+        self.gate.saw(target.priority, request.prompt_tokens)
         if len(self.queue):  # an arrival is an event too: the held requests go first
             self.recheck(now)
         routed = self.route(request, now, target)

@@ -339,7 +339,7 @@ class Cluster:
                 clock[0] += time.process_time() - t0
                 clock[1] += len(targets)
                 assert self.admission is not None
-                verdict = self.admission.gate.verdict(target, every, now)
+                verdict = self.admission.gate.verdict(target, rr.prompt_tokens, targets, every, now)
                 if not verdict.admit:
                     return verdict
                 candidates = admitted_candidates(targets, every, verdict, wants)

@@ -60,3 +60,22 @@ def test_queue_holds_at_most_the_bound_and_every_request_ends() -> None:
     assert any("shed" in e for e in reasons)  # beyond the bound
     assert all(r.ok or r.status == 429 for r in queue.records)  # each placed or refused, none lost
     assert sum(stats["admitted"].values()) + sum(stats["rejected"].values()) == len(w)
+
+
+def test_lower_priority_is_placed_only_where_it_leaves_room_for_the_higher_ones_prompts() -> None:
+    w = with_priorities(small_workload(250, qps=40.0, max_prompt=1500, max_output=300))
+    priorities = w.priorities.tolist()
+    placed: dict[int, int] = {}  # priority -> requests placed
+    short: list[int] = []  # low-priority placements that left less than the reserve
+
+    def check(cluster, i, now, candidates, choice) -> None:  # noqa: ANN001 - simulator.DecisionHook
+        placed[priorities[i]] = placed.get(priorities[i], 0) + 1
+        if priorities[i] == 0:
+            reserve = cluster.admission.gate.reserve
+            view, prompt = choice.instance, int(w.prompt_tokens[i])
+            if not reserve.leaves_room(view, prompt, reserve.tokens_above(0)):
+                short.append(i)
+
+    out = simulate(small_config(policy="block", admission="queue"), w, on_decision=check)
+    assert placed[0] > 0 and placed[1] > 0 and not short
+    assert out.stats["admission"]["rejected"].get("0", 0) > out.stats["admission"]["rejected"].get("1", 0)

@@ -128,6 +128,7 @@ def test_without_ray_the_flag_says_what_to_install(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_cluster_address_where_nothing_listens_fails_in_seconds() -> None:
+    pytest.importorskip("ray", reason="the ray extra (pip install 'block-llm[ray]'; make test does)")
     with socket.socket() as probe:  # a port just freed: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
