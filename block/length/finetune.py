@@ -110,6 +110,7 @@ def fit_finetuned(
 
     source = Path(args.encoder) if args.encoder is not None else model_dir()
     net, config, tokenizer_json = _load_encoder(torch, source, args.layers)
+    net.to("cuda" if torch.cuda.is_available() else "cpu")  # CPU by default; a GPU when there is one
     head_tokens = args.max_tokens - 2 - round((args.max_tokens - 2) * TAIL_SHARE)
     tail_tokens = args.max_tokens - 2 - head_tokens
     token_ids = _token_ids(tokenizer_json, head_tokens, tail_tokens, prompts)
@@ -181,14 +182,14 @@ def _token_ids(
     return enc.token_ids(prompts)
 
 
-def _batch(torch, rows: list[list[int]], pad: int):
+def _batch(torch, rows: list[list[int]], pad: int, device):
     t = max(len(r) for r in rows)
     ids = torch.full((len(rows), t), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), t), dtype=torch.float32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1.0
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def _scores(torch, net, token_ids: list[list[int]], pad: int, batch: int = 128) -> np.ndarray:
@@ -199,8 +200,8 @@ def _scores(torch, net, token_ids: list[list[int]], pad: int, batch: int = 128) 
     with torch.no_grad():
         for start in range(0, len(order), batch):
             part = order[start : start + batch]
-            ids, mask = _batch(torch, [token_ids[i] for i in part], pad)
-            out[part] = net(ids, mask).double().numpy()
+            ids, mask = _batch(torch, [token_ids[i] for i in part], pad, net.head.weight.device)
+            out[part] = net(ids, mask).double().cpu().numpy()
     return out
 
 
@@ -236,6 +237,7 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
         [{"params": body, "lr": args.lr}, {"params": head, "lr": HEAD_LR}], weight_decay=0.01
     )
     base = [g["lr"] for g in opt.param_groups]
+    warmup = min(WARMUP_STEPS, max(1, args.max_steps // 10)) if args.max_steps else WARMUP_STEPS
     deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else math.inf
     best = {"spearman": -math.inf, "step": 0, "state": None}
     losses: list[float] = []
@@ -243,7 +245,8 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
     step = 0
     stale = 0
     stop = "patience"
-    target_all = torch.tensor(log_y, dtype=torch.float32)
+    device = net.head.weight.device
+    target_all = torch.tensor(log_y, dtype=torch.float32, device=device)
     while True:
         order = rng.permutation(fit_idx)
         for start in range(0, len(order) - args.batch + 1, args.batch):
@@ -255,16 +258,16 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
                 break
             part = order[start : start + args.batch]
             net.train()
-            ids, mask = _batch(torch, [token_ids[i] for i in part], pad)
+            ids, mask = _batch(torch, [token_ids[i] for i in part], pad, device)
             loss = _loss(torch, args.loss, net(ids, mask), target_all[part])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            warm = min(1.0, (step + 1) / WARMUP_STEPS)
+            warm = min(1.0, (step + 1) / warmup)
             for g, lr in zip(opt.param_groups, base, strict=True):
                 g["lr"] = lr * warm
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if step % args.eval_every == 0:
                 rho = _spearman(_scores(torch, net, val_ids, pad), log_y[val_idx])
@@ -387,12 +390,12 @@ def _encoder_module(torch):
             return self.head(pooled)[:, 0]
 
         def export(self) -> dict[str, np.ndarray]:
-            return {k: self.w(k).detach().numpy().copy() for k in self.names}
+            return {k: self.w(k).detach().cpu().numpy().copy() for k in self.names}
 
         def export_head(self) -> dict[str, np.ndarray]:
             return {
-                "w": self.head.weight.detach().numpy().reshape(-1).copy(),
-                "b": self.head.bias.detach().numpy().copy(),
+                "w": self.head.weight.detach().cpu().numpy().reshape(-1).copy(),
+                "b": self.head.bias.detach().cpu().numpy().copy(),
             }
 
     return Encoder
