@@ -214,7 +214,8 @@ def bench(
     num_prompts: int = typer.Option(1000, "--num-prompts", "-n", help="Prompts to time."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Cost of one prediction, as the router pays it (one prompt per call): p50 / p99 ms."""
+    """Cost of one prediction, one prompt per call and in batches of 16 (the router's batcher): p50 / p99 ms
+    per prompt."""
     from block.length.bench import bench as run_bench
     from block.length.dataset import load_labelled
     from block.length.label import choose_prompts
@@ -234,7 +235,9 @@ def bench(
         f"{result['n']} prompts: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms, "
         f"mean {result['mean_ms']:.3f} ms, max {result['max_ms']:.3f} ms per prompt "
         f"(CPU time p50 {result['cpu_p50_ms']:.3f} ms, p99 {result['cpu_p99_ms']:.3f} ms); "
-        f"batched {result['batch_ms_per_prompt']:.3f} ms per prompt"
+        f"in batches of {result['batch_size']}: p50 {result['batch16_p50_ms']:.3f} ms, "
+        f"p99 {result['batch16_p99_ms']:.3f} ms per prompt; "
+        f"all at once {result['batch_ms_per_prompt']:.3f} ms per prompt"
     )
 
 
