@@ -9,8 +9,8 @@ one-output head on its mean-pooled last layer and is trained on the training spl
 
 A validation slice of the training split (block.length.calibrate's slice, by prompt hash) early-stops the
 fine-tuning on its Spearman correlation. Then, as for the other models, one quantile tree model per level
-maps [encoder score, intent features] to log1p(length); they are fitted on the fine-tuning rows, and the
-validation slice, unseen by both, gives the conformal offsets of the quantile levels.
+maps [encoder score, intent features] to log1p(length); they are fitted on (a sample of) the fine-tuning rows,
+and the validation slice, unseen by both, gives the conformal offsets of the quantile levels.
 
 The fine-tuned weights are exported as arrays (block.length.finetuned) that the numpy encoder runs: serving
 needs no torch. Training does: `pip install 'block-llm[train]'` (a CPU build of torch).
@@ -47,6 +47,8 @@ HEAD_LR = 1e-3
 WARMUP_STEPS = 50
 EVAL_EVERY = 100  # steps between validation passes
 PATIENCE = 4  # validation passes without improvement before stopping
+VALIDATION_MAX = 1000  # prompts of the validation slice scored at each pass (a pass costs seconds)
+TREE_ROWS = 4000  # fine-tuning rows the trees learn from: scoring every row would cost minutes of CPU
 HUBER_DELTA = 1.0
 
 TRAIN_EXTRA = "block-llm[train]"
@@ -124,19 +126,19 @@ def fit_finetuned(
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(p.half().float())
-    scores = _scores(torch, net, token_ids, int(config.get("pad_token_id", 0) or 0))
-    windows = [window(p) for p in prompts]
-    intent = np.asarray(
-        [
-            intent_features(p, w, words(w), s.prompt_tokens)
-            for p, w, s in zip(prompts, windows, train, strict=True)
-        ]
-    )
-    x = np.column_stack([scores, intent])
+    fit_rows = np.flatnonzero(~val)
+    if len(fit_rows) > TREE_ROWS:
+        fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, TREE_ROWS, replace=False))
+    val_rows = np.flatnonzero(val)
+    tick("scoring prompts for the quantile trees")
+    pad = int(config.get("pad_token_id", 0) or 0)
+    x_fit = _tree_rows(torch, net, token_ids, pad, train, fit_rows)
+    x_val = _tree_rows(torch, net, token_ids, pad, train, val_rows)
     tick("quantile trees")
-    fitted = fit_quantile_trees(x[~val], log_y[~val], quantiles, seed, tree_iters, tick)
-    trees = TreeEnsembles.from_sklearn(fitted)
-    offsets = conformal_offsets(trees.predict(x[val]), log_y[val], quantiles)
+    trees = TreeEnsembles.from_sklearn(
+        fit_quantile_trees(x_fit, log_y[fit_rows], quantiles, seed, tree_iters, tick)
+    )
+    offsets = conformal_offsets(trees.predict(x_val), log_y[val_rows], quantiles)
 
     scorer = FinetunedScorer(
         net.export(), config, tokenizer_json, net.export_head(), head_tokens, tail_tokens
@@ -163,6 +165,16 @@ def fit_finetuned(
     }
     info.update(meta or {})
     return LengthEstimator({"finetune": scorer}, trees, quantiles, info)
+
+
+def _tree_rows(torch, net, token_ids, pad: int, train: Sequence[Sample], rows: np.ndarray) -> np.ndarray:
+    """[encoder score, intent features] of `rows`, as LengthEstimator.features computes them."""
+    scores = _scores(torch, net, [token_ids[i] for i in rows], pad)
+    intent = []
+    for i in rows:
+        w = window(train[i].prompt)
+        intent.append(intent_features(train[i].prompt, w, words(w), train[i].prompt_tokens))
+    return np.column_stack([scores, np.asarray(intent, dtype=np.float64)])
 
 
 def _token_ids(
@@ -229,10 +241,15 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
     pad = int(net.pad)
     fit_idx = np.flatnonzero(fit_mask)
     val_idx = np.flatnonzero(val_mask)
+    if len(val_idx) > VALIDATION_MAX:  # a fixed random part: the passes compare on the same prompts
+        val_idx = np.sort(np.random.default_rng(seed).choice(val_idx, VALIDATION_MAX, replace=False))
     val_ids = [token_ids[i] for i in val_idx]
     rng = np.random.default_rng(seed)
+    # The word embeddings stay as pre-trained: they are a third of the weights and most of the optimizer's
+    # work per step, and a length signal over a few thousand prompts would mostly overfit them.
+    net.w("embeddings.word_embeddings.weight").requires_grad_(False)
     head = [p for n, p in net.named_parameters() if n.startswith("head.")]
-    body = [p for n, p in net.named_parameters() if not n.startswith("head.")]
+    body = [p for n, p in net.named_parameters() if not n.startswith("head.") and p.requires_grad]
     opt = torch.optim.AdamW(
         [{"params": body, "lr": args.lr}, {"params": head, "lr": HEAD_LR}], weight_decay=0.01
     )
@@ -262,7 +279,7 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
             loss = _loss(torch, args.loss, net(ids, mask), target_all[part])
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(head + body, 1.0)
             warm = min(1.0, (step + 1) / warmup)
             for g, lr in zip(opt.param_groups, base, strict=True):
                 g["lr"] = lr * warm
