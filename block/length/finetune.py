@@ -48,6 +48,7 @@ WARMUP_STEPS = 50
 EVAL_EVERY = 100  # steps between validation passes
 PATIENCE = 4  # validation passes without improvement before stopping
 VALIDATION_MAX = 1000  # prompts of the validation slice scored at each pass (a pass costs seconds)
+PROBE_ROWS = 256  # fine-tuning rows whose loss is recorded before and after (the model's metadata)
 TREE_ROWS = 4000  # fine-tuning rows the trees learn from: scoring every row would cost minutes of CPU
 HUBER_DELTA = 1.0
 
@@ -264,6 +265,15 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
     stop = "patience"
     device = net.head.weight.device
     target_all = torch.tensor(log_y, dtype=torch.float32, device=device)
+    # A fixed sample of the fine-tuning rows on which the training loss is measured before and after.
+    probe = np.sort(rng.choice(fit_idx, min(PROBE_ROWS, len(fit_idx)), replace=False))
+    probe_ids = [token_ids[i] for i in probe]
+
+    def probe_loss() -> float:
+        pred = torch.tensor(_scores(torch, net, probe_ids, pad), dtype=torch.float32, device=device)
+        return round(float(_loss(torch, args.loss, pred, target_all[probe])), 4)
+
+    loss_before = probe_loss()
     while True:
         order = rng.permutation(fit_idx)
         for start in range(0, len(order) - args.batch + 1, args.batch):
@@ -308,6 +318,8 @@ def _train(torch, net, token_ids, log_y, fit_mask, val_mask, args: FinetuneArgs,
         net.load_state_dict(best["state"])
     window_ = max(1, min(50, len(losses) // 4))
     return {
+        "fit_loss_before": loss_before,
+        "fit_loss_after": probe_loss(),
         "steps": step,
         "stopped_by": stop,
         "best_step": best["step"],
