@@ -236,7 +236,8 @@ def bench(
         f"mean {result['mean_ms']:.3f} ms, max {result['max_ms']:.3f} ms per prompt "
         f"(CPU time p50 {result['cpu_p50_ms']:.3f} ms, p99 {result['cpu_p99_ms']:.3f} ms); "
         f"in batches of {result['batch_size']}: p50 {result['batch16_p50_ms']:.3f} ms, "
-        f"p99 {result['batch16_p99_ms']:.3f} ms per prompt; "
+        f"p99 {result['batch16_p99_ms']:.3f} ms per prompt "
+        f"(CPU time p50 {result['batch16_cpu_p50_ms']:.3f} ms); "
         f"all at once {result['batch_ms_per_prompt']:.3f} ms per prompt"
     )
 
