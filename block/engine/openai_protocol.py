@@ -16,6 +16,7 @@ import orjson
 
 from block.engine import prompt_tokens
 from block.openai_api.errors import RequestError, error_body
+from block.openai_api.prompt_tokens import Llama3Prompts
 from block.openai_api.request import Kind, integer, model_not_found, parse_request
 
 __all__ = ["GenerationParams", "Kind", "RequestError", "error_body", "parse_body", "parse_generation"]
@@ -60,8 +61,8 @@ def parse_generation(
     """Validate a /v1/completions or /v1/chat/completions body. `headers`: a case-insensitive mapping;
     `served_models`: the model names answered (None: any); a missing or empty `model` is the served one;
     `token_ids`: also lay out the prompt's token ids (the router's way, block.openai_api)."""
-    encode = prompt_tokens.encode_text if token_ids else None
-    req = parse_request(kind, body, prompt_tokens.count_text, encode)
+    layout = Llama3Prompts(prompt_tokens.encode_text) if token_ids else None
+    req = parse_request(kind, body, prompt_tokens.count_text, layout)
     if served_models is not None and req.model and req.model not in served_models:
         raise model_not_found(req.model)
     if req.n != 1:

@@ -14,12 +14,17 @@ Where the token ids themselves are needed (a prompt's prefix identity, block.pre
 and `chat_token_ids` lay them out the same way from one `encode` pass; their length is the count above,
 so a caller that has the ids counts nothing twice. The template's own tokens are Llama 3's ids whatever
 the tokenizer: with another one they only mark the frame, consistently.
+
+A parser that needs ids takes a `PromptIds`: `Llama3Prompts` is the layout above around any `encode`;
+`block.openai_api.hf_prompts.HFPrompts` is a served model's own tokenizer and chat template, for ids that
+match the engine's token for token (what vLLM's KV events are keyed by).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 Count = Callable[[str], int]
 Encode = Callable[[str], list[int]]
@@ -68,6 +73,27 @@ def chat_token_ids(messages: list[tuple[str, str]], encode: Encode) -> list[int]
         ids.append(EOT_ID)
     ids += (START_HEADER_ID, ASSISTANT_ID, END_HEADER_ID, NEWLINES_ID)
     return ids
+
+
+class PromptIds(Protocol):
+    """A prompt laid out as the served model sees it: token ids, special tokens and template included."""
+
+    def text_ids(self, text: str) -> list[int]: ...
+
+    def chat_ids(self, messages: list[tuple[str, str]]) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Llama3Prompts:
+    """The Llama 3 layout (above) around `encode`, the ids of a text alone."""
+
+    encode: Encode
+
+    def text_ids(self, text: str) -> list[int]:
+        return text_token_ids(text, self.encode)
+
+    def chat_ids(self, messages: list[tuple[str, str]]) -> list[int]:
+        return chat_token_ids(messages, self.encode)
 
 
 def message_text(content: Any) -> str | None:

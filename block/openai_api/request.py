@@ -17,11 +17,9 @@ from typing import Any, Literal
 from block.openai_api.errors import RequestError
 from block.openai_api.prompt_tokens import (
     Count,
-    Encode,
-    chat_token_ids,
+    PromptIds,
     chat_tokens,
     message_text,
-    text_token_ids,
     text_tokens,
 )
 
@@ -42,13 +40,13 @@ class OpenAIRequest:
     stream: bool
     include_usage: bool
     n: int
-    # the prompt's token ids as the model sees them (template included), when the parser was given an
-    # `encode`; None otherwise, and for a batch of prompts
+    # the prompt's token ids as the model sees them (template included), when the parser was given
+    # `prompt_ids`; None otherwise, and for a batch of prompts
     prompt_token_ids: list[int] | None = None
 
 
-def parse_request(kind: Kind, body: Any, count: Count, encode: Encode | None = None) -> OpenAIRequest:
-    """`encode`: also lay out the prompt's token ids, from the one tokenization that counts them."""
+def parse_request(kind: Kind, body: Any, count: Count, prompt_ids: PromptIds | None = None) -> OpenAIRequest:
+    """`prompt_ids`: also lay out the prompt's token ids, and count the prompt from them."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     model = body.get("model")
@@ -62,12 +60,12 @@ def parse_request(kind: Kind, body: Any, count: Count, encode: Encode | None = N
     prompts = 1
     ids: list[int] | None = None
     if kind == "completion":
-        tokens, prompts, prompt_text, ids = _completion_prompt(body, count, encode)
+        tokens, prompts, prompt_text, ids = _completion_prompt(body, count, prompt_ids)
         max_tokens = integer(body, "max_tokens", minimum=1)
     else:
         messages = chat_messages(body.get("messages"))
-        if encode is not None:
-            ids = chat_token_ids(messages, encode)
+        if prompt_ids is not None:
+            ids = prompt_ids.chat_ids(messages)
             tokens = len(ids)
         else:
             tokens = chat_tokens(messages, count)
@@ -137,10 +135,10 @@ def model_not_found(model: str) -> RequestError:
 
 
 def _completion_prompt(
-    body: dict[str, Any], count: Count, encode: Encode | None
+    body: dict[str, Any], count: Count, prompt_ids: PromptIds | None
 ) -> tuple[int, int, str | None, list[int] | None]:
     """(prompt tokens, prompts in the batch, the text of a text prompt, the token ids of a single prompt
-    when `encode` is given)."""
+    when `prompt_ids` is given)."""
     prompt = body.get("prompt")
     if prompt is None:
         raise RequestError("`prompt` is required", "prompt")
@@ -158,11 +156,11 @@ def _completion_prompt(
     if not all(batch):
         raise RequestError("the prompt is empty", "prompt")
     if isinstance(batch[0], str):
-        if encode is not None and len(batch) == 1:
-            ids = text_token_ids(batch[0], encode)
+        if prompt_ids is not None and len(batch) == 1:
+            ids = prompt_ids.text_ids(batch[0])
             return len(ids), 1, batch[0], ids
         return sum(text_tokens(p, count) for p in batch), len(batch), "\n".join(batch), None
-    ids = batch[0] if encode is not None and len(batch) == 1 else None  # ids as given: vLLM adds none
+    ids = batch[0] if prompt_ids is not None and len(batch) == 1 else None  # as given: vLLM adds none
     return sum(len(p) for p in batch), len(batch), None, ids
 
 

@@ -136,6 +136,16 @@ def peers_command(
             min=1, help="Rounds of every config (same requests); summary.json: median, min, max per config."
         ),
     ] = 1,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="Workload spec: sharegpt (first turns), sharegpt-chat (multi-turn sessions: --qps is "
+            "sessions started per s), shared-prefix:G:S, ... (see `block workload stats`)."
+        ),
+    ] = "sharegpt",
+    think_time: Annotated[
+        float, typer.Option(min=0.0, help="Session workloads: mean think time before a next turn (s).")
+    ] = 5.0,
 ) -> None:
     """Two real vLLM engines behind sglang-router and Block's router, same workload, one table."""
     from block.realengine.peers import PeerSettings, parse_configs, run_peers
@@ -156,10 +166,15 @@ def peers_command(
         profile=profile,
         prefix_caching=prefix_caching,
         repeat=repeat,
+        dataset=dataset,
+        think_time_s=think_time,
     )
+    if any(c.policy.endswith("+kv-events") for c in chosen) and not prefix_caching:
+        fail("block:block+kv-events needs --prefix-caching (the engines publish their KV events)")
+        return
     try:
         run_peers(settings, log=typer.echo)
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError, ValueError) as e:
         fail(str(e))
 
 

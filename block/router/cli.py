@@ -72,6 +72,14 @@ def register(app: typer.Typer) -> None:
             help="Plan free-length requests with this quantile of the estimate. (default: median)",
             rich_help_panel="Routing",
         ),
+        tokenizer: str = typer.Option(
+            None,
+            help="How prompts are counted and laid out as token ids (their prefix identity): llama3, "
+            "qwen3, cl100k or o200k in the Llama 3 chat layout, or the served model's directory with "
+            "tokenizer.json and its chat template, for ids identical to the engine's (exact prefix "
+            "routing on --kv-events needs them). (default: llama3)",
+            rich_help_panel="Routing",
+        ),
         health_interval: float = typer.Option(
             None, help="Seconds between health checks. (default: 0.5)", rich_help_panel="State"
         ),
@@ -311,6 +319,7 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from block.router.config import RouterConfig, parse_api_keys
+        from block.router.request_shape import load_prompt_layout
         from block.router.server import serve as run_server
 
         plain_key, keyed = parse_api_keys(api_key or [])
@@ -325,6 +334,7 @@ def register(app: typer.Typer) -> None:
                 host=host,
                 length_model=length_model,
                 length_quantile=length_quantile,
+                tokenizer=tokenizer,
                 health_interval=health_interval,
                 deadline_ms=deadline_ms,
                 refresh_ms=refresh_ms,
@@ -376,6 +386,7 @@ def register(app: typer.Typer) -> None:
 
             if cfg.policy not in POLICIES:
                 raise ValueError(f"unknown policy {cfg.policy!r} (known: {', '.join(sorted(POLICIES))})")
+            load_prompt_layout(cfg.tokenizer)  # a bad --tokenizer is a one-line error, not a failed start
             if cfg.discover:
                 from block.router.discovery import kube_config
 

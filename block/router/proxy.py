@@ -29,7 +29,7 @@ import orjson
 
 from block.admission import Target
 from block.openai_api.errors import RequestError
-from block.openai_api.prompt_tokens import Encode
+from block.openai_api.prompt_tokens import PromptIds
 from block.prefix import chain_hashes
 from block.request import RoutingRequest
 from block.router.admission import (
@@ -106,17 +106,17 @@ class Proxy:
         api_key: str | None,
         first_byte_timeout: float = 60.0,
         idle_timeout: float = 60.0,
-        encode_tokens: Encode | None = None,
+        prompt_ids: PromptIds | None = None,
         admission: RouterAdmission | None = None,
         api_keys: dict[str, int] | None = None,
     ) -> None:
-        """`encode_tokens`: tokenize prompts into ids (and count them from the ids), so each request
+        """`prompt_ids`: lay prompts out as token ids (and count them from the ids), so each request
         carries its prefix identity (block hashes); without it prompts are only counted."""
         self.pool = pool
         self.decider = decider
         self.metrics = metrics
         self.count_tokens = count_tokens
-        self.encode_tokens = encode_tokens
+        self.prompt_ids = prompt_ids
         # A transformer length model is awaited, batched across requests; a cheap one runs inline.
         self.length_batcher = estimate_length if isinstance(estimate_length, LengthBatcher) else None
         self.estimate_length = None if self.length_batcher is not None else estimate_length
@@ -210,7 +210,7 @@ class Proxy:
                 self.estimate_length,
                 self.default_output_tokens,
                 self.pool.served_models(),
-                self.encode_tokens,
+                self.prompt_ids,
                 read_text=self.length_batcher is not None,
             )
         except orjson.JSONDecodeError as e:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, Encode
+from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, Llama3Prompts, PromptIds
 from block.openai_api.request import model_not_found, parse_request
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class RequestShape:
     max_tokens: int | None
     stream: bool
     prompt_text: str | None  # what the estimator read; None for token-id prompts or without estimator
-    prompt_token_ids: list[int] | None = None  # when parsed with an `encode` (see parse_request)
+    prompt_token_ids: list[int] | None = None  # when parsed with `prompt_ids` (see parse_request)
     text_tokens: int | None = None  # of prompt_text alone
     length_fixed: bool = False  # max_tokens with ignore_eos: the client fixed the length
 
@@ -51,14 +52,14 @@ def parse_shape(
     estimate: LengthEstimate | None,
     default_output_tokens: int,
     served_models: Collection[str] | None = None,
-    encode: Encode | None = None,
+    prompt_ids: PromptIds | None = None,
     read_text: bool = False,
 ) -> RequestShape:
     """`served_models`: the model names the instances serve (None: not known, any is passed on).
-    `encode`: tokenize the prompt into ids (counted from them), for its prefix identity.
+    `prompt_ids`: lay the prompt out as token ids (counted from them), for its prefix identity.
     `read_text`: keep the estimator's text even without `estimate`, for a batched estimate afterwards
     (`estimate_batched`)."""
-    req = parse_request("chat" if path == CHAT_PATH else "completion", body, count, encode)
+    req = parse_request("chat" if path == CHAT_PATH else "completion", body, count, prompt_ids)
     if served_models is not None and req.model and req.model not in served_models:
         raise model_not_found(req.model)
     text: str | None = None
@@ -165,3 +166,18 @@ def load_length_estimate(
         return int(estimator.predict_quantiles_many([text], levels, tokens)[0, 0])
 
     return at_quantile
+
+
+def load_prompt_layout(tokenizer: str) -> tuple[Callable[[str], int], PromptIds]:
+    """The router's counter and prompt layout from `--tokenizer`: a directory is a served model's own
+    tokenizer and chat template (ids as the engine's, block.openai_api.hf_prompts); a name is one of the
+    offline tokenizers in the Llama 3 layout (block.openai_api.prompt_tokens)."""
+    if Path(tokenizer).is_dir():
+        from block.openai_api.hf_prompts import HFPrompts
+
+        prompts = HFPrompts.load(tokenizer)
+        return prompts.count, prompts
+    from block.workload.tokenizer import get_tokenizer
+
+    named = get_tokenizer(tokenizer)
+    return named.count, Llama3Prompts(named.encode_ordinary)

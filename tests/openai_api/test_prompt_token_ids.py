@@ -9,6 +9,7 @@ from block.openai_api.prompt_tokens import (
     BEGIN_OF_TEXT_ID,
     EOT_ID,
     START_HEADER_ID,
+    Llama3Prompts,
     chat_token_ids,
     chat_tokens,
 )
@@ -18,12 +19,13 @@ from block.workload import get_tokenizer
 from tests.openai_api.test_prompt_tokens import BODIES
 
 TOKENIZER = get_tokenizer("llama3")
+LAYOUT = Llama3Prompts(TOKENIZER.encode_ordinary)
 
 
 @pytest.mark.parametrize(("path", "body"), BODIES)
 def test_the_ids_are_as_many_as_the_count(path: str, body: dict) -> None:
     counted = parse_shape(path, body, TOKENIZER.count, None, 100)
-    encoded = parse_shape(path, body, TOKENIZER.count, None, 100, encode=TOKENIZER.encode_ordinary)
+    encoded = parse_shape(path, body, TOKENIZER.count, None, 100, prompt_ids=LAYOUT)
     assert encoded.prompt_tokens == counted.prompt_tokens
     ids = encoded.prompt_token_ids
     assert ids is not None and len(ids) == encoded.prompt_tokens  # every body there is one prompt
@@ -32,7 +34,7 @@ def test_the_ids_are_as_many_as_the_count(path: str, body: dict) -> None:
 
 def test_a_batch_of_prompts_has_no_single_identity() -> None:
     body = {"prompt": ["one", "two"]}
-    shape = parse_shape("/v1/completions", body, TOKENIZER.count, None, 1, encode=TOKENIZER.encode_ordinary)
+    shape = parse_shape("/v1/completions", body, TOKENIZER.count, None, 1, prompt_ids=LAYOUT)
     assert shape.prompt_token_ids is None and shape.prompt_tokens == 4
 
 
@@ -43,15 +45,13 @@ def test_a_text_prompt_starts_with_begin_of_text_then_its_tokens() -> None:
         TOKENIZER.count,
         None,
         1,
-        encode=TOKENIZER.encode_ordinary,
+        prompt_ids=LAYOUT,
     )
     assert shape.prompt_token_ids == [BEGIN_OF_TEXT_ID, *TOKENIZER.encode("Hello world")]
 
 
 def test_token_id_prompts_are_their_own_ids() -> None:
-    shape = parse_shape(
-        "/v1/completions", {"prompt": [5, 6, 7]}, TOKENIZER.count, None, 1, encode=TOKENIZER.encode_ordinary
-    )
+    shape = parse_shape("/v1/completions", {"prompt": [5, 6, 7]}, TOKENIZER.count, None, 1, prompt_ids=LAYOUT)
     assert shape.prompt_token_ids == [5, 6, 7]
 
 
@@ -86,9 +86,7 @@ def test_special_token_text_in_a_prompt_is_plain_text() -> None:
     """A prompt quoting "<|eot_id|>" is counted and laid out as text, never refused."""
     body = {"messages": [{"role": "user", "content": "What does <|eot_id|> mean?"}]}
     counted = parse_shape("/v1/chat/completions", body, TOKENIZER.count, None, 1)
-    encoded = parse_shape(
-        "/v1/chat/completions", body, TOKENIZER.count, None, 1, encode=TOKENIZER.encode_ordinary
-    )
+    encoded = parse_shape("/v1/chat/completions", body, TOKENIZER.count, None, 1, prompt_ids=LAYOUT)
     assert encoded.prompt_token_ids is not None
     assert len(encoded.prompt_token_ids) == encoded.prompt_tokens == counted.prompt_tokens
     assert encoded.prompt_token_ids.count(EOT_ID) == 1  # only the template's own

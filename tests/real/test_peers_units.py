@@ -18,6 +18,8 @@ vllm:request_success_total{engine="0",finished_reason="stop",model_name="tiny-ll
 vllm:request_success_total{engine="0",finished_reason="length",model_name="tiny-llama"} 291.0
 vllm:request_success_total{engine="0",finished_reason="abort",model_name="tiny-llama"} 2.0
 vllm:generation_tokens_total{engine="0",model_name="tiny-llama"} 17709.0
+vllm:prefix_cache_queries_total{engine="0",model_name="tiny-llama"} 5000.0
+vllm:prefix_cache_hits_total{engine="0",model_name="tiny-llama"} 1250.0
 """
 
 
@@ -43,7 +45,13 @@ def test_parse_configs() -> None:
 
 def test_engine_metrics_ignore_the_by_reason_gauge() -> None:
     m = peers.parse_engine_metrics(METRICS)
-    assert m == {"running": 3.0, "waiting": 2.0, "finished": 294.0}
+    assert m == {
+        "running": 3.0,
+        "waiting": 2.0,
+        "finished": 294.0,
+        "prefix_queries": 5000.0,
+        "prefix_hits": 1250.0,
+    }
 
 
 def test_routers_bind_locally_with_the_requested_policy(tmp_path: Path) -> None:
@@ -64,6 +72,33 @@ def test_routers_bind_locally_with_the_requested_policy(tmp_path: Path) -> None:
     assert peers.parse_configs("block:block+calibration") == [PeerConfig(BLOCK, "block+calibration")]
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--instance"] == engines
     assert argv[argv.index("--profile") + 1] == "p.json"
+
+
+def test_block_routers_read_the_models_tokenizer_and_the_kv_events(tmp_path: Path) -> None:
+    engines = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    events = ["tcp://127.0.0.1:11,tcp://127.0.0.1:12", "tcp://127.0.0.1:21,tcp://127.0.0.1:22"]
+    exact = peers.block_router_server(
+        "block+kv-events", engines, Path("p.json"), tmp_path, tokenizer=Path("/m"), kv_events=events
+    )
+    argv = list(exact._argv_for_port(4245))
+    assert argv[argv.index("--policy") + 1] == "block" and argv[argv.index("--tokenizer") + 1] == "/m"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--kv-events"] == [
+        f"{u}={e}" for u, e in zip(engines, events, strict=True)
+    ]
+    plain = peers.block_router_server("block", engines, Path("p.json"), tmp_path, kv_events=events)
+    assert "--kv-events" not in list(plain._argv_for_port(4246))  # only the +kv-events config subscribes
+    with pytest.raises(ValueError, match="prefix-caching"):
+        peers.block_router_server("block+kv-events", engines, Path("p.json"), tmp_path)
+
+
+def test_a_session_workload_replays_turns_after_their_answers() -> None:
+    settings = peers.PeerSettings(num_requests=40, qps=0.5, dataset="sharegpt-chat", max_output_tokens=32)
+    load = peers.workload(settings)
+    assert load.sessions is not None and len(load.samples) == len(load.arrivals) == 40
+    assert any(s.turn > 0 for s in load.samples)  # some sessions go past their first turn
+    assert max(s.output_tokens for s in load.samples) <= 32
+    first_turns = peers.workload(peers.PeerSettings(num_requests=40))
+    assert first_turns.sessions is None and len(first_turns.arrivals) == 40
 
 
 def _results(label: str, split: list[int | None], overhead: float | None) -> dict:
@@ -94,8 +129,12 @@ def test_table_counts_short_outputs_as_failures() -> None:
     assert rows[0]["wrong_tokens"] == 1 and rows[0]["ttft_mean_ms"] == 250.0
     lines = peers.format_table(rows).splitlines()
     assert len(lines) == 4 and lines[0].startswith("| config |")
-    assert lines[2] == "| block:block | 3 | 2 | 250.0 | 500.0 | 1.500 | 3.000 | 2.00 | 200 | 2/2 | +1.20 |"
-    assert lines[3].endswith("| ?/4 | - |")
+    row = "| block:block | 3 | 2 | 250.0 | 500.0 | 1.500 | 3.000 | 2.00 | 200 | 2/2 | +1.20 | - |"
+    assert lines[2] == row
+    assert lines[3].endswith("| ?/4 | - | - |")
+    cached = _results("block:block", [2, 2], None)
+    cached["config"] |= {"prefix_cache_queries": 1000.0, "prefix_cache_hits": 400.0}
+    assert peers.format_table([peers.table_row(cached)]).splitlines()[2].endswith("| 40.0% |")
 
 
 def _run(label: str, ttft_p99: float | None, e2e_p99: float | None) -> dict:
@@ -155,3 +194,5 @@ def test_the_repeat_flag_reaches_the_settings() -> None:
     assert result.exit_code == 0 and "--repeat" in result.output
     bad = CliRunner().invoke(realengine, ["peers", "--repeat", "0"])
     assert bad.exit_code == 2
+    exact_without_cache = CliRunner().invoke(realengine, ["peers", "--configs", "block:block+kv-events"])
+    assert exact_without_cache.exit_code == 2 and "needs --prefix-caching" in exact_without_cache.output
