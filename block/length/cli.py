@@ -65,7 +65,9 @@ def train(
     max_minutes: float | None = typer.Option(
         None, "--max-minutes", min=0.1, help="finetune: stop fine-tuning after M minutes."
     ),
-    loss: str = typer.Option("regression", "--loss", help="finetune: regression (log length) or ranking."),
+    loss: str = typer.Option(
+        "ranking", "--loss", help="finetune: ranking (pairwise) or regression (log length)."
+    ),
     layers: int = typer.Option(3, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
     max_tokens: int = typer.Option(48, "--max-tokens", min=8, help="finetune: token window read."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split and of the fit."),

@@ -37,7 +37,7 @@ from block.length.trees import TreeEnsembles
 from block.workload import Sample
 
 LOSSES = ("regression", "ranking")
-DEFAULT_LOSS = "regression"
+DEFAULT_LOSS = "ranking"  # held-out Spearman 0.472 vs 0.464 for regression, same 115 steps (README)
 LAYERS = 3  # of the encoder's first layers kept: the router's budget is a few ms per prompt on CPU
 MAX_TOKENS = 48  # token window read, [CLS] and [SEP] included
 TAIL_SHARE = 0.25  # of the window's word pieces taken from the prompt's end
