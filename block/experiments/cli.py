@@ -245,8 +245,15 @@ def register(app: typer.Typer) -> None:
         seeds: str = typer.Option("0", help="Comma-separated seeds; latencies and capacity are averaged."),
         workers: int = typer.Option(2, min=1, help="Simulated runs in parallel."),
         executor: str = typer.Option("local", help=EXECUTOR_HELP),
+        length_models: str = typer.Option(
+            None,
+            "--length-models",
+            help="Compare length models: NAME=FILE,... (FILE a length model .npz or 'default'), e.g. "
+            "tfidf=default,finetune=ft.npz; default: the shipped model alone.",
+        ),
     ) -> None:
-        """Block planning with known, median-estimated or quantile-estimated lengths: P99 and capacity."""
+        """Block planning with known, median-estimated or quantile-estimated lengths: P99 and capacity
+        (per length model with --length-models)."""
         from block.experiments.lengths import LengthsArgs, run
 
         if mode != "sim":
@@ -256,6 +263,11 @@ def register(app: typer.Typer) -> None:
         kw["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
         if (r := _rates(qps)) is not None:
             kw["rates"] = r
+        if length_models:
+            pairs = [x.strip().partition("=") for x in length_models.split(",") if x.strip()]
+            if any(not sep or not path for _, sep, path in pairs):
+                raise typer.BadParameter("expected NAME=FILE,...", param_hint="--length-models")
+            kw["models"] = {name.strip(): path.strip() for name, _, path in pairs}
         try:
             args = LengthsArgs(**kw)
         except ValueError as e:

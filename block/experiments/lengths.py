@@ -9,6 +9,10 @@ Poisson arrivals) near its capacity, once per way of planning lengths:
 - `estimated`: the shipped length model's median prediction on each prompt (block.length);
 - `quantile:Q`: the model's Q-quantile instead, i.e. planning pessimistically.
 
+With several length models (`models`, NAME -> model file or "default"; `--length-models
+tfidf=default,finetune=FILE`), each estimated setting runs once per model, named NAME-median, NAME-qQ:
+the models compare on capacity, the measure that decides which one Block ships.
+
 Replicas always generate the true length; only the router's plan changes. Prompts come from the length
 model's held-out split by default, so the estimates are as good as on unseen traffic (on its training
 prompts the model is markedly more accurate). The report gives P99 TTFT and E2E per rate, capacity at
@@ -58,19 +62,37 @@ class LengthsArgs:
     seeds: list[int] = field(default_factory=lambda: [0])
     noise: float = 0.03
     slo_ttft_p99: float = PAPER_SLO_S
+    models: dict[str, str] = field(default_factory=dict)  # NAME -> length model file; {}: the shipped one
 
     def __post_init__(self) -> None:
         labels = [variant_label(x) for x in self.lengths]  # also validates each setting
         if len(set(labels)) != len(labels) or not labels:
             raise ValueError("give each lengths setting once")
+        if any(not name or "-" in name for name in self.models):
+            raise ValueError("length model names must be non-empty, without '-'")
         if not self.rates or not self.seeds:
             raise ValueError("give at least one rate and one seed")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}")
 
 
-def workload(a: LengthsArgs, lengths: str, seed: int) -> WorkloadSpec:
-    return WorkloadSpec(a.dataset, a.num_requests, "poisson", 1.0, seed, lengths=lengths, split=a.split)
+def workload(a: LengthsArgs, lengths: str, seed: int, model: str = "default") -> WorkloadSpec:
+    return WorkloadSpec(
+        a.dataset, a.num_requests, "poisson", 1.0, seed, lengths=lengths, split=a.split, length_model=model
+    )
+
+
+def variants(a: LengthsArgs) -> list[tuple[str, str, str]]:
+    """(name in tables, lengths setting, length model file) of every variant: `known` once, each
+    estimated setting once per length model."""
+    out = []
+    for lengths in a.lengths:
+        label = variant_label(lengths)
+        if label == "known" or not a.models:
+            out.append((label, lengths, "default"))
+        else:
+            out += [(f"{name}-{label}", lengths, model) for name, model in a.models.items()]
+    return out
 
 
 def plan(a: LengthsArgs) -> list[RunSpec]:
@@ -78,17 +100,17 @@ def plan(a: LengthsArgs) -> list[RunSpec]:
         RunSpec(
             a.policy,
             qps,
-            label=f"{a.policy}-{variant_label(lengths)}",
+            label=f"{a.policy}-{name}",
             group=f"seed{seed}" if len(a.seeds) > 1 else "",
             instances=a.instances,
             profile=a.profile,
-            workload=workload(a, lengths, seed),
+            workload=workload(a, lengths, seed, model),
             noise=a.noise,
             seed=seed,
             slos={"ttft_p99": a.slo_ttft_p99},
         )
         for seed in a.seeds
-        for lengths in a.lengths
+        for name, lengths, model in variants(a)
         for qps in a.rates
     ]
 
@@ -96,12 +118,12 @@ def plan(a: LengthsArgs) -> list[RunSpec]:
 def plan_quality(a: LengthsArgs) -> dict[str, dict[str, float]]:
     """Per estimated variant, how its plan compares with the true lengths (first seed's workload)."""
     out = {}
-    for lengths in a.lengths:
-        reqs = requests_for(workload(a, lengths, a.seeds[0]), a.rates[0])
+    for name, lengths, model in variants(a):
+        reqs = requests_for(workload(a, lengths, a.seeds[0], model), a.rates[0])
         if reqs.planned_tokens is None:
             continue
         plan_, true = reqs.planned_tokens.astype(np.float64), reqs.output_tokens.astype(np.float64)
-        out[variant_label(lengths)] = {
+        out[name] = {
             "mae": float(np.abs(plan_ - true).mean()),
             "mean_planned": float(plan_.mean()),
             "mean_true": float(true.mean()),
@@ -117,7 +139,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _variant(o: RunOutput) -> str:
-    return variant_label(o.spec.workload.lengths)
+    return o.spec.label.removeprefix(f"{o.spec.policy}-")
 
 
 def summarise(a: LengthsArgs, outputs: Sequence[RunOutput]) -> dict[str, Any]:

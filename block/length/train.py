@@ -158,21 +158,31 @@ class _Fitter:
         return scorers, TreeEnsembles.from_sklearn(self._trees(x, d.log_y))
 
     def _trees(self, x: np.ndarray, log_y: np.ndarray) -> list:
-        from sklearn.ensemble import HistGradientBoostingRegressor
-        from threadpoolctl import threadpool_limits
+        return fit_quantile_trees(x, log_y, self.quantiles, self.seed, self.tree_iters, self.tick)
 
-        fitted = []
-        # One OpenMP thread: these fits are small, and on a busy 2-core machine spinning OpenMP workers
-        # made each fit 10x slower than single-threaded.
-        with threadpool_limits(limits=1, user_api="openmp"):
-            for q in self.quantiles:
-                params = {**TREE_PARAMS, "max_iter": self.tree_iters}
-                reg = HistGradientBoostingRegressor(
-                    loss="quantile", quantile=q, random_state=self.seed, **params
-                )
-                fitted.append(reg.fit(x, log_y))
-                self.tick("quantile trees")
-        return fitted
+
+def fit_quantile_trees(
+    x: np.ndarray,
+    log_y: np.ndarray,
+    quantiles: Sequence[float],
+    seed: int,
+    tree_iters: int | None = None,
+    tick: Progress = lambda _d: None,
+) -> list:
+    """One sklearn quantile model of log1p(length) per level (TreeEnsembles.from_sklearn takes them)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    fitted = []
+    # One OpenMP thread: these fits are small, and on a busy 2-core machine spinning OpenMP workers
+    # made each fit 10x slower than single-threaded.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for q in quantiles:
+            params = {**TREE_PARAMS, "max_iter": tree_iters or TREE_PARAMS["max_iter"]}
+            reg = HistGradientBoostingRegressor(loss="quantile", quantile=q, random_state=seed, **params)
+            fitted.append(reg.fit(x, log_y))
+            tick("quantile trees")
+    return fitted
 
 
 def _features(scorers: dict, d: _Data) -> np.ndarray:

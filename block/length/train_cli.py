@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from block.length.dataset import load_labelled
 from block.length.estimator import LengthEstimator
 from block.length.split import HELD_OUT_FRACTION, split
 from block.length.train import fit_estimator, training_steps
+
+if TYPE_CHECKING:
+    from block.length.finetune import FinetuneArgs
 
 
 def train_with_progress(
@@ -15,6 +20,7 @@ def train_with_progress(
     tokenizer: str = "llama3",
     max_model_len: int = 4096,
     title: str = "training length model",
+    finetune: FinetuneArgs | None = None,
 ) -> LengthEstimator:
     """Load `dataset`, keep its held-out split aside, fit on the rest, showing progress on stderr."""
     from rich.console import Console
@@ -42,6 +48,8 @@ def train_with_progress(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    if model == "finetune":
+        return _finetune_with_progress(train, finetune, seed, tokenizer, meta, title, columns)
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"{title}: intent features", total=training_steps(model))
         embed_task = None
@@ -59,3 +67,20 @@ def train_with_progress(
         return fit_estimator(
             train, model, seed, tokenizer=tokenizer, progress=tick, meta=meta, embed_progress=embedded
         )
+
+
+def _finetune_with_progress(train, args, seed, tokenizer, meta, title, columns) -> LengthEstimator:
+    """Fine-tuning has no known step count (early stopping, time bound): a spinner and the last event."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from block.length.finetune import FinetuneArgs, fit_finetuned
+
+    with Progress(*columns[:2], columns[-1], console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"{title}: fine-tuning the encoder", total=None)
+
+        def tick(desc: str) -> None:
+            bar.update(task, description=f"{title}: {desc}")
+
+        args = args or FinetuneArgs()
+        return fit_finetuned(train, args, seed, tokenizer=tokenizer, progress=tick, meta=meta)

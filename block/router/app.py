@@ -23,6 +23,7 @@ from block.router.config import RouterConfig
 from block.router.decide import Decider
 from block.router.decision_log import DecisionLog
 from block.router.instance_pool import InstancePool
+from block.router.length_batcher import LengthBatcher
 from block.router.metrics import RouterMetrics
 from block.router.proxy import Proxy
 from block.router.request_shape import LengthEstimate, load_length_estimate, load_prompt_layout
@@ -32,7 +33,9 @@ log = logging.getLogger("block.router")
 PROXY_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
-def load_length_estimator(spec: str | None, quantile: float | None = None) -> LengthEstimate | None:
+def load_length_estimator(
+    spec: str | None, quantile: float | None = None
+) -> LengthEstimate | LengthBatcher | None:
     return load_length_estimate(spec, quantile)
 
 

@@ -46,8 +46,15 @@ from block.router.errors import error_sse, send_bytes, send_error
 from block.router.exchange import CLIENT_GONE, SHUTDOWN, Exchange, Watchdog
 from block.router.instance import Instance
 from block.router.instance_pool import InstancePool
+from block.router.length_batcher import LengthBatcher
 from block.router.metrics import RouterMetrics
-from block.router.request_shape import CHAT_PATH, LengthEstimate, RequestShape, parse_shape
+from block.router.request_shape import (
+    CHAT_PATH,
+    LengthEstimate,
+    RequestShape,
+    estimate_batched,
+    parse_shape,
+)
 
 log = logging.getLogger("block.router.proxy")
 
@@ -92,7 +99,7 @@ class Proxy:
         decider: Decider,
         metrics: RouterMetrics,
         count_tokens: Callable[[str], int],
-        estimate_length: LengthEstimate | None,
+        estimate_length: LengthEstimate | LengthBatcher | None,
         default_output_tokens: int,
         max_body_bytes: int,
         max_retries: int,
@@ -110,7 +117,9 @@ class Proxy:
         self.metrics = metrics
         self.count_tokens = count_tokens
         self.prompt_ids = prompt_ids
-        self.estimate_length = estimate_length
+        # A transformer length model is awaited, batched across requests; a cheap one runs inline.
+        self.length_batcher = estimate_length if isinstance(estimate_length, LengthBatcher) else None
+        self.estimate_length = None if self.length_batcher is not None else estimate_length
         self.default_output_tokens = default_output_tokens
         self.max_body_bytes = max_body_bytes
         self.max_retries = max_retries
@@ -162,6 +171,8 @@ class Proxy:
         path = scope["path"]
         try:
             body, shape = self._parse(path, raw)
+            if self.length_batcher is not None:
+                await estimate_batched(shape, self.length_batcher)
             target = self._target(slo_ttft, slo_e2e, priority, authorization, arrived)
         except RequestError as e:
             await send_bytes(send, e.status, e.body())
@@ -200,6 +211,7 @@ class Proxy:
                 self.default_output_tokens,
                 self.pool.served_models(),
                 self.prompt_ids,
+                read_text=self.length_batcher is not None,
             )
         except orjson.JSONDecodeError as e:
             raise RequestError(f"invalid JSON body: {e}") from None

@@ -16,14 +16,18 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, Llama3Prompts, PromptIds
 from block.openai_api.request import model_not_found, parse_request
 
+if TYPE_CHECKING:
+    from block.router.length_batcher import LengthBatcher
+
 log = logging.getLogger("block.router.request_shape")
 
 CHAT_PATH = "/v1/chat/completions"
+ENCODER_SCORERS = {"finetune", "minilm"}  # length models that run a transformer: milliseconds per prompt
 
 # (prompt text, its token count or None) -> planned output tokens; see load_length_estimate.
 LengthEstimate = Callable[[str, int | None], int]
@@ -37,6 +41,8 @@ class RequestShape:
     stream: bool
     prompt_text: str | None  # what the estimator read; None for token-id prompts or without estimator
     prompt_token_ids: list[int] | None = None  # when parsed with `prompt_ids` (see parse_request)
+    text_tokens: int | None = None  # of prompt_text alone
+    length_fixed: bool = False  # max_tokens with ignore_eos: the client fixed the length
 
 
 def parse_shape(
@@ -47,16 +53,19 @@ def parse_shape(
     default_output_tokens: int,
     served_models: Collection[str] | None = None,
     prompt_ids: PromptIds | None = None,
+    read_text: bool = False,
 ) -> RequestShape:
     """`served_models`: the model names the instances serve (None: not known, any is passed on).
-    `prompt_ids`: lay the prompt out as token ids (counted from them), for its prefix identity."""
+    `prompt_ids`: lay the prompt out as token ids (counted from them), for its prefix identity.
+    `read_text`: keep the estimator's text even without `estimate`, for a batched estimate afterwards
+    (`estimate_batched`)."""
     req = parse_request("chat" if path == CHAT_PATH else "completion", body, count, prompt_ids)
     if served_models is not None and req.model and req.model not in served_models:
         raise model_not_found(req.model)
     text: str | None = None
     text_tokens: int | None = None
     if req.messages is not None:
-        if estimate is not None:  # only the estimator reads the text
+        if estimate is not None or read_text:  # only the estimator reads the text
             text = estimator_text(req.messages)
             text_tokens = count(text)
     elif req.prompt_text is not None:
@@ -65,7 +74,30 @@ def parse_shape(
     expected = expected_output_tokens(
         req.max_tokens, req.ignore_eos, text, estimate, default_output_tokens, text_tokens
     )
-    return RequestShape(req.prompt_tokens, expected, req.max_tokens, req.stream, text, req.prompt_token_ids)
+    fixed = req.max_tokens is not None and req.ignore_eos
+    return RequestShape(
+        req.prompt_tokens,
+        expected,
+        req.max_tokens,
+        req.stream,
+        text,
+        req.prompt_token_ids,
+        text_tokens,
+        fixed,
+    )
+
+
+async def estimate_batched(shape: RequestShape, batcher: LengthBatcher) -> None:
+    """Plan `shape` with the batched length model, like `expected_output_tokens` plans with an inline one:
+    unless the client fixed the length, capped by max_tokens, the default kept when the model fails."""
+    if shape.prompt_text is None or shape.length_fixed:
+        return
+    try:
+        guess = max(1, int(await batcher(shape.prompt_text, shape.text_tokens)))
+    except Exception:  # a broken estimate must never fail the request: plan with the default
+        log.exception("length estimator failed; planning %d output tokens", shape.expected_output_tokens)
+        return
+    shape.expected_output_tokens = min(guess, shape.max_tokens) if shape.max_tokens is not None else guess
 
 
 def estimator_text(messages: list[tuple[str, str]]) -> str:
@@ -96,9 +128,14 @@ def expected_output_tokens(
     return min(guess, max_tokens) if max_tokens is not None else guess
 
 
-def load_length_estimate(spec: str | None, quantile: float | None = None) -> LengthEstimate | None:
+def load_length_estimate(
+    spec: str | None, quantile: float | None = None
+) -> LengthEstimate | LengthBatcher | None:
     """The router's length estimate from `--length-model` (a file, or "default" for the shipped model)
     and `--length-quantile` (plan with that quantile of the predicted length; None: the median).
+
+    A model that runs a transformer encoder (finetune, minilm) comes as a LengthBatcher: the router awaits
+    it, and concurrent requests are predicted together in a worker thread (block.router.length_batcher).
 
     Called inline on the event loop: one prediction is about half a millisecond of CPU (the estimator
     reads a bounded window of the prompt), mostly Python holding the GIL, so a worker thread would not
@@ -112,9 +149,17 @@ def load_length_estimate(spec: str | None, quantile: float | None = None) -> Len
     from block.length import LengthEstimator, load_default_estimator
 
     estimator = load_default_estimator() if spec == "default" else LengthEstimator.load(spec)
+    levels = (0.5 if quantile is None else float(quantile),)
+    if set(estimator.scorers) & ENCODER_SCORERS:
+        from block.router.length_batcher import LengthBatcher
+
+        if quantile is None or quantile == 0.5:
+            return LengthBatcher(estimator.predict_many)
+        return LengthBatcher(
+            lambda texts, tokens: estimator.predict_quantiles_many(texts, levels, tokens)[:, 0]
+        )
     if quantile is None or quantile == 0.5:
         return estimator.predict  # the median: only its trees are evaluated
-    levels = (float(quantile),)
 
     def at_quantile(text: str, text_tokens: int | None) -> int:
         tokens = None if text_tokens is None else [text_tokens]

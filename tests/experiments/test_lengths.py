@@ -37,3 +37,21 @@ def test_lengths_args_are_checked() -> None:
         "median",
         "q0.7",
     ]
+
+
+def test_length_models_compare_side_by_side(tmp_path: Path) -> None:
+    from block.length import load_default_estimator
+
+    other = load_default_estimator().save(tmp_path / "copy.npz")  # a second model file (same model)
+    args = lengths.LengthsArgs(
+        lengths=["known", "estimated"],
+        rates=[3.0],
+        num_requests=40,
+        instances=2,
+        models={"tfidf": "default", "copy": str(other)},
+    )
+    doc = lengths.run(args, SimRunner(workers=1), tmp_path / "out")
+    assert set(doc["variants"]) == {"known", "tfidf-median", "copy-median"}
+    quality = doc["plan_quality"]
+    assert quality["tfidf-median"] == quality["copy-median"]  # the same model plans the same
+    assert "| copy-median |" in (tmp_path / "out" / "report.md").read_text()

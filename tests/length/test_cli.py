@@ -58,6 +58,7 @@ def test_bench_prints_costs(small_jsonl):
     assert r.exit_code == 0, r.output
     obj = json.loads(r.output)
     assert obj["n"] == 30 and 0 < obj["p50_ms"] <= obj["p99_ms"]
+    assert obj["batch_size"] == 16 and 0 < obj["batch16_p50_ms"] <= obj["batch16_p99_ms"]  # one batch of 16
 
 
 def test_label_command(small_jsonl, tmp_path):
