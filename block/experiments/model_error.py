@@ -166,7 +166,7 @@ def measure(
         for (cell, _), r in zip(todo, run_many(runs, runs_dir, a.workers, resume=True), strict=True):
             gave_up = "gave_up_at_s" in r.stats
             p99 = r.run.give_up_ttft_s if gave_up else r.summary["ttft_s"]["p99"]
-            out[cell] = Probe(r.run.qps, p99, gave_up, r.stats.get("wall_s", 0.0))
+            out[cell] = Probe(r.run.qps, p99, gave_up, r.stats["wall_s"], r.stats["cpu_s"])
         return [out[cell] for cell, _ in wanted]
 
     return probes
@@ -302,7 +302,9 @@ def run(a: ModelErrorArgs, out: Path, console: Console | None = None) -> dict[st
             table.add_row(*r)
         console.print(table)
     runs = sum(len(r.probes) for r in results.values())
+    cpu = sum(p["cpu_s"] for r in results.values() for p in r.probes)
     console.print(
-        f"{runs} simulated runs in {wall:.0f} s; {out}/summary.json, report.md, details.json (every probe)."
+        f"{runs} simulated runs in {wall:.0f} s ({cpu:.0f} CPU s in the runs); {out}/summary.json, "
+        "report.md, details.json (every probe), runs/ (every run's per-request records)."
     )
     return summary

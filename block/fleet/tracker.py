@@ -258,6 +258,11 @@ class InstanceTracker:
             return self.prefix_index.match(request.prefix_hashes)
         return 0
 
+    @property
+    def decode_scale(self) -> float:
+        """The calibrated decode factor forecasts use (1: not calibrated); policies may read it."""
+        return 1.0 if self.calibration is None else self.calibration.scales()[0]
+
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at
 

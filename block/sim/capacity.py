@@ -64,7 +64,8 @@ class Probe:
     qps: float
     ttft_p99_s: float | None  # None: nothing completed (a failure)
     gave_up: bool = False  # stopped early: the P99 is over `ttft_p99_s`, the give-up bound
-    wall_s: float = 0.0  # what the probe cost to measure
+    wall_s: float = 0.0  # what the probe took to measure
+    cpu_s: float = 0.0  # and its CPU time (on a shared machine, the cost that does not depend on load)
 
 
 @dataclass
