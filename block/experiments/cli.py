@@ -266,8 +266,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Capacity (P99 TTFT <= 3 s, 12 x A30, ShareGPT) of each policy when the engines run at a true
         speed the router's profile does not know: static, drifting or fleet-wide correlated error.
-        About 1,000 CPU seconds with the defaults (255 runs in 2 processes; 57 minutes of wall on a 2-core
-        machine shared at load 7-16); resumes an interrupted run from --out."""
+        One capacity search per cell (block/sim/capacity.py), runs clearly over the SLO stopped early;
+        the runs of block's forecasting policies are most of the cost. Every run's records are kept
+        under --out/runs, from which an interrupted experiment resumes."""
         from block.experiments.model_error import ModelErrorArgs, run
 
         if mode != "sim":
