@@ -120,6 +120,7 @@ class InstanceTracker:
                 profile,
                 self.config.max_num_batched_tokens,
                 lambda r: self.cached_prefix_blocks(r) * self.block_size,
+                max_num_seqs=self.config.max_num_seqs,
             )
         self._scales = (1.0, 1.0)  # the calibration factors the forecaster was built with
         # running, waiting, waiting tokens to prefill (snapshot part), free blocks
