@@ -28,7 +28,7 @@ LIVE_MAIN: dict = {
     "extend_to": 1.25,
 }
 LIVE_MAX_MODEL_LEN = 1024
-ME_POLICIES = ["block", "block+calibration", "block-po2", "llumnix", "po2", "least-requests", "round-robin"]
+ME_POLICIES = ["block", "block+calibration", "llumnix", "po2", "least-requests", "round-robin"]
 PREFIX_WORKLOADS = ["sharegpt-chat", "shared-prefix:32:1024", "sharegpt"]
 PREFIX_POLICIES = ["block", "cache-aware", "prefix-load", "kv-overlap", "llumnix", "round-robin"]
 
