@@ -30,7 +30,7 @@ LIVE_MAIN: dict = {
     "extend_to": 1.25,
 }
 LIVE_MAX_MODEL_LEN = 1024
-ME_POLICIES = ["block", "block+calibration", "block-po2", "llumnix", "po2", "least-requests", "round-robin"]
+ME_POLICIES = ["block", "block+calibration", "llumnix", "po2", "least-requests", "round-robin"]
 PREFIX_WORKLOADS = ["sharegpt-chat", "shared-prefix:32:1024", "sharegpt"]
 PREFIX_POLICIES = ["block", "cache-aware", "prefix-load", "kv-overlap", "llumnix", "round-robin"]
 
@@ -288,8 +288,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Capacity (P99 TTFT <= 3 s, 12 x A30, ShareGPT) of each policy when the engines run at a true
         speed the router's profile does not know: static, drifting or fleet-wide correlated error.
-        About 1,000 CPU seconds with the defaults (255 runs in 2 processes; 57 minutes of wall on a 2-core
-        machine shared at load 7-16); resumes an interrupted run from --out."""
+        One capacity search per cell (block/sim/capacity.py), runs clearly over the SLO stopped early;
+        the runs of block's forecasting policies are most of the cost. With the defaults: 211 runs, 790
+        CPU seconds, 11 minutes of wall on a 2-core machine shared at load 0.3-7. Every run's records
+        are kept under --out/runs, from which an interrupted experiment resumes."""
         from block.experiments.model_error import ModelErrorArgs, run
 
         if mode != "sim":

@@ -9,7 +9,7 @@ step, at most 48 sequences), ShareGPT with dataset output lengths, Poisson arriv
 
 Block forecasts each instance with its own profile and settings; llumnix and infaas see free KV blocks per
 running request, least-requests the requests in flight, round robin nothing. Capacity (the highest rate
-with P99 TTFT <= 3 s) is searched per fleet and policy (block/experiments/capacity_search.py). Then every
+with P99 TTFT <= 3 s) is searched per fleet and policy (block/sim/capacity.py). Then every
 policy is run once more at one common rate per fleet, the best heuristic's capacity, and the requests each
 instance kind served and their P99 TTFT there explain the capacities.
 
@@ -30,10 +30,9 @@ import numpy as np
 from rich.console import Console
 
 from block.experiments.analysis import capacities, fmt, md_table
-from block.experiments.capacity_search import search_all
 from block.experiments.plan import Runner, RunOutput, RunSpec
 from block.fleet.engine_spec import EngineSpec
-from block.sim.capacity import PAPER_SLO_S
+from block.sim.capacity import PAPER_SLO_S, CapacitySearch, Probe, search_capacities
 from block.sim.workload import WorkloadSpec
 
 POLICIES = ["block", "llumnix", "infaas", "least-requests", "round-robin"]
@@ -161,22 +160,36 @@ def run_sim(a: HeteroArgs, runner: Runner, out: Path, console: Console | None = 
         for policy in a.policies
     }
 
+    searches = {
+        key: CapacitySearch(guess, a.slo_s, a.step, a.tolerance, a.max_probes)
+        for key, (_, guess) in cells.items()
+    }
+    outputs: dict[tuple[str, str], list[RunOutput]] = {key: [] for key in cells}
+
+    def measure(todo: list[tuple[tuple[str, str], float]]) -> list[Probe]:
+        done = runner.run([cells[key][0](q) for key, q in todo], runs)
+        for (key, _), o in zip(todo, done, strict=True):
+            outputs[key].append(o)
+        return [Probe(o.spec.qps, o.summary["ttft_s"]["p99"]) for o in done]
+
     def progress(rounds: int, probes: int) -> None:
         console.print(f"capacity search round {rounds}: {probes} runs")
 
-    searches = search_all(
-        runner,
-        cells,
-        runs,
-        on_round=progress,
-        step=a.step,
-        tolerance=a.tolerance,
-        max_probes=a.max_probes,
-        slo_s=a.slo_s,
-    )
+    caps = search_capacities(searches, measure, progress)
     fleets: dict[str, dict[str, Any]] = {f: {} for f in a.fleets}
-    for (fleet, policy), s in searches.items():
-        fleets[fleet][policy] = s.result()
+    for (fleet, policy), cap in caps.items():
+        fleets[fleet][policy] = {
+            "capacity_qps": cap.qps,
+            "bound": cap.bound,
+            "probes": [
+                {
+                    "qps": o.spec.qps,
+                    "ttft_p99_s": o.summary["ttft_s"]["p99"],
+                    "e2e_p99_s": o.summary["e2e_s"]["p99"],
+                }
+                for o in sorted(outputs[(fleet, policy)], key=lambda o: o.spec.qps)
+            ],
+        }
     # One common rate per fleet: the best heuristic's capacity (block's where it is alone).
     load: dict[str, dict[str, Any]] = {}
     specs = []

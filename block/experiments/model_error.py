@@ -6,17 +6,15 @@ simulated with every model error kind (block/profiles/model_error.py) at each er
 measured once per policy and is the reference every kind is compared with. `block+calibration` is block
 with online calibration (block/fleet/calibration.py): its trackers correct the profile per instance and
 phase from the token times the replicas stream back. Capacity is the highest rate
-whose P99 TTFT stays within 3 s, found per (kind, error, policy) cell by a search on rate:
-
-1. probe the policy's reference capacity (or, for the reference itself, a guess), then walk up or down
-   in growing steps (6%, 12%, ...) until one rate meets the SLO and the next does not;
-2. bisect that bracket until it is narrower than `tolerance` (3%) of the rate;
-3. the capacity is then interpolated in log(P99 TTFT) between the highest passing and the lowest failing
-   rate, as `block experiment main` does (block/sim/capacity.py).
+whose P99 TTFT stays within 3 s, found per (kind, error, policy) cell by the capacity search of
+block/sim/capacity.py: from the same policy's capacity at the error level below (same kind; the error-0
+reference for the first level), walk in growing steps (6%, 12%, ...) to a bracket, bisect it to
+`tolerance` (3%) of the rate, interpolate in log(P99 TTFT). Runs clearly over the SLO stop early.
 
 Every run of a cell uses the same requests and seeds (common random numbers): policies and error levels
-differ only in what they are. Cells run on an executor (`workers` local processes, or Ray tasks:
-block/sim/executor.py); each finished cell is saved, so an interrupted experiment resumes where it stopped.
+differ only in what they are. The probes of every cell of a level run together on an executor (`workers`
+local processes, or Ray tasks: block/sim/executor.py), each run's results file written under `runs/`
+(per-request records), so an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,19 +30,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from block.bench.results import build_results
 from block.profiles.model_error import KINDS, ModelError
-from block.sim.capacity import PAPER_SLO_S, capacity
+from block.sim.batch import SimRun, run_many
+from block.sim.capacity import PAPER_SLO_S, CapacitySearch, Probe, search_capacities
 from block.sim.config import SimConfig
-from block.sim.executor import LOCAL, ExecutorSpec, parallelism
-from block.sim.simulator import simulate
+from block.sim.executor import LOCAL, ExecutorSpec
 from block.sim.workload import WorkloadSpec, requests_for
 
 CALIBRATED = "+calibration"  # `POLICY+calibration`: that policy, its trackers calibrated online
+# block-po2 (`--policies` adds it) is left out of the defaults: it costs a third of a block run and is
+# neither the reference nor a heuristic, so the conclusion does not depend on it, and the defaults fit in
+# 15 minutes on two cores
 DEFAULT_POLICIES = [
     "block",
     "block+calibration",
-    "block-po2",
     "llumnix",
     "po2",
     "least-requests",
@@ -115,13 +113,6 @@ class ModelErrorArgs:
             model_error=cell.model_error,
         )
 
-    def key(self) -> dict[str, Any]:
-        """What a saved cell must have been measured with to be reused (everything but the grid)."""
-        d = asdict(self)
-        for grid in ("policies", "errors", "kinds", "workers"):
-            d.pop(grid)
-        return d
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -143,134 +134,87 @@ class CellResult:
     cell: Cell
     capacity_qps: float
     bound: str  # "", ">=" or "<" as block.sim.capacity.Capacity
-    probes: list[dict[str, Any]]  # rate, P99 TTFT, passed, wall seconds
-    wall_s: float
+    probes: list[dict[str, Any]]  # rate, P99 TTFT, gave up early, wall seconds (block.sim.capacity.Probe)
+    wall_s: float  # of the cell's error level, every cell of it searched together
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cell": asdict(self.cell)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CellResult:
-        return cls(Cell(**d["cell"]), d["capacity_qps"], d["bound"], d["probes"], d["wall_s"])
-
-
-# -- one cell ----------------------------------------------------------------------------------------
-
-
-def p99_ttft(a: ModelErrorArgs, cell: Cell, qps: float) -> float | None:
-    outcome = simulate(a.sim_config(cell), requests_for(a.workload(), qps))
-    summary = build_results({}, outcome.records, outcome.duration_s, {})["summary"]
-    return summary["ttft_s"]["p99"]
-
-
-def search(a: ModelErrorArgs, cell: Cell, guess: float) -> CellResult:
-    """The cell's capacity by walking to a bracket from `guess`, bisecting it, interpolating (module doc)."""
-    t0 = time.perf_counter()
-    probes: list[dict[str, Any]] = []
-
-    def passes(qps: float) -> bool:
-        t = time.perf_counter()
-        y = p99_ttft(a, cell, qps)
-        ok = y is not None and y <= a.slo_s
-        probes.append({"qps": qps, "ttft_p99_s": y, "passed": ok, "wall_s": time.perf_counter() - t})
-        return ok
-
-    qps = round(guess, 3)
-    good = bad = None
-    moves = 0  # the walk speeds up (step, 2 x step, ...) when the guess was far off
-    if passes(qps):
-        good = qps
-        while bad is None and len(probes) < a.max_probes:
-            moves += 1
-            qps = round(qps * (1 + a.step * moves), 3)
-            if passes(qps):
-                good = qps
-            else:
-                bad = qps
-    else:
-        bad = qps
-        while good is None and len(probes) < a.max_probes:
-            moves += 1
-            qps = round(qps / (1 + a.step * moves), 3)
-            if passes(qps):
-                good = qps
-            else:
-                bad = qps
-    while good is not None and bad is not None and len(probes) < a.max_probes:
-        if bad - good <= a.tolerance * good:
-            break
-        mid = round((good + bad) / 2, 3)
-        if passes(mid):
-            good = mid
-        else:
-            bad = mid
-    cap = capacity(((p["qps"], p["ttft_p99_s"]) for p in probes), a.slo_s)
-    assert cap.qps is not None
-    return CellResult(cell, cap.qps, cap.bound, probes, time.perf_counter() - t0)
 
 
 # -- the grid ----------------------------------------------------------------------------------------
 
 
+def measure(
+    a: ModelErrorArgs,
+    searches: dict[Cell, CapacitySearch],
+    runs_dir: Path,
+    executor: ExecutorSpec = ExecutorSpec(),
+) -> Callable[[list[tuple[Cell, float]]], list[Probe]]:
+    """The `measure` of search_capacities: a round's probes as simulated runs on `executor` (`a.workers`
+    local processes, or Ray tasks: block/sim/executor.py); a run whose results file already holds the same
+    settings is read back."""
+
+    def probes(wanted: list[tuple[Cell, float]]) -> list[Probe]:
+        # block's forecasting policies cost ten to twenty times a heuristic's run: submitted first, the
+        # cheap runs fill the workers' gaps at the end of the round
+        todo = sorted(wanted, key=lambda t: not t[0].policy.startswith("block"))
+        runs = [
+            SimRun(
+                a.sim_config(cell),
+                a.workload(),
+                qps,
+                label=cell.policy,
+                group=f"{cell.kind}-{cell.error:g}",
+                give_up_ttft_s=searches[cell].give_up_ttft_s,
+            )
+            for cell, qps in todo
+        ]
+        out = {}
+        for (cell, _), r in zip(
+            todo, run_many(runs, runs_dir, a.workers, resume=True, executor=executor), strict=True
+        ):
+            gave_up = "gave_up_at_s" in r.stats
+            p99 = r.run.give_up_ttft_s if gave_up else r.summary["ttft_s"]["p99"]
+            out[cell] = Probe(r.run.qps, p99, gave_up, r.stats["wall_s"], r.stats["cpu_s"])
+        return [out[cell] for cell, _ in wanted]
+
+    return probes
+
+
 def run_cells(
     a: ModelErrorArgs,
-    cells_dir: Path,
+    runs_dir: Path,
     on_done: Callable[[CellResult], None],
     executor: ExecutorSpec = ExecutorSpec(),
 ) -> dict[Cell, CellResult]:
-    """Every cell, the references first (their capacities are the other cells' first guesses), on
-    `executor` (`a.workers` local processes); saved cells measured with the same settings are read back
-    instead."""
-    cells_dir.mkdir(parents=True, exist_ok=True)
-    key = a.key()
-    results: dict[Cell, CellResult] = {}
-
-    def finish(res: CellResult, save: bool) -> None:
-        results[res.cell] = res
-        if save:
-            doc = {"key": key, **res.to_dict()}
-            (cells_dir / f"{res.cell.name}.json").write_text(json.dumps(doc, indent=2) + "\n")
-        on_done(res)
-
-    todo = []
-    for cell in a.cells():
-        old = _saved(cells_dir / f"{cell.name}.json", key)
-        if old is not None:
-            finish(old, save=False)
-        else:
-            todo.append(cell)
+    """Every cell, one error level at a time (the references first): a cell's first guess is the same
+    policy's capacity at the level below (same kind), so most searches bracket in a probe or two. Within a
+    level every cell's next probe runs in one batch, keeping the workers busy."""
     requests_for(a.workload(), 1.0)  # load the samples once: forked workers inherit the cache
-
-    def guess(cell: Cell) -> float | None:
-        if cell.error == 0:  # the guesses are for 12 instances
-            return FIRST_GUESS.get(cell.policy, OTHER_GUESS) * a.instances / 12
-        ref = results.get(Cell("none", 0.0, cell.policy))
-        return None if ref is None else ref.capacity_qps
-
-    with executor.open(a.workers) as pool:
-        running: dict[Future[CellResult], Cell] = {}
-        while todo or running:
-            ready = [c for c in todo if guess(c) is not None]
-            for cell in ready[: max(0, parallelism(pool) + 1 - len(running))]:  # one queued: no idle worker
-                todo.remove(cell)
-                running[pool.submit(search, a, cell, guess(cell))] = cell
-            if not running:  # a reference is missing from the saved cells and the grid (cannot happen)
-                raise RuntimeError(f"no reference for {todo[0].name}")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                running.pop(fut)
-                finish(fut.result(), save=True)
+    results: dict[Cell, CellResult] = {}
+    below: dict[tuple[str, str], float] = {}  # (kind, policy) -> capacity at the level below
+    for error in [0.0, *a.errors]:
+        cells = [c for c in a.cells() if c.error == error]
+        searches = {}
+        for c in cells:
+            if error == 0:  # the guesses are for 12 instances
+                guess = FIRST_GUESS.get(c.policy, OTHER_GUESS) * a.instances / 12
+            else:
+                guess = below[(c.kind, c.policy)]
+            searches[c] = CapacitySearch(guess, a.slo_s, a.step, a.tolerance, a.max_probes)
+        t0 = time.perf_counter()
+        caps = search_capacities(searches, measure(a, searches, runs_dir, executor))
+        wall = time.perf_counter() - t0
+        for c in cells:
+            cap = caps[c]
+            assert cap.qps is not None
+            probes = [asdict(p) for p in searches[c].probes]
+            results[c] = CellResult(c, cap.qps, cap.bound, probes, wall)
+            kinds = a.kinds if error == 0 else [c.kind]
+            for kind in kinds:
+                below[(kind, c.policy)] = cap.qps
+            on_done(results[c])
     return results
-
-
-def _saved(path: Path, key: dict[str, Any]) -> CellResult | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if doc.get("key") != json.loads(json.dumps(key)):
-        return None
-    return CellResult.from_dict(doc)
 
 
 # -- reporting ---------------------------------------------------------------------------------------
@@ -354,7 +298,7 @@ def run(
             desc = f"{res.cell.name}: {res.bound}{res.capacity_qps:.1f} req/s ({len(res.probes)} runs)"
             progress.update(task, advance=1, description=desc)
 
-        results = run_cells(a, out / "cells", done, executor)
+        results = run_cells(a, out / "runs", done, executor)
     wall = time.perf_counter() - t0
     summary = {"rows": summary_rows(a, results)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -373,7 +317,9 @@ def run(
             table.add_row(*r)
         console.print(table)
     runs = sum(len(r.probes) for r in results.values())
+    cpu = sum(p["cpu_s"] for r in results.values() for p in r.probes)
     console.print(
-        f"{runs} simulated runs in {wall:.0f} s; {out}/summary.json, report.md, details.json (every probe)."
+        f"{runs} simulated runs in {wall:.0f} s ({cpu:.0f} CPU s in the runs); {out}/summary.json, "
+        "report.md, details.json (every probe), runs/ (every run's per-request records)."
     )
     return summary

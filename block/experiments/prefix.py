@@ -17,7 +17,7 @@ prefix-load, kv-overlap) and the cache-blind llumnix and round-robin. Prefix cac
 engine (vLLM V1's default).
 
 `--mode sim` (the paper's 12 x A30, chunk 512, 48 sequences): per workload and policy a capacity search
-(highest rate with P99 TTFT <= 3 s; block/experiments/rate_search.py), every search advancing one probe per
+(highest rate with P99 TTFT <= 3 s; block/sim/capacity.py), every search advancing one probe per
 round so the runs of a round share the worker processes; then every policy at one fixed rate per workload,
 the capacity of the best cache-blind policy (where it just meets the SLO), for P99 TTFT and E2E and each
 policy's hit rate. `--mode live` (4 emulated engines behind the router) runs fixed rates only; its
@@ -50,8 +50,7 @@ from rich.console import Console
 from block.experiments.analysis import capacities, fmt, md_table
 from block.experiments.plan import Runner, RunOutput, RunSpec
 from block.experiments.progress import run_all
-from block.experiments.rate_search import RateSearch, rate_search
-from block.sim.capacity import PAPER_SLO_S, Capacity
+from block.sim.capacity import PAPER_SLO_S, Capacity, CapacitySearch, Probe, search_capacities
 from block.sim.workload import WorkloadSpec
 
 DEFAULT_WORKLOADS = ["sharegpt-chat", "shared-prefix:32:1024", "sharegpt"]
@@ -154,23 +153,17 @@ class _Measured:
 
 def search_all(a: PrefixArgs, measured: _Measured) -> dict[Cell, Capacity]:
     """One capacity search per (workload, policy), all advanced a probe per round."""
-    searches: dict[Cell, RateSearch] = {}
-    pending: dict[Cell, float] = {}
-    for w in a.workloads:
-        for p in a.policies:
-            s = rate_search(a.guess(w), a.slo_s, a.step, a.tolerance, a.max_probes)
-            searches[(w, p)] = s
-            pending[(w, p)] = next(s)
-    done: dict[Cell, Capacity] = {}
-    while pending:
-        measured.run([(w, p, q) for (w, p), q in pending.items()])
-        for cell, q in list(pending.items()):
-            try:
-                pending[cell] = searches[cell].send(measured.p99_ttft((*cell, q)))
-            except StopIteration as stop:
-                done[cell] = stop.value
-                del pending[cell]
-    return {cell: done[cell] for cell in searches}
+    searches = {
+        (w, p): CapacitySearch(a.guess(w), a.slo_s, a.step, a.tolerance, a.max_probes)
+        for w in a.workloads
+        for p in a.policies
+    }
+
+    def measure(todo: list[tuple[Cell, float]]) -> list[Probe]:
+        measured.run([(w, p, q) for (w, p), q in todo])
+        return [Probe(q, measured.p99_ttft((*cell, q))) for cell, q in todo]
+
+    return search_capacities(searches, measure)
 
 
 def fixed_rate(a: PrefixArgs, caps: dict[Cell, Capacity], dataset: str) -> float:

@@ -131,6 +131,7 @@ class InstanceTracker:
                 profile,
                 self.config.max_num_batched_tokens,
                 lambda r: self.cached_prefix_blocks(r) * self.block_size,
+                max_num_seqs=self.config.max_num_seqs,
             )
         self._scales = (1.0, 1.0)  # the calibration factors the forecaster was built with
         # running, waiting, waiting tokens to prefill (snapshot part), free blocks
@@ -272,6 +273,11 @@ class InstanceTracker:
         if self.prefix_index is not None:
             return self.prefix_index.match(request.prefix_hashes)
         return 0
+
+    @property
+    def decode_scale(self) -> float:
+        """The calibrated decode factor forecasts use (1: not calibrated); policies may read it."""
+        return 1.0 if self.calibration is None else self.calibration.scales()[0]
 
     def snapshot_age(self, now: float) -> float | None:
         return None if self.snapshot_at is None else now - self.snapshot_at

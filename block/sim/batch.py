@@ -34,6 +34,7 @@ class SimRun:
     group: str = ""  # an experiment's grouping key (e.g. a Table 2 row); part of the file name
     slos: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLOS))
     keep_itl: bool = False  # keep per-request inter-token gaps in the file (large: one float per token)
+    give_up_ttft_s: float | None = None  # stop once P99 TTFT is certainly over this (sim/early_stop.py)
 
     @property
     def name(self) -> str:
@@ -53,6 +54,7 @@ class SimRun:
             "instances": cfg.instances,
             "profile": cfg.profile,
             **({"fleet": [e.label() for e in cfg.fleet]} if cfg.fleet else {}),
+            **({"give_up_ttft_s": self.give_up_ttft_s} if self.give_up_ttft_s is not None else {}),
             "engine": outcome.stats.get("engine", {}),
             "sim": {**cfg.to_dict(), "stats": {k: v for k, v in outcome.stats.items() if k != "engine"}},
         }
@@ -68,6 +70,7 @@ class SimRun:
             same
             and workload == self.workload.to_dict()
             and cfg.get("qps") == self.qps
+            and cfg.get("give_up_ttft_s") == self.give_up_ttft_s
             and results.get("summary", {}).get("slos") == self.slos
         )
 
@@ -93,7 +96,7 @@ def run_name(group: str, label: str, qps: float) -> str:
 def simulate_run(run: SimRun, requests: SimRequests) -> tuple[dict[str, Any], dict[str, Any]]:
     """Simulate one run: its results document and the simulator's counters. Writes nothing, so it can
     run on any machine."""
-    outcome = simulate(run.config, requests)
+    outcome = simulate(run.config, requests, give_up_ttft_s=run.give_up_ttft_s)
     results = build_results(run.results_config(outcome), outcome.records, outcome.duration_s, run.slos)
     if not run.keep_itl:
         for r in results["requests"]:

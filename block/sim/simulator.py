@@ -55,6 +55,7 @@ from block.replica import Batch, DecodeRun, Replica, Request
 from block.request import RoutingRequest
 from block.sim.admission import SimAdmission
 from block.sim.config import SimConfig
+from block.sim.early_stop import TtftWatch
 from block.sim.records import build_records
 from block.sim.requests import SimRequests
 from block.sim.routers import make_routers, router_of
@@ -351,10 +352,16 @@ class Cluster:
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(
-        self, requests: SimRequests, on_decision: DecisionHook | None, pins: dict[int, int] | None = None
+        self,
+        requests: SimRequests,
+        on_decision: DecisionHook | None,
+        pins: dict[int, int] | None = None,
+        give_up_ttft_s: float | None = None,
     ) -> SimOutcome:
         """`pins` (request index -> replica index) sends those requests there whatever the policy chose,
-        for counterfactuals; the policy still decides, so its own state moves on as in the plain run."""
+        for counterfactuals; the policy still decides, so its own state moves on as in the plain run.
+        `give_up_ttft_s`: stop as soon as the P99 TTFT is certain to exceed it (early_stop.py; the
+        records are then partial and `stats["gave_up_at_s"]` says when)."""
         heard = self.listeners.on_routed or self.listeners.on_tokens or self.listeners.on_finished
         if on_decision is not None or heard:
             self.lazy = False  # a hook or a listener may look at any replica: keep them all current
@@ -394,6 +401,11 @@ class Cluster:
         lazy = self.lazy
         listeners = self.listeners.on_routed
         admission = self.admission
+        watch = None
+        # the watch reads the replicas' first tokens: they must be current (eager), in arrival order
+        if give_up_ttft_s is not None and not lazy and admission is None and requests.sessions is None:
+            watch = TtftWatch(give_up_ttft_s, arrivals, 2 * refresh_s)
+        gave_up_at = None
         if admission is not None:
             admission.priorities = [] if requests.priorities is None else requests.priorities.tolist()
             admission.route = lambda rr, now, target: self.route(rr, now, clock, 0, target)
@@ -453,6 +465,9 @@ class Cluster:
                 self.run_steps_until(t, min(limit, t))
                 if queue.peek() != i:
                     continue  # a finish released a session turn that arrives first
+            if watch is not None and watch.over(t, reqs, i):
+                gave_up_at = t
+                break
             queue.pop()
             p, o = prompts[i], outputs[i]
             if p + o > max_len or p + o > max_cached:
@@ -500,7 +515,9 @@ class Cluster:
                 self.limit = t  # nothing may be skipped past an arrival not yet routed
                 self.start_step(r)
         loop_s = time.perf_counter() - wall0
-        if lazy:
+        if gave_up_at is not None:
+            pass  # the verdict is in: no drain
+        elif lazy:
             for r in range(len(replicas)):
                 self.bring_up_to(r, _INF)
         else:
@@ -539,6 +556,8 @@ class Cluster:
             "prefix_cache_hits": [getattr(rep.kv, "hits", 0) for rep in replicas],
             "engine": self.replica_config.to_dict(),
         }
+        if gave_up_at is not None:
+            stats["gave_up_at_s"] = gave_up_at
         if self.config.fleet:
             stats["engines"] = [c.to_dict() for c in self.replica_configs]
         if admission is not None:
@@ -551,6 +570,7 @@ def simulate(
     requests: SimRequests,
     on_decision: DecisionHook | None = None,
     pins: dict[int, int] | None = None,
+    give_up_ttft_s: float | None = None,
 ) -> SimOutcome:
     """Run `requests` through a cluster built from `config`. Deterministic for a given config."""
-    return Cluster(config).run(requests, on_decision, pins)
+    return Cluster(config).run(requests, on_decision, pins, give_up_ttft_s)

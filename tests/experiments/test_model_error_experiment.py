@@ -1,9 +1,8 @@
-"""`block experiment model-error`: the capacity search, the summary's exact shape, resuming, the CLI."""
+"""`block experiment model-error`: the summary's exact shape, resuming, the CLI."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -13,30 +12,8 @@ from typer.testing import CliRunner
 
 from block.experiments import cli as experiments_cli
 from block.experiments import model_error
-from block.experiments.model_error import Cell, ModelErrorArgs
-
-
-def test_the_search_finds_the_crossing_from_a_far_guess(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a P99 that grows exponentially with rate, log-interpolation recovers the crossing exactly."""
-    monkeypatch.setattr(model_error, "p99_ttft", lambda a, cell, qps: math.exp((qps - 30.0) / 2.0))
-    a = ModelErrorArgs()
-    for guess in (12.0, 31.0, 80.0):
-        res = model_error.search(a, Cell("drift", 0.2, "block"), guess)
-        assert res.capacity_qps == pytest.approx(30.0 + 2.0 * math.log(3.0), rel=1e-9)
-        assert res.bound == "" and len(res.probes) <= a.max_probes
-        passed = [p["qps"] for p in res.probes if p["passed"]]
-        failed = [p["qps"] for p in res.probes if not p["passed"]]
-        assert max(passed) < min(failed)  # a bracket around the crossing...
-        if len(res.probes) < a.max_probes:  # ...narrowed to the tolerance unless the probes ran out
-            assert min(failed) - max(passed) <= a.tolerance * max(passed) * 1.01
-    near = model_error.search(a, Cell("drift", 0.2, "block"), 31.0)
-    assert len(near.probes) <= 6  # a good guess: a step to bracket it, a few bisections
-
-
-def test_a_policy_that_never_fails_is_a_lower_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_error, "p99_ttft", lambda a, cell, qps: 0.5)
-    res = model_error.search(ModelErrorArgs(max_probes=4), Cell("none", 0.0, "po2"), 30.0)
-    assert res.bound == ">=" and res.capacity_qps == max(p["qps"] for p in res.probes) > 30.0
+from block.experiments.model_error import ModelErrorArgs
+from block.sim import batch
 
 
 def test_small_grid_writes_the_summary_exactly_and_resumes(
@@ -67,10 +44,13 @@ def test_small_grid_writes_the_summary_exactly_and_resumes(
     assert len(details["cells"]) == 6 and all(c["probes"] for c in details["cells"])
     assert "model error correlated" in (tmp_path / "report.md").read_text()
 
-    def no_more_runs(*_a: object) -> None:
-        raise AssertionError("a finished cell was measured again")
+    assert all(p["wall_s"] >= 0 for c in details["cells"] for p in c["probes"])
+    assert list((tmp_path / "runs").glob("static-0.4_po2_qps*.json"))  # every probe's records
 
-    monkeypatch.setattr(model_error, "search", no_more_runs)
+    def no_more_runs(*_a: object) -> None:
+        raise AssertionError("a probe was simulated again")
+
+    monkeypatch.setattr(batch, "execute", no_more_runs)
     again = model_error.run(args, tmp_path, Console(record=True, width=120))
     assert again == summary
 

@@ -1,40 +1,14 @@
-"""`block experiment prefix`: the rate search, the summary's exact shape and hit rates on a tiny cluster."""
+"""`block experiment prefix`: the summary's exact shape and hit rates on a tiny cluster."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from block.experiments.prefix import PrefixArgs, run
-from block.experiments.rate_search import rate_search
 from block.experiments.sim_runner import SimRunner
-
-
-def _drive(guess: float, p99, max_probes: int = 7) -> tuple[float | None, str, list[float]]:  # noqa: ANN001
-    search = rate_search(guess, max_probes=max_probes)
-    probes = [next(search)]
-    try:
-        while True:
-            probes.append(search.send(p99(probes[-1])))
-    except StopIteration as stop:
-        return stop.value.qps, stop.value.bound, probes
-
-
-@pytest.mark.parametrize("guess", [12.0, 31.0, 80.0])
-def test_the_search_brackets_and_interpolates_the_crossing(guess: float) -> None:
-    """On a P99 growing exponentially with rate, log-interpolation recovers the crossing exactly."""
-    qps, bound, probes = _drive(guess, lambda q: math.exp((q - 30.0) / 2.0))
-    assert bound == "" and qps == pytest.approx(30.0 + 2.0 * math.log(3.0), rel=1e-9)
-    assert len(probes) <= 7 and len(set(probes)) == len(probes)
-
-
-def test_a_rate_that_always_passes_is_a_lower_bound() -> None:
-    qps, bound, probes = _drive(10.0, lambda q: 0.5, max_probes=3)
-    assert bound == ">=" and qps == max(probes) > 10.0 and len(probes) == 3
 
 
 def test_tiny_experiment_writes_the_summary_exactly(tmp_path: Path) -> None:

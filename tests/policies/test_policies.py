@@ -147,3 +147,25 @@ def test_adding_a_policy_is_one_class() -> None:
         assert make_policy("test-last").choose(REQ, cands([View("a"), View("z")]), 0).instance.id == "z"
     finally:
         POLICIES.pop("test-last")
+
+
+@dataclass
+class CalibratedView(View):
+    decode_scale: float = 1.0  # the calibrated decode factor its forecasts were made with
+
+
+def test_block_counts_the_requests_own_decode_at_the_profiles_speed() -> None:
+    """A calibrated fast decoder's shorter decode does not buy the request a longer queue there."""
+    policy = make_policy("block")
+    # fast: 2 s queue, 4 s of decode at 0.5x the step time (8 s at the profile's); slow: no queue, 10 s
+    # of decode at 1.25x (8 s at the profile's)
+    fast = CalibratedView("fast", forecast=Forecast(2.0, 6.0, 2.0, 0.0), decode_scale=0.5)
+    slow = CalibratedView("slow", forecast=Forecast(0.1, 10.1, 0.0, 0.0), decode_scale=1.25)
+    assert policy.choose(REQ, cands([fast, slow]), 0.0).instance.id == "slow"
+    uncalibrated = [View("fast", forecast=fast.forecast), View("slow", forecast=slow.forecast)]
+    assert policy.choose(REQ, cands(uncalibrated), 0.0).instance.id == "fast"  # the plain E2E
+    # the pruning floor stays below the score whatever the scale
+    for v in (fast, slow):
+        assert v.forecast is not None
+        floor = policy.score_floor(v.forecast.e2e_s, v)
+        assert floor is not None and floor <= policy.forecast_score(v.forecast, v)
