@@ -19,6 +19,8 @@ from block.policies.heuristics import RoundRobin
 # The end-to-end error the forecast is held to (the predictor's accuracy goal, checked by `block
 # predictor accuracy`: 2.2% measured at a light load with caching on, more as queues grow and later
 # arrivals join the batch): forecasts closer than this are equal as far as the forecast can tell.
+# Measured (sim, 12 x A30, shared-prefix:32:1024 at 18 req/s, 2,000 requests): P99 TTFT 7.8 s with no
+# affinity, 5.0 s at the light-load error 2.2%, 0.84 s at 5% (prefix-load 0.78 s).
 FORECAST_E2E_ERROR = 0.05
 
 
