@@ -16,12 +16,13 @@ from block.policies.base import (
 )
 from block.policies.heuristics import RoundRobin
 
-# The end-to-end error the forecast is held to (the predictor's accuracy goal, checked by `block
-# predictor accuracy`: 2.2% measured at a light load with caching on, more as queues grow and later
-# arrivals join the batch): forecasts closer than this are equal as far as the forecast can tell.
-# Measured (sim, 12 x A30, shared-prefix:32:1024 at 18 req/s, 2,000 requests): P99 TTFT 7.8 s with no
-# affinity, 5.0 s at the light-load error 2.2%, 0.84 s at 5% (prefix-load 0.78 s).
-FORECAST_E2E_ERROR = 0.05
+# The forecast's measured end-to-end error under load: forecasts closer than this are equal as far as the
+# forecast can tell. Mean |forecast - actual| / actual of the chosen instance's forecast, sim, 12 x A30,
+# 2,000 requests, near capacity: 15% on sharegpt-chat at 13 sessions/s, 19% on shared-prefix:32:1024 at
+# 18 req/s (the forecast does not see the requests that arrive after it and join the batch; 2.2% at a
+# light load). Taking the lower, on shared-prefix:32:1024 at 19 req/s: P99 TTFT 0.60 s (4.76 s at 5%,
+# prefix-load 1.22 s).
+FORECAST_E2E_ERROR = 0.15
 
 
 @register
