@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from block.policies import Candidates, RoutingRequest, make_policy
 from block.policies.cache_aware import match_rate
-from tests.policies.test_policies import View
+from block.policies.predictive import FORECAST_E2E_ERROR
+from tests.policies.test_policies import View, fc
 
 # 20 blocks of 16 tokens: a 320-token prompt with a prefix identity
 REQ = RoutingRequest(prompt_tokens=320, expected_output_tokens=50, prefix_hashes=tuple(range(20)))
@@ -127,3 +128,35 @@ def test_kv_overlap_trades_cached_blocks_against_load() -> None:
 def test_kv_overlap_counts_the_prefill_queue() -> None:
     views = [CachedView("a", waiting_prompt_tokens=1600), CachedView("b")]
     assert pick("kv-overlap", views) == "b"
+
+
+# -- block: cache affinity among forecasts equal within the forecast's error ---------------------------
+
+
+def block_pick(views: list[CachedView], **options: object) -> str:
+    policy = make_policy("block", **options)
+    return policy.choose(REQ, Candidates(views, [v.forecast for v in views]), 0.0).instance.id
+
+
+def test_block_prefers_the_cached_prefix_among_forecasts_within_the_error() -> None:
+    tol = FORECAST_E2E_ERROR
+    views = [
+        CachedView("a", forecast=fc(10.0)),
+        CachedView("b", cached=8, forecast=fc(10.0 * (1 + tol) - 1e-6)),
+    ]
+    assert block_pick(views) == "b"  # within the error: the cache decides
+    assert block_pick(views, affinity_tolerance=0.0) == "a"  # the forecast alone, as before
+    views[1].forecast = fc(10.0 * (1 + tol) + 1e-3)
+    assert block_pick(views) == "a"  # beyond the error: the forecast decides
+    no_identity = RoutingRequest(prompt_tokens=320, expected_output_tokens=50)
+    near = [CachedView("a", forecast=fc(10.0)), CachedView("b", cached=8, forecast=fc(10.1))]
+    policy = make_policy("block")
+    assert policy.choose(no_identity, Candidates(near, [v.forecast for v in near]), 0.0).instance.id == "a"
+
+
+def test_block_floor_never_prunes_an_instance_within_the_error() -> None:
+    policy = make_policy("block")
+    best = policy.forecast_score(fc(10.0), CachedView("a"))
+    # a target whose e2e floor is within the error of the best forecast must still be forecast
+    assert policy.score_floor(10.0 * (1 + FORECAST_E2E_ERROR) - 1e-6, CachedView("b")) < best
+    assert not policy.score_floor(10.0 * (1 + FORECAST_E2E_ERROR) + 1e-3, CachedView("b")) < best
