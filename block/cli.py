@@ -7,6 +7,9 @@ commands to the root app. Heavy imports stay inside command functions so `block 
 from __future__ import annotations
 
 import importlib
+import signal
+import sys
+from types import FrameType
 
 import typer
 
@@ -42,5 +45,13 @@ def _register_all() -> None:
 _register_all()
 
 
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM (a job's timeout, `kill`) unwinds like Ctrl-C: every `finally` and `with` runs, so servers a
+    # command started (vLLM engines, emulators, routers) are stopped with it instead of left orphaned.
+    # Servers (uvicorn) install their own handler when they run, for their graceful drain.
+    sys.exit(128 + signum)
+
+
 def main() -> None:  # pragma: no cover - console entry point
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()

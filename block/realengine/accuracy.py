@@ -195,19 +195,29 @@ def summarize(outcomes: list[Outcome], engines: list[Engine]) -> dict[str, Any]:
     return report
 
 
+def planned_requests(s: AccuracySettings) -> tuple[list[Any], list[tuple[float, int, int]]]:
+    """The ShareGPT samples (first turns, outputs capped) and what `replay` sends: (offset s, prompt
+    tokens, output tokens) per request, Poisson at `qps`, all seeded."""
+    from block.realengine.peers import PeerSettings, workload
+
+    peer = PeerSettings(num_requests=s.num_requests, qps=s.qps, seed=s.seed, max_model_len=s.max_model_len,
+                        max_output_tokens=s.max_output_tokens)  # fmt: skip
+    load = workload(peer)
+    requests = [
+        (t, x.prompt_tokens, x.output_tokens) for t, x in zip(load.arrivals, load.samples, strict=True)
+    ]
+    return load.samples, requests
+
+
 def run_accuracy(s: AccuracySettings, log: Log = print) -> dict[str, Any]:
-    from block.realengine.peers import drain, warm_up, workload
+    from block.realengine.peers import drain, warm_up
     from block.realengine.prepare import prepare
 
     t_start = time.monotonic()
     s.out_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     vllm_python, model = prepare()
-    from block.realengine.peers import PeerSettings
-
-    peer = PeerSettings(num_requests=s.num_requests, qps=s.qps, seed=s.seed, max_model_len=s.max_model_len,
-                        max_output_tokens=s.max_output_tokens)  # fmt: skip
-    samples, arrivals = workload(peer)
+    samples, requests = planned_requests(s)
     engines = [
         launcher.vllm_server(model, core, name=f"vllm{core}", python=vllm_python, log_dir=s.out_dir / "logs")
         for core in (0, 1)
@@ -229,7 +239,6 @@ def run_accuracy(s: AccuracySettings, log: Log = print) -> dict[str, Any]:
         profile = load_profile(profile_path)
         warm_up(urls, samples)
         drain(urls, 120.0)
-        requests = [(t, x.prompt_tokens, x.output_tokens) for t, x in zip(arrivals, samples, strict=True)]
         t0 = time.monotonic()
         outcomes, tracked = asyncio.run(replay(urls, profile, requests, s.seed))
         replay_s = time.monotonic() - t0

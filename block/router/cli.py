@@ -386,7 +386,7 @@ def register(app: typer.Typer) -> None:
 
             if cfg.policy not in POLICIES:
                 raise ValueError(f"unknown policy {cfg.policy!r} (known: {', '.join(sorted(POLICIES))})")
-            load_prompt_layout(cfg.tokenizer)  # a bad --tokenizer is a one-line error, not a failed start
+            prompt_layout = load_prompt_layout(cfg.tokenizer)  # bad --tokenizer: one line, no failed start
             if cfg.discover:
                 from block.router.discovery import kube_config
 
@@ -399,7 +399,7 @@ def register(app: typer.Typer) -> None:
                 "give at least one --instance URL (or 'instances:' in --config, or --discover); "
                 "more can be added at run time"
             )
-        run_server(cfg)
+        run_server(cfg, prompt_layout)
 
     @router.command("bench")
     def bench(

@@ -12,10 +12,12 @@ import asyncio
 import logging
 import resource
 import socket
+from collections.abc import Callable
 
 import uvicorn
 
 from block.http_limits import HttpLimits
+from block.openai_api.prompt_tokens import PromptIds
 from block.router.app import RouterApp
 from block.router.config import RouterConfig
 
@@ -83,10 +85,13 @@ class DrainingServer(uvicorn.Server):
             timer.cancel()
 
 
-def serve(config: RouterConfig) -> None:
+def serve(config: RouterConfig, prompt_layout: tuple[Callable[[str], int], PromptIds] | None = None) -> None:
+    """Run the router until stopped; `prompt_layout` is the tokenizer the CLI already loaded (to turn a bad
+    --tokenizer into a one-line error), so a large tokenizer.json is read once."""
     raise_fd_limit()
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    app = RouterApp(config)
+    count_tokens, prompt_ids = prompt_layout or (None, None)
+    app = RouterApp(config, count_tokens, prompt_ids)
     DrainingServer(uvicorn_config(app, config), app).run()

@@ -88,7 +88,7 @@ def test_a_bad_fleet_file_stops_the_router_before_it_starts(
     from block.router import server
 
     started: list[object] = []
-    monkeypatch.setattr(server, "serve", lambda cfg: started.append(cfg))
+    monkeypatch.setattr(server, "serve", lambda cfg, _layout: started.append(cfg))
     path = tmp_path / "fleet.yaml"
     path.write_text("instances:\n  - url: http://127.0.0.1:9001\n    profile: nope\n")
     result = CliRunner().invoke(cli.app, ["router", "--fleet", str(path)])

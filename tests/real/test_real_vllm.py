@@ -123,6 +123,30 @@ def test_router_over_real_vllm(
         router.stop()
 
 
+def test_forecast_accuracy_against_real_vllm(two_vllm: list[ManagedServer]) -> None:
+    """`block realengine accuracy`'s measurement on the suite's engines: every request forecast by the
+    nominal and the calibrated tracker, served, and scored (the command adds only the engine start)."""
+    import asyncio
+
+    from block.profiles import load_profile
+    from block.realengine.accuracy import AccuracySettings, planned_requests, replay, summarize
+
+    settings = AccuracySettings(num_requests=16, qps=4.0, max_model_len=BENCH_MAX_MODEL_LEN)
+    settings.max_output_tokens = 16
+    _, requests = planned_requests(settings)
+    profile = load_profile(FITTED.get("profile", "tiny-fast"))
+    outcomes, engines = asyncio.run(replay([s.url for s in two_vllm], profile, requests, seed=0))
+    report = summarize(outcomes, engines)
+    assert report["completed"] == len(requests) == 16, report
+    for mode in ("nominal", "calibrated"):
+        for metric in ("ttft_error", "e2e_error"):
+            error = report[mode][metric]
+            assert error["n"] == 16 and math.isfinite(error["mean_abs"]), (mode, metric, error)
+    assert all(o.output_tokens > 0 and 0 < o.ttft <= o.e2e for o in outcomes)
+    # each engine streamed 8 requests x 16 tokens: the calibrated tracker measured its decode steps
+    assert [c["decode_samples"] > 0 for c in report["calibration"]] == [True, True], report["calibration"]
+
+
 def test_server_killed_mid_run(two_vllm: list[ManagedServer], log_dir: Path, tmp_path: Path) -> None:
     """Last in the module: it kills one server. Requests that had not started streaming must not be lost."""
     router = start_router("block", two_vllm, log_dir)

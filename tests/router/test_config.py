@@ -91,7 +91,7 @@ def _serve_with(args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, 
     import block.router.server
 
     built: list[RouterConfig] = []
-    monkeypatch.setattr(block.router.server, "serve", built.append)  # stop before binding a port
+    monkeypatch.setattr(block.router.server, "serve", lambda cfg, _layout: built.append(cfg))  # no port bound
     result = CliRunner().invoke(_app(), ["router", *args])
     return result, (built[0] if built else None)
 
