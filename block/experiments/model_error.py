@@ -235,6 +235,23 @@ def summary_rows(a: ModelErrorArgs, results: dict[Cell, CellResult]) -> list[dic
     return rows
 
 
+def fleet_speeds(a: ModelErrorArgs, results: dict[Cell, CellResult]) -> list[dict[str, Any]]:
+    """`{kind, error, mean_speed}`: the fleet's mean true speed over a run (its requests at the best error-0
+    capacity), the share of the profile's throughput the engines had. Correlated slowdowns take it from
+    every engine at once, so no routing keeps more than that share of the fleet's throughput."""
+    best = max(results[Cell("none", 0.0, p)].capacity_qps for p in a.policies)
+    duration_s = a.num_requests / best
+    return [
+        {
+            "kind": kind,
+            "error": e,
+            "mean_speed": round(ModelError(kind, e, a.seed).mean_speed(a.instances, duration_s), 4),
+        }
+        for kind in a.kinds
+        for e in a.errors
+    ]
+
+
 def cell_text(res: CellResult, ref: CellResult | None) -> str:
     text = f"{res.bound}{res.capacity_qps:.1f}"
     if ref is not None and res is not ref:
@@ -254,6 +271,8 @@ def tables(
             ref = results[Cell("none", 0.0, policy)]
             cells = [results[Cell(kind, e, policy)] for e in a.errors]
             rows.append([policy, cell_text(ref, None), *(cell_text(c, ref) for c in cells)])
+        speeds = {r["error"]: r["mean_speed"] for r in fleet_speeds(a, results) if r["kind"] == kind}
+        rows.append(["(fleet mean speed)", "1", *(f"{speeds[e]:.3f}" for e in a.errors)])
         out.append((f"capacity (req/s) at P99 TTFT <= {a.slo_s:g} s, model error {kind}", head, rows))
     return out
 
@@ -300,7 +319,7 @@ def run(
 
         results = run_cells(a, out / "runs", done, executor)
     wall = time.perf_counter() - t0
-    summary = {"rows": summary_rows(a, results)}
+    summary = {"rows": summary_rows(a, results), "fleet_speed": fleet_speeds(a, results)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     details = {
         "settings": asdict(a),

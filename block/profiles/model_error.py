@@ -72,6 +72,17 @@ class ModelError:
             return _drift(e, _rng("drift", self.seed, instance))
         return _Correlated(e, self.seed)
 
+    def mean_speed(self, instances: int, duration_s: float, resolution_s: float = 0.05) -> float:
+        """The fleet's mean speed over [0, duration_s): the share of the profile's throughput its engines
+        have. Under `correlated` error every engine slows at once, so this bounds what any routing can
+        keep of the fleet's throughput; under `static` it is about 1 by construction."""
+        times = [k * resolution_s for k in range(max(1, int(duration_s / resolution_s)))]
+        total = 0.0
+        for i in range(instances):
+            speed = self.speed(i)
+            total += sum(speed(t) for t in times) / len(times)
+        return total / instances
+
     def factor(self, instance: int) -> Factor:
         """Instance `instance`'s step-time factor (1 / speed) as a function of time."""
         speed = self.speed(instance)

@@ -30,7 +30,10 @@ def test_small_grid_writes_the_summary_exactly_and_resumes(
     )
     model_error.run(args, tmp_path, Console(record=True, width=120))
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary) == {"rows"}
+    assert set(summary) == {"rows", "fleet_speed"}
+    speeds = {(r["kind"], r["error"]): r["mean_speed"] for r in summary["fleet_speed"]}
+    assert set(speeds) == {("static", 0.4), ("correlated", 0.4)}
+    assert 0.6 <= speeds[("correlated", 0.4)] < 1.0  # shared slowdowns only slow the fleet
     rows = summary["rows"]
     assert len(rows) == 2 * 2 * 2  # kinds x (error 0 + 0.4) x policies
     for row in rows:

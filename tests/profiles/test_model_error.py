@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from block.profiles.model_error import (
+    CORRELATED_CHANCE,
     CORRELATED_STRETCH_S,
     KINDS,
     ModelError,
@@ -139,3 +140,12 @@ def test_true_step_time_takes_the_factor_at_each_steps_own_start() -> None:
     assert steps(0.3) == 0.3
     noisy = TrueStepTime(lambda _t: 1.5, lambda: 0.0, noise=lambda d: d + 1.0)
     assert noisy(2.0) == 4.0  # model error first, then the step noise
+
+
+def test_the_fleets_mean_speed_is_the_share_of_throughput_it_keeps() -> None:
+    # static is stratified so a fleet averages the profile; correlated slows every engine at once
+    assert ModelError("static", 0.4, 0).mean_speed(12, 100.0) == pytest.approx(1.0, abs=0.03)
+    slowed = ModelError("correlated", 0.4, 0).mean_speed(12, 600.0)
+    expected = 1 - CORRELATED_CHANCE * 6.0 / 15.0 * 0.4 * 0.75  # chance x mean stretch share x mean depth
+    assert slowed == pytest.approx(expected, abs=0.025)
+    assert ModelError("correlated", 0.2, 0).mean_speed(1, 600.0) > slowed
