@@ -30,7 +30,7 @@ from block.length.calibrate import calibration_mask, conformal_offsets
 from block.length.estimator import QUANTILES, LengthEstimator
 from block.length.finetuned import FinetunedScorer
 from block.length.intent import intent_features
-from block.length.minilm import model_dir, position_offset, special_ids, strip_prefix
+from block.length.minilm import TANH_GELU, model_dir, position_offset, special_ids, strip_prefix
 from block.length.text import window, words
 from block.length.train import MIN_CALIBRATION, fit_quantile_trees
 from block.length.trees import TreeEnsembles
@@ -346,7 +346,9 @@ def _load_encoder(torch, path: Path, layers: int):
             raise ValueError(f"{path} is not a Hugging Face encoder directory: no {name}")
     config = json.loads((path / "config.json").read_text())
     kept = min(layers, int(config["num_hidden_layers"]))
-    config = {**config, "num_hidden_layers": kept}
+    # The tanh form of GELU: in numpy it costs a tenth of the exact (erf) form, a third of the encoder's
+    # time at serving; it differs from it by under 1e-3 and fine-tuning adapts the weights to it.
+    config = {**config, "num_hidden_layers": kept, "hidden_act": TANH_GELU}
     weights = strip_prefix(load_file(str(path / "model.safetensors")))
     weights = {
         k: v for k, v in weights.items() if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < kept
@@ -377,6 +379,7 @@ def _encoder_module(torch):
                 }
             )
             self.layers = int(config["num_hidden_layers"])
+            self.approximate = "tanh" if config.get("hidden_act") == TANH_GELU else "none"
             self.head = nn.Linear(int(weights["embeddings.word_embeddings.weight"].shape[1]), 1)
             nn.init.zeros_(self.head.weight)
 
@@ -413,7 +416,7 @@ def _encoder_module(torch):
                 att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
                 ctx = (att @ v).transpose(1, 2).reshape(b, t, d)
                 x = self.ln(x + self.lin(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
-                h = f.gelu(self.lin(x, p + "intermediate.dense"))
+                h = f.gelu(self.lin(x, p + "intermediate.dense"), approximate=self.approximate)
                 x = self.ln(x + self.lin(h, p + "output.dense"), p + "output.LayerNorm")
             pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
             return self.head(pooled)[:, 0]

@@ -81,6 +81,8 @@ def _finetune_with_progress(train, args, seed, tokenizer, meta, title, columns) 
 
         def tick(desc: str) -> None:
             bar.update(task, description=f"{title}: {desc}")
+            # Kept as a line with its time: the run's validation history (the spinner shows only the last).
+            bar.console.log(desc)
 
         args = args or FinetuneArgs()
         return fit_finetuned(train, args, seed, tokenizer=tokenizer, progress=tick, meta=meta)

