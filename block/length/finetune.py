@@ -31,11 +31,13 @@ from block.length.estimator import QUANTILES, LengthEstimator
 from block.length.finetuned import FinetunedScorer
 from block.length.intent import intent_features
 from block.length.minilm import TANH_GELU, model_dir, position_offset, special_ids, strip_prefix
-from block.length.text import window, words
-from block.length.train import MIN_CALIBRATION, fit_quantile_trees
+from block.length.text import parse, window, words
+from block.length.tfidf import TfidfHeads
+from block.length.train import MIN_CALIBRATION, OOF_FOLDS, fit_quantile_trees
 from block.length.trees import TreeEnsembles
 from block.workload import Sample
 
+FINETUNE_MODELS = ("finetune", "tfidf+finetune")  # `block length train --model`
 LOSSES = ("regression", "ranking")
 DEFAULT_LOSS = "ranking"  # held-out Spearman 0.472 vs 0.464 for regression, same 115 steps (README)
 LAYERS = 3  # of the encoder's first layers kept: the router's budget is a few ms per prompt on CPU
@@ -70,6 +72,8 @@ class FinetuneArgs:
     eval_every: int = EVAL_EVERY
     patience: int = PATIENCE
     threads: int | None = None  # torch intra-op threads; default: torch's choice
+    tfidf: bool = False  # stack the TF-IDF heads with the encoder's score in the trees
+    reuse: Path | None = None  # a model file whose fine-tuned encoder is taken instead of fine-tuning
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -99,18 +103,60 @@ def fit_finetuned(
     meta: dict | None = None,
     tree_iters: int | None = None,
 ) -> LengthEstimator:
-    """Fine-tune on `train` (the caller keeps the held-out split away), then fit and calibrate the trees."""
-    torch = import_torch()
+    """Fine-tune on `train` (the caller keeps the held-out split away), then fit and calibrate the trees.
+
+    With `args.tfidf` the trees also read the TF-IDF heads (as `--model tfidf+minilm` stacks the frozen
+    encoder); with `args.reuse` the fine-tuned encoder of an earlier model file is taken as it is."""
     tick = progress or (lambda _d: None)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(seed)
     prompts = [s.prompt for s in train]
     log_y = np.log1p(np.array([s.output_tokens for s in train], dtype=np.float64))
     val = calibration_mask(prompts, seed)
     if val.sum() < MIN_CALIBRATION or (~val).sum() < 2 * args.batch:
         raise ValueError(f"too few training samples ({len(train)}) to fine-tune with a validation slice")
+    if args.reuse is not None:
+        scorer, history = _reused(args.reuse)
+    else:
+        scorer, history = _fine_tune(prompts, log_y, val, args, seed, tick)
 
+    fit_rows = np.flatnonzero(~val)
+    if len(fit_rows) > TREE_ROWS:
+        fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, TREE_ROWS, replace=False))
+    val_rows = np.flatnonzero(val)
+    tick("scoring prompts for the quantile trees")
+    # The numpy encoder with the weights as saved: the trees learn from the scores serving will compute.
+    x_fit = _tree_rows(scorer, train, fit_rows)
+    x_val = _tree_rows(scorer, train, val_rows)
+    scorers: dict = {"finetune": scorer}
+    if args.tfidf:
+        tfidf, tf_fit, tf_val = _tfidf_scores(prompts, log_y, ~val, fit_rows, val_rows, seed, tick)
+        scorers = {"tfidf": tfidf, "finetune": scorer}  # LengthEstimator.features: scorers in this order
+        x_fit, x_val = np.column_stack([tf_fit, x_fit]), np.column_stack([tf_val, x_val])
+    tick("quantile trees")
+    trees = TreeEnsembles.from_sklearn(
+        fit_quantile_trees(x_fit, log_y[fit_rows], quantiles, seed, tree_iters, tick)
+    )
+    offsets = conformal_offsets(trees.predict(x_val), log_y[val_rows], quantiles)
+    info = {
+        "model": "tfidf+finetune" if args.tfidf else "finetune",
+        "seed": seed,
+        "tokenizer": tokenizer,
+        "n_train": len(train),
+        "train_median": float(np.median(np.expm1(log_y))),
+        "calibration": [float(c) for c in offsets],
+        "finetune": {**history, "n_fit": int((~val).sum()), "n_validation": int(val.sum())},
+    }
+    info.update(meta or {})
+    return LengthEstimator(scorers, trees, quantiles, info)
+
+
+def _fine_tune(
+    prompts: list[str], log_y: np.ndarray, val: np.ndarray, args: FinetuneArgs, seed: int, tick: Progress
+) -> tuple[FinetunedScorer, dict]:
+    """The encoder fine-tuned on the rows outside `val`, early-stopped on `val`, as saved (float16)."""
+    torch = import_torch()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(seed)
     source = Path(args.encoder) if args.encoder is not None else model_dir()
     net, config, tokenizer_json = _load_encoder(torch, source, args.layers)
     net.to("cuda" if torch.cuda.is_available() else "cpu")  # CPU by default; a GPU when there is one
@@ -122,60 +168,62 @@ def fit_finetuned(
     t0 = time.perf_counter()
     history = _train(torch, net, token_ids, log_y, ~val, val, args, seed, tick)
     train_s = time.perf_counter() - t0
-
-    # The weights as served (float16 in the file): the trees learn from the scores serving will compute.
-    with torch.no_grad():
+    with torch.no_grad():  # the weights as the file keeps them
         for p in net.parameters():
             p.copy_(p.half().float())
-    fit_rows = np.flatnonzero(~val)
-    if len(fit_rows) > TREE_ROWS:
-        fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, TREE_ROWS, replace=False))
-    val_rows = np.flatnonzero(val)
-    tick("scoring prompts for the quantile trees")
-    pad = int(config.get("pad_token_id", 0) or 0)
-    x_fit = _tree_rows(torch, net, token_ids, pad, train, fit_rows)
-    x_val = _tree_rows(torch, net, token_ids, pad, train, val_rows)
-    tick("quantile trees")
-    trees = TreeEnsembles.from_sklearn(
-        fit_quantile_trees(x_fit, log_y[fit_rows], quantiles, seed, tree_iters, tick)
-    )
-    offsets = conformal_offsets(trees.predict(x_val), log_y[val_rows], quantiles)
-
     scorer = FinetunedScorer(
         net.export(), config, tokenizer_json, net.export_head(), head_tokens, tail_tokens
     )
     info = {
-        "model": "finetune",
-        "seed": seed,
-        "tokenizer": tokenizer,
-        "n_train": len(train),
-        "train_median": float(np.median(np.expm1(log_y))),
-        "calibration": [float(c) for c in offsets],
-        "finetune": {
-            "encoder": str(source),
-            "loss": args.loss,
-            "layers": args.layers,
-            "max_tokens": args.max_tokens,
-            "batch": args.batch,
-            "lr": args.lr,
-            "n_fit": int((~val).sum()),
-            "n_validation": int(val.sum()),
-            "train_seconds": round(train_s, 1),
-            **history,
-        },
+        "encoder": str(source),
+        "loss": args.loss,
+        "layers": args.layers,
+        "max_tokens": args.max_tokens,
+        "batch": args.batch,
+        "lr": args.lr,
+        "train_seconds": round(train_s, 1),
+        **history,
     }
-    info.update(meta or {})
-    return LengthEstimator({"finetune": scorer}, trees, quantiles, info)
+    return scorer, info
 
 
-def _tree_rows(torch, net, token_ids, pad: int, train: Sequence[Sample], rows: np.ndarray) -> np.ndarray:
+def _reused(path: Path) -> tuple[FinetunedScorer, dict]:
+    """The fine-tuned encoder of the model file at `path`, with the record of its fine-tuning."""
+    est = LengthEstimator.load(path)
+    scorer = est.scorers.get("finetune")
+    if not isinstance(scorer, FinetunedScorer):
+        raise ValueError(f"{path} has no fine-tuned encoder (its scorers: {', '.join(est.scorers)})")
+    return scorer, {**est.meta.get("finetune", {}), "reused_from": str(path)}
+
+
+def _tree_rows(scorer: FinetunedScorer, train: Sequence[Sample], rows: np.ndarray) -> np.ndarray:
     """[encoder score, intent features] of `rows`, as LengthEstimator.features computes them."""
-    scores = _scores(torch, net, [token_ids[i] for i in rows], pad)
+    scores = scorer.score_texts([train[i].prompt for i in rows])
     intent = []
     for i in rows:
         w = window(train[i].prompt)
         intent.append(intent_features(train[i].prompt, w, words(w), train[i].prompt_tokens))
     return np.column_stack([scores, np.asarray(intent, dtype=np.float64)])
+
+
+def _tfidf_scores(
+    prompts: list[str],
+    log_y: np.ndarray,
+    fit_mask: np.ndarray,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    seed: int,
+    tick: Progress,
+) -> tuple[TfidfHeads, np.ndarray, np.ndarray]:
+    """TF-IDF heads fitted on every fine-tuning row; their out-of-fold outputs for the trees' rows (as in
+    `--model tfidf`) and their outputs for the validation rows, which they never saw."""
+    tick("text model: TF-IDF")
+    fit_all = np.flatnonzero(fit_mask)
+    tfidf, oof = TfidfHeads.fit_with_oof(
+        [window(prompts[i]) for i in fit_all], log_y[fit_all], OOF_FOLDS, seed, tick
+    )
+    on_val = tfidf.score_many([parse(prompts[i]) for i in val_rows])
+    return tfidf, oof[np.searchsorted(fit_all, fit_rows)], on_val
 
 
 def _token_ids(

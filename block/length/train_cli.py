@@ -48,7 +48,7 @@ def train_with_progress(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    if model == "finetune":
+    if model in ("finetune", "tfidf+finetune"):
         return _finetune_with_progress(train, finetune, seed, tokenizer, meta, title, columns)
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"{title}: intent features", total=training_steps(model))
