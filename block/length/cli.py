@@ -75,7 +75,7 @@ def train(
     loss: str = typer.Option(
         "ranking", "--loss", help="finetune: ranking (pairwise) or regression (log length)."
     ),
-    layers: int = typer.Option(3, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
+    layers: int = typer.Option(2, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
     max_tokens: int = typer.Option(48, "--max-tokens", min=8, help="finetune: token window read."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split and of the fit."),
     tokenizer: str = typer.Option("llama3", "--tokenizer", help="Tokenizer that counts prompt tokens."),
