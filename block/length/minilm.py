@@ -145,7 +145,7 @@ class _Layer:
     def __call__(self, x: np.ndarray, packing: _Packing) -> np.ndarray:
         """x: (tokens, dim), the batch's real tokens end to end. Only attention needs the sequences apart:
         the matmuls, GELU and LayerNorms run on real tokens only, never on padding."""
-        n, d = x.shape
+        d = x.shape[1]
         b, t = packing.mask_bias.shape[0], packing.mask_bias.shape[-1]
         hd = d // self.heads
         qkv = x @ self.qkv
@@ -252,10 +252,9 @@ class MiniLMEncoder:
             for i in range(int(config["num_hidden_layers"]))
         ]
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.tokenizer.no_padding()  # the file pads every input to 128; we pad per batch instead
+        self.tokenizer.no_padding()  # the file pads every input to 128; batches are packed instead
         self.tokenizer.no_truncation()  # we cut head and tail ourselves
         self.cls, self.sep = special_ids(self.tokenizer)
-        self.pad = int(config.get("pad_token_id", 0) or 0)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """[CLS] + the first head_tokens and last tail_tokens word pieces of each text + [SEP]."""
