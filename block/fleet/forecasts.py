@@ -122,7 +122,7 @@ class Forecasts:
         """This decision's candidates: the targets that may win, with their forecasts (branch and
         bound over the floors); every target with `in_process`'s forecasts when the policy's score has
         no floor, a target has none, or a forecast is missing."""
-        if not self.prune or len(views) < 2 or self.policy.score_floor(0.0, views[0]) is None:
+        if not self.prune or len(views) < 2 or self.policy.score_floor(0.0, views[0], request) is None:
             return Candidates(views, self.in_process(request, views, now, started))
         # the targets not yet reached, in ascending order of a floor cheaper still (ready_order.py); or
         # every target's floor first, where that one does not apply
@@ -149,7 +149,11 @@ class Forecasts:
         while True:
             if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
                 lower = ahead[reached][0] - now + own
-                front: tuple[float, ...] | None = (lower - abs(lower) * MARGIN,)
+                # (as the policy's floor: a target within its affinity tolerance may still win)
+                nearest = floor_of(lower - abs(lower) * MARGIN, views[ahead[reached][1]], request)
+                if nearest is None:  # no floor after all: as without pruning
+                    return Candidates(views, self.in_process(request, views, now, started))
+                front: tuple[float, ...] | None = (nearest[0],)
             else:
                 front = None
             if line and (front is None or line[0][0] < front):
@@ -170,7 +174,7 @@ class Forecasts:
                     e2e = v.e2e_floor(request, now, self.horizon_s)
                 except ValueError:  # the request does not fit there: let in_process say so
                     e2e = None
-                floor = None if e2e is None else floor_of(e2e, v)
+                floor = None if e2e is None else floor_of(e2e, v, request)
                 if floor is None:  # no floor after all: as without pruning (its time counts there)
                     return Candidates(views, self.in_process(request, views, now, started))
                 heapq.heappush(line, ((*floor, i), False))
@@ -205,12 +209,22 @@ class Forecasts:
             key = (*score(f, v), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]
-        for i in loose:  # with the checkpoint built, its place in the order is tight from now on
-            self._ready.refresh(i, views[i], now)
+        # with the checkpoint built, its place in the order is tight from now on (updated by `settle`,
+        # or the next decision: the bound it has is still a bound)
+        self._ready.stale.update(loose)
         self._spent(started)
         self.pruned += len(views) - len(got)
         order = sorted(got)
         return Candidates([views[i] for i in order], [got[i] for i in order])
+
+    def settle(self, views: Sequence[InstanceTracker], now: float) -> None:
+        """After a decision, off its path (the router calls it once the request is on its way): bring
+        the order the next decision walks up to date with the states that changed since (the instance
+        just routed to: its forecaster rebuilt, its checkpoint extended, its bound), so that the next
+        decision only checks the versions. Optional: a decision does it itself when not done. Nothing
+        where decisions do not walk that order."""
+        if self.prune and self.horizon_s is None and len(views) >= READY_ORDER_MIN and self._ready.groups:
+            self._ready.order(views, now, 1)
 
     def prepare(self, views: Sequence[InstanceTracker]) -> None:
         """Prepare each target's state for the decisions to come (its checkpoint: a replay of its queue,
@@ -258,7 +272,7 @@ class Forecasts:
             e2e = view.checkpoint_floor(request, now, deadline, prepare)
         except Exception:
             return None
-        key = None if e2e is None else self.policy.score_floor(e2e, view)
+        key = None if e2e is None else self.policy.score_floor(e2e, view, request)
         return None if key is None else (*key, i)
 
     def _floors(
@@ -273,7 +287,7 @@ class Forecasts:
         try:
             for i, v in enumerate(views):
                 e2e = v.e2e_floor(request, now, horizon)
-                key = None if e2e is None else floor_of(e2e, v)
+                key = None if e2e is None else floor_of(e2e, v, request)
                 if key is None:
                     return None
                 keys.append((*key, i))

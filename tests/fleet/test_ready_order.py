@@ -89,5 +89,8 @@ def test_fleet_walked_in_ready_order_keeps_the_choice() -> None:
         assert i == every.index(want.instance) and not got.fallback  # type: ignore[arg-type]
         walked[i].on_routed(request, now)  # both fleets route it to the choice: they stay alike
         every[i].on_routed(request, now)
+        if k % 2:  # as the router does once the request is on its way; else the next decision does it
+            pruned.settle(walked, now)
+            assert not pruned._ready.stale
         now += 0.003
     assert pruned.made < exhaustive.made / 3
