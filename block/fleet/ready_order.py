@@ -19,8 +19,9 @@ routed or finished), so between decisions they are updated in place, one changed
 decision routes one request, so usually one); where the list of instances itself changed, they are
 rebuilt. Updating one re-prepares its state (its forecaster, its checkpoint extended, the floor there:
 about 0.2 ms); the router does that after the decision, once the request is on its way
-(Forecasts.settle), so that the next decision finds the order up to date and only checks the versions. An instance without the bound (no forecasts, prefix caching modelled, calibration) sorts
-first, at minus infinity: it is always reached.
+(Forecasts.settle), so that the next decision finds the order up to date and only checks the versions.
+An instance without the bound (no forecasts, prefix caching modelled, calibration) sorts first, at minus
+infinity: it is always reached.
 """
 
 from __future__ import annotations
