@@ -9,8 +9,9 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
 - over time, a budget (ForecastBudget): forecasts take at most FORECAST_SHARE of the loop's time, with
   a reserve of RESERVE_DEADLINES deadlines for bursts; while it is spent, decisions go without them;
 - less work per forecast: each tracker keeps its prepared Forecaster until its state changes (a
-  snapshot, a request routed or finished), and the harm term (added delay to the requests already
-  there) is only computed for a policy that weighs it;
+  snapshot, a request routed or finished), prepared again after the decision where it can be
+  (`settle`: the router calls it once the routed request is on its way), and the harm term (added
+  delay to the requests already there) is only computed for a policy that weighs it;
 - fewer forecasts, same choice (`candidates`): when the policy's score has a floor (Policy.score_floor),
   every target's floor comes first (block/predictor/floor.py: O(log n) from the prepared state), then
   best first in ascending floor order until the best score so far beats the next floor: a target
@@ -224,7 +225,9 @@ class Forecasts:
         decision only checks the versions. Optional: a decision does it itself when not done. Nothing
         where decisions do not walk that order."""
         if self.prune and self.horizon_s is None and len(views) >= READY_ORDER_MIN and self._ready.groups:
+            started = time.perf_counter()
             self._ready.order(views, now, 1)
+            self._spent(started)  # forecasting work all the same: it counts against the loop's share
 
     def prepare(self, views: Sequence[InstanceTracker]) -> None:
         """Prepare each target's state for the decisions to come (its checkpoint: a replay of its queue,
