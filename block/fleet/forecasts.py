@@ -147,8 +147,25 @@ class Forecasts:
         refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
         loose: list[int] = []  # reached in the order by a bound without a checkpoint
         reached = 0
+        # the idle instances, out of the order (ready_order.py): one forecast for each kind, and only the
+        # one that wins the tie among them takes part (every one, where the policy may prefer another
+        # within its tolerance: a request with a prefix identity)
+        for members in self._ready.idle.values() if ahead else ():
+            i = min(members, key=lambda j: (views[j].in_flight, j))
+            f = None if self._late(deadline) else self._one(views[i], request, now, deadline, refused)
+            if f is None:  # missing: hand every target on, the fallback chooses among all
+                self._spent(started)
+                self.missing_reason = self.missing_reason or "error"
+                if refused:
+                    self._log_unfit(request, refused)
+                return Candidates(views, [got.get(j) for j in range(len(views))])
+            for j in members if request.prefix_hashes else (i,):
+                views[j].last_forecast = got[j] = f
+            key = (*score(f, views[i]), i)
+            if best is None or key < best:
+                best = key  # type: ignore[assignment]
         while True:
-            if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
+            if reached < len(ahead) and ahead[reached][0] != float("inf"):  # the next one not reached yet
                 lower = ahead[reached][0] - now + own
                 # (as the policy's floor: a target within its affinity tolerance may still win)
                 nearest = floor_of(lower - abs(lower) * MARGIN, views[ahead[reached][1]], request)

@@ -409,8 +409,8 @@ class InstanceTracker:
         fc = self.forecaster()
         if fc is None or fc.num_requests or fc.step_end_s is not None or self.anticipate_arrivals:
             return None
-        assert self.snapshot_at is not None
-        return (id(self.profile), fc.config, self.rule, max(0.0, now - self.snapshot_at))
+        # (not when: an idle forecast is timed from the snapshot whenever it is sent, Forecaster.forecast)
+        return (id(fc.profile), fc.config, self.rule)  # (the profile as calibrated, when it is)
 
     def _recount(self) -> None:
         snap = self.snapshot

@@ -357,6 +357,11 @@ class Forecaster:
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
         sent = max(0.0, elapsed_s)
+        if not self.num_requests and self.step_end_s is None and (arrivals is None or not arrivals.active):
+            # idle: nothing happens before it arrives, so its times do not depend on when it is sent;
+            # timed as if sent at the snapshot, every idle instance alike gives the same forecast, bit
+            # for bit (a decision forecasts one for all: InstanceTracker.idle_signature)
+            sent = 0.0
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
