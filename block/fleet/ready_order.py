@@ -40,7 +40,7 @@ from block.predictor.floor import StepFloor
 from block.replica.config import ReplicaConfig
 
 STEP_BUCKETS = (1, 8, 32, 64, 128, 192, 256, 384, 512, 1024)  # candidate steps (prefill chunks + decodes)
-REBUILD_SHARE = 8  # above 1 / REBUILD_SHARE of the instances changed, sort again instead
+REBUILD_SHARE = 8  # above 1 / REBUILD_SHARE of the instances changed, sort again (the rest's bounds kept)
 
 
 class ReadyOrder:
@@ -73,7 +73,7 @@ class ReadyOrder:
                 self._versions = versions
             if self.stale:
                 if len(self.stale) * REBUILD_SHARE > len(views):
-                    self._rebuild(views, now)
+                    self._rebuild(views, now, self.stale)
                 else:
                     for i in sorted(self.stale):
                         self.refresh(i, views[i], now)
@@ -89,14 +89,21 @@ class ReadyOrder:
             bisect.insort(order, (new, i))
         self._ready[i] = ready
 
-    def _rebuild(self, views: Sequence[InstanceTracker], now: float) -> None:
+    def _rebuild(self, views: Sequence[InstanceTracker], now: float, changed: set[int] | None = None) -> None:
+        """Sort again; the bounds of the `changed` instances only (None: every one) computed again (a
+        bound costs much more than its place in a sort)."""
+        if changed is None:
+            got = [self._ready_at(v, now) for v in views]
+            self._ready = [r for r, _ in got]
+            self.tight = [t for _, t in got]
+            self.idle, self._idle_of = {}, [None] * len(views)
+            changed = set(range(len(views)))
+        else:
+            for i in changed:
+                self._ready[i], self.tight[i] = self._ready_at(views[i], now)
+        for i in changed:
+            self._set_idle(i, self._ready[i], views[i], now)
         self.stale.clear()
-        got = [self._ready_at(v, now) for v in views]
-        self._ready = [r for r, _ in got]
-        self.tight = [t for _, t in got]
-        self.idle, self._idle_of = {}, [None] * len(views)
-        for i, (v, r) in enumerate(zip(views, self._ready, strict=True)):
-            self._set_idle(i, r, v, now)
         self._orders = [
             sorted((r[b], i) for i, r in enumerate(self._ready)) for b in range(len(STEP_BUCKETS))
         ]

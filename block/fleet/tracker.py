@@ -375,6 +375,8 @@ class InstanceTracker:
         fc = self.forecaster()
         if fc is None or fc.caches:
             return None
+        if not fc.num_requests and fc.step_end_s is None:  # idle (ReadyOrder files these apart)
+            return [self.snapshot_at] * len(own_steps), True
         elapsed = now - self.snapshot_at
         return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps], fc.checkpointed(elapsed)
 
