@@ -35,7 +35,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from block.fleet.tracker import InstanceTracker
+from block.fleet.tracker import InstanceTracker, latest_version
 from block.predictor.floor import StepFloor
 from block.replica.config import ReplicaConfig
 
@@ -47,6 +47,7 @@ class ReadyOrder:
     def __init__(self) -> None:
         self._views: list[InstanceTracker] = []
         self._versions: list[int] = []
+        self._seen = -1  # latest_version() when the versions were last compared
         self._ready: list[list[float]] = []  # per instance, as in the views: ready_at per bucket
         self.tight: list[bool] = []  # per instance: its ready_at is from its checkpoint
         self.stale: set[int] = set()  # instances whose bound may have tightened (a checkpoint built)
@@ -60,17 +61,19 @@ class ReadyOrder:
     def order(self, views: Sequence[InstanceTracker], now: float, own_steps: int) -> list[tuple[float, int]]:
         """(ready_at, index) of every view, ascending, valid for a candidate of at least `own_steps`
         steps; minus infinity where there is no bound."""
-        listed = list(views)
+        listed, latest = list(views), latest_version()
         if listed != self._views:  # (the same trackers: compared by identity, in C)
-            self._views = listed
+            self._views, self._seen = listed, latest
             self._versions = [v.version for v in views]
             self._rebuild(views, now)
         else:
-            versions = [v.version for v in views]
-            if versions != self._versions:
-                old = self._versions
-                self.stale.update(i for i, v in enumerate(versions) if v != old[i])
-                self._versions = versions
+            if latest != self._seen:  # some tracker changed (here or elsewhere): which?
+                self._seen = latest
+                versions = [v.version for v in views]
+                if versions != self._versions:
+                    old = self._versions
+                    self.stale.update(i for i, v in enumerate(versions) if v != old[i])
+                    self._versions = versions
             if self.stale:
                 if len(self.stale) * REBUILD_SHARE > len(views):
                     self._rebuild(views, now, self.stale)

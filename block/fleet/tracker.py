@@ -60,6 +60,19 @@ def added_delay_for(policy: object) -> AddedDelay:
 
 
 _VERSIONS = itertools.count(1)
+_latest = 0  # the newest version any tracker took
+
+
+def _next_version() -> int:
+    global _latest
+    _latest = next(_VERSIONS)
+    return _latest
+
+
+def latest_version() -> int:
+    """The newest `version` any tracker took: where it has not moved, no tracker changed (a fleet of a
+    thousand is not scanned for changes at every decision)."""
+    return _latest
 
 
 class InstanceTracker:
@@ -122,7 +135,7 @@ class InstanceTracker:
         self._forecaster: Forecaster | None = None
         # a new number whenever the state forecasts start from may have changed (see ready_at); unique
         # across trackers, so that a tracker replaced by a new one is never taken for it
-        self.version = next(_VERSIONS)
+        self.version = _next_version()
         # the forecaster before the latest request was routed here: the new one extends its checkpoint
         self._previous: Forecaster | None = None
         self.calibration: InstanceCalibration | None = None
@@ -143,7 +156,7 @@ class InstanceTracker:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = self._previous = None
-        self.version = next(_VERSIONS)
+        self.version = _next_version()
         self._finished.clear()
         # most snapshots come with nothing routed since the last one
         if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
@@ -178,20 +191,20 @@ class InstanceTracker:
                 index.resize(self.num_gpu_blocks)
             index.record(request.prefix_hashes)
         self._previous, self._forecaster = self._forecaster, None
-        self.version = next(_VERSIONS)
+        self.version = _next_version()
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
         gone = self._pending.pop(request_id, None)
         if gone is not None:
             self._forecaster = None
-            self.version = next(_VERSIONS)
+            self.version = _next_version()
             if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
                 self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
-            self.version = next(_VERSIONS)
+            self.version = _next_version()
             self._recount()
 
     def _in_snapshot(self, request_id: str) -> bool:

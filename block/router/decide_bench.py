@@ -98,13 +98,13 @@ def run(
         chosen = choice.instance
         assert isinstance(chosen, InstanceTracker)
         chosen.on_routed(request, now)
+        reference[trackers.index(chosen)].on_routed(request, now)
         c2 = time.thread_time()
         pruned.settle(trackers, now)  # the router: once the request is on its way
         settled = time.thread_time() - c2
         if k > 0:
             settle.append(settled)
             total.append(used + settled)
-        reference[trackers.index(chosen)].on_routed(request, now)
         now += 1e-4
     return {
         "p50_ms": round(statistics.median(times) * 1e3, 4),
