@@ -150,7 +150,7 @@ class Forecasts:
         # the idle instances, out of the order (ready_order.py): one forecast for each kind, and only the
         # one that wins the tie among them takes part (every one, where the policy may prefer another
         # within its tolerance: a request with a prefix identity)
-        for members in self._ready.idle.values() if ahead else ():
+        for kind, members in self._ready.idle.items() if ahead else ():
             i = min(members, key=lambda j: (views[j].in_flight, j))
             f = None if self._late(deadline) else self._one(views[i], request, now, deadline, refused)
             if f is None:  # missing: hand every target on, the fallback chooses among all
@@ -159,6 +159,7 @@ class Forecasts:
                 if refused:
                     self._log_unfit(request, refused)
                 return Candidates(views, [got.get(j) for j in range(len(views))])
+            idle[kind] = f
             for j in members if request.prefix_hashes else (i,):
                 views[j].last_forecast = got[j] = f
             key = (*score(f, views[i]), i)
@@ -179,9 +180,29 @@ class Forecasts:
             elif front is not None:
                 if best is not None and best < front:
                     break  # this one and every later one: e2e_s above the best score
-                i = ahead[reached][1]
+                ready_at, i = ahead[reached]
                 reached += 1
                 v = views[i]
+                # done with all it has before the request gets there (its bound says it may be): an idle
+                # instance's forecast, known exactly where one of its kind was forecast
+                kind = v.idle_by(request, now, deadline) if ready_at <= now else None
+                if kind is not None:
+                    f = idle.get(kind)
+                    if f is None:
+                        f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
+                        if f is None:  # missing: hand every target on, the fallback chooses among all
+                            self._spent(started)
+                            self.missing_reason = self.missing_reason or "error"
+                            if refused:
+                                self._log_unfit(request, refused)
+                            return Candidates(views, [got.get(j) for j in range(len(views))])
+                        idle[kind] = f
+                    key = (*score(f, v), i)
+                    if request.prefix_hashes or best is None or key < best:
+                        v.last_forecast = got[i] = f
+                        if best is None or key < best:
+                            best = key  # type: ignore[assignment]
+                    continue
                 if not self._ready.tight[i]:
                     loose.append(i)
                 tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint

@@ -427,6 +427,23 @@ class InstanceTracker:
         # (not when: an idle forecast is timed from the snapshot whenever it is sent, Forecaster.forecast)
         return (id(fc.profile), fc.config, self.rule)  # (the profile as calibrated, when it is)
 
+    def idle_by(
+        self, request: RoutingRequest, now: float, deadline: float | None = None
+    ) -> tuple[object, ...] | None:
+        """The idle signature this instance's forecast of `request` routed at `now` has (see
+        `idle_signature`) where everything it has finishes before the request reaches it: that forecast
+        is then an idle instance's (Forecaster.idle_by). None otherwise, or where not known without a
+        run that fails (the forecast will say so)."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None or self.anticipate_arrivals:
+            return None
+        try:
+            if not fc.idle_by(request, now - self.snapshot_at, deadline):
+                return None
+        except (SimulationStuck, DeadlineExceeded):
+            return None
+        return (id(fc.profile), fc.config, self.rule)
+
     def _recount(self) -> None:
         snap = self.snapshot
         if snap is None:

@@ -133,4 +133,22 @@ def test_idle_instances_are_forecast_once_per_kind_with_the_same_choice() -> Non
             fleet[i].on_routed(request, now)
         replicas[i].add(Request(request.id, request.prompt_tokens, request.expected_output_tokens))
         pruned.settle(walked, now)
-    assert pruned.made < exhaustive.made / 3
+    assert pruned.made < exhaustive.made / 5
+
+
+def test_an_instance_done_before_the_request_gets_there_forecasts_as_an_idle_one() -> None:
+    """Everything routed there finishes (in its forecast) before the request arrives: the forecast is an
+    idle instance's, bit for bit, so a decision takes it from one forecast of that kind."""
+    profile = load_profile("tiny-fast")
+    config = ReplicaConfig(max_num_seqs=256, max_num_batched_tokens=2048, block_size=16, num_gpu_blocks=8192)
+    idle, busy = (InstanceTracker(k, profile, config, added_delay="none") for k in ("idle", "busy"))
+    for t in (idle, busy):
+        t.observe(Replica(config, profile).snapshot(), 0.0)
+    busy.on_routed(RoutingRequest(30, 2, None, "earlier"), 0.0)
+    request = RoutingRequest(20, 3, None, "c")
+    assert busy.idle_by(request, 0.0) is None  # it is still there when this one arrives
+    late = 1.0  # long after it finished
+    assert busy.idle_by(request, late) == idle.idle_signature(late) is not None
+    a, b = idle.predict(request, late), busy.predict(request, late)
+    assert a is not None and b is not None
+    assert (a.ttft_s, a.e2e_s, a.queue_delay_s) == (b.ttft_s, b.e2e_s, b.queue_delay_s)
