@@ -19,8 +19,11 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
   replayed once per state, a much tighter floor) and goes back in line with that, and is forecast
   when reached again. From READY_ORDER_MIN targets on, not even every floor is computed: the targets
   are walked in the order of a floor prepared once per state (ready_order.py), and those never
-  reached are never looked at. The others cannot win; the policy gets the forecast ones only. If a forecast is
-  missing, every target is handed on (the fallback chooses among all, as without pruning).
+  reached are never looked at. Idle instances are not walked: one forecast per kind stands for them all
+  (ready_order.py), and so does it for an instance whose requests all finish before the new one arrives
+  (InstanceTracker.idle_by: its forecast is an idle one's, bit for bit). The others cannot win; the
+  policy gets the forecast ones only. If a forecast is missing, every target is handed on (the fallback
+  chooses among all, as without pruning).
 When forecasts are missing, `missing_reason` says why (budget, deadline, error; the router adds sidecar)
 and shedding for the budget is logged as a warning at most once a minute: a router that sheds is, in
 effect, not doing Block, and the operator must hear of it.
