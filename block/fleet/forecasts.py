@@ -9,8 +9,9 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
 - over time, a budget (ForecastBudget): forecasts take at most FORECAST_SHARE of the loop's time, with
   a reserve of RESERVE_DEADLINES deadlines for bursts; while it is spent, decisions go without them;
 - less work per forecast: each tracker keeps its prepared Forecaster until its state changes (a
-  snapshot, a request routed or finished), and the harm term (added delay to the requests already
-  there) is only computed for a policy that weighs it;
+  snapshot, a request routed or finished), prepared again after the decision where it can be
+  (`settle`: the router calls it once the routed request is on its way), and the harm term (added
+  delay to the requests already there) is only computed for a policy that weighs it;
 - fewer forecasts, same choice (`candidates`): when the policy's score has a floor (Policy.score_floor),
   every target's floor comes first (block/predictor/floor.py: O(log n) from the prepared state), then
   best first in ascending floor order until the best score so far beats the next floor: a target
@@ -18,8 +19,11 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
   replayed once per state, a much tighter floor) and goes back in line with that, and is forecast
   when reached again. From READY_ORDER_MIN targets on, not even every floor is computed: the targets
   are walked in the order of a floor prepared once per state (ready_order.py), and those never
-  reached are never looked at. The others cannot win; the policy gets the forecast ones only. If a forecast is
-  missing, every target is handed on (the fallback chooses among all, as without pruning).
+  reached are never looked at. Idle instances are not walked: one forecast per kind stands for them all
+  (ready_order.py), and so does it for an instance whose requests all finish before the new one arrives
+  (InstanceTracker.idle_by: its forecast is an idle one's, bit for bit). The others cannot win; the
+  policy gets the forecast ones only. If a forecast is missing, every target is handed on (the fallback
+  chooses among all, as without pruning).
 When forecasts are missing, `missing_reason` says why (budget, deadline, error; the router adds sidecar)
 and shedding for the budget is logged as a warning at most once a minute: a router that sheds is, in
 effect, not doing Block, and the operator must hear of it.
@@ -122,7 +126,7 @@ class Forecasts:
         """This decision's candidates: the targets that may win, with their forecasts (branch and
         bound over the floors); every target with `in_process`'s forecasts when the policy's score has
         no floor, a target has none, or a forecast is missing."""
-        if not self.prune or len(views) < 2 or self.policy.score_floor(0.0, views[0]) is None:
+        if not self.prune or len(views) < 2 or self.policy.score_floor(0.0, views[0], request) is None:
             return Candidates(views, self.in_process(request, views, now, started))
         # the targets not yet reached, in ascending order of a floor cheaper still (ready_order.py); or
         # every target's floor first, where that one does not apply
@@ -146,10 +150,32 @@ class Forecasts:
         refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
         loose: list[int] = []  # reached in the order by a bound without a checkpoint
         reached = 0
+        # the idle instances, out of the order (ready_order.py): one forecast for each kind, and only the
+        # one that wins the tie among them takes part (every one, where the policy may prefer another
+        # within its tolerance: a request with a prefix identity)
+        for kind, members in self._ready.idle.items() if ahead else ():
+            i = min(members, key=lambda j: (views[j].in_flight, j))
+            f = None if self._late(deadline) else self._one(views[i], request, now, deadline, refused)
+            if f is None:  # missing: hand every target on, the fallback chooses among all
+                self._spent(started)
+                self.missing_reason = self.missing_reason or "error"
+                if refused:
+                    self._log_unfit(request, refused)
+                return Candidates(views, [got.get(j) for j in range(len(views))])
+            idle[kind] = f
+            for j in members if request.prefix_hashes else (i,):
+                views[j].last_forecast = got[j] = f
+            key = (*score(f, views[i]), i)
+            if best is None or key < best:
+                best = key  # type: ignore[assignment]
         while True:
-            if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
+            if reached < len(ahead) and ahead[reached][0] != float("inf"):  # the next one not reached yet
                 lower = ahead[reached][0] - now + own
-                front: tuple[float, ...] | None = (lower - abs(lower) * MARGIN,)
+                # (as the policy's floor: a target within its affinity tolerance may still win)
+                nearest = floor_of(lower - abs(lower) * MARGIN, views[ahead[reached][1]], request)
+                if nearest is None:  # no floor after all: as without pruning
+                    return Candidates(views, self.in_process(request, views, now, started))
+                front: tuple[float, ...] | None = (nearest[0],)
             else:
                 front = None
             if line and (front is None or line[0][0] < front):
@@ -157,9 +183,29 @@ class Forecasts:
             elif front is not None:
                 if best is not None and best < front:
                     break  # this one and every later one: e2e_s above the best score
-                i = ahead[reached][1]
+                ready_at, i = ahead[reached]
                 reached += 1
                 v = views[i]
+                # done with all it has before the request gets there (its bound says it may be): an idle
+                # instance's forecast, known exactly where one of its kind was forecast
+                kind = v.idle_by(request, now, deadline) if ready_at <= now else None
+                if kind is not None:
+                    f = idle.get(kind)
+                    if f is None:
+                        f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
+                        if f is None:  # missing: hand every target on, the fallback chooses among all
+                            self._spent(started)
+                            self.missing_reason = self.missing_reason or "error"
+                            if refused:
+                                self._log_unfit(request, refused)
+                            return Candidates(views, [got.get(j) for j in range(len(views))])
+                        idle[kind] = f
+                    key = (*score(f, v), i)
+                    if request.prefix_hashes or best is None or key < best:
+                        v.last_forecast = got[i] = f
+                        if best is None or key < best:
+                            best = key  # type: ignore[assignment]
+                    continue
                 if not self._ready.tight[i]:
                     loose.append(i)
                 tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
@@ -170,7 +216,7 @@ class Forecasts:
                     e2e = v.e2e_floor(request, now, self.horizon_s)
                 except ValueError:  # the request does not fit there: let in_process say so
                     e2e = None
-                floor = None if e2e is None else floor_of(e2e, v)
+                floor = None if e2e is None else floor_of(e2e, v, request)
                 if floor is None:  # no floor after all: as without pruning (its time counts there)
                     return Candidates(views, self.in_process(request, views, now, started))
                 heapq.heappush(line, ((*floor, i), False))
@@ -205,12 +251,24 @@ class Forecasts:
             key = (*score(f, v), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]
-        for i in loose:  # with the checkpoint built, its place in the order is tight from now on
-            self._ready.refresh(i, views[i], now)
+        # with the checkpoint built, its place in the order is tight from now on (updated by `settle`,
+        # or the next decision: the bound it has is still a bound)
+        self._ready.stale.update(loose)
         self._spent(started)
         self.pruned += len(views) - len(got)
         order = sorted(got)
         return Candidates([views[i] for i in order], [got[i] for i in order])
+
+    def settle(self, views: Sequence[InstanceTracker], now: float) -> None:
+        """After a decision, off its path (the router calls it once the request is on its way): bring
+        the order the next decision walks up to date with the states that changed since (the instance
+        just routed to: its forecaster rebuilt, its checkpoint extended, its bound), so that the next
+        decision only checks the versions. Optional: a decision does it itself when not done. Nothing
+        where decisions do not walk that order."""
+        if self.prune and self.horizon_s is None and len(views) >= READY_ORDER_MIN and self._ready.groups:
+            started = time.perf_counter()
+            self._ready.order(views, now, 1)
+            self._spent(started)  # forecasting work all the same: it counts against the loop's share
 
     def prepare(self, views: Sequence[InstanceTracker]) -> None:
         """Prepare each target's state for the decisions to come (its checkpoint: a replay of its queue,
@@ -258,7 +316,7 @@ class Forecasts:
             e2e = view.checkpoint_floor(request, now, deadline, prepare)
         except Exception:
             return None
-        key = None if e2e is None else self.policy.score_floor(e2e, view)
+        key = None if e2e is None else self.policy.score_floor(e2e, view, request)
         return None if key is None else (*key, i)
 
     def _floors(
@@ -273,7 +331,7 @@ class Forecasts:
         try:
             for i, v in enumerate(views):
                 e2e = v.e2e_floor(request, now, horizon)
-                key = None if e2e is None else floor_of(e2e, v)
+                key = None if e2e is None else floor_of(e2e, v, request)
                 if key is None:
                     return None
                 keys.append((*key, i))

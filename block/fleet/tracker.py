@@ -60,6 +60,19 @@ def added_delay_for(policy: object) -> AddedDelay:
 
 
 _VERSIONS = itertools.count(1)
+_latest = 0  # the newest version any tracker took
+
+
+def _next_version() -> int:
+    global _latest
+    _latest = next(_VERSIONS)
+    return _latest
+
+
+def latest_version() -> int:
+    """The newest `version` any tracker took: where it has not moved, no tracker changed (a fleet of a
+    thousand is not scanned for changes at every decision)."""
+    return _latest
 
 
 class InstanceTracker:
@@ -122,7 +135,7 @@ class InstanceTracker:
         self._forecaster: Forecaster | None = None
         # a new number whenever the state forecasts start from may have changed (see ready_at); unique
         # across trackers, so that a tracker replaced by a new one is never taken for it
-        self.version = next(_VERSIONS)
+        self.version = _next_version()
         # the forecaster before the latest request was routed here: the new one extends its checkpoint
         self._previous: Forecaster | None = None
         self.calibration: InstanceCalibration | None = None
@@ -143,7 +156,7 @@ class InstanceTracker:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = self._previous = None
-        self.version = next(_VERSIONS)
+        self.version = _next_version()
         self._finished.clear()
         # most snapshots come with nothing routed since the last one
         if self._pending or (self.in_flight_follows_snapshots and self._in_flight):
@@ -178,20 +191,20 @@ class InstanceTracker:
                 index.resize(self.num_gpu_blocks)
             index.record(request.prefix_hashes)
         self._previous, self._forecaster = self._forecaster, None
-        self.version = next(_VERSIONS)
+        self.version = _next_version()
 
     def on_finished(self, request_id: str, at: float) -> None:
         self._in_flight.discard(request_id)
         gone = self._pending.pop(request_id, None)
         if gone is not None:
             self._forecaster = None
-            self.version = next(_VERSIONS)
+            self.version = _next_version()
             if gone[0].prefix_hashes:  # done before a snapshot showed it: its blocks stay cached
                 self._done_unseen[request_id] = (gone[0].prefix_hashes, at)
         if request_id not in self._finished and self._in_snapshot(request_id):
             self._finished.add(request_id)
             self._forecaster = None
-            self.version = next(_VERSIONS)
+            self.version = _next_version()
             self._recount()
 
     def _in_snapshot(self, request_id: str) -> bool:
@@ -375,6 +388,8 @@ class InstanceTracker:
         fc = self.forecaster()
         if fc is None or fc.caches:
             return None
+        if not fc.num_requests and fc.step_end_s is None:  # idle (ReadyOrder files these apart)
+            return [self.snapshot_at] * len(own_steps), True
         elapsed = now - self.snapshot_at
         return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps], fc.checkpointed(elapsed)
 
@@ -409,8 +424,25 @@ class InstanceTracker:
         fc = self.forecaster()
         if fc is None or fc.num_requests or fc.step_end_s is not None or self.anticipate_arrivals:
             return None
-        assert self.snapshot_at is not None
-        return (id(self.profile), fc.config, self.rule, max(0.0, now - self.snapshot_at))
+        # (not when: an idle forecast is timed from the snapshot whenever it is sent, Forecaster.forecast)
+        return (id(fc.profile), fc.config, self.rule)  # (the profile as calibrated, when it is)
+
+    def idle_by(
+        self, request: RoutingRequest, now: float, deadline: float | None = None
+    ) -> tuple[object, ...] | None:
+        """The idle signature this instance's forecast of `request` routed at `now` has (see
+        `idle_signature`) where everything it has finishes before the request reaches it: that forecast
+        is then an idle instance's (Forecaster.idle_by). None otherwise, or where not known without a
+        run that fails (the forecast will say so)."""
+        fc = self.forecaster()
+        if fc is None or self.snapshot_at is None or self.anticipate_arrivals:
+            return None
+        try:
+            if not fc.idle_by(request, now - self.snapshot_at, deadline):
+                return None
+        except (SimulationStuck, DeadlineExceeded):
+            return None
+        return (id(fc.profile), fc.config, self.rule)
 
     def _recount(self) -> None:
         snap = self.snapshot

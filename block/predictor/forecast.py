@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
-from block.predictor.floor import MARGIN, EndToEndFloor
+from block.predictor.floor import MARGIN, EndToEndFloor, step_floor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
@@ -141,6 +141,8 @@ class Forecaster:
                 else:
                     self._later.append((t, p))
         self._drained: dict[str, float] | None = None  # finish times without a candidate
+        self._idle_at: float | None = None  # see idle_from
+        self._busy_until: float | None = None  # a time before which it cannot be idle (idle_by)
         # prefix caching: each request's prompt hashes; modelled when anything is, or may be, cached
         self._hashes: dict[str, tuple[int, ...]] = {}
         if cfg.enable_prefix_caching:
@@ -333,6 +335,39 @@ class Forecaster:
             self._drained = {r.key: r.finish for r in reqs}  # type: ignore[misc]
         return self._drained
 
+    def idle_from(self, deadline: float | None = None) -> float | None:
+        """Seconds after the snapshot from which this instance has nothing to do if no candidate comes
+        (every request finished, no step in flight): 0 when idle now; None where forecasts model the
+        prefix cache (what it holds then depends on what ran). A run without a candidate, once per
+        state; raises as a forecast would."""
+        if self._caching:
+            return None
+        if self._idle_at is None:
+            if not self.num_requests:
+                self._idle_at = self.step_end_s or 0.0
+            else:
+                sim, _ = self._build(watch_all=True, until=self._later[-1][0] if self._later else 0.0)
+                sim.run_until_watched_done(deadline=deadline)
+                self._idle_at = max(sim.now, self.step_end_s or 0.0)
+        return self._idle_at
+
+    def idle_by(self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None) -> bool:
+        """Whether `request` sent `elapsed_s` after the snapshot reaches an instance with nothing left to
+        do (no prefix-cache hits modelled for it): its forecast is then an idle instance's, bit for bit
+        (see `forecast`)."""
+        if self.candidate_hashes(request):
+            return False
+        arrival = max(0.0, elapsed_s) + self.profile.request_overhead(request.prompt_tokens)
+        if self._busy_until is None:  # each request makes a token a step at most: no run needed for most
+            step_s = step_floor(self.profile, self.config).step_s
+            ahead = [(0.0, p) for p in (*self._running, *self._waiting)]
+            left = [t + (p[2] - p[4]) * step_s for t, p in (*ahead, *self._later)]
+            self._busy_until = max(left, default=0.0)
+        if arrival < self._busy_until:
+            return False
+        idle_at = self.idle_from(deadline)
+        return idle_at is not None and arrival >= idle_at
+
     def forecast(
         self,
         request: RoutingRequest,
@@ -357,6 +392,19 @@ class Forecaster:
         if request.max_tokens is not None:
             out = max(1, min(out, request.max_tokens))
         sent = max(0.0, elapsed_s)
+        quiet = arrivals is None or not arrivals.active
+        if not self.num_requests and self.step_end_s is None and quiet:
+            # idle: nothing happens before it arrives, so its times do not depend on when it is sent;
+            # timed as if sent at the snapshot, every idle instance alike gives the same forecast, bit
+            # for bit (a decision forecasts one for all: InstanceTracker.idle_signature)
+            sent = 0.0
+        elif added_delay == "none" and quiet and self.idle_by(request, sent, deadline):
+            # everything here finishes before it arrives: it meets an idle instance, so it gets an idle
+            # instance's forecast, computed as one (the same, bit for bit)
+            sim = FastReplica(cfg, self.profile)
+            sim.load([], [])
+            sim.advance_until(self.profile.request_overhead(prompt))
+            return self._candidate_run(sim, [], prompt, out, (), 0.0, horizon_s, deadline, "none")
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)

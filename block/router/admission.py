@@ -194,6 +194,7 @@ class RouterAdmission:
         self.metrics.held.set(len(self.queue))
         # Routed now, so the next request of this pass is forecast with it in the queue.
         self.pool.on_routed(decision.instance, waiter.request, decision.decided_at, decision.forecast)
+        self.decider.settle_soon()
         decision.routed = True
         self.metrics.admission_outcome(str(held.target.priority), "admitted")
         waiter.future.set_result(decision)

@@ -85,6 +85,7 @@ class RouterApp:
         self.metrics = RouterMetrics(config.policy)
         self.pool = InstancePool(config, self.metrics)
         self.decider = Decider(self.policy, self.pool, self.metrics, config.deadline_ms / 1000.0)
+        self.pool.on_change.append(self.decider.settle_soon)  # a snapshot in, a request finished
         if config.decision_log:
             self.decider.decision_log = DecisionLog(config.decision_log, config.policy)
             self.decider.forecasts.prune = False  # the log reports every instance's forecast

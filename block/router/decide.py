@@ -5,10 +5,15 @@ tried yet; the forecasts (block/fleet/forecasts.py) come from each instance's si
 else from its tracker in this process, within the decision's deadline and the forecast budget. They are
 this decision's own (`Candidates`): concurrent decisions, which may interleave while sidecars answer,
 never see each other's.
+
+What a decision changes (the routed instance's state) and what the pollers change (snapshots, finished
+requests) is prepared for the next decision off the decisions' path (`settle_soon`: once the routed
+request is on its way, or the snapshot is in), so that a decision mostly finds its instances prepared.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection
@@ -63,6 +68,8 @@ class Decider:
         self.in_rotation = InRotation(lambda: pool.routable_ids)
         self.decision_log: DecisionLog | None = None  # --decision-log: what each decision saw
         self.gate = Gate()  # admission's rule, in front of the choice (used when a target is given)
+        self._walked: list[InstanceTracker] = []  # the targets of the latest pruned decision
+        self._settling = False
 
     @property
     def deadline_s(self) -> float:
@@ -104,6 +111,7 @@ class Decider:
                 candidates = Candidates(targets, self.forecasts.in_process(request, targets, now, started))
             else:  # pruned to the targets that may win when the policy allows it
                 candidates = self.forecasts.candidates(request, targets, now, started)
+                self._walked = targets
             assert candidates.forecasts is not None
             forecasts = list(candidates.forecasts)
             missed = sum(f is None for f in forecasts)
@@ -144,3 +152,19 @@ class Decider:
                 elapsed * 1e6,
             )
         return Decision(inst, forecast, choice.fallback, now, target)
+
+    def settle_soon(self) -> None:
+        """Prepare what changed for the next decision (Forecasts.settle) once the event loop has run
+        what is ready now (the routed request's send first); one pass for any number of changes."""
+        if self._settling or not self._walked:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in the router's loop: the next decision does it
+            return
+        self._settling = True
+        loop.call_soon(self._settle)
+
+    def _settle(self) -> None:
+        self._settling = False
+        self.forecasts.settle(self._walked, time.monotonic())

@@ -15,7 +15,11 @@ forecasting every instance; `same_choice` is the share of decisions where both c
 Both fleets route each request to the timed decision's choice, so they stay identical. The first
 decision, which first prepares every instance's state (`Forecasts.prepare`: its checkpoint, a replay of
 its queue), is reported apart (`prepare_ms`): in the router that work is spread over the decisions
-between two snapshots.
+between two snapshots. After each decision the routed instance's state is prepared again, off the
+decision's path as the router does it once the request is on its way (`Forecasts.settle`: its
+forecaster, its checkpoint extended, its place in the order); that is timed apart (`settle_cpu_p50_ms`,
+this thread's CPU), and `total_cpu_p50_ms` is the CPU of a decision and its settling together (what
+the event loop spends per request).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def run(
     policy = make_policy("block", seed=seed)
     pruned, every = Forecasts(policy), Forecasts(policy, prune=False)
     rng = random.Random(seed + 1)
-    times, cpu, before, same, forecasts = [], [], [], 0, []
+    times, cpu, before, same, forecasts, settle, total = [], [], [], 0, [], [], []
     prepare_ms = 0.0
     now = SNAPSHOT_AGE_S
     for k in range(decisions + 1):
@@ -95,6 +99,12 @@ def run(
         assert isinstance(chosen, InstanceTracker)
         chosen.on_routed(request, now)
         reference[trackers.index(chosen)].on_routed(request, now)
+        c2 = time.thread_time()
+        pruned.settle(trackers, now)  # the router: once the request is on its way
+        settled = time.thread_time() - c2
+        if k > 0:
+            settle.append(settled)
+            total.append(used + settled)
         now += 1e-4
     return {
         "p50_ms": round(statistics.median(times) * 1e3, 4),
@@ -103,6 +113,11 @@ def run(
         "cpu_p50_ms": round(statistics.median(cpu) * 1e3, 4),  # this thread's CPU: the machine may be shared
         "cpu_p99_ms": round(_percentile(cpu, 0.99) * 1e3, 4),
         "forecasts_per_decision": round(statistics.fmean(forecasts), 2),
+        # after each decision, off its path: the routed instance's state prepared again
+        "settle_cpu_p50_ms": round(statistics.median(settle) * 1e3, 4),
+        "settle_cpu_p99_ms": round(_percentile(settle, 0.99) * 1e3, 4),
+        "total_cpu_p50_ms": round(statistics.median(total) * 1e3, 4),  # a decision and its settling
+        "total_cpu_p99_ms": round(_percentile(total, 0.99) * 1e3, 4),
         # the same decisions forecasting every instance (as before pruning), this thread's CPU
         "exhaustive_cpu_p50_ms": round(statistics.median(before) * 1e3, 4),
         "prepare_ms": round(prepare_ms, 2),

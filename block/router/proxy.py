@@ -322,6 +322,7 @@ class Proxy:
                 )
             )
             dog.start()
+            self.decider.settle_soon()  # the routed instance's state, prepared again once the request is sent
             try:
                 await asyncio.wait((task,))
             except asyncio.CancelledError:  # this handler itself is cancelled: so is the attempt

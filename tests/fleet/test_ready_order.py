@@ -16,6 +16,7 @@ from block.policies import Candidates, make_policy
 from block.predictor.bench import busy_snapshot
 from block.predictor.floor import MARGIN
 from block.profiles import load_profile
+from block.replica import Replica, ReplicaConfig, Request
 from block.request import RoutingRequest
 from tests.fleet.test_pruning import trackers_for
 from tests.predictor.strategies import odd_snapshots, reached_snapshots
@@ -89,5 +90,65 @@ def test_fleet_walked_in_ready_order_keeps_the_choice() -> None:
         assert i == every.index(want.instance) and not got.fallback  # type: ignore[arg-type]
         walked[i].on_routed(request, now)  # both fleets route it to the choice: they stay alike
         every[i].on_routed(request, now)
+        if k % 2:  # as the router does once the request is on its way; else the next decision does it
+            pruned.settle(walked, now)
+            assert not pruned._ready.stale
         now += 0.003
     assert pruned.made < exhaustive.made / 3
+
+
+def test_idle_instances_are_forecast_once_per_kind_with_the_same_choice() -> None:
+    """A lightly loaded fleet: most instances idle, their snapshots taken at different times. One forecast
+    stands for every idle instance alike (the same, bit for bit, whenever sent), and the choice is the
+    one forecasting every instance makes, ties included (fewest in flight, then first)."""
+    profile = load_profile("tiny-fast")
+    config = ReplicaConfig(max_num_seqs=256, max_num_batched_tokens=2048, block_size=16, num_gpu_blocks=8192)
+    policy = make_policy("block")
+    pruned, exhaustive = Forecasts(policy), Forecasts(policy, prune=False)
+    n = READY_ORDER_MIN + 8
+    walked = [InstanceTracker(f"i{i}", profile, config, added_delay="none") for i in range(n)]
+    every = [InstanceTracker(f"i{i}", profile, config, added_delay="none") for i in range(n)]
+    rng = random.Random(3)
+    replicas = [Replica(config, profile) for _ in range(n)]
+    for fleet in (walked, every):
+        for t, replica in zip(fleet, replicas, strict=True):
+            t.observe(replica.snapshot(), 0.0)
+    now = 0.0
+    for k in range(30):
+        now += 0.002
+        for i in rng.sample(range(n), 4):  # polled: the engine has finished what it had
+            while replicas[i].has_work:
+                replicas[i].step()
+            at = now - rng.uniform(0, 0.002)
+            for fleet in (walked, every):
+                fleet[i].observe(replicas[i].snapshot(), at)
+        request = RoutingRequest(rng.randint(2, 40), rng.randint(1, 8), None, f"d{k}")
+        made = pruned.made
+        got = policy.choose(request, pruned.candidates(request, walked, now), now)
+        want = policy.choose(request, Candidates(every, exhaustive.in_process(request, every, now)), now)
+        i = walked.index(got.instance)  # type: ignore[arg-type]
+        assert i == every.index(want.instance) and not got.fallback  # type: ignore[arg-type]
+        assert pruned.made - made <= n // 2
+        for fleet in (walked, every):
+            fleet[i].on_routed(request, now)
+        replicas[i].add(Request(request.id, request.prompt_tokens, request.expected_output_tokens))
+        pruned.settle(walked, now)
+    assert pruned.made < exhaustive.made / 5
+
+
+def test_an_instance_done_before_the_request_gets_there_forecasts_as_an_idle_one() -> None:
+    """Everything routed there finishes (in its forecast) before the request arrives: the forecast is an
+    idle instance's, bit for bit, so a decision takes it from one forecast of that kind."""
+    profile = load_profile("tiny-fast")
+    config = ReplicaConfig(max_num_seqs=256, max_num_batched_tokens=2048, block_size=16, num_gpu_blocks=8192)
+    idle, busy = (InstanceTracker(k, profile, config, added_delay="none") for k in ("idle", "busy"))
+    for t in (idle, busy):
+        t.observe(Replica(config, profile).snapshot(), 0.0)
+    busy.on_routed(RoutingRequest(30, 2, None, "earlier"), 0.0)
+    request = RoutingRequest(20, 3, None, "c")
+    assert busy.idle_by(request, 0.0) is None  # it is still there when this one arrives
+    late = 1.0  # long after it finished
+    assert busy.idle_by(request, late) == idle.idle_signature(late) is not None
+    a, b = idle.predict(request, late), busy.predict(request, late)
+    assert a is not None and b is not None
+    assert (a.ttft_s, a.e2e_s, a.queue_delay_s) == (b.ttft_s, b.e2e_s, b.queue_delay_s)

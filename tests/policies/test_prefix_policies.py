@@ -160,3 +160,7 @@ def test_block_floor_never_prunes_an_instance_within_the_error() -> None:
     # a target whose e2e floor is within the error of the best forecast must still be forecast
     assert policy.score_floor(10.0 * (1 + FORECAST_E2E_ERROR) - 1e-6, CachedView("b")) < best
     assert not policy.score_floor(10.0 * (1 + FORECAST_E2E_ERROR) + 1e-3, CachedView("b")) < best
+    # a request with no prefix identity is chosen by the forecast alone: the floor needs no allowance
+    plain = RoutingRequest(prompt_tokens=320, expected_output_tokens=50)
+    assert not policy.score_floor(10.0 + 1e-3, CachedView("b"), plain) < best
+    assert policy.score_floor(10.0 - 1e-3, CachedView("b"), plain) < best

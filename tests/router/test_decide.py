@@ -3,6 +3,7 @@ budget that keeps a burst of forecasts from taking the whole event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from block.engine.server import BackgroundEngine
 from block.engine.settings import EngineSettings, replica_config
-from block.fleet.forecasts import ForecastBudget
+from block.fleet.forecasts import READY_ORDER_MIN, ForecastBudget
 from block.fleet.tracker import InstanceTracker
 from block.policies import RoutingRequest, make_policy
 from block.profiles import load_profile
@@ -121,3 +122,18 @@ async def test_an_over_length_prompt_logs_one_line_and_no_traceback(caplog: pyte
     assert [rec.exc_info for rec in decision_logs] == [None]
     assert decision_logs[0].levelno == logging.INFO
     assert "5001 prompt tokens" in decision_logs[0].getMessage()  # 5,000 words and the begin-of-text token
+
+
+async def test_the_routed_instance_is_prepared_again_off_the_decisions_path() -> None:
+    """settle_soon: once the loop has run what was ready, the order the next decision walks is up to
+    date with the routed instance's new state (the decision then only checks the versions)."""
+    d, trackers = decider(n=READY_ORDER_MIN)
+    decision = await d.decide(REQ)
+    assert d.forecasts._ready.groups  # the decision walked the fleet in ready order
+    decision.instance.tracker.on_routed(REQ, time.monotonic())  # type: ignore[union-attr]
+    d.settle_soon()
+    d.settle_soon()  # one pass for any number of changes
+    ready = d.forecasts._ready
+    assert ready._versions != [t.version for t in trackers]  # not yet: after what is ready now
+    await asyncio.sleep(0)
+    assert ready._versions == [t.version for t in trackers] and not ready.stale
