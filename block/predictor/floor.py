@@ -62,11 +62,14 @@ class StepFloor:
         overhead = profile.step_overhead_s
         linear = cost.linear[1 : m + 1]
         floor_after = list(accumulate(reversed(linear), min))[::-1]  # min linear(k) for k >= n
-        self.step_s = overhead + floor_after[0]
-        self.token_s = min((overhead + f) / n for n, f in enumerate(floor_after, 1))
-        self.per_seq_s = profile.per_seq_s
-        self.kv_s = profile.decode_kv_token_s
-        self.pair_s = profile.prefill_pair_s
+        # a calibrated view (Profile.scaled) times each step at its phase's factor: bound every step by the
+        # smaller one, so an instance measured faster than its profile is not pruned by nominal times
+        scale = cost.least_scale
+        self.step_s = (overhead + floor_after[0]) * scale
+        self.token_s = min((overhead + f) / n for n, f in enumerate(floor_after, 1)) * scale
+        self.per_seq_s = profile.per_seq_s * scale
+        self.kv_s = profile.decode_kv_token_s * scale
+        self.pair_s = profile.prefill_pair_s * scale
         self.max_tokens = config.max_num_batched_tokens
         self.overhead = profile.request_overhead
 

@@ -103,6 +103,12 @@ class StepCost:
     def __reduce__(self) -> tuple[Any, ...]:  # closures do not pickle: rebuild them
         return (StepCost, (*self._args, *self._scales))
 
+    @property
+    def least_scale(self) -> float:
+        """The smallest of the phase factors: every step takes at least its unscaled time times this (a
+        step is scaled by one of them), which is what a lower bound built from the coefficients needs."""
+        return min(self._scales)
+
     def scaled(self, decode: float, prefill: float) -> StepCost:
         """This formula corrected per phase (see the module docstring), sharing the linear table."""
         return StepCost(*self._args, decode, prefill, linear_table=self.linear)

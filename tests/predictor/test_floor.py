@@ -22,9 +22,15 @@ candidates = st.builds(
 )
 pendings = st.lists(st.tuples(st.integers(1, 120), st.integers(1, 80), st.floats(-0.05, 0.2)), max_size=4)
 elapsed = st.one_of(st.just(0.0), st.floats(1e-4, 0.5))
-# the test profile, and one that charges every request a fixed and a per-token overhead
+# the test profile, one that charges every request a fixed and a per-token overhead, and calibrated
+# views of it (an instance measured faster or slower than its profile, per phase)
 profiles = st.sampled_from(
-    [PROFILE, replace(PROFILE, request_overhead_s=0.003, request_overhead_per_token_s=2e-5)]
+    [
+        PROFILE,
+        replace(PROFILE, request_overhead_s=0.003, request_overhead_per_token_s=2e-5),
+        PROFILE.scaled(0.5, 0.7),
+        PROFILE.scaled(1.6, 0.4),
+    ]
 )
 
 
