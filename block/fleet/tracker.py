@@ -287,6 +287,22 @@ class InstanceTracker:
             return self.prefix_index.match(request.prefix_hashes)
         return 0
 
+    def prefix_sharers(self, request: RoutingRequest) -> int:
+        """Requests in flight here (routed and not finished) whose prompt starts with the same block as
+        this one: they hold that prefix's blocks in the KV cache, so it stays resident while they run.
+        0 when the prompt has no prefix identity."""
+        if not request.prefix_hashes:
+            return 0
+        first = request.prefix_hashes[0]
+        n = sum(1 for s, _ in self._pending.values() if s.prefix_hashes[:1] == (first,))
+        snap = self.snapshot
+        if snap is not None:
+            finished = self._finished
+            for s in (*snap.running, *snap.waiting):
+                if s.prefix_hashes[:1] == (first,) and s.id not in finished:
+                    n += 1
+        return n
+
     @property
     def decode_scale(self) -> float:
         """The calibrated decode factor forecasts use (1: not calibrated); policies may read it."""

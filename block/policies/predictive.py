@@ -38,8 +38,12 @@ class BlockPolicy(Policy):
     do not tell instances apart, so among those the request goes where the longest prefix of its
     prompt is cached. That costs this request nothing the forecast can see, and it keeps a prompt's
     blocks on few instances: the later requests that share them find them there, and the other
-    instances' caches keep their own prompts instead of a copy. Requests with no prefix identity,
-    or none cached anywhere, choose by the forecast alone, as before.
+    instances' caches keep their own prompts instead of a copy. Among instances caching equally much,
+    it joins the copy the most requests in flight there share (`prefix_sharers`): that copy stays in
+    the KV cache while they run anyway, and the others drain and become evictable. On shared system
+    prompts the KV cache is what runs out near capacity (preemptions make the P99 TTFT), and every
+    copy of a 1,024-token prompt held by requests in flight is 64 blocks fewer for their own tokens.
+    Requests with no prefix identity, or none cached anywhere, choose by the forecast alone, as before.
     """
 
     name = "block"
@@ -79,7 +83,8 @@ class BlockPolicy(Policy):
         bound = score(best)[0] * (1 + self.affinity_tolerance)
         near = [i for i in range(len(views)) if score(i)[0] <= bound]
         cached = {i: views[i].cached_prefix_blocks(request) for i in near}
-        return Choice(views[min(near, key=lambda i: (-cached[i], score(i)))])
+        sharers = {i: prefix_sharers(views[i], request) for i in near}
+        return Choice(views[min(near, key=lambda i: (-cached[i], -sharers[i], score(i)))])
 
     def forecast_score(self, forecast: Forecast, view: InstanceView) -> tuple[float, int]:
         return (finish_s(forecast, view) + self.harm_weight * forecast.added_delay_s, view.in_flight)
@@ -95,6 +100,13 @@ class BlockPolicy(Policy):
             return None
         near = 1.0 if request is not None and not request.prefix_hashes else 1 + self.affinity_tolerance
         return (e2e_floor_s / max(1.0, decode_scale(view)) / near, view.in_flight)
+
+
+def prefix_sharers(view: InstanceView, request: RoutingRequest) -> int:
+    """Requests in flight on the instance that hold the first block of this prompt (0 when the view
+    does not know)."""
+    sharers = getattr(view, "prefix_sharers", None)
+    return 0 if sharers is None else sharers(request)
 
 
 def decode_scale(view: InstanceView) -> float:

@@ -87,3 +87,18 @@ def test_requests_routed_since_the_snapshot_count_until_a_snapshot_shows_them() 
     assert tracker.cached_prefix_blocks(asked) == 4
     tracker.observe(snapshot, 0.5)  # a later snapshot is the engine's word (here: it was evicted)
     assert tracker.cached_prefix_blocks(asked) == 0
+
+
+def test_prefix_sharers_are_the_requests_in_flight_on_the_same_first_block() -> None:
+    tracker = InstanceTracker("a", PROFILE)
+    busy = RoutingRequest(40, 10, prefix_hashes=chain_hashes(list(range(1000, 1040))))
+    assert tracker.prefix_sharers(busy) == 0  # no snapshot, nothing routed
+    tracker.observe(_replica_state(caching=True), 0.0)
+    assert tracker.prefix_sharers(busy) == 1  # "busy" decodes there; "done" finished (cached, not held)
+    done = RoutingRequest(64, 1, prefix_hashes=chain_hashes(list(range(64))))
+    assert tracker.prefix_sharers(done) == 0
+    tracker.on_routed(RoutingRequest(50, 5, id="next", prefix_hashes=busy.prefix_hashes[:1]), 0.01)
+    assert tracker.prefix_sharers(busy) == 2  # routed since the snapshot: it will hold the block too
+    tracker.on_finished("busy", 0.02)
+    assert tracker.prefix_sharers(busy) == 1
+    assert tracker.prefix_sharers(RoutingRequest(40, 10)) == 0  # no prefix identity

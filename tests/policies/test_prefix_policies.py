@@ -17,9 +17,13 @@ REQ = RoutingRequest(prompt_tokens=320, expected_output_tokens=50, prefix_hashes
 @dataclass
 class CachedView(View):
     cached: int = 0  # leading blocks of any request's prompt held here
+    sharers: int = 0  # requests in flight here holding the prompt's first block
 
     def cached_prefix_blocks(self, request: RoutingRequest) -> int:
         return min(self.cached, len(request.prefix_hashes))
+
+    def prefix_sharers(self, request: RoutingRequest) -> int:
+        return self.sharers
 
 
 def pick(policy: str, views: list[CachedView], request: RoutingRequest = REQ, **options: object) -> str:
@@ -152,6 +156,17 @@ def test_block_prefers_the_cached_prefix_among_forecasts_within_the_error() -> N
     near = [CachedView("a", forecast=fc(10.0)), CachedView("b", cached=8, forecast=fc(10.1))]
     policy = make_policy("block")
     assert policy.choose(no_identity, Candidates(near, [v.forecast for v in near]), 0.0).instance.id == "a"
+
+
+def test_block_joins_the_copy_most_requests_share_among_equal_caches() -> None:
+    views = [
+        CachedView("a", cached=20, sharers=1, forecast=fc(10.0)),
+        CachedView("b", cached=20, sharers=6, forecast=fc(10.5)),
+        CachedView("c", cached=8, sharers=9, forecast=fc(10.0)),
+    ]
+    assert block_pick(views) == "b"  # the longest prefix first, then the copy most in flight share
+    views[1].forecast = fc(10.0 * (1 + FORECAST_E2E_ERROR) + 1e-3)
+    assert block_pick(views) == "a"  # beyond the error it is not a candidate
 
 
 def test_block_floor_never_prunes_an_instance_within_the_error() -> None:
