@@ -144,12 +144,19 @@ class Forecasts:
         refused: list[str] = []
         idle: dict[tuple[object, ...], Forecast] = {}  # one forecast for all alike idle instances
         refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
+        # a request with prefix hashes may go to a near instance with more of it cached (block's cache
+        # affinity): the walk then stops only where the policy's floor key cannot win either
+        affinity = bool(request.prefix_hashes)
         loose: list[int] = []  # reached in the order by a bound without a checkpoint
         reached = 0
         while True:
             if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
                 lower = ahead[reached][0] - now + own
-                front: tuple[float, ...] | None = (lower - abs(lower) * MARGIN,)
+                lower -= abs(lower) * MARGIN
+                if affinity:  # the policy's floor key allows for its cache affinity (block's tolerance)
+                    scaled = floor_of(lower, views[ahead[reached][1]])
+                    lower = lower if scaled is None else scaled[0]
+                front: tuple[float, ...] | None = (lower,)
             else:
                 front = None
             if line and (front is None or line[0][0] < front):
@@ -224,17 +231,15 @@ class Forecasts:
     ) -> tuple[list[tuple[float, int]] | None, float]:
         """(the targets in ascending ready_at, the request's own part of their floor: the least over
         the profiles and configurations in use); (None, 0) where that floor does not apply: a horizon,
-        the request's prefix-cache hits modelled somewhere, a configuration it does not fit."""
+        a configuration it does not fit (own_s assumes its whole prompt may be found cached)."""
         if self.horizon_s is not None or len(views) < READY_ORDER_MIN:
             return None, 0.0
         groups = self._ready.groups
         if not groups:
             self._ready.order(views, now, 1)  # the first time: finds the groups
         own, own_steps = float("inf"), 1 << 62
-        prompt, hashes = request.prompt_tokens, bool(request.prefix_hashes)
+        prompt = request.prompt_tokens
         for steps, cfg in groups.values():
-            if hashes and cfg.enable_prefix_caching and request.prefix_block_size == cfg.block_size:
-                return None, 0.0
             if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
                 return None, 0.0
             own = min(own, steps.own_s(request, cfg))

@@ -353,27 +353,27 @@ class InstanceTracker:
 
     def e2e_floor(self, request: RoutingRequest, now: float, horizon_s: float | None = None) -> float | None:
         """A time `predict(request, now)`'s e2e_s cannot be below (block.predictor.floor), from the same
-        prepared state; None when there is no forecast to bound (no snapshot, no profile) or the floor
-        does not bound it (prefix-cache hits shorten prefills it charges in full). Raises ValueError as
+        prepared state (with prefix caching modelled, it charges only what cannot be found cached);
+        None when there is no forecast to bound (no snapshot, no profile). Raises ValueError as
         `predict` does for a request that cannot fit."""
         fc = self.forecaster()
-        if fc is None or self.snapshot_at is None or fc.models_cache(request):
+        if fc is None or self.snapshot_at is None:
             return None
         horizon = None if self.anticipate_arrivals else horizon_s
         return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
 
     def ready_at(self, now: float, own_steps: Sequence[int]) -> tuple[list[float], bool] | None:
         """For each n of `own_steps`, a caller time R such that any forecast here of a request of at least
-        n steps of its own routed at `now` or later, without prefix-cache hits, has e2e_s >= R - now +
-        own_s(request) (less floor.MARGIN of it; own_s: the request's own minimal time, see
-        `own_floor`); and whether they come from the forecaster's checkpoint (block.predictor.
-        checkpoint: tight; else from the snapshot's floor). Valid until `version` changes (or a
-        checkpoint is built). None when there is no such bound: no forecasts, prefix caching modelled,
+        n steps of its own routed at `now` or later has e2e_s >= R - now + own_s(request) (less
+        floor.MARGIN of it; own_s: the request's own minimal time, see `own_floor`; with prefix
+        caching, every block of its prompt found cached); and whether they come from the forecaster's
+        checkpoint (block.predictor.checkpoint: tight; else from the snapshot's floor). Valid until
+        `version` changes (or a checkpoint is built). None when there is no such bound: no forecasts,
         or calibration (its factors move between versions)."""
         if self.calibration is not None or self.snapshot_at is None or now < self.snapshot_at:
             return None
         fc = self.forecaster()
-        if fc is None or fc.caches:
+        if fc is None:
             return None
         elapsed = now - self.snapshot_at
         return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps], fc.checkpointed(elapsed)

@@ -43,10 +43,11 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
-from block.predictor.floor import MARGIN, EndToEndFloor
+from block.predictor.floor import MARGIN, EndToEndFloor, KnownPrefix
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
@@ -259,16 +260,52 @@ class Forecaster:
 
     @property
     def floor(self) -> EndToEndFloor:
-        """The lower bound of this state's forecasts (see floor.py), prepared on first use."""
+        """The lower bound of this state's forecasts (see floor.py), prepared on first use; with the
+        prefix cache modelled, it charges only the prompt tokens that cannot be found cached."""
         if self._floor is None:
+            cacheable, known = self._cache_view() if self.config.enable_prefix_caching else (None, None)
             self._floor = EndToEndFloor(
                 self.profile,
                 self.config,
                 [*self._running, *self._waiting],
                 self._later,
                 self.step_end_s,
+                cacheable=cacheable,
+                known=known,
             )
         return self._floor
+
+    def _cache_view(self) -> tuple[dict[str, int] | None, KnownPrefix]:
+        """For the floor: each request's leading prompt blocks that another request's prompt names or
+        that are cached free (the most it may find cached at admission; None when nothing is modelled),
+        and how many leading blocks of a candidate's prompt anything here names. Hashes are chained:
+        prompts share a block only if they share every block before it, so only prompts whose first
+        block is shared or cached need looking at."""
+        hashes = self._hashes
+        free = {h for _, h in self.snapshot.free_cached or ()}
+        by_first: dict[int, list[str]] = {}
+        for key, hs in hashes.items():
+            if hs:
+                by_first.setdefault(hs[0], []).append(key)
+        cacheable: dict[str, int] = {}
+        for key, hs in hashes.items():
+            family = by_first[hs[0]] if hs else ()
+            if len(family) < 2 and (not hs or hs[0] not in free):
+                continue
+            others = set(chain.from_iterable(hashes[k] for k in family if k != key))
+            n = 0
+            while n < len(hs) and (hs[n] in others or hs[n] in free):
+                n += 1
+            cacheable[key] = n
+
+        def known(candidate: Sequence[int], most: int) -> int:
+            names = set(chain.from_iterable(hashes[k] for k in by_first.get(candidate[0], ())))
+            n = 0
+            while n < most and (candidate[n] in names or candidate[n] in free):
+                n += 1
+            return n
+
+        return (cacheable if self._caching else None), known
 
     @property
     def num_requests(self) -> int:
