@@ -151,6 +151,7 @@ class Forecaster:
                     self._hashes[s.id] = prompt_hashes(s.prefix_hashes, s.prompt_tokens, bs)
         self._caching = bool(self._hashes or snapshot.free_cached)
         self._prefix_start: PrefixStart | None = None  # prepared on first use
+        self._cache_views: tuple[dict[str, int] | None, KnownPrefix] | None = None  # for the floors
         self._floor: EndToEndFloor | None = None
         # the run without a candidate up to where one is first seen (checkpoint.py): built at the
         # second forecast (a state asked once gains nothing), or at the first when `previous` had one
@@ -197,8 +198,10 @@ class Forecaster:
 
     def checkpoint(self, deadline: float | None = None) -> Checkpoint | None:
         """The run without a candidate up to where one queued last is first seen (checkpoint.py),
-        built on first use; None where forecasts cannot start from it (prefix caching modelled)."""
-        if self._checkpoint is None and not self._caching:
+        built on first use. With the prefix cache modelled it is run with the cache (its hits and
+        evictions), but it keeps only the requests' progress: forecasts do not start from it then,
+        floors do."""
+        if self._checkpoint is None:
             if self._extends is not None:
                 cp, plan, t = self._extends
                 self._checkpoint = extended(cp, plan, t, self.config, self.profile, deadline)
@@ -213,10 +216,10 @@ class Forecaster:
         self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, prepare: bool = False
     ) -> float | None:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
-        takes is replayed, the rest bounded; None when the checkpoint does not apply (prefix-cache hits
-        modelled, or the candidate reaches the queue outside it). Builds the checkpoint (a replay) where
+        takes is replayed (with the prefix cache, where modelled), the rest bounded; None when the
+        candidate reaches the queue outside it. Builds the checkpoint (a replay) where
         a forecast would (see `_reuses`), or with `prepare`."""
-        if self.models_cache(request) or not (prepare or self._asked > 0 or self._reuses()):
+        if not (prepare or self._asked > 0 or self._reuses()):
             return None
         cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
@@ -228,7 +231,7 @@ class Forecaster:
 
     def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
         """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
-        whose forecast models no cache hit: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
+        with or without cache hits: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
         MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
         `ready_s`, or from the checkpoint when it covers such candidates (their wait for the queue
         ahead replayed, then the checkpoint's floor: much the tighter). Extends the previous state's
@@ -248,8 +251,17 @@ class Forecaster:
 
     def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
         if self._checkpoint_floor is None:
+            cacheable, known = self._cache_view() if self.config.enable_prefix_caching else (None, None)
+            if cacheable is not None:  # one preempted in the run may find its own blocks again: any
+                cacheable = {key: len(hs) for key, hs in self._hashes.items()}
             self._checkpoint_floor = EndToEndFloor(
-                self.profile, self.config, [*cp.running, *cp.waiting], (), None
+                self.profile,
+                self.config,
+                [*cp.running, *cp.waiting],
+                (),
+                None,
+                cacheable=cacheable,
+                known=known,
             )
         return self._checkpoint_floor
 
@@ -276,6 +288,11 @@ class Forecaster:
         return self._floor
 
     def _cache_view(self) -> tuple[dict[str, int] | None, KnownPrefix]:
+        if self._cache_views is None:
+            self._cache_views = self._view_of_cache()
+        return self._cache_views
+
+    def _view_of_cache(self) -> tuple[dict[str, int] | None, KnownPrefix]:
         """For the floor: each request's leading prompt blocks that another request's prompt names or
         that are cached free (the most it may find cached at admission; None when nothing is modelled),
         and how many leading blocks of a candidate's prompt anything here names. Hashes are chained:
@@ -313,7 +330,7 @@ class Forecaster:
 
     def models_cache(self, request: RoutingRequest) -> bool:
         """Whether a forecast of `request` here counts prefix-cache hits (someone's prompt may be found
-        cached). The floor charges every prompt token, so it bounds only forecasts that do not."""
+        cached)."""
         return self._caching or bool(self.candidate_hashes(request))
 
     def candidate_hashes(self, request: RoutingRequest) -> tuple[int, ...]:
@@ -401,6 +418,7 @@ class Forecaster:
             added_delay == "none"
             and (arrivals is None or not arrivals.active)
             and not hashes
+            and not self._caching
             and self._reuses()
         ):
             cp = self.checkpoint(deadline)
