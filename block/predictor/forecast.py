@@ -218,9 +218,9 @@ class Forecaster:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
         takes is replayed (with the prefix cache, where modelled), the rest bounded; None when the
         candidate reaches the queue outside it. Builds the checkpoint (a replay) where
-        a forecast would (see `_reuses`), or with `prepare`."""
-        if not (prepare or self._asked > 0 or self._reuses()):
-            return None
+        a forecast would (see `_reuses`; not where the cache is modelled), or with `prepare`."""
+        if not (prepare or (not self._caching and (self._asked > 0 or self._reuses()))):
+            return None  # (with the cache modelled, a forecast does not start from it: a replay more)
         cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
         if cp is None or not cp.covers(sent + self.profile.request_overhead(request.prompt_tokens)):
