@@ -144,19 +144,21 @@ class Forecasts:
         refused: list[str] = []
         idle: dict[tuple[object, ...], Forecast] = {}  # one forecast for all alike idle instances
         refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
-        # a request with prefix hashes may go to a near instance with more of it cached (block's cache
-        # affinity): the walk then stops only where the policy's floor key cannot win either
-        affinity = bool(request.prefix_hashes)
         loose: list[int] = []  # reached in the order by a bound without a checkpoint
         reached = 0
+        front: tuple[float, ...] | None = None
+        front_of = -1  # the `reached` that `front` is for
+        hashed = bool(request.prefix_hashes)
         while True:
             if reached < len(ahead):  # the next target not reached yet, and what it cannot beat
-                lower = ahead[reached][0] - now + own
-                lower -= abs(lower) * MARGIN
-                if affinity:  # the policy's floor key allows for its cache affinity (block's tolerance)
-                    scaled = floor_of(lower, views[ahead[reached][1]])
-                    lower = lower if scaled is None else scaled[0]
-                front: tuple[float, ...] | None = (lower,)
+                if front_of != reached:
+                    lower = ahead[reached][0] - now + own
+                    lower -= abs(lower) * MARGIN
+                    # as the policy's key, for this instance and every later one: where that key
+                    # depends on what each has cached of the request (block's affinity), the one
+                    # that holds whatever they have
+                    scaled = floor_of(lower, views[ahead[reached][1]], None if hashed else request)
+                    front, front_of = (lower if scaled is None else scaled[0],), reached
             else:
                 front = None
             if line and (front is None or line[0][0] < front):
@@ -177,7 +179,7 @@ class Forecasts:
                     e2e = v.e2e_floor(request, now, self.horizon_s)
                 except ValueError:  # the request does not fit there: let in_process say so
                     e2e = None
-                floor = None if e2e is None else floor_of(e2e, v)
+                floor = None if e2e is None else floor_of(e2e, v, request)
                 if floor is None:  # no floor after all: as without pruning (its time counts there)
                     return Candidates(views, self.in_process(request, views, now, started))
                 heapq.heappush(line, ((*floor, i), False))
@@ -263,7 +265,7 @@ class Forecasts:
             e2e = view.checkpoint_floor(request, now, deadline, prepare)
         except Exception:
             return None
-        key = None if e2e is None else self.policy.score_floor(e2e, view)
+        key = None if e2e is None else self.policy.score_floor(e2e, view, request)
         return None if key is None else (*key, i)
 
     def _floors(
@@ -278,7 +280,7 @@ class Forecasts:
         try:
             for i, v in enumerate(views):
                 e2e = v.e2e_floor(request, now, horizon)
-                key = None if e2e is None else floor_of(e2e, v)
+                key = None if e2e is None else floor_of(e2e, v, request)
                 if key is None:
                     return None
                 keys.append((*key, i))

@@ -109,9 +109,12 @@ class Policy:
         """The key `choose` minimises over the candidates (when it uses `score_floor`)."""
         raise NotImplementedError
 
-    def score_floor(self, e2e_floor_s: float, view: InstanceView) -> tuple[float, int] | None:
+    def score_floor(
+        self, e2e_floor_s: float, view: InstanceView, request: RoutingRequest | None = None
+    ) -> tuple[float, int] | None:
         """A key no forecast for `view` whose e2e_s is at least `e2e_floor_s` can beat; None: the
-        score admits no such bound (every target is forecast)."""
+        score admits no such bound (every target is forecast). `request`: the request decided, where
+        the bound may depend on it (None: it holds for any)."""
         return None
 
 

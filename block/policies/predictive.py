@@ -84,13 +84,19 @@ class BlockPolicy(Policy):
     def forecast_score(self, forecast: Forecast, view: InstanceView) -> tuple[float, int]:
         return (finish_s(forecast, view) + self.harm_weight * forecast.added_delay_s, view.in_flight)
 
-    def score_floor(self, e2e_floor_s: float, view: InstanceView) -> tuple[float, int] | None:
+    def score_floor(
+        self, e2e_floor_s: float, view: InstanceView, request: RoutingRequest | None = None
+    ) -> tuple[float, int] | None:
         # the harm term has no floor (it is not known to be >= 0): only the plain e2e score prunes.
         # finish_s >= e2e_s / scale when the decode scale is > 1 (only the decode part is divided), and
-        # a target whose floor is within the affinity tolerance of the best may still be among the near ones
+        # a target whose floor is within the affinity tolerance of the best may still be among the near
+        # ones, unless it has none of the request cached (then it wins only by having the best score)
         if self.harm_weight:
             return None
-        return (e2e_floor_s / max(1.0, decode_scale(view)) / (1 + self.affinity_tolerance), view.in_flight)
+        tolerance = self.affinity_tolerance
+        if request is not None and (not request.prefix_hashes or not view.cached_prefix_blocks(request)):
+            tolerance = 0.0
+        return (e2e_floor_s / max(1.0, decode_scale(view)) / (1 + tolerance), view.in_flight)
 
 
 def decode_scale(view: InstanceView) -> float:
