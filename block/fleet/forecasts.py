@@ -169,8 +169,9 @@ class Forecasts:
                 i = ahead[reached][1]
                 reached += 1
                 v = views[i]
-                if not self._ready.tight[i]:
-                    loose.append(i)
+                fc = v.forecaster()
+                if not self._ready.tight[i] and not (fc is not None and fc.caches):
+                    loose.append(i)  # (with the cache modelled no checkpoint is built: nothing changes)
                 tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
                 if tighter is not None:
                     heapq.heappush(line, (tighter, True))
