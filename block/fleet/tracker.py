@@ -405,9 +405,12 @@ class InstanceTracker:
     def idle_signature(self, now: float) -> tuple[object, ...] | None:
         """For an instance with nothing to do (no request, no step in flight, no anticipated
         arrivals), what its forecasts depend on besides the request: equal signatures, equal forecasts
-        (a decision forecasts one idle instance for all alike). None when not idle."""
+        (a decision forecasts one idle instance for all alike). None when not idle, or when its prefix
+        cache is modelled (what it holds cached decides a request's hits there)."""
         fc = self.forecaster()
         if fc is None or fc.num_requests or fc.step_end_s is not None or self.anticipate_arrivals:
+            return None
+        if fc.caches:
             return None
         assert self.snapshot_at is not None
         return (id(self.profile), fc.config, self.rule, max(0.0, now - self.snapshot_at))

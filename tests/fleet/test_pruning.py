@@ -175,3 +175,22 @@ def test_simulator_identical_in_ready_order_with_prefix_caching() -> None:
     pruned = simulate(config, workload)
     assert signature(pruned) == signature(unpruned)
     assert pruned.stats["forecasts"] < unpruned.stats["forecasts"] / 2
+
+
+def test_idle_instances_with_different_caches_are_forecast_apart() -> None:
+    """Two idle instances, one holding part of the request's prompt cached: the pruned choice is the one
+    forecasting every instance makes (an idle forecast stands for another only where no cache is modelled)."""
+    profile = load_profile("llama-2-7b-a30")
+    idle = busy_snapshot(profile, 0, 0)
+    idle = replace(idle, config=replace(idle.config, enable_prefix_caching=True), free_cached=[(3, 7)])
+    bs = idle.config.block_size
+    hashes = chain_hashes(list(range(64 * bs)), bs)
+    cached = replace(idle, free_cached=[(0, hashes[0])])  # its first block
+    busy = busy_snapshot(profile, 48, 40, seed=1)
+    trackers = trackers_for([(idle, []), (cached, []), (busy, [])], profile)
+    request = RoutingRequest(64 * bs, 200, None, "r", hashes, bs)
+    policy = make_policy("block", affinity_tolerance=0.0)  # the forecasts alone decide
+    pruned = Forecasts(policy).candidates(request, trackers, 0.01)
+    every = Candidates(trackers, Forecasts(policy, prune=False).in_process(request, trackers, 0.01))
+    assert policy.choose(request, pruned, 0.01).instance is policy.choose(request, every, 0.01).instance
+    assert policy.choose(request, every, 0.01).instance is trackers[1]
