@@ -168,14 +168,21 @@ class Forecasts:
             key = (*score(f, views[i]), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]
+        front: tuple[float, ...] | None = None
+        front_of = -1  # the `reached` that `front` is for
+        hashed = bool(request.prefix_hashes)
         while True:
             if reached < len(ahead) and ahead[reached][0] != float("inf"):  # the next one not reached yet
-                lower = ahead[reached][0] - now + own
-                # (as the policy's floor: a target within its affinity tolerance may still win)
-                nearest = floor_of(lower - abs(lower) * MARGIN, views[ahead[reached][1]], request)
-                if nearest is None:  # no floor after all: as without pruning
-                    return Candidates(views, self.in_process(request, views, now, started))
-                front: tuple[float, ...] | None = (nearest[0],)
+                if front_of != reached:  # what it and every later one cannot beat
+                    lower = ahead[reached][0] - now + own
+                    lower -= abs(lower) * MARGIN
+                    # as the policy's key, for this instance and every later one: where that key
+                    # depends on what each has cached of the request (block's affinity), the one
+                    # that holds whatever they have
+                    scaled = floor_of(lower, views[ahead[reached][1]], None if hashed else request)
+                    if scaled is None:  # no floor after all: as without pruning
+                        return Candidates(views, self.in_process(request, views, now, started))
+                    front, front_of = (scaled[0],), reached
             else:
                 front = None
             if line and (front is None or line[0][0] < front):
@@ -206,8 +213,9 @@ class Forecasts:
                         if best is None or key < best:
                             best = key  # type: ignore[assignment]
                     continue
-                if not self._ready.tight[i]:
-                    loose.append(i)
+                fc = v.forecaster()
+                if not self._ready.tight[i] and not (fc is not None and fc.caches):
+                    loose.append(i)  # (with the cache modelled no checkpoint is built: nothing changes)
                 tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
                 if tighter is not None:
                     heapq.heappush(line, (tighter, True))
@@ -282,17 +290,15 @@ class Forecasts:
     ) -> tuple[list[tuple[float, int]] | None, float]:
         """(the targets in ascending ready_at, the request's own part of their floor: the least over
         the profiles and configurations in use); (None, 0) where that floor does not apply: a horizon,
-        the request's prefix-cache hits modelled somewhere, a configuration it does not fit."""
+        a configuration it does not fit (own_s assumes its whole prompt may be found cached)."""
         if self.horizon_s is not None or len(views) < READY_ORDER_MIN:
             return None, 0.0
         groups = self._ready.groups
         if not groups:
             self._ready.order(views, now, 1)  # the first time: finds the groups
         own, own_steps = float("inf"), 1 << 62
-        prompt, hashes = request.prompt_tokens, bool(request.prefix_hashes)
+        prompt = request.prompt_tokens
         for steps, cfg in groups.values():
-            if hashes and cfg.enable_prefix_caching and request.prefix_block_size == cfg.block_size:
-                return None, 0.0
             if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
                 return None, 0.0
             own = min(own, steps.own_s(request, cfg))

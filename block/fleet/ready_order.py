@@ -20,8 +20,9 @@ decision routes one request, so usually one); where the list of instances itself
 rebuilt. Updating one re-prepares its state (its forecaster, its checkpoint extended, the floor there:
 about 0.2 ms); the router does that after the decision, once the request is on its way
 (Forecasts.settle), so that the next decision finds the order up to date and only checks the versions.
-An instance without the bound (no forecasts, prefix caching modelled, calibration) sorts first, at minus
-infinity: it is always reached.
+An instance without the bound (no forecasts, calibration) sorts first, at minus infinity: it is always
+reached. With the prefix cache modelled an idle instance stays in the orders: what it holds cached makes
+its forecasts its own.
 
 An idle instance (nothing queued or running, no step in flight) is not in the orders but in `idle`, with
 those alike (InstanceTracker.idle_signature): they all give the same forecast, so a decision forecasts one
@@ -113,7 +114,7 @@ class ReadyOrder:
 
     def _set_idle(self, i: int, ready: list[float], view: InstanceTracker, now: float) -> None:
         """File view `i` under its idle signature (its places then at plus infinity: never walked), or
-        under none. Only where it has the bound (ready_at: no calibration, no prefix caching modelled)."""
+        under none. Only where it has the bound (ready_at: no calibration) and no cache is modelled."""
         old = self._idle_of[i]
         new = None if ready[0] == float("-inf") else view.idle_signature(now)
         if new is not None:

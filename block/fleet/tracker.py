@@ -382,27 +382,27 @@ class InstanceTracker:
 
     def e2e_floor(self, request: RoutingRequest, now: float, horizon_s: float | None = None) -> float | None:
         """A time `predict(request, now)`'s e2e_s cannot be below (block.predictor.floor), from the same
-        prepared state; None when there is no forecast to bound (no snapshot, no profile) or the floor
-        does not bound it (prefix-cache hits shorten prefills it charges in full). Raises ValueError as
+        prepared state (with prefix caching modelled, it charges only what cannot be found cached);
+        None when there is no forecast to bound (no snapshot, no profile). Raises ValueError as
         `predict` does for a request that cannot fit."""
         fc = self.forecaster()
-        if fc is None or self.snapshot_at is None or fc.models_cache(request):
+        if fc is None or self.snapshot_at is None:
             return None
         horizon = None if self.anticipate_arrivals else horizon_s
         return fc.floor.e2e_s(request, max(0.0, now - self.snapshot_at), horizon)
 
     def ready_at(self, now: float, own_steps: Sequence[int]) -> tuple[list[float], bool] | None:
         """For each n of `own_steps`, a caller time R such that any forecast here of a request of at least
-        n steps of its own routed at `now` or later, without prefix-cache hits, has e2e_s >= R - now +
-        own_s(request) (less floor.MARGIN of it; own_s: the request's own minimal time, see
-        `own_floor`); and whether they come from the forecaster's checkpoint (block.predictor.
-        checkpoint: tight; else from the snapshot's floor). Valid until `version` changes (or a
-        checkpoint is built). None when there is no such bound: no forecasts, prefix caching modelled,
+        n steps of its own routed at `now` or later has e2e_s >= R - now + own_s(request) (less
+        floor.MARGIN of it; own_s: the request's own minimal time, see `own_floor`; with prefix
+        caching, every block of its prompt found cached); and whether they come from the forecaster's
+        checkpoint (block.predictor.checkpoint: tight; else from the snapshot's floor). Valid until
+        `version` changes (or a checkpoint is built). None when there is no such bound: no forecasts,
         or calibration (its factors move between versions)."""
         if self.calibration is not None or self.snapshot_at is None or now < self.snapshot_at:
             return None
         fc = self.forecaster()
-        if fc is None or fc.caches:
+        if fc is None:
             return None
         if not fc.num_requests and fc.step_end_s is None:  # idle (ReadyOrder files these apart)
             return [self.snapshot_at] * len(own_steps), True
@@ -436,9 +436,12 @@ class InstanceTracker:
     def idle_signature(self, now: float) -> tuple[object, ...] | None:
         """For an instance with nothing to do (no request, no step in flight, no anticipated
         arrivals), what its forecasts depend on besides the request: equal signatures, equal forecasts
-        (a decision forecasts one idle instance for all alike). None when not idle."""
+        (a decision forecasts one idle instance for all alike). None when not idle, or when its prefix
+        cache is modelled (what it holds cached decides a request's hits there)."""
         fc = self.forecaster()
         if fc is None or fc.num_requests or fc.step_end_s is not None or self.anticipate_arrivals:
+            return None
+        if fc.caches:
             return None
         # (not when: an idle forecast is timed from the snapshot whenever it is sent, Forecaster.forecast)
         return (id(fc.profile), fc.config, self.rule)  # (the profile as calibrated, when it is)
@@ -451,7 +454,7 @@ class InstanceTracker:
         is then an idle instance's (Forecaster.idle_by). None otherwise, or where not known without a
         run that fails (the forecast will say so)."""
         fc = self.forecaster()
-        if fc is None or self.snapshot_at is None or self.anticipate_arrivals:
+        if fc is None or fc.caches or self.snapshot_at is None or self.anticipate_arrivals:
             return None
         try:
             if not fc.idle_by(request, now - self.snapshot_at, deadline):

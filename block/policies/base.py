@@ -112,9 +112,9 @@ class Policy:
     def score_floor(
         self, e2e_floor_s: float, view: InstanceView, request: RoutingRequest | None = None
     ) -> tuple[float, int] | None:
-        """A key no forecast for `view` whose e2e_s is at least `e2e_floor_s` can beat in the choice of
-        `request` (None: any request); None: the score admits no such bound (every target is
-        forecast)."""
+        """A key no forecast for `view` whose e2e_s is at least `e2e_floor_s` can beat; None: the
+        score admits no such bound (every target is forecast). `request`: the request decided, where
+        the bound may depend on it (None: it holds for any)."""
         return None
 
 

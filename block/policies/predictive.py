@@ -95,11 +95,13 @@ class BlockPolicy(Policy):
         # the harm term has no floor (it is not known to be >= 0): only the plain e2e score prunes.
         # finish_s >= e2e_s / scale when the decode scale is > 1 (only the decode part is divided), and
         # a target whose floor is within the affinity tolerance of the best may still be among the near
-        # ones (only for a request with a prefix identity: `choose` takes the plain minimum otherwise)
+        # ones, unless it has none of the request cached (then it wins only by having the best score)
         if self.harm_weight:
             return None
-        near = 1.0 if request is not None and not request.prefix_hashes else 1 + self.affinity_tolerance
-        return (e2e_floor_s / max(1.0, decode_scale(view)) / near, view.in_flight)
+        tolerance = self.affinity_tolerance
+        if request is not None and (not request.prefix_hashes or not view.cached_prefix_blocks(request)):
+            tolerance = 0.0
+        return (e2e_floor_s / max(1.0, decode_scale(view)) / (1 + tolerance), view.in_flight)
 
 
 def prefix_sharers(view: InstanceView, request: RoutingRequest) -> int:

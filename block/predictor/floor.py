@@ -31,6 +31,16 @@ one that depends only on the candidate and the profile (its own prefill and deco
 rates). It is looser, but an instance's part is computed once per state for a few n, so the fan-out
 walks instances in its order and computes the full floor only for those it reaches.
 
+Prefix caching (block/predictor/prefix_start.py): a hit at admission skips the prompt's leading cached
+blocks, so the floor charges only the tokens that cannot be cached. A request ahead can only find blocks
+that someone else's prompt names or that are cached free (`cacheable`: its leading such blocks; not
+the candidate's, whose prefill comes after every prefill ahead); the candidate can find at most the
+leading blocks that anything the instance holds or queues names (`known`). After a preemption a request
+may find its own blocks again, so a recompute can cost as little as one pair per context token: the
+reads that may follow one count at the cheaper of the KV rate and pair_s. The KV blocks needed are not
+bounded (shared blocks count once). A candidate's own part for a fleet (`StepFloor.own_s`) assumes
+every block of its prompt cached.
+
 Steps that begin before the candidate is sent count only through the total since the snapshot
 (minus the time elapsed); the step in flight at the snapshot (`step_end`) counts as its remaining
 time only. Pending requests arriving after the candidate are left out (they are behind it).
@@ -39,7 +49,7 @@ time only. Pending requests arriving after the candidate are left out (they are 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 
 from block.predictor.lengths import Plan, max_output
@@ -74,26 +84,53 @@ class StepFloor:
         self.overhead = profile.request_overhead
 
     def own_steps(self, request: RoutingRequest, config: ReplicaConfig) -> int:
-        """The candidate's steps (prefill chunks and decodes) on an instance of this configuration."""
-        return -(-request.prompt_tokens // self.max_tokens) + _output(request, config) - 1
+        """The candidate's steps (prefill chunks and decodes) on an instance of this configuration, at
+        least (every block of its prompt found cached)."""
+        uncached = request.prompt_tokens - _cacheable(request, config) * config.block_size
+        return -(-uncached // self.max_tokens) + _output(request, config) - 1
 
     def own_s(self, request: RoutingRequest, config: ReplicaConfig) -> float:
         """The candidate's own formula time, at least, on any instance of this profile and configuration
         (the parts of EndToEndFloor.e2e_s's `own_fixed` that do not depend on the requests ahead, the
-        reads at the cheaper of the KV and recompute rates)."""
+        reads at the cheaper of the KV and recompute rates, every block of its prompt found cached)."""
         prompt = request.prompt_tokens
+        blocks = _cacheable(request, config)
+        hit = blocks * config.block_size
         decodes = _output(request, config) - 1
-        own_steps = -(-prompt // self.max_tokens) + decodes
+        own_steps = -(-(prompt - hit) // self.max_tokens) + decodes
         reads = decodes * prompt + decodes * (decodes + 1) // 2
-        kv = min(self.kv_s, self.pair_s * (prompt + 1) / 2)
-        pairs = prompt * (prompt + 1) // 2
+        kv = min(self.kv_s, self.pair_s * (1 if _hashes(request, config) else (prompt + 1) / 2))
+        pairs = prompt * (prompt + 1) // 2 - hit * (hit + 1) // 2
         return self.pair_s * pairs + kv * reads + self.per_seq_s * own_steps + decodes * self.step_s
+
+
+def _hashes(request: RoutingRequest, config: ReplicaConfig) -> Sequence[int]:
+    """The candidate's prompt block hashes as the instance would look them up (none: no caching)."""
+    if not config.enable_prefix_caching or request.prefix_block_size != config.block_size:
+        return ()
+    return request.prefix_hashes[: request.prompt_tokens // config.block_size]
+
+
+# (a prompt's block hashes, the most blocks to look at) -> how many leading ones may be found cached
+KnownPrefix = Callable[[Sequence[int], int], int]
+
+
+def _cacheable(request: RoutingRequest, config: ReplicaConfig, known: KnownPrefix | None = None) -> int:
+    """The most prompt blocks the candidate may find cached at admission: its leading blocks `known`
+    allows (None: all), and never its last token (FastReplica's lookup)."""
+    hashes = _hashes(request, config)
+    most = min(len(hashes), (request.prompt_tokens - 1) // config.block_size)
+    return most if known is None or not most else known(hashes, most)
 
 
 def _output(request: RoutingRequest, config: ReplicaConfig) -> int:
     """The candidate's output tokens, as the forecast caps them."""
     out = max(1, min(request.expected_output_tokens, max_output(request.prompt_tokens, config)))
     return out if request.max_tokens is None else max(1, min(out, request.max_tokens))
+
+
+def _nothing_known(hashes: Sequence[int], most: int) -> int:
+    return 0
 
 
 _STEP_FLOORS: dict[tuple[int, ReplicaConfig], tuple[Profile, StepFloor]] = {}
@@ -120,17 +157,23 @@ class EndToEndFloor:
         later: Sequence[tuple[float, Plan]],
         in_flight_s: float | None,
         steps: StepFloor | None = None,
+        cacheable: Mapping[str, int] | None = None,
+        known: KnownPrefix | None = None,
     ) -> None:
         """`ahead`: running then waiting, as the replay loads them; `later`: pending requests with
         the time they reach the queue (seconds after the snapshot); `in_flight_s`: the end of the
-        step in flight, when there is one."""
+        step in flight, when there is one. With prefix caching modelled for them: `cacheable`, the
+        leading prompt blocks each request (by id) not yet admitted may find cached; `known`, the
+        block hashes a candidate may find (see the module docstring). None: nothing is cached."""
         self.config = config
         self.cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size)
         self.steps = steps or step_floor(profile, config)
         self.in_flight = in_flight_s is not None and bool(ahead)
         self.in_flight_s = (in_flight_s or 0.0) if self.in_flight else 0.0
         self.later_until = max((t for t, _ in later), default=float("-inf"))
-        args = (self.in_flight, config, self.steps)
+        self.caching = cacheable is not None
+        self.known: KnownPrefix = known or _nothing_known
+        args = (self.in_flight, config, self.steps, cacheable)
         self._with = _Ahead(ahead, [q for _, q in later], *args)
         self._ahead, self._args = ahead, args
         self._without: _Ahead | None = None if later else self._with  # on first use
@@ -148,18 +191,21 @@ class EndToEndFloor:
         elapsed = max(0.0, elapsed_s)
         overhead = 0.0 if queued else st.overhead(prompt)
         ahead = self._with if self.later_until <= elapsed + overhead else self._without_later()
-        chunks = -(-prompt // st.max_tokens)
+        bs = cfg.block_size
+        hit = _cacheable(request, cfg, self.known) * bs  # the prompt tokens it may find cached
+        uncached = prompt - hit
+        chunks = -(-uncached // st.max_tokens)
         decodes = out - 1
         own_steps = chunks + decodes
-        pairs = prompt * (prompt + 1) // 2
+        pairs = prompt * (prompt + 1) // 2 - hit * (hit + 1) // 2
         reads = decodes * prompt + decodes * (decodes + 1) // 2  # the candidate's decodes
-        bs = cfg.block_size
         no_preemption = self._with.full_blocks + -(-(prompt + out) // bs) <= cfg.num_gpu_blocks
-        kv_own = st.kv_s if no_preemption else min(st.kv_s, st.pair_s * (prompt + 1) / 2)
+        recompute = st.pair_s * (1 if _hashes(request, cfg) else (prompt + 1) / 2)
+        kv_own = st.kv_s if no_preemption else min(st.kv_s, recompute)
         own_fixed = st.pair_s * pairs + kv_own * reads + st.per_seq_s * own_steps + decodes * st.step_s
-        own = overhead + max(st.token_s * prompt, chunks * st.step_s) + own_fixed
+        own = overhead + max(st.token_s * uncached, chunks * st.step_s) + own_fixed
         # since the snapshot: the step in flight, the prefills ahead, the slots, the others' decodes
-        prefill = ahead.until_prefilled(prompt, chunks, st.token_s, st.step_s)
+        prefill = ahead.until_prefilled(uncached, chunks, st.token_s, st.step_s)
         seqs, kv = ahead.participation(own_steps, no_preemption)
         total = self.in_flight_s + prefill + own_fixed + st.per_seq_s * seqs + kv
         floor = max(total - elapsed, own) * (1 - MARGIN)
@@ -198,9 +244,11 @@ class _Ahead:
         in_flight: bool,
         config: ReplicaConfig,
         steps: StepFloor,
+        cacheable: Mapping[str, int] | None = None,
     ) -> None:
         max_seqs, max_tokens, bs = config.max_num_seqs, config.max_num_batched_tokens, config.block_size
         self.in_flight, self.block_size, self.steps = in_flight, bs, steps
+        self.caching = cacheable is not None
         self.num_gpu_blocks = config.num_gpu_blocks
         tokens = full_blocks = context_blocks = 0
         left: list[int] = []  # tokens each has still to generate (a step makes at most one)
@@ -208,12 +256,14 @@ class _Ahead:
         rows: list[tuple[int, int]] = []  # (decode steps left, first decode's reads)
         skip = 1 if in_flight else 0  # the step in flight (not timed by the formula) may take one
         for plans in (first, then):
-            for _, p, o, c, g in plans:
+            for key, p, o, c, g in plans:
                 full_blocks += -(-(p + o) // bs)
                 missing = p + g - c
                 if missing == 1 and g > 0:  # decoding: each step reads its context
                     d, b, ctx = o - g - skip, p + g, c
                 else:  # prefilling (or recomputing): chunks first, the last makes a token
+                    if cacheable and c == 0:  # a hit at admission skips leading cached blocks
+                        tokens -= min(cacheable.get(key, 0), (missing - 1) // bs) * bs
                     tokens += missing
                     d, b, ctx = o - g - 1 - skip, p + g + 1, p + g
                 k = -(-ctx // bs)
@@ -251,7 +301,7 @@ class _Ahead:
         enough must have finished first, each after as many steps as it has tokens left."""
         need = self.context_blocks + -(-prompt // self.block_size) - self.num_gpu_blocks
         memory_steps = 1
-        if need > 0:
+        if need > 0 and not self.caching:  # (with caching, shared blocks count once)
             left, freed = self._finishing_order()
             j = bisect.bisect_left(freed, need)
             memory_steps += left[j - 1]
@@ -287,7 +337,10 @@ class _Ahead:
         """The reads' prefix and suffix sums, each at its own rate: min(kv, pair_s * (reads + 1) / 2)."""
         if self._rated is None:
             kv_s, half_pair_s, rows = self.steps.kv_s, self.steps.pair_s / 2, self._rows
-            rates = [min(kv_s, half_pair_s * (b + 1)) for _, b in rows]
+            if self.caching:  # a recompute may find all but one token's blocks cached
+                rates = [min(kv_s, 2 * half_pair_s)] * len(rows)
+            else:
+                rates = [min(kv_s, half_pair_s * (b + 1)) for _, b in rows]
             costs = [r * (d * b + d * (d - 1) // 2) for (d, b), r in zip(rows, rates, strict=True)]
             firsts = [r * b for (_, b), r in zip(rows, rates, strict=True)]
             self._rated = (

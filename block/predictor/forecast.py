@@ -43,10 +43,11 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
-from block.predictor.floor import MARGIN, EndToEndFloor, step_floor
+from block.predictor.floor import MARGIN, EndToEndFloor, KnownPrefix, step_floor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
 from block.profiles.profile import Profile
@@ -152,6 +153,7 @@ class Forecaster:
                     self._hashes[s.id] = prompt_hashes(s.prefix_hashes, s.prompt_tokens, bs)
         self._caching = bool(self._hashes or snapshot.free_cached)
         self._prefix_start: PrefixStart | None = None  # prepared on first use
+        self._cache_views: tuple[dict[str, int] | None, KnownPrefix] | None = None  # for the floors
         self._floor: EndToEndFloor | None = None
         # the run without a candidate up to where one is first seen (checkpoint.py): built at the
         # second forecast (a state asked once gains nothing), or at the first when `previous` had one
@@ -198,8 +200,10 @@ class Forecaster:
 
     def checkpoint(self, deadline: float | None = None) -> Checkpoint | None:
         """The run without a candidate up to where one queued last is first seen (checkpoint.py),
-        built on first use; None where forecasts cannot start from it (prefix caching modelled)."""
-        if self._checkpoint is None and not self._caching:
+        built on first use. With the prefix cache modelled it is run with the cache (its hits and
+        evictions), but it keeps only the requests' progress: forecasts do not start from it then,
+        floors do."""
+        if self._checkpoint is None:
             if self._extends is not None:
                 cp, plan, t = self._extends
                 self._checkpoint = extended(cp, plan, t, self.config, self.profile, deadline)
@@ -214,10 +218,11 @@ class Forecaster:
         self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, prepare: bool = False
     ) -> float | None:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
-        takes is replayed, the rest bounded; None when the checkpoint does not apply (prefix-cache hits
-        modelled, or the candidate reaches the queue outside it). Builds the checkpoint (a replay) where
-        a forecast would (see `_reuses`), or with `prepare`."""
-        if self.models_cache(request) or not (prepare or self._asked > 0 or self._reuses()):
+        takes is replayed, the rest bounded; None when the candidate reaches the queue outside it, or
+        where the cache is modelled (forecasts do not start from a checkpoint there, so building one
+        is a replay more; `ready_s` uses one that `checkpoint` built). Builds the checkpoint (a
+        replay) where a forecast would (see `_reuses`), or with `prepare`."""
+        if self._caching or not (prepare or self._asked > 0 or self._reuses()):
             return None
         cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
@@ -229,7 +234,7 @@ class Forecaster:
 
     def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
         """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
-        whose forecast models no cache hit: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
+        with or without cache hits: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
         MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
         `ready_s`, or from the checkpoint when it covers such candidates (their wait for the queue
         ahead replayed, then the checkpoint's floor: much the tighter). Extends the previous state's
@@ -249,8 +254,17 @@ class Forecaster:
 
     def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
         if self._checkpoint_floor is None:
+            cacheable, known = self._cache_view() if self.config.enable_prefix_caching else (None, None)
+            if cacheable is not None:  # one preempted in the run may find its own blocks again: any
+                cacheable = {key: len(hs) for key, hs in self._hashes.items()}
             self._checkpoint_floor = EndToEndFloor(
-                self.profile, self.config, [*cp.running, *cp.waiting], (), None
+                self.profile,
+                self.config,
+                [*cp.running, *cp.waiting],
+                (),
+                None,
+                cacheable=cacheable,
+                known=known,
             )
         return self._checkpoint_floor
 
@@ -261,16 +275,57 @@ class Forecaster:
 
     @property
     def floor(self) -> EndToEndFloor:
-        """The lower bound of this state's forecasts (see floor.py), prepared on first use."""
+        """The lower bound of this state's forecasts (see floor.py), prepared on first use; with the
+        prefix cache modelled, it charges only the prompt tokens that cannot be found cached."""
         if self._floor is None:
+            cacheable, known = self._cache_view() if self.config.enable_prefix_caching else (None, None)
             self._floor = EndToEndFloor(
                 self.profile,
                 self.config,
                 [*self._running, *self._waiting],
                 self._later,
                 self.step_end_s,
+                cacheable=cacheable,
+                known=known,
             )
         return self._floor
+
+    def _cache_view(self) -> tuple[dict[str, int] | None, KnownPrefix]:
+        if self._cache_views is None:
+            self._cache_views = self._view_of_cache()
+        return self._cache_views
+
+    def _view_of_cache(self) -> tuple[dict[str, int] | None, KnownPrefix]:
+        """For the floor: each request's leading prompt blocks that another request's prompt names or
+        that are cached free (the most it may find cached at admission; None when nothing is modelled),
+        and how many leading blocks of a candidate's prompt anything here names. Hashes are chained:
+        prompts share a block only if they share every block before it, so only prompts whose first
+        block is shared or cached need looking at."""
+        hashes = self._hashes
+        free = {h for _, h in self.snapshot.free_cached or ()}
+        by_first: dict[int, list[str]] = {}
+        for key, hs in hashes.items():
+            if hs:
+                by_first.setdefault(hs[0], []).append(key)
+        cacheable: dict[str, int] = {}
+        for key, hs in hashes.items():
+            family = by_first[hs[0]] if hs else ()
+            if len(family) < 2 and (not hs or hs[0] not in free):
+                continue
+            others = set(chain.from_iterable(hashes[k] for k in family if k != key))
+            n = 0
+            while n < len(hs) and (hs[n] in others or hs[n] in free):
+                n += 1
+            cacheable[key] = n
+
+        def known(candidate: Sequence[int], most: int) -> int:
+            names = set(chain.from_iterable(hashes[k] for k in by_first.get(candidate[0], ())))
+            n = 0
+            while n < most and (candidate[n] in names or candidate[n] in free):
+                n += 1
+            return n
+
+        return (cacheable if self._caching else None), known
 
     @property
     def num_requests(self) -> int:
@@ -278,7 +333,7 @@ class Forecaster:
 
     def models_cache(self, request: RoutingRequest) -> bool:
         """Whether a forecast of `request` here counts prefix-cache hits (someone's prompt may be found
-        cached). The floor charges every prompt token, so it bounds only forecasts that do not."""
+        cached)."""
         return self._caching or bool(self.candidate_hashes(request))
 
     def candidate_hashes(self, request: RoutingRequest) -> tuple[int, ...]:
@@ -412,6 +467,7 @@ class Forecaster:
             added_delay == "none"
             and (arrivals is None or not arrivals.active)
             and not hashes
+            and not self._caching
             and self._reuses()
         ):
             cp = self.checkpoint(deadline)

@@ -38,14 +38,22 @@ class PrefixStart:
         """`held_hashes`: each loaded request's held blocks (the first computed // block_size of its
         prompt's hashes), in load order; `all_hashes`: the prompt hashes of every request the
         forecast may queue; `free_cached`: the snapshot's free cached blocks."""
-        # set operations per prompt, not per block: a busy snapshot names thousands of blocks
-        seen: set[int] = set()
-        shared: set[int] = set()
+        # A busy snapshot names thousands of blocks, mostly once. Hashes are chained, so two prompts
+        # share a block only if they share their first: only prompts that do are compared, and each
+        # block is only looked up among the free cached ones.
+        free_hashes = {h for _, h in free_cached}
+        named_free: set[int] = set()  # free cached blocks that some prompt names
+        families: dict[int, list[tuple[int, ...]]] = {}
         for hs in all_hashes:
-            mine = set(hs)
-            shared |= seen & mine
-            seen |= mine
-        shared |= seen.intersection(h for _, h in free_cached)
+            if hs:
+                families.setdefault(hs[0], []).append(hs)
+                if free_hashes:
+                    named_free.update(h for h in hs if h in free_hashes)
+        shared = set(named_free)
+        for family in families.values():
+            if len(family) > 1:
+                counts = Counter(chain.from_iterable(set(hs) for hs in family))
+                shared.update(h for h, n in counts.items() if n > 1)
         self.wanted = wanted = frozenset(shared)
         self.held_hashes = held_hashes
         index: dict[int, int] = {}
@@ -80,18 +88,17 @@ class PrefixStart:
         self.base_get = [_picker(idx) for idx in self.base_idx]
         # blocks several requests hold are one block each
         self.shared_blocks = sum(self.base_k) - len(self.base_hashes)
-        # free cached blocks at their queue positions: records when a request wants them
-        self.free_base: list[tuple[int, int]] = []
-        self.free_other: dict[int, list[tuple[int, int]]] = {}
+        # free cached blocks at their queue positions: records when a request wants them (the others
+        # only when a candidate does)
+        self.free_all: list[tuple[int, int]] = []
         pos = 0
         for gap, h in free_cached:
             pos += gap
-            if h in seen:
-                self.free_base.append((pos, h))
-            else:
-                self.free_other.setdefault(h, []).append((pos, h))
+            self.free_all.append((pos, h))
             pos += 1
         self.free_end = pos
+        self.named_free = named_free
+        self.free_base = [x for x in self.free_all if x[1] in named_free] if named_free else []
 
     def start(
         self, free: int, candidate: tuple[int, ...]
@@ -125,8 +132,8 @@ class PrefixStart:
                     more = tuple(cache.register(h) for h in self.held_hashes[i][ks[i] : depth])
                     helds[i] += more
                     ks[i] = depth
-            other = self.free_other
-            extra = [x for h in candidate if h in other for x in other[h]]
+            wants, named = set(candidate), self.named_free
+            extra = [x for x in self.free_all if x[1] in wants and x[1] not in named]
             if extra:
                 frees = sorted(frees + extra)
         for pos, h in frees:

@@ -156,6 +156,13 @@ class PrefixCache:
                 (b for cs in self.table.values() for b in cs if b.ref == 0 and b.pos >= front),
                 key=lambda b: b.pos,
             )
+        if not self.removed:  # (the usual case: no hit took a free record back)
+            out, at = [], front
+            for b in free:
+                pos = b.pos
+                out.append((pos - at, b.hash))
+                at = pos + 1
+            return out
         removed = sorted(self.removed)
         out, at, i = [], front, 0
         for b in free:

@@ -179,3 +179,15 @@ def test_block_floor_never_prunes_an_instance_within_the_error() -> None:
     plain = RoutingRequest(prompt_tokens=320, expected_output_tokens=50)
     assert not policy.score_floor(10.0 + 1e-3, CachedView("b"), plain) < best
     assert policy.score_floor(10.0 - 1e-3, CachedView("b"), plain) < best
+
+
+def test_block_floor_for_a_request_allows_the_error_only_where_some_of_it_is_cached() -> None:
+    """An instance with none of the request cached wins only with the best score: its floor key needs
+    no allowance for the forecast's error (so a decision forecasts fewer instances)."""
+    policy = make_policy("block")
+    best = policy.forecast_score(fc(10.0), CachedView("a"))
+    within = 10.0 * (1 + FORECAST_E2E_ERROR) - 1e-6
+    no_identity = RoutingRequest(prompt_tokens=320, expected_output_tokens=50)
+    assert not policy.score_floor(within, CachedView("b"), REQ) < best  # nothing of REQ cached there
+    assert not policy.score_floor(within, CachedView("b", cached=8), no_identity) < best
+    assert policy.score_floor(within, CachedView("b", cached=8), REQ) < best  # may be near: forecast it

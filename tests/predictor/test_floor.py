@@ -8,11 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from block.predictor.bench import busy_snapshot
+from block.predictor.floor import MARGIN, step_floor
 from block.predictor.forecast import Arrivals, Forecaster
+from block.prefix import chain_hashes
 from block.profiles import load_profile
-from block.replica import RequestState
+from block.replica import ReplicaConfig, RequestState, Snapshot
 from block.request import RoutingRequest
-from tests.predictor.strategies import PROFILE, odd_snapshots, reached_snapshots
+from tests.predictor.strategies import PROFILE, odd_snapshots, prompt_hashes, reached_snapshots
 
 candidates = st.builds(
     RoutingRequest,
@@ -80,3 +82,70 @@ def test_floor_is_close_on_busy_paper_snapshots() -> None:
             ratios.append(fc.floor.e2e_s(request, 0.01) / fc.forecast(request, 0.01).e2e_s)
     assert max(ratios) <= 1.0
     assert sorted(ratios)[len(ratios) // 2] >= 0.5
+
+
+# -- prefix caching on: prompts share prefixes with the snapshot's, the pending requests' and free blocks --
+
+
+@st.composite
+def cached_states(draw):
+    """A caching snapshot, pending requests and a candidate whose prompts share prefixes with it."""
+    snapshot = draw(st.one_of(reached_snapshots(caching=True), odd_snapshots(caching=True)))
+    cfg = snapshot.config
+    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
+    prompt = min(draw(st.integers(1, 300)), cap)
+    request = RoutingRequest(
+        prompt,
+        draw(st.integers(1, 200)),
+        draw(st.one_of(st.none(), st.integers(1, 200))),
+        prefix_hashes=draw(prompt_hashes(prompt, cfg.block_size)),
+        prefix_block_size=cfg.block_size,
+    )
+    pending, at = [], []
+    for i, (p, o, t) in enumerate(draw(pendings)):
+        p = min(p, cap)
+        hashes = draw(prompt_hashes(p, cfg.block_size))
+        pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o, prefix_hashes=hashes))
+        at.append(t)
+    return snapshot, request, pending, at
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cached_states(), profiles, elapsed, in_flight)
+def test_floor_below_forecast_with_prefix_caching(state, profile, elapsed_s, in_flight_s) -> None:
+    """The floor charges only the tokens that cannot be found cached: still below the forecast, which
+    models every hit (and the fleet's ready order: ready_s + own_s below it too)."""
+    snapshot, request, pending, at = state
+    step_end = None if in_flight_s is None else snapshot.now + in_flight_s
+    fc = Forecaster(snapshot, profile, pending=pending, pending_at=at, step_end=step_end)
+    f = fc.forecast(request, elapsed_s)
+    assert fc.floor.e2e_s(request, elapsed_s) <= f.e2e_s
+    capped = fc.forecast(request, elapsed_s, horizon_s=0.05)
+    assert fc.floor.e2e_s(request, elapsed_s, 0.05) <= capped.e2e_s
+    steps = step_floor(profile, snapshot.config)
+    own_steps = steps.own_steps(request, snapshot.config)
+    ready = fc.ready_s(elapsed_s, own_steps) + steps.own_s(request, snapshot.config) - elapsed_s
+    assert ready * (1 - 2 * MARGIN) <= f.e2e_s
+    # from a checkpoint (the queue ahead replayed with the cache, as Forecasts.prepare builds one)
+    tight = fc.checkpoint_floor(request, elapsed_s, prepare=True)  # (None where the cache is modelled)
+    assert tight is None or tight <= f.e2e_s
+    fc.checkpoint()
+    ready = fc.ready_s(elapsed_s, own_steps) + steps.own_s(request, snapshot.config) - elapsed_s
+    assert ready * (1 - 2 * MARGIN) <= f.e2e_s
+
+
+def test_floor_counts_a_cached_prompt_as_cached() -> None:
+    """An idle instance holding the candidate's whole prompt cached (free blocks of a finished request):
+    the forecast prefills one block; the floor must not charge the prompt (it did not bound it then)."""
+    profile = load_profile("llama-2-7b-a30")
+    config = ReplicaConfig(enable_prefix_caching=True)
+    bs = config.block_size
+    prompt = 64 * bs
+    hashes = chain_hashes(list(range(prompt)), bs)
+    snapshot = Snapshot(config, 0.0, [], [], free_cached=[(0, h) for h in reversed(hashes)])
+    request = RoutingRequest(prompt, 1, prefix_hashes=hashes, prefix_block_size=bs)
+    fc = Forecaster(snapshot, profile)
+    f = fc.forecast(request, 0.0)
+    uncached = fc.forecast(replace(request, prefix_hashes=()), 0.0)
+    assert f.e2e_s < uncached.e2e_s / 2  # the hit matters
+    assert fc.floor.e2e_s(request, 0.0) <= f.e2e_s < fc.floor.e2e_s(replace(request, prefix_hashes=()), 0.0)
