@@ -156,12 +156,8 @@ class Forecasts:
         for kind, members in self._ready.idle.items() if ahead else ():
             i = min(members, key=lambda j: (views[j].in_flight, j))
             f = None if self._late(deadline) else self._one(views[i], request, now, deadline, refused)
-            if f is None:  # missing: hand every target on, the fallback chooses among all
-                self._spent(started)
-                self.missing_reason = self.missing_reason or "error"
-                if refused:
-                    self._log_unfit(request, refused)
-                return Candidates(views, [got.get(j) for j in range(len(views))])
+            if f is None:
+                return self._missing(request, views, got, started, refused)
             idle[kind] = f
             for j in members if request.prefix_hashes else (i,):
                 views[j].last_forecast = got[j] = f
@@ -200,12 +196,8 @@ class Forecasts:
                     f = idle.get(kind)
                     if f is None:
                         f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
-                        if f is None:  # missing: hand every target on, the fallback chooses among all
-                            self._spent(started)
-                            self.missing_reason = self.missing_reason or "error"
-                            if refused:
-                                self._log_unfit(request, refused)
-                            return Candidates(views, [got.get(j) for j in range(len(views))])
+                        if f is None:
+                            return self._missing(request, views, got, started, refused)
                         idle[kind] = f
                     key = (*score(f, v), i)
                     if request.prefix_hashes or best is None or key < best:
@@ -249,12 +241,8 @@ class Forecasts:
                 f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
                 if same is not None and f is not None:
                     idle[same] = f
-            if f is None:  # missing: hand every target on, the fallback chooses among all
-                self._spent(started)
-                self.missing_reason = self.missing_reason or "error"
-                if refused:
-                    self._log_unfit(request, refused)
-                return Candidates(views, [got.get(j) for j in range(len(views))])
+            if f is None:
+                return self._missing(request, views, got, started, refused)
             got[i] = f
             key = (*score(f, v), i)
             if best is None or key < best:
@@ -284,6 +272,22 @@ class Forecasts:
         prepares the targets it reaches."""
         for v in views:
             v.prepare()
+
+    def _missing(
+        self,
+        request: RoutingRequest,
+        views: Sequence[InstanceTracker],
+        got: dict[int, Forecast],
+        started: float | None | bool,
+        refused: list[str],
+    ) -> Candidates:
+        """A forecast is missing (late or failed): every target is handed on with what was forecast, and
+        the policy's fallback chooses among all."""
+        self._spent(started)
+        self.missing_reason = self.missing_reason or "error"
+        if refused:
+            self._log_unfit(request, refused)
+        return Candidates(views, [got.get(j) for j in range(len(views))])
 
     def _ready_walk(
         self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float
