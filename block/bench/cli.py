@@ -14,7 +14,11 @@ import typer
 from block.errors import fail
 
 Url = Annotated[
-    str | None, typer.Option(help="Server base URL (vLLM, emulator or router), e.g. http://127.0.0.1:8000.")
+    str | None,
+    typer.Option(
+        help="Server base URL (vLLM, emulator or router), e.g. http://127.0.0.1:8000; several separated by "
+        "commas (routers in front of one fleet) take the requests in turn, a session's turns together."
+    ),
 ]
 Dataset = Annotated[
     str,

@@ -35,6 +35,15 @@ class BenchResult:
     interrupted: bool = False
 
 
+def split_urls(url: str) -> list[str]:
+    """The servers traffic is spread over: `url` is one base URL or several separated by commas (routers
+    in front of the same fleet; requests, or a session's turns together, go to them in turn)."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"no server URL in {url!r}")
+    return urls
+
+
 def base_url(url: str) -> str:
     """http://host:port from http://host:port[/v1][/]."""
     url = url.rstrip("/")
@@ -153,7 +162,8 @@ async def run_benchmark(
     priorities: Sequence[int] | None = None,
     slo_headers: dict[str, str] | None = None,
 ) -> BenchResult:
-    """Send `samples[i]` at `arrivals[i]` seconds from now and measure every response.
+    """Send `samples[i]` at `arrivals[i]` seconds from now and measure every response; `url` may name
+    several servers separated by commas (split_urls).
 
     With ignore_eos, max_tokens is the sample's output length (the server must produce exactly that);
     without it (free length), max_tokens is what the model length leaves after the prompt and its
@@ -172,10 +182,11 @@ async def run_benchmark(
     stop = stop or asyncio.Event()
     connector = aiohttp.TCPConnector(limit=max_concurrency or 0, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=30)
-    post_url = base_url(url) + ENDPOINTS[endpoint]
+    post_urls = [base_url(u) + ENDPOINTS[endpoint] for u in split_urls(url)]
+    post_url_of: dict[int, str] = {}  # request index -> the server it goes to
     chat = endpoint == "chat"
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        model = model or await fetch_model(session, url)
+        model = model or await fetch_model(session, split_urls(url)[0])
         tasks: list[asyncio.Task] = []
         done: dict[int, RequestRecord] = {}  # completed requests by index
         t0 = time.perf_counter()
@@ -190,7 +201,7 @@ async def run_benchmark(
             if priorities is not None:
                 record.priority = int(priorities[i])
                 headers["x-priority"] = str(record.priority)
-            await send_one(session, post_url, body, record, t0, chat, headers or None)
+            await send_one(session, post_url_of[i], body, record, t0, chat, headers or None)
             done[i] = record
             if on_done is not None:
                 on_done(record)
@@ -210,6 +221,9 @@ async def run_benchmark(
         else:
             firsts = sessions.first_turns().tolist()
             starts = sorted(((float(arrivals[i]), sessions.chain(i)) for i in firsts), key=lambda x: x[0])
+        for j, (_, chain) in enumerate(starts):  # several servers: in turn, a session's turns together
+            for i in chain:
+                post_url_of[i] = post_urls[j % len(post_urls)]
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             for at, chain in starts:

@@ -72,6 +72,16 @@ async def test_failures_are_recorded_not_raised(server: SseServer) -> None:
     assert good.ok
 
 
+async def test_servers_separated_by_commas_share_the_requests_in_turn(server: SseServer) -> None:
+    with SseServer(first_delay_s=FIRST, gap_s=GAP, instance="inst-1") as other:
+        urls = f"{server.url}, {other.url}/v1"
+        result = await asyncio.wait_for(run_benchmark(urls, _samples(5), [0.0] * 5, model="m"), timeout=20)
+    assert all(r.ok for r in result.records)
+    prompts = [[b["prompt"] for b in s.bodies] for s in (server, other)]
+    assert sorted(prompts[0]) == [f"hello number {i}" for i in (0, 2, 4)]
+    assert sorted(prompts[1]) == [f"hello number {i}" for i in (1, 3)]
+
+
 async def test_unreachable_server_fails_each_request() -> None:
     result = await asyncio.wait_for(
         run_benchmark("http://127.0.0.1:9", _samples(2), [0.0, 0.0], model="m", timeout_s=5), timeout=20

@@ -13,6 +13,8 @@ from block.launch import block_command
 from block.workload import load_workload
 from block.workload.sessions import session_plan
 
+from .sse_server import SseServer
+
 SESSIONS, TURNS, THINK_S = 3, 3, 0.15
 
 
@@ -40,3 +42,22 @@ def test_turns_follow_their_predecessors_answers(tmp_path) -> None:  # noqa: ANN
         assert records[j].sent_s >= records[j].scheduled_s - 1e-6
     starts = [records[i].scheduled_s for i in plan.first_turns().tolist()]
     assert np.allclose(starts, [0.05, 0.10, 0.15])  # sessions start at the rate, not their turns
+
+
+def test_a_sessions_turns_stay_on_one_of_several_servers() -> None:
+    """With several servers (routers in front of one fleet) sessions go to them in turn, each session's
+    turns to the same one: the router that saw its history."""
+    base = load_workload("fixed:40:6", SESSIONS * TURNS, seed=0)
+    samples = [
+        dataclasses.replace(s, prompt=f"session {k // TURNS} turn {t}", session=k // TURNS, turn=t)
+        for k, s in enumerate(base)
+        for t in [k % TURNS]
+    ]
+    plan = session_plan(samples, qps=20.0, process="constant", seed=0, think_time_s=0.01)
+    with SseServer(first_delay_s=0.01, gap_s=0.001) as a, SseServer(first_delay_s=0.01, gap_s=0.001) as b:
+        urls = f"{a.url},{b.url}"
+        run = run_benchmark(urls, samples, plan.not_before_s, sessions=plan, model="m", timeout_s=30)
+        result = asyncio.run(asyncio.wait_for(run, 60))
+        seen = [{body["prompt"].split(" turn")[0] for body in server.bodies} for server in (a, b)]
+    assert all(r.ok for r in result.records)
+    assert seen == [{"session 0", "session 2"}, {"session 1"}]
