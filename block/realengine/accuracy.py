@@ -96,15 +96,11 @@ class Engine:
         read_at = float("-inf")
         while True:
             started = time.monotonic()
-            reading = None
-            if started - read_at < READ_PERIOD_S:
-                reading = self.source.recount(started)
-            if reading is None:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    reading = await self.source.read(session, 1.0)
-                    read_at = time.monotonic()
-            if reading is not None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                reading, asked = await self.source.refresh(session, 1.0, read_at)
                 at = time.monotonic()
+                if asked:
+                    read_at = at
                 for t in self.trackers.values():
                     t.observe(reading.snapshot, at, reading.step_end)
             await asyncio.sleep(max(0.0, REFRESH_S - (time.monotonic() - started)))

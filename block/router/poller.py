@@ -22,19 +22,15 @@ async def refresh_once(
     source, tracker = inst.source, inst.tracker
     if source is None or tracker is None:
         return
-    period = source.read_period_s
-    if period is not None and time.monotonic() - inst.state_ok_at < period:  # not time to ask it yet
-        reading = source.recount(time.monotonic())
-        if reading is not None:
-            tracker.observe(reading.snapshot, time.monotonic(), reading.step_end)
-            return
     try:
-        snapshot, step_end = await source.read(session, timeout)
+        reading, asked = await source.refresh(session, timeout, inst.state_ok_at)
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
         inst.last_state_error = f"{type(e).__name__}: {e}"
         return
     now = time.monotonic()
-    tracker.observe(snapshot, now, step_end)
+    tracker.observe(reading.snapshot, now, reading.step_end)
+    if not asked:  # recounted between reads
+        return
     inst.last_state_error = None
     inst.state_ok_at = now
     if on_snapshot is not None:

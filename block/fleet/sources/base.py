@@ -13,6 +13,7 @@ the refreshes in between `recount()` rebuilds the state from what it heard, aski
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar, NamedTuple
 
 import aiohttp
@@ -52,3 +53,16 @@ class StateSource(RequestListener):
         """The state rebuilt at `now` from the last read and what this source heard since, without
         asking the instance; None when it cannot (then every refresh reads)."""
         return None
+
+    async def refresh(
+        self, session: aiohttp.ClientSession, timeout: float, last_read_at: float
+    ) -> tuple[Reading, bool]:
+        """The state now, and whether the instance was asked for it: rebuilt from what this source heard
+        (`recount`) while its last read, at `last_read_at` (monotonic), is younger than `read_period_s`;
+        read otherwise. Raises as `read` does."""
+        period = self.read_period_s
+        if period is not None and time.monotonic() - last_read_at < period:  # not time to ask it yet
+            reading = self.recount(time.monotonic())
+            if reading is not None:
+                return reading, False
+        return await self.read(session, timeout), True
