@@ -150,15 +150,24 @@ class Forecasts:
         refine = self.horizon_s is None  # (the checkpoint's floor has no horizon)
         loose: list[int] = []  # reached in the order by a bound without a checkpoint
         reached = 0
+
+        def forecast_of(v: InstanceTracker, kind: tuple[object, ...] | None) -> Forecast | None:
+            """v's forecast (None: missing); one for each idle kind (`kind`), shared by all alike."""
+            f = idle.get(kind) if kind is not None else None
+            if f is None:
+                f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
+                if kind is not None and f is not None:
+                    idle[kind] = f
+            return f
+
         # the idle instances, out of the order (ready_order.py): one forecast for each kind, and only the
         # one that wins the tie among them takes part (every one, where the policy may prefer another
         # within its tolerance: a request with a prefix identity)
         for kind, members in self._ready.idle.items() if ahead else ():
             i = min(members, key=lambda j: (views[j].in_flight, j))
-            f = None if self._late(deadline) else self._one(views[i], request, now, deadline, refused)
+            f = forecast_of(views[i], kind)
             if f is None:
                 return self._missing(request, views, got, started, refused)
-            idle[kind] = f
             for j in members if request.prefix_hashes else (i,):
                 views[j].last_forecast = got[j] = f
             key = (*score(f, views[i]), i)
@@ -193,12 +202,9 @@ class Forecasts:
                 # instance's forecast, known exactly where one of its kind was forecast
                 kind = v.idle_by(request, now, deadline) if ready_at <= now else None
                 if kind is not None:
-                    f = idle.get(kind)
+                    f = forecast_of(v, kind)
                     if f is None:
-                        f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
-                        if f is None:
-                            return self._missing(request, views, got, started, refused)
-                        idle[kind] = f
+                        return self._missing(request, views, got, started, refused)
                     key = (*score(f, v), i)
                     if request.prefix_hashes or best is None or key < best:
                         v.last_forecast = got[i] = f
@@ -233,17 +239,10 @@ class Forecasts:
                 if tighter is not None and tighter > key:
                     heapq.heappush(line, (tighter, True))
                     continue
-            same = v.idle_signature(now)
-            f = idle.get(same) if same is not None else None
-            if f is not None:
-                v.last_forecast = f
-            else:
-                f = None if self._late(deadline) else self._one(v, request, now, deadline, refused)
-                if same is not None and f is not None:
-                    idle[same] = f
+            f = forecast_of(v, v.idle_signature(now))
             if f is None:
                 return self._missing(request, views, got, started, refused)
-            got[i] = f
+            v.last_forecast = got[i] = f
             key = (*score(f, v), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]

@@ -444,7 +444,7 @@ class InstanceTracker:
         if fc.caches:
             return None
         # (not when: an idle forecast is timed from the snapshot whenever it is sent, Forecaster.forecast)
-        return (id(fc.profile), fc.config, self.rule)  # (the profile as calibrated, when it is)
+        return self._idle_kind(fc)
 
     def idle_by(
         self, request: RoutingRequest, now: float, deadline: float | None = None
@@ -461,6 +461,11 @@ class InstanceTracker:
                 return None
         except (SimulationStuck, DeadlineExceeded):
             return None
+        return self._idle_kind(fc)
+
+    def _idle_kind(self, fc: Forecaster) -> tuple[object, ...]:
+        """What an idle forecast here depends on besides the request (the profile as calibrated, when
+        it is): equal kinds, equal forecasts."""
         return (id(fc.profile), fc.config, self.rule)
 
     def _recount(self) -> None:
