@@ -324,7 +324,9 @@ def register(app: typer.Typer) -> None:
             help="Comma-separated dataset specs (sharegpt-chat: --qps starts sessions).",
         ),
         policies: str = typer.Option(
-            None, help="Comma-separated (default: " + ",".join(PREFIX_POLICIES) + ")."
+            None,
+            help="Comma-separated (default: " + ",".join(PREFIX_POLICIES) + "); `ceiling` adds the bound "
+            "of what cache affinity can add (sim: llumnix where a block computed anywhere is cached).",
         ),
         num_requests: int = typer.Option(
             None, min=1, help="Requests (turns) per run (default 4,000; live 300)."
@@ -354,8 +356,13 @@ def register(app: typer.Typer) -> None:
         kw["num_requests"] = num_requests or (300 if live else 4_000)
         kw["instances"] = instances or (4 if live else 12)
         kw["max_model_len"] = max_model_len or (2048 if live else 4096)
-        if (p := _policies(policies)) is not None:
-            kw["policies"] = p
+        if policies is not None:  # `ceiling` is the experiment's own bound, not a policy
+            names = [n.strip() for n in policies.split(",") if n.strip()]
+            if "ceiling" in names and live:
+                raise typer.BadParameter("ceiling is a simulated bound: --mode sim only")
+            if real := [n for n in names if n != "ceiling"]:
+                _policies(",".join(real))  # unknown names fail here, in one line
+            kw["policies"] = names
         if (r := _rates(qps)) is not None:
             kw["rates"] = dict.fromkeys(kw["workloads"], r)
         try:

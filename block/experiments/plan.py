@@ -32,6 +32,8 @@ class RunSpec:
     num_gpu_blocks: int | None = None
     # vLLM V1's prefix caching; off: the paper's setting (vLLM 0.7.2 had it off), for every paper experiment
     prefix_caching: bool = False
+    # the ceiling of prefix caching instead (block/replica/ceiling_cache.py; sim only)
+    prefix_ceiling: bool = False
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     noise: float = 0.03  # relative std of step times (the emulator's default)
     stall_probability: float = 0.001

@@ -57,6 +57,10 @@ DEFAULT_WORKLOADS = ["sharegpt-chat", "shared-prefix:32:1024", "sharegpt"]
 DEFAULT_POLICIES = ["block", "cache-aware", "prefix-load", "kv-overlap", "llumnix", "round-robin"]
 CACHE_BLIND = ("llumnix", "round-robin", "least-requests", "po2", "random", "min-qpm", "infaas")
 CACHE_AWARE_BASELINES = ("cache-aware", "prefix-load", "kv-overlap")
+# Not a policy: llumnix on replicas where every prompt block computed anywhere is cached everywhere
+# (block/replica/ceiling_cache.py), the most cache affinity could add to the best cache-blind policy.
+# Sim only, and only when asked for (`--policies ...,ceiling`).
+CEILING = "ceiling"
 # First probes of the searches, req/s (sessions/s for sessions) on 12 instances: near the measured
 # capacities, so most searches bracket in a step or two.
 FIRST_GUESS = {"sharegpt-chat": 12.0, "shared-prefix:32:1024": 16.0, "sharegpt": 33.0}
@@ -102,9 +106,12 @@ class PrefixArgs:
         )
 
     def spec(self, dataset: str, policy: str, qps: float) -> RunSpec:
+        ceiling = policy == CEILING
         return RunSpec(
-            policy,
+            "llumnix" if ceiling else policy,
             qps,
+            label=CEILING if ceiling else "",
+            prefix_ceiling=ceiling,
             group=dataset,
             instances=self.instances,
             profile=self.profile,

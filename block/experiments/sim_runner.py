@@ -22,6 +22,7 @@ def to_sim_run(spec: RunSpec) -> SimRun:
         num_gpu_blocks=spec.num_gpu_blocks,
         max_model_len=spec.workload.max_model_len,
         prefix_caching=spec.prefix_caching,
+        prefix_ceiling=spec.prefix_ceiling,
         noise=spec.noise,
         stall_probability=spec.stall_probability,
         seed=spec.seed,

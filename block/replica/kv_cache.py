@@ -41,6 +41,7 @@ def blocks_for(num_tokens: int, block_size: int) -> int:
 
 class KVCache:
     __slots__ = ("num_blocks", "block_size", "free_blocks", "prefix")
+    looks_up_prefixes = False  # whether `hit` can find anything (the scheduler skips it otherwise)
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         self.num_blocks = num_blocks
@@ -123,16 +124,18 @@ class PrefixKVCache(KVCache):
     Preemption frees the blocks (they stay cached), so a recompute hits its own prompt again unless
     it was evicted meanwhile; blocks of generated tokens carry no identity here and are recomputed.
     `queries` and `hits` count prompt tokens looked up and found at first admissions, as vLLM's
-    counters (vllm:prefix_cache_queries and _hits leave out requests coming back from a preemption).
+    counters (vllm:prefix_cache_queries and _hits leave out requests coming back from a preemption);
+    `recompute_queries` and `recompute_hits` count those readmissions after a preemption apart.
     """
 
-    __slots__ = ("queries", "hits")
+    __slots__ = ("queries", "hits", "recompute_queries", "recompute_hits")
+    looks_up_prefixes = True
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         super().__init__(num_blocks, block_size)
         self.prefix = PrefixCache(num_blocks)
-        self.queries = 0
-        self.hits = 0
+        self.queries = self.hits = 0
+        self.recompute_queries = self.recompute_hits = 0
 
     def hit(self, request: Request) -> list[CachedBlock]:
         if request.num_computed_tokens or not request.prefix_hashes:
@@ -158,6 +161,9 @@ class PrefixKVCache(KVCache):
             self.queries += request.num_tokens
             self.hits += h * self.block_size
             request.num_cached_tokens = h * self.block_size
+        elif looked_up:
+            self.recompute_queries += request.num_tokens
+            self.recompute_hits += h * self.block_size
         return True
 
     def append(self, request: Request, num_new_tokens: int) -> bool:

@@ -57,12 +57,13 @@ class DecodeRun:
 
 
 class Replica:
-    def __init__(self, config: ReplicaConfig, profile: Profile) -> None:
+    def __init__(self, config: ReplicaConfig, profile: Profile, kv: KVCache | None = None) -> None:
+        """`kv`: a KV cache other than the one `config` asks for (the simulator's prefix ceiling)."""
         self.config = config
         self.profile = profile
         profile.cost.reserve(config.max_num_batched_tokens)  # hot loops index its tables
         kv_cache = PrefixKVCache if config.enable_prefix_caching else KVCache
-        self.kv = kv_cache(config.num_gpu_blocks, config.block_size)
+        self.kv = kv if kv is not None else kv_cache(config.num_gpu_blocks, config.block_size)
         self.running: list[Request] = []  # scheduling order: oldest first, preemption takes the last
         self.waiting: deque[Request] = deque()
         self.now = 0.0
@@ -118,7 +119,7 @@ class Replica:
         """
         # Request.num_missing_tokens is inlined: this runs for every request of every step.
         append, allocate, hit = self.kv.append, self.kv.allocate, self.kv.hit
-        caching = self.kv.prefix is not None
+        caching = self.kv.looks_up_prefixes
         running, waiting = self.running, self.waiting
         budget = self.config.max_num_batched_tokens
         batch = Batch()

@@ -160,6 +160,14 @@ def register(app: typer.Typer) -> None:
             help="Automatic prefix caching in the replicas, as vLLM V1 (on by default there too).",
             rich_help_panel="Cluster",
         ),
+        prefix_ceiling: bool = typer.Option(
+            False,
+            "--prefix-ceiling",
+            help="Research bound, no engine's model: every prompt block computed anywhere in the fleet "
+            "counts as cached on every instance (hits free of compute, not of KV). A cache-blind policy's "
+            "capacity with it bounds what any router's cache affinity can reach.",
+            rich_help_panel="Cluster",
+        ),
         model_error: str = typer.Option(
             "none",
             help="KIND:E: replicas run at a true speed the router's profile does not know, E a fraction "
@@ -273,6 +281,7 @@ def register(app: typer.Typer) -> None:
                 think_time_s=think_time,
                 calibration=calibration,
                 prefix_caching=prefix_caching,
+                prefix_ceiling=prefix_ceiling,
                 routers=routers,
                 admission=admission,
                 max_held=max_held,

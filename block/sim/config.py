@@ -28,6 +28,9 @@ class SimConfig:
     max_model_len: int | None = None
     # vLLM V1's automatic prefix caching (on by default, as there); the paper's experiments turn it off
     prefix_caching: bool = True
+    # The ceiling of prefix caching instead (block/replica/ceiling_cache.py): every prompt block computed
+    # anywhere counts as cached everywhere; an upper bound on what cache affinity can add, no engine's model
+    prefix_ceiling: bool = False
     # Step-time noise, as the engine emulator samples it (0 and 0: exact profile means).
     noise: float = 0.03
     stall_probability: float = 0.001

@@ -52,6 +52,7 @@ from block.policies import Candidates, Choice, Policy
 from block.prefix import PREFIX_BLOCK_SIZE
 from block.profiles.model_error import TrueStepTime
 from block.replica import Batch, DecodeRun, Replica, Request
+from block.replica.ceiling_cache import CeilingKVCache, FleetBlocks
 from block.request import RoutingRequest
 from block.sim.admission import SimAdmission
 from block.sim.config import SimConfig
@@ -85,7 +86,17 @@ class Cluster:
         self.profiles, self.replica_configs = config.instance_models()
         self.profile, self.replica_config = self.profiles[0], self.replica_configs[0]
         n = config.instances
-        self.replicas = [Replica(c, p) for p, c in zip(self.profiles, self.replica_configs, strict=True)]
+        fleet_blocks = FleetBlocks() if config.prefix_ceiling else None
+        self.replicas = [
+            Replica(
+                c,
+                p,
+                None
+                if fleet_blocks is None
+                else CeilingKVCache(c.num_gpu_blocks, c.block_size, fleet_blocks),
+            )
+            for p, c in zip(self.profiles, self.replica_configs, strict=True)
+        ]
         # the router(s): policy, trackers, forecasts and snapshot feed each (routers.py); the first
         # one's are the cluster's own attributes, as with a single router
         self.routers = make_routers(
@@ -554,6 +565,11 @@ class Cluster:
             # in the prefix cache at admission and, of them, found cached
             "prefix_cache_queries": [getattr(rep.kv, "queries", 0) for rep in replicas],
             "prefix_cache_hits": [getattr(rep.kv, "hits", 0) for rep in replicas],
+            # the same for requests readmitted after a preemption (tokens to recompute, found cached)
+            "prefix_cache_recompute_queries": sum(
+                getattr(rep.kv, "recompute_queries", 0) for rep in replicas
+            ),
+            "prefix_cache_recompute_hits": sum(getattr(rep.kv, "recompute_hits", 0) for rep in replicas),
             "engine": self.replica_config.to_dict(),
         }
         if gave_up_at is not None:

@@ -48,6 +48,7 @@ class SimulateArgs:
     think_time_s: float = 5.0  # session workloads: mean wait (s) between an answer and the next turn
     calibration: bool = False  # the trackers correct their profile online from the token times
     prefix_caching: bool = True  # vLLM V1's automatic prefix caching in the replicas
+    prefix_ceiling: bool = False  # instead, every prompt block computed anywhere is cached everywhere
     routers: int = 1  # independent routers in front of the fleet (block/sim/routers.py)
     admission: str = "off"  # off | queue | reject (block/admission), in front of every policy
     max_held: int = 1000
@@ -92,6 +93,7 @@ def build_runs(a: SimulateArgs) -> list[SimRun]:
             calibration=a.calibration,
             fleet=a.fleet,
             prefix_caching=a.prefix_caching,
+            prefix_ceiling=a.prefix_ceiling,
             routers=a.routers,
             admission=a.admission,
             max_held=a.max_held,

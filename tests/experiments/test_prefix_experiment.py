@@ -41,3 +41,32 @@ def test_tiny_experiment_writes_the_summary_exactly(tmp_path: Path) -> None:
     assert (tmp_path / "report.md").read_text().startswith("# Prefix caching (sim)")
     assert (tmp_path / "figure6_prefix.png").stat().st_size > 0
     assert list((tmp_path / "runs").glob("shared-prefix-2-512_block_qps*.json"))
+
+
+def test_the_ceiling_hits_at_least_what_any_policy_hits(tmp_path: Path) -> None:
+    """`ceiling` (llumnix where a block computed anywhere is cached everywhere) serves at least the share
+    of prompt tokens from cache that any real policy does, on the same requests."""
+    a = PrefixArgs(
+        workloads=["shared-prefix:4:256"],
+        policies=["block", "cache-aware", "llumnix", "ceiling"],
+        num_requests=60,
+        instances=3,
+        max_probes=1,
+    )
+    summary = run(a, SimRunner(workers=1, resume=False), tmp_path, Console(record=True, width=120))
+    cells = summary["workloads"]["shared-prefix:4:256"]
+    assert set(cells) == {"block", "cache-aware", "llumnix", "ceiling"}
+    assert all(cells["ceiling"]["hit_rate"] >= c["hit_rate"] for c in cells.values())
+    assert cells["ceiling"]["hit_rate"] > cells["llumnix"]["hit_rate"]
+
+
+def test_the_ceiling_is_refused_live() -> None:
+    from typer.testing import CliRunner
+
+    from block.cli import app
+
+    result = CliRunner().invoke(
+        app, ["experiment", "prefix", "--mode", "live", "--policies", "block,ceiling"]
+    )
+    assert result.exit_code == 2
+    assert "ceiling is a simulated bound" in result.output
