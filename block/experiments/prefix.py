@@ -15,6 +15,8 @@ Workloads (dataset spec strings, `block.workload.load`):
 Policies: block (the cache enters its forecast), the peers' cache-aware baselines (cache-aware,
 prefix-load, kv-overlap) and the cache-blind llumnix and round-robin. Prefix caching is on in every
 engine (vLLM V1's default).
+`ceiling`, asked for by name (sim only), is llumnix on replicas where every prompt block computed anywhere
+counts as cached (block/replica/ceiling_cache.py): the most any cache affinity could add.
 
 `--mode sim` (the paper's 12 x A30, chunk 512, 48 sequences): per workload and policy a capacity search
 (highest rate with P99 TTFT <= 3 s; block/sim/capacity.py), every search advancing one probe per
