@@ -70,9 +70,7 @@ class CeilingKVCache(KVCache):
                 return False  # the hit's blocks are the request's own: they must fit too
             request.held = list(hit)  # type: ignore[arg-type]
             request.num_computed_tokens = h * bs
-        if not self.append(request, num_new_tokens):
-            request.num_computed_tokens = 0  # (cannot happen after the check above; nothing taken)
-            request.held = ()
+        if not self.append(request, num_new_tokens):  # (only without a hit: with one, checked above)
             return False
         if looked_up and request.num_preemptions == 0:
             self.queries += request.num_tokens
