@@ -237,6 +237,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--model-error") from None
         if split not in SPLITS:
             raise typer.BadParameter(f"choose one of {', '.join(SPLITS)}", param_hint="--split")
+        if prefix_ceiling and not prefix_caching:
+            raise typer.BadParameter("a bound on prefix caching needs it on", param_hint="--prefix-ceiling")
         engines = ()
         if fleet:
             from block.errors import fail

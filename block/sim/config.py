@@ -77,6 +77,8 @@ class SimConfig:
             raise ValueError("schedule must be 'auto' or 'eager'")
         if self.refresh not in ("lazy", "poll"):
             raise ValueError("refresh must be 'lazy' or 'poll'")
+        if self.prefix_ceiling and not self.prefix_caching:
+            raise ValueError("the prefix ceiling is a bound on prefix caching: it needs caching on")
         parse_model_error(self.model_error)  # a bad KIND:E fails here, with its one-line reason
         if self.fleet and len(self.fleet) != self.instances:
             raise ValueError(f"the fleet lists {len(self.fleet)} instances, instances is {self.instances}")

@@ -70,3 +70,14 @@ def test_the_ceiling_is_refused_live() -> None:
     )
     assert result.exit_code == 2
     assert "ceiling is a simulated bound" in result.output
+
+
+def test_the_ceiling_needs_caching_on() -> None:
+    from typer.testing import CliRunner
+
+    from block.cli import app
+
+    args = ["simulate", "--prefix-ceiling", "--no-prefix-caching", "--num-requests", "10", "--qps", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "needs it on" in result.output
