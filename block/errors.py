@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-_stderr = Console(stderr=True, highlight=False)
+_stderr = Console(stderr=True, highlight=False, emoji=False)  # ":a:" in a message is no emoji
 
 
 class BlockError(Exception):

@@ -8,10 +8,14 @@ Each writes results JSON (block bench schema), PNG plots and a markdown report i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from block.sim.cli import EXECUTOR_HELP
+
+if TYPE_CHECKING:
+    from block.sim.workload import WorkloadSpec
 
 MODE_HELP = "sim: the cluster simulator (full scale); live: emulated engines + router (scaled down)."
 PARALLEL_HELP = "Live: clusters run side by side, one per policy, fed the same requests (1: one at a time)."
@@ -49,6 +53,18 @@ def _policies(text: str | None) -> list[str] | None:
     from block.sim.cli import parse_policies
 
     return parse_policies(text)
+
+
+def _check_workload(spec: WorkloadSpec) -> None:
+    """Load a run's workload before any run: a bad spec or a missing file fails in one line (the samples
+    stay cached for the runs)."""
+    from block.errors import fail
+    from block.sim.workload import requests_for
+
+    try:
+        requests_for(spec, 1.0)
+    except (ValueError, OSError) as e:
+        fail(str(e))
 
 
 def _runner(mode: str, workers: int, executor: str = "local", **live: object):  # noqa: ANN202 - a plan.Runner
@@ -211,7 +227,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The same reduced-scale workload through both modes: mean and P99 TTFT and E2E side by side
         (goal: P99s within 10%). About 3 minutes with the defaults."""
-        from block.experiments.sim_vs_live import SimVsLiveArgs, run
+        from block.experiments.sim_vs_live import SimVsLiveArgs, plan, run
 
         kw: dict = {
             "num_requests": num_requests,
@@ -225,10 +241,12 @@ def register(app: typer.Typer) -> None:
             kw["rates"] = r
         if (p := _policies(policies)) is not None:
             kw["policies"] = p
+        args = SimVsLiveArgs(**kw)
+        _check_workload(plan(args)[0].workload)
         modes = ["sim", "live"] if mode == "both" else [mode]
         # The specs fix the workload's max_model_len already: no live override needed.
         runners = [_runner(m, workers, executor, max_parallel=parallel) for m in modes]
-        run(SimVsLiveArgs(**kw), runners, out)
+        run(args, runners, out)
 
     @exp.command("lengths")
     def lengths_cmd(
@@ -369,6 +387,8 @@ def register(app: typer.Typer) -> None:
             args = PrefixArgs(**kw)
         except ValueError as e:
             raise typer.BadParameter(str(e).splitlines()[0]) from None
+        for w in args.workloads:
+            _check_workload(args.workload(w))
         run(args, _runner(mode, workers, executor, max_parallel=parallel), out)
 
     from block.experiments.provision import register as register_provision

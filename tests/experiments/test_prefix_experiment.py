@@ -81,3 +81,16 @@ def test_the_ceiling_needs_caching_on() -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "needs it on" in result.output
+
+
+def test_a_bad_workload_is_one_line_before_any_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from block.cli import app
+
+    for spec, says in (("nope", "bad workload spec 'nope'"), ("shared-prefix:a:b", "'shared-prefix:a:b'")):
+        out = tmp_path / spec.replace(":", "_")
+        result = CliRunner().invoke(app, ["experiment", "prefix", "--workloads", spec, "--out", str(out)])
+        assert result.exit_code == 2
+        assert says in result.output and "Traceback" not in result.output
+        assert not (out / "runs").exists()
