@@ -127,6 +127,12 @@ def _settings(opts: dict[str, Any], **overrides: Any):
     kw["think_time_s"] = kw.pop("think_time")
     if kw["url"] is None:
         fail("--url is required")
+    from block.bench.client import split_urls
+
+    try:
+        split_urls(kw["url"])
+    except ValueError as e:
+        fail(f"--url: {e}")
     if kw["endpoint"] not in ("completions", "chat"):
         fail(f"--endpoint must be completions or chat, not {kw['endpoint']!r}")
     process = kw.pop("process") or ("gamma" if kw["burstiness"] != 1.0 else "poisson")

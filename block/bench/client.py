@@ -20,6 +20,7 @@ import orjson
 
 from block.bench.record import RequestRecord
 from block.openai_api.prompt_tokens import TEXT_PROMPT_EXTRA, USER_MESSAGE_EXTRA
+from block.router.upstreams import check_upstream
 from block.workload.sample import Sample
 from block.workload.sessions import SessionPlan
 
@@ -41,6 +42,8 @@ def split_urls(url: str) -> list[str]:
     urls = [u.strip() for u in url.split(",") if u.strip()]
     if not urls:
         raise ValueError(f"no server URL in {url!r}")
+    for u in urls:
+        check_upstream(u, what="server")  # a ValueError naming what is wrong with it
     return urls
 
 

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         ctx: typer.Context,
         profile: str = typer.Option("llama-2-7b-a100", help="Shipped profile name or a profile JSON path."),
-        port: int = typer.Option(8001, help="TCP port."),
+        port: int = typer.Option(8001, min=1, max=65535, help="TCP port."),
         host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         max_num_seqs: int | None = typer.Option(None, help="Sequences per step (default: the profile's)."),
         max_num_batched_tokens: int | None = typer.Option(

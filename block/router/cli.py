@@ -40,7 +40,9 @@ def register(app: typer.Typer) -> None:
             "(SGLang), prefix-load (llm-d), kv-overlap (Dynamo). (default: block)",
             rich_help_panel="Routing",
         ),
-        port: int = typer.Option(None, help="Port to listen on. (default: 8000)", rich_help_panel="Server"),
+        port: int = typer.Option(
+            None, min=1, max=65535, help="Port to listen on. (default: 8000)", rich_help_panel="Server"
+        ),
         host: str = typer.Option(
             None, help="Address to bind. (default: 127.0.0.1)", rich_help_panel="Server"
         ),
@@ -441,10 +443,12 @@ def register(app: typer.Typer) -> None:
 
     @router.command("decide-bench")
     def decide_bench(
-        instances: int = typer.Option(100, help="Instances in the fleet (each with a busy snapshot)."),
-        running: int = typer.Option(48, help="Running requests per instance."),
-        waiting: int = typer.Option(32, help="Waiting requests per instance (mean; half to 1.5 times)."),
-        decisions: int = typer.Option(50, help="Decisions to time (each also forecast exhaustively)."),
+        instances: int = typer.Option(100, min=1, help="Instances in the fleet (each with a busy snapshot)."),
+        running: int = typer.Option(48, min=1, help="Running requests per instance."),
+        waiting: int = typer.Option(
+            32, min=0, help="Waiting requests per instance (mean; half to 1.5 times)."
+        ),
+        decisions: int = typer.Option(50, min=1, help="Decisions to time (each also forecast exhaustively)."),
         seed: int = typer.Option(0),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:

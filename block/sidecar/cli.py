@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         ctx: typer.Context,
         engine: str = typer.Option(None, help="Base URL of the Block engine to follow (GET /state)."),
-        port: int = typer.Option(8101, help="TCP port of the sidecar."),
+        port: int = typer.Option(8101, min=1, max=65535, help="TCP port of the sidecar."),
         host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         refresh_ms: float = typer.Option(20.0, help="How often to poll the engine's /state."),
         profile: str | None = typer.Option(None, help="Profile name or JSON path (default: the engine's)."),
