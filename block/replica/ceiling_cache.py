@@ -18,7 +18,7 @@ are the instance's own, as vLLM's (first admissions only).
 
 from __future__ import annotations
 
-from block.replica.kv_cache import KVCache
+from block.replica.kv_cache import KVCache, unheld_full_blocks
 from block.replica.prefix_cache import CachedBlock
 from block.replica.request import Request
 
@@ -88,16 +88,10 @@ class CeilingKVCache(KVCache):
 
     def _record(self, request: Request, done: int) -> None:
         """The prompt blocks that `done` computed tokens fill join the fleet's record."""
-        hashes, held = request.prefix_hashes, request.held
-        full = min(len(hashes), done // self.block_size)
-        if len(held) >= full:
-            return
-        if not isinstance(held, list):
-            held = request.held = []
-        seen = self.fleet.hashes
-        for i in range(len(held), full):
+        hashes, seen = request.prefix_hashes, self.fleet.hashes
+        for i in unheld_full_blocks(request, done, self.block_size):
             seen.add(hashes[i])
-            held.append(CachedBlock(hashes[i]))
+            request.held.append(CachedBlock(hashes[i]))  # type: ignore[union-attr]
 
     def free(self, request: Request) -> None:
         super().free(request)

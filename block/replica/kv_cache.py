@@ -39,6 +39,16 @@ def blocks_for(num_tokens: int, block_size: int) -> int:
     return -(-num_tokens // block_size)
 
 
+def unheld_full_blocks(request: Request, done: int, block_size: int) -> range:
+    """The prompt blocks (indices into `prefix_hashes`) that `done` computed tokens fill and `request`
+    holds no record of yet; when there are any, its `held` is a list to append their records to."""
+    full = min(len(request.prefix_hashes), done // block_size)
+    start = len(request.held)
+    if start < full and not isinstance(request.held, list):
+        request.held = []
+    return range(start, full)
+
+
 class KVCache:
     __slots__ = ("num_blocks", "block_size", "free_blocks", "prefix")
     looks_up_prefixes = False  # whether `hit` can find anything (the scheduler skips it otherwise)
@@ -182,15 +192,9 @@ class PrefixKVCache(KVCache):
 
     def _register(self, request: Request, done: int) -> None:
         """Give the prompt blocks that `done` computed tokens fill their identity."""
-        hashes, held = request.prefix_hashes, request.held
-        full = min(len(hashes), done // self.block_size)
-        if len(held) >= full:
-            return
-        if not isinstance(held, list):
-            held = request.held = []
-        register = self.prefix.register  # type: ignore[union-attr]
-        for i in range(len(held), full):
-            held.append(register(hashes[i]))
+        hashes, register = request.prefix_hashes, self.prefix.register  # type: ignore[union-attr]
+        for i in unheld_full_blocks(request, done, self.block_size):
+            request.held.append(register(hashes[i]))  # type: ignore[union-attr]
 
     def append_all(self, requests: Iterable[Request], num_new_tokens: int) -> None:
         before = self.free_blocks
