@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -126,6 +127,7 @@ class RouterApp:
                 Route("/instances", self.admin.add_instance, methods=["POST"]),
                 Route("/instances/{instance_id:path}", self.admin.remove_instance, methods=["DELETE"]),
             ],
+            exception_handlers={HTTPException: _http_error},  # unknown paths, wrong methods: OpenAI format
             lifespan=self.lifespan,
         )
 
@@ -182,3 +184,8 @@ class RouterApp:
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 log.warning("GET /v1/models from %s failed: %s", inst.id, e)
         return error_response(503, "no healthy instance available", "no_healthy_instance")
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)

@@ -106,3 +106,15 @@ async def test_a_model_list_is_learned_lazily_once_the_instance_has_one() -> Non
         assert app.pool.served_models() == {"m1"}
         async with httpx.AsyncClient(base_url=url, timeout=5) as c:
             assert (await c.post(COMPLETIONS, json={"model": "x", "prompt": "a"})).status_code == 404
+
+
+async def test_unknown_paths_and_methods_answer_in_openais_format() -> None:
+    fake = FakeUpstream()
+    async with upstreams(fake) as (up,), router([up.url]) as (_, url):  # noqa: SIM117
+        async with httpx.AsyncClient(base_url=url, timeout=5) as c:
+            for method, path, status in (("GET", "/v1/nope", 404), ("PUT", "/instances", 405)):
+                r = await c.request(method, path)
+                assert r.status_code == status, r.text
+                err = r.json()["error"]
+                assert err["code"] == status and err["message"]
+    assert fake.requests == []
