@@ -1,0 +1,47 @@
+"""Whether modelling the prefix cache can change a forecast, so that it may run without the model.
+
+The cache model changes a run only through a hit: a request admitted with `c == 0` finds leading blocks
+of its prompt cached (fast_replica.py, `PrefixCache.lookup`). Everything else is the same with or
+without it: cached free blocks are free blocks to the allocator, a request that shares no block frees
+all of its blocks, and a lookup that finds nothing admits as without the model. A hit needs a block
+named twice: by two prompts (the snapshot's requests, those routed since, the candidate), by a prompt
+and a cached free block, or by a preempted request's own prompt (its blocks are cached when it is
+preempted, and it looks them up when it comes back). So where no hash is named twice, the run
+without the model is the run with it, step for step, up to its first preemption: a forecast runs
+without it and runs again with it only where that run preempted (the caller checks).
+
+Most first-turn prompts share nothing (ShareGPT: 0.6% of prompt tokens hit), and the run without the
+model is the cheaper one (no PrefixStart, no registration of blocks, no eviction bookkeeping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class CacheOverlap:
+    """The block hashes an instance's state names, and whether any is named twice."""
+
+    def __init__(
+        self, prompts: Iterable[tuple[int, ...]], free_cached: Sequence[tuple[int, int]] | None
+    ) -> None:
+        """`prompts`: the prompt hashes of every request the forecast may run (snapshot and pending);
+        `free_cached`: the snapshot's cached free blocks, (gap, hash)."""
+        named: set[int] = set()
+        count = 0
+        for hs in prompts:
+            named.update(hs)
+            count += len(hs)
+        free = {h for _, h in free_cached or ()}
+        self._named = named
+        self._free = free
+        # a hash named by two prompts (or twice by one), or by a prompt and a cached free block
+        self.disjoint = len(named) == count and named.isdisjoint(free)
+
+    def cannot_hit(self, candidate: Sequence[int]) -> bool:
+        """Whether no request of a run with this candidate can find a block cached, short of a
+        preemption: nothing here is named twice, and the candidate names nothing named here."""
+        if not self.disjoint:
+            return False
+        named, free = self._named, self._free
+        return not any(h in named or h in free for h in candidate)
