@@ -16,23 +16,20 @@ model is the cheaper one (no PrefixStart, no registration of blocks, no eviction
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 
 
 class CacheOverlap:
     """The block hashes an instance's state names, and whether any is named twice."""
 
-    def __init__(
-        self, prompts: Iterable[tuple[int, ...]], free_cached: Sequence[tuple[int, int]] | None
-    ) -> None:
+    def __init__(self, prompts: Iterable[tuple[int, ...]], free: Set[int]) -> None:
         """`prompts`: the prompt hashes of every request the forecast may run (snapshot and pending);
-        `free_cached`: the snapshot's cached free blocks, (gap, hash)."""
+        `free`: the hashes of the snapshot's cached free blocks."""
         named: set[int] = set()
         count = 0
         for hs in prompts:
             named.update(hs)
             count += len(hs)
-        free = {h for _, h in free_cached or ()}
         self._named = named
         self._free = free
         # a hash named by two prompts (or twice by one), or by a prompt and a cached free block

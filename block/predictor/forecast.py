@@ -304,7 +304,7 @@ class Forecaster:
         prompts share a block only if they share every block before it, so only prompts whose first
         block is shared or cached need looking at."""
         hashes = self._hashes
-        free = {h for _, h in self.snapshot.free_cached or ()}
+        free = self.snapshot.free_hashes()
         by_first: dict[int, list[str]] = {}
         for key, hs in hashes.items():
             if hs:
@@ -514,7 +514,7 @@ class Forecaster:
         """Whether no request of a forecast of this candidate can find a block cached before a preemption."""
         overlap = self._overlap
         if overlap is None:
-            overlap = self._overlap = CacheOverlap(self._hashes.values(), self.snapshot.free_cached)
+            overlap = self._overlap = CacheOverlap(self._hashes.values(), self.snapshot.free_hashes())
         return overlap.cannot_hit(candidate)
 
     def _candidate_run(

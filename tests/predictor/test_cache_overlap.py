@@ -93,8 +93,8 @@ def test_preempted_request_finds_its_own_blocks() -> None:
 
 
 def test_overlap_sees_shared_and_cached_blocks() -> None:
-    assert CacheOverlap([(1, 2), (3, 4)], [(0, 9)]).cannot_hit((5, 6))
-    assert not CacheOverlap([(1, 2), (3, 4)], [(0, 9)]).cannot_hit((5, 9))  # cached free
-    assert not CacheOverlap([(1, 2), (3, 4)], None).cannot_hit((3, 6))  # a queued prompt's block
-    assert not CacheOverlap([(1, 2), (1, 4)], None).cannot_hit((5,))  # shared in the state
-    assert not CacheOverlap([(1, 2)], [(0, 2)]).cannot_hit((5,))  # a prompt's block is cached free
+    assert CacheOverlap([(1, 2), (3, 4)], {9}).cannot_hit((5, 6))
+    assert not CacheOverlap([(1, 2), (3, 4)], {9}).cannot_hit((5, 9))  # cached free
+    assert not CacheOverlap([(1, 2), (3, 4)], set()).cannot_hit((3, 6))  # a queued prompt's block
+    assert not CacheOverlap([(1, 2), (1, 4)], set()).cannot_hit((5,))  # shared in the state
+    assert not CacheOverlap([(1, 2)], {2}).cannot_hit((5,))  # a prompt's block is cached free
