@@ -92,8 +92,8 @@ class Snapshot:
             return 0
         cached = self._cached
         if cached is None:
-            queued = (h for s in (*self.running, *self.waiting) for h in s.prefix_hashes)
-            cached = self._cached = self.free_hashes().union(queued)
+            queued = (s.prefix_hashes for s in (*self.running, *self.waiting))
+            cached = self._cached = self.free_hashes().union(*queued)  # (each tuple added in C)
         n = 0
         for h in hashes:
             if h not in cached:
