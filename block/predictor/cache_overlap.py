@@ -20,25 +20,31 @@ from collections.abc import Iterable, Sequence, Set
 
 
 class CacheOverlap:
-    """The block hashes an instance's state names, and whether any is named twice."""
+    """The first block hashes of an instance's prompts, and whether any block is named twice.
+
+    Hashes are chained: two prompts share a block only if they share their first (as PrefixStart and the
+    floors rely on too), so only first blocks are compared among prompts; cached free blocks may be any
+    block of a prompt, so each prompt is checked against them whole (in C: `isdisjoint`, no set built)."""
 
     def __init__(self, prompts: Iterable[tuple[int, ...]], free: Set[int]) -> None:
         """`prompts`: the prompt hashes of every request the forecast may run (snapshot and pending);
         `free`: the hashes of the snapshot's cached free blocks."""
-        named: set[int] = set()
-        count = 0
+        firsts: set[int] = set()
+        disjoint = True
         for hs in prompts:
-            named.update(hs)
-            count += len(hs)
-        self._named = named
+            if not hs:
+                continue
+            if hs[0] in firsts or not free.isdisjoint(hs):
+                disjoint = False  # two prompts share a block, or a prompt's block is cached free
+                break
+            firsts.add(hs[0])
+        self._firsts = firsts
         self._free = free
-        # a hash named by two prompts (or twice by one), or by a prompt and a cached free block
-        self.disjoint = len(named) == count and named.isdisjoint(free)
+        self.disjoint = disjoint
 
     def cannot_hit(self, candidate: Sequence[int]) -> bool:
         """Whether no request of a run with this candidate can find a block cached, short of a
-        preemption: nothing here is named twice, and the candidate names nothing named here."""
+        preemption: no block is named twice here, and the candidate names none named here."""
         if not self.disjoint:
             return False
-        named, free = self._named, self._free
-        return not any(h in named or h in free for h in candidate)
+        return not candidate or (candidate[0] not in self._firsts and self._free.isdisjoint(candidate))
