@@ -168,25 +168,28 @@ class Forecasts:
                     idle[kind] = f
             return f
 
+        hashed = bool(request.prefix_hashes)
+        # where the policy's key depends on what each instance has cached of the request (block's
+        # affinity): the instances that hold some of it, in the order, when known (None: any may)
+        holding = self._holding(request, views, own_steps) if hashed and ahead else None
+        held = None if holding is None else {i for _, i in holding}
         # the idle instances, out of the order (ready_order.py): one forecast for each kind, and only the
-        # one that wins the tie among them takes part (every one, where the policy may prefer another
-        # within its tolerance: a request with a prefix identity)
+        # one that wins the tie among them takes part (and every one that the policy may prefer within
+        # its tolerance, for a request with a prefix identity: those that hold some of it, or every one
+        # where that is not known)
         for kind, members in self._ready.idle.items() if ahead else ():
             i = min(members, key=lambda j: (views[j].in_flight, j))
             f = forecast_of(views[i], kind)
             if f is None:
                 return self._missing(request, views, got, started, refused)
-            for j in members if request.prefix_hashes else (i,):
+            alike = (i,) if not hashed else members if held is None else {i, *(members & held)}
+            for j in alike:
                 views[j].last_forecast = got[j] = f
             key = (*score(f, views[i]), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]
         front: tuple[float, ...] | None = None
         front_of = -1  # the `reached` that `front` is for
-        hashed = bool(request.prefix_hashes)
-        # where the policy's key depends on what each instance has cached of the request (block's
-        # affinity): the instances that hold some of it, in the order, when known (None: any may)
-        holding = self._holding(request, views, own_steps) if hashed and ahead else None
         bare = replace(request, prefix_hashes=()) if holding is not None else request
         h = 0  # the first of `holding` not reached
         while True:

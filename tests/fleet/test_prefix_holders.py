@@ -12,6 +12,7 @@ from block.fleet.prefix_holders import PrefixHolders
 from block.fleet.tracker import InstanceTracker
 from block.policies import Candidates, make_policy
 from block.prefix import chain_hashes
+from block.replica import Snapshot
 from block.request import RoutingRequest
 from block.sim.simulator import Cluster
 from tests.predictor.strategies import PROFILE, odd_snapshots, prompt_hashes, reached_snapshots
@@ -32,8 +33,8 @@ def test_records_and_forgets() -> None:
 @st.composite
 def big_cached_fleets(draw):
     """READY_ORDER_MIN + 2 caching instances (the walk's order applies), their states drawn from a few
-    snapshots whose prompts share prefixes; every first block they name recorded where it is, as routing
-    would have (free cached blocks by every hash: where it came first is not known)."""
+    snapshots whose prompts share prefixes and an idle one; every first block they name recorded where
+    it is, as routing would have (free cached blocks by every hash: where it came first is not known)."""
     snaps = draw(
         st.lists(
             st.one_of(reached_snapshots(caching=True), odd_snapshots(caching=True)), min_size=2, max_size=5
@@ -41,6 +42,7 @@ def big_cached_fleets(draw):
     )
     config = snaps[0].config
     snaps = [s for s in snaps if s.config == config]
+    snaps.append(Snapshot(config, 0.0, free_cached=[]))  # idle, nothing cached: one forecast for all alike
     cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size) - 1
     bs = config.block_size
     holders = PrefixHolders()
