@@ -238,9 +238,8 @@ class Forecasts:
                         if best is None or key < best:
                             best = key  # type: ignore[assignment]
                     continue
-                fc = v.forecaster()
-                if not self._ready.tight[i] and not (fc is not None and fc.caches):
-                    loose.append(i)  # (with the cache modelled no checkpoint is built: nothing changes)
+                if not self._ready.tight[i]:
+                    loose.append(i)
                 tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
                 if tighter is not None:
                     heapq.heappush(line, (tighter, True))

@@ -220,11 +220,11 @@ class Forecaster:
         self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, prepare: bool = False
     ) -> float | None:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
-        takes is replayed, the rest bounded; None when the candidate reaches the queue outside it, or
-        where the cache is modelled (forecasts do not start from a checkpoint there, so building one
-        is a replay more; `ready_s` uses one that `checkpoint` built). Builds the checkpoint (a
-        replay) where a forecast would (see `_reuses`), or with `prepare`."""
-        if self._caching or not (prepare or self._asked > 0 or self._reuses()):
+        takes is replayed, the rest bounded; None when the candidate reaches the queue outside it.
+        Builds the checkpoint (a replay) where a forecast would (see `_reuses`), or with `prepare`; where
+        the cache is modelled, forecasts do not start from it (a replay more), only with `prepare` (a
+        fleet's walk: the bound it gives the instance's place in the order lasts for the state)."""
+        if not (prepare or (not self._caching and (self._asked > 0 or self._reuses()))):
             return None
         cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
