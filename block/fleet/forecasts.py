@@ -39,8 +39,10 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
+from block.fleet.prefix_holders import PrefixHolders
 from block.fleet.ready_order import ReadyOrder
 from block.fleet.tracker import InstanceTracker, added_delay_for
 from block.policies import Candidates, Policy
@@ -100,8 +102,12 @@ class Forecasts:
         horizon_s: float | None = None,
         log: logging.Logger | None = None,
         prune: bool = True,
+        holders: PrefixHolders | None = None,
     ) -> None:
-        """`prune`: skip the targets that cannot win (see `candidates`) when the policy allows it."""
+        """`prune`: skip the targets that cannot win (see `candidates`) when the policy allows it.
+        `holders`: where prompts' first blocks went, when every request the instances run is recorded
+        there (prefix_holders.py): a walk then only reaches the instances that hold some of a request's
+        prompt as far as its affinity tolerance (every instance, without it)."""
         self.policy = policy
         self.added_delay = added_delay_for(policy)
         self.deadline_s = deadline_s
@@ -109,9 +115,11 @@ class Forecasts:
         self.horizon_s = horizon_s if self.added_delay == "none" else None
         self.log = log or logging.getLogger(__name__)
         self.prune = prune
+        self.holders = holders
         self.capped = 0  # forecasts stopped at the horizon
         self.made = 0  # forecasts asked for (in process)
         self.pruned = 0  # targets not forecast because their floor could not win
+        self.walked = 0  # targets reached in a walk of the ready order (each bounded, maybe forecast)
         self.missing_reason: str | None = None  # of the latest call, when a forecast was missing
         self._warned_at = float("-inf")
         self._ready = ReadyOrder()
@@ -130,7 +138,7 @@ class Forecasts:
             return Candidates(views, self.in_process(request, views, now, started))
         # the targets not yet reached, in ascending order of a floor cheaper still (ready_order.py); or
         # every target's floor first, where that one does not apply
-        ahead, own = self._ready_walk(request, views, now)
+        ahead, own, own_steps = self._ready_walk(request, views, now)
         line: list[tuple[tuple[float, ...], bool]] = []  # (floor key, bounded from the checkpoint)
         if ahead is None:
             keys = self._floors(request, views, now)
@@ -160,31 +168,50 @@ class Forecasts:
                     idle[kind] = f
             return f
 
+        hashed = bool(request.prefix_hashes)
+        # where the policy's key depends on what each instance has cached of the request (block's
+        # affinity): the instances that hold some of it, in the order, when known (None: any may)
+        holding = self._holding(request, views, own_steps) if hashed and ahead else None
+        held = None if holding is None else {i for _, i in holding}
         # the idle instances, out of the order (ready_order.py): one forecast for each kind, and only the
-        # one that wins the tie among them takes part (every one, where the policy may prefer another
-        # within its tolerance: a request with a prefix identity)
+        # one that wins the tie among them takes part (and every one that the policy may prefer within
+        # its tolerance, for a request with a prefix identity: those that hold some of it, or every one
+        # where that is not known)
         for kind, members in self._ready.idle.items() if ahead else ():
             i = min(members, key=lambda j: (views[j].in_flight, j))
             f = forecast_of(views[i], kind)
             if f is None:
                 return self._missing(request, views, got, started, refused)
-            for j in members if request.prefix_hashes else (i,):
+            alike = (i,) if not hashed else members if held is None else {i, *(members & held)}
+            for j in alike:
                 views[j].last_forecast = got[j] = f
             key = (*score(f, views[i]), i)
             if best is None or key < best:
                 best = key  # type: ignore[assignment]
         front: tuple[float, ...] | None = None
         front_of = -1  # the `reached` that `front` is for
-        hashed = bool(request.prefix_hashes)
+        bare = replace(request, prefix_hashes=()) if holding is not None else request
+        h = 0  # the first of `holding` not reached
         while True:
             if reached < len(ahead) and ahead[reached][0] != float("inf"):  # the next one not reached yet
                 if front_of != reached:  # what it and every later one cannot beat
                     lower = ahead[reached][0] - now + own
                     lower -= abs(lower) * MARGIN
                     # as the policy's key, for this instance and every later one: where that key
-                    # depends on what each has cached of the request (block's affinity), the one
-                    # that holds whatever they have
-                    scaled = floor_of(lower, views[ahead[reached][1]], None if hashed else request)
+                    # depends on what each has cached of the request, the one that holds whatever
+                    # they have; or, knowing which hold some, the next one that holds nothing and the
+                    # next one that holds some, whichever is lower
+                    scaled = floor_of(
+                        lower, views[ahead[reached][1]], None if hashed and holding is None else bare
+                    )
+                    if holding is not None and scaled is not None:
+                        while h < len(holding) and holding[h] < ahead[reached]:
+                            h += 1
+                        if h < len(holding) and holding[h][0] != float("inf"):
+                            lower_h = holding[h][0] - now + own
+                            lower_h -= abs(lower_h) * MARGIN
+                            held = floor_of(lower_h, views[holding[h][1]], None)
+                            scaled = None if held is None else min(scaled, held)
                     if scaled is None:  # no floor after all: as without pruning
                         return Candidates(views, self.in_process(request, views, now, started))
                     front, front_of = (scaled[0],), reached
@@ -211,9 +238,8 @@ class Forecasts:
                         if best is None or key < best:
                             best = key  # type: ignore[assignment]
                     continue
-                fc = v.forecaster()
-                if not self._ready.tight[i] and not (fc is not None and fc.caches):
-                    loose.append(i)  # (with the cache modelled no checkpoint is built: nothing changes)
+                if not self._ready.tight[i]:
+                    loose.append(i)
                 tighter = self._tighter(v, request, now, deadline, i, True)  # builds its checkpoint
                 if tighter is not None:
                     heapq.heappush(line, (tighter, True))
@@ -251,6 +277,7 @@ class Forecasts:
         self._ready.stale.update(loose)
         self._spent(started)
         self.pruned += len(views) - len(got)
+        self.walked += reached
         order = sorted(got)
         return Candidates([views[i] for i in order], [got[i] for i in order])
 
@@ -288,14 +315,36 @@ class Forecasts:
             self._log_unfit(request, refused)
         return Candidates(views, [got.get(j) for j in range(len(views))])
 
+    def _holding(
+        self, request: RoutingRequest, views: Sequence[InstanceTracker], own_steps: int
+    ) -> list[tuple[float, int]] | None:
+        """The places in the walk's order of the targets that hold some of the request's prompt,
+        ascending; None where that is not known (no index). The index's instances that hold nothing of
+        it any more are forgotten there (prefix_holders.py)."""
+        holders = self.holders
+        if holders is None:
+            return None
+        first, index_of, places = request.prefix_hashes[0], self._ready.index_of, []
+        for instance_id in holders.may_hold(first):
+            i = index_of.get(instance_id)
+            if i is None:
+                continue  # not a target of this decision
+            if views[i].cached_prefix_blocks(request):
+                places.append(self._ready.place(i, own_steps))
+            else:
+                holders.forget(first, instance_id)
+        places.sort()
+        return places
+
     def _ready_walk(
         self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float
-    ) -> tuple[list[tuple[float, int]] | None, float]:
+    ) -> tuple[list[tuple[float, int]] | None, float, int]:
         """(the targets in ascending ready_at, the request's own part of their floor: the least over
-        the profiles and configurations in use); (None, 0) where that floor does not apply: a horizon,
-        a configuration it does not fit (own_s assumes its whole prompt may be found cached)."""
+        the profiles and configurations in use, and the fewest steps of its own it takes); (None, 0, 0)
+        where that floor does not apply: a horizon, a configuration it does not fit (own_s assumes its
+        whole prompt may be found cached)."""
         if self.horizon_s is not None or len(views) < READY_ORDER_MIN:
-            return None, 0.0
+            return None, 0.0, 0
         groups = self._ready.groups
         if not groups:
             self._ready.order(views, now, 1)  # the first time: finds the groups
@@ -303,12 +352,12 @@ class Forecasts:
         prompt = request.prompt_tokens
         for steps, cfg in groups.values():
             if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
-                return None, 0.0
+                return None, 0.0, 0
             own = min(own, steps.own_s(request, cfg))
             own_steps = min(own_steps, steps.own_steps(request, cfg))
         if own == float("inf"):
-            return None, 0.0
-        return self._ready.order(views, now, own_steps), own
+            return None, 0.0, 0
+        return self._ready.order(views, now, own_steps), own, own_steps
 
     def _tighter(
         self,

@@ -58,6 +58,7 @@ class ReadyOrder:
         self.groups: dict[tuple[float | int | bool, ...], tuple[StepFloor, ReplicaConfig]] = {}
         self.idle: dict[tuple[object, ...], set[int]] = {}  # the idle instances, by idle_signature
         self._idle_of: list[tuple[object, ...] | None] = []  # per instance: its idle signature
+        self.index_of: dict[str, int] = {}  # instance id -> its index among the views
 
     def order(self, views: Sequence[InstanceTracker], now: float, own_steps: int) -> list[tuple[float, int]]:
         """(ready_at, index) of every view, ascending, valid for a candidate of at least `own_steps`
@@ -65,6 +66,7 @@ class ReadyOrder:
         listed, latest = list(views), latest_version()
         if listed != self._views:  # (the same trackers: compared by identity, in C)
             self._views, self._seen = listed, latest
+            self.index_of = {v.id: i for i, v in enumerate(views)}
             self._versions = [v.version for v in views]
             self._rebuild(views, now)
         else:
@@ -83,6 +85,10 @@ class ReadyOrder:
                         self.refresh(i, views[i], now)
                 self.stale.clear()
         return self._orders[bisect.bisect_right(STEP_BUCKETS, own_steps) - 1]
+
+    def place(self, i: int, own_steps: int) -> tuple[float, int]:
+        """View `i`'s place in the order `order(..., own_steps)` returned: (ready_at, i)."""
+        return self._ready[i][bisect.bisect_right(STEP_BUCKETS, own_steps) - 1], i
 
     def refresh(self, i: int, view: InstanceTracker, now: float) -> None:
         """Recompute view `i`'s places (its bound may have tightened: a checkpoint was built)."""

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from block.fleet.arrival_log import ArrivalLog, FleetLog
 from block.fleet.calibration import InstanceCalibration
+from block.fleet.prefix_holders import PrefixHolders
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.sources.block_state import reading
 from block.predictor.floor import StepFloor, step_floor
@@ -93,6 +94,7 @@ class InstanceTracker:
         fleet: FleetLog | None = None,
         prefix_index: PrefixIndex | None = None,
         calibrate: bool = False,
+        holders: PrefixHolders | None = None,
     ) -> None:
         """`anticipate_arrivals`: forecasts add synthetic requests arriving after the candidate at
         the routing rate over the last `anticipate_window_s`, with the mean lengths of the requests
@@ -121,6 +123,7 @@ class InstanceTracker:
         self.anticipate_window_s = anticipate_window_s
         self.fleet = fleet
         self.prefix_index = prefix_index
+        self.holders = holders  # the fleet's record of where prompts' first blocks went (prefix_holders.py)
         self.exact_cache: ExactCache | None = None  # e.g. a vLLM KV-event feed (block.fleet.kv_events)
         self.last_forecast: Forecast | None = None  # for GET /instances
         self.snapshot: Snapshot | None = None
@@ -185,6 +188,8 @@ class InstanceTracker:
         self._routed.record(at, prompt, expected)
         if self.fleet is not None:
             self.fleet.record(at, prompt, expected)
+        if self.holders is not None and request.prefix_hashes:
+            self.holders.record(request.prefix_hashes[0], self.id)
         index = self.prefix_index
         if index is not None and request.prefix_hashes:
             if index.capacity != self.num_gpu_blocks:  # the bound follows what the instance reports

@@ -71,20 +71,17 @@ class BlockPolicy(Policy):
         if forecasts is None or any(f is None for f in forecasts):
             return Choice(least_requests(views), fallback=True)
 
-        def score(i: int) -> tuple[float, int]:
-            f = forecasts[i]
-            assert f is not None
-            return self.forecast_score(f, views[i])
-
-        best = min(range(len(views)), key=score)
+        # each score once: a decision over a big fleet hands on hundreds of candidates
+        scores = [self.forecast_score(f, v) for f, v in zip(forecasts, views, strict=True)]  # type: ignore[arg-type]
+        best = min(range(len(views)), key=scores.__getitem__)
         if not request.prefix_hashes or self.affinity_tolerance <= 0:
             return Choice(views[best])
         # every instance forecast within the error of the best one is as good as the best
-        bound = score(best)[0] * (1 + self.affinity_tolerance)
-        near = [i for i in range(len(views)) if score(i)[0] <= bound]
+        bound = scores[best][0] * (1 + self.affinity_tolerance)
+        near = [i for i in range(len(views)) if scores[i][0] <= bound]
         cached = {i: views[i].cached_prefix_blocks(request) for i in near}
         sharers = {i: prefix_sharers(views[i], request) for i in near}
-        return Choice(views[min(near, key=lambda i: (-cached[i], -sharers[i], score(i)))])
+        return Choice(views[min(near, key=lambda i: (-cached[i], -sharers[i], scores[i]))])
 
     def forecast_score(self, forecast: Forecast, view: InstanceView) -> tuple[float, int]:
         return (finish_s(forecast, view) + self.harm_weight * forecast.added_delay_s, view.in_flight)

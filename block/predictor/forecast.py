@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Literal
 
+from block.predictor.cache_overlap import CacheOverlap
 from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
 from block.predictor.floor import MARGIN, EndToEndFloor, KnownPrefix, step_floor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
@@ -153,6 +154,7 @@ class Forecaster:
                     self._hashes[s.id] = prompt_hashes(s.prefix_hashes, s.prompt_tokens, bs)
         self._caching = bool(self._hashes or snapshot.free_cached)
         self._prefix_start: PrefixStart | None = None  # prepared on first use
+        self._overlap: CacheOverlap | None = None  # prepared on first use
         self._cache_views: tuple[dict[str, int] | None, KnownPrefix] | None = None  # for the floors
         self._floor: EndToEndFloor | None = None
         # the run without a candidate up to where one is first seen (checkpoint.py): built at the
@@ -218,11 +220,11 @@ class Forecaster:
         self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, prepare: bool = False
     ) -> float | None:
         """A tighter floor than `floor` (same meaning), from the checkpoint: the time the queue ahead
-        takes is replayed, the rest bounded; None when the candidate reaches the queue outside it, or
-        where the cache is modelled (forecasts do not start from a checkpoint there, so building one
-        is a replay more; `ready_s` uses one that `checkpoint` built). Builds the checkpoint (a
-        replay) where a forecast would (see `_reuses`), or with `prepare`."""
-        if self._caching or not (prepare or self._asked > 0 or self._reuses()):
+        takes is replayed, the rest bounded; None when the candidate reaches the queue outside it.
+        Builds the checkpoint (a replay) where a forecast would (see `_reuses`), or with `prepare`; where
+        the cache is modelled, forecasts do not start from it (a replay more), only with `prepare` (a
+        fleet's walk: the bound it gives the instance's place in the order lasts for the state)."""
+        if not (prepare or (not self._caching and (self._asked > 0 or self._reuses()))):
             return None
         cp = self.checkpoint(deadline)
         sent = max(0.0, elapsed_s)
@@ -302,7 +304,7 @@ class Forecaster:
         prompts share a block only if they share every block before it, so only prompts whose first
         block is shared or cached need looking at."""
         hashes = self._hashes
-        free = {h for _, h in self.snapshot.free_cached or ()}
+        free = self.snapshot.free_hashes()
         by_first: dict[int, list[str]] = {}
         for key, hs in hashes.items():
             if hs:
@@ -344,15 +346,20 @@ class Forecaster:
         return prompt_hashes(request.prefix_hashes, request.prompt_tokens, cfg.block_size)
 
     def _build(
-        self, watch_all: bool = False, until: float = 0.0, candidate: tuple[int, ...] = ()
+        self,
+        watch_all: bool = False,
+        until: float = 0.0,
+        candidate: tuple[int, ...] = (),
+        model_cache: bool = True,
     ) -> tuple[FastReplica, list[SimRequest]]:
         """The instance at the snapshot, run on until `until`, with the pending requests queued as
         they arrive (any due later than `until`, e.g. from clock skew, at `until`). `candidate`: the
-        candidate's prompt hashes (the prefix cache is modelled when anything has an identity)."""
+        candidate's prompt hashes (the prefix cache is modelled when anything has an identity, unless
+        `model_cache` is False: see cache_overlap.py)."""
         sim = FastReplica(self.config, self.profile)
         reqs = sim.load(self._running, self._waiting, watch_all)
         hashes = self._hashes
-        if candidate or self._caching:
+        if model_cache and (candidate or self._caching):
             start = self._prefix_start
             if start is None:
                 bs = self.config.block_size
@@ -493,8 +500,22 @@ class Forecaster:
                 anticipated_rate=arrivals.rate,
             )
 
+        if added_delay == "none" and (hashes or self._caching) and self._cannot_hit(hashes):
+            # nothing can be found cached short of a preemption (cache_overlap.py): the run without the
+            # cache model is the run with it, unless it preempted
+            sim, _ = self._build(until=arrival, model_cache=False)
+            plain = self._candidate_run(sim, [], prompt, out, (), sent, horizon_s, deadline, "none")
+            if not sim.num_preemptions:
+                return plain
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, candidate=hashes)
         return self._candidate_run(sim, reqs, prompt, out, hashes, sent, horizon_s, deadline, added_delay)
+
+    def _cannot_hit(self, candidate: tuple[int, ...]) -> bool:
+        """Whether no request of a forecast of this candidate can find a block cached before a preemption."""
+        overlap = self._overlap
+        if overlap is None:
+            overlap = self._overlap = CacheOverlap(self._hashes.values(), self.snapshot.free_hashes())
+        return overlap.cannot_hit(candidate)
 
     def _candidate_run(
         self,

@@ -149,6 +149,16 @@ class PrefixCache:
     def free_queue(self) -> list[tuple[int, int]]:
         """The free records in eviction order, as (anonymous blocks in front, hash)."""
         front = self.front
+        if self.log is not None and not self.removed:
+            # the usual case (no hit took a free record back), in one pass over the log: a snapshot
+            # is taken at every router refresh, and this was a tenth of `block simulate bench` (a)
+            out: list[tuple[int, int]] = []
+            append, at = out.append, front
+            for pos, b in self.log:
+                if b.pos == pos and pos >= front:
+                    append((pos - at, b.hash))
+                    at = pos + 1
+            return out
         if self.log is not None:
             free = [b for pos, b in self.log if b.pos == pos and pos >= front]
         else:

@@ -70,10 +70,19 @@ class Snapshot:
     # blocks in front of it, hash); the blocks requests hold are their prefix_hashes. None: caching off
     free_cached: list[tuple[int, int]] | None = None
     _cached: frozenset[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _free_hashes: frozenset[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_requests(self) -> int:
         return len(self.running) + len(self.waiting)
+
+    def free_hashes(self) -> frozenset[int]:
+        """The hashes of the cached blocks no request holds (empty with caching off), built once: the
+        floors, the forecasts and the policy's affinity all look blocks up in it."""
+        free = self._free_hashes
+        if free is None:
+            free = self._free_hashes = frozenset(h for _, h in self.free_cached or ())
+        return free
 
     def cached_prefix_blocks(self, hashes: tuple[int, ...]) -> int:
         """How many leading blocks of a prompt with these block hashes the instance holds in its prefix
@@ -83,8 +92,8 @@ class Snapshot:
             return 0
         cached = self._cached
         if cached is None:
-            queued = (h for s in (*self.running, *self.waiting) for h in s.prefix_hashes)
-            cached = self._cached = frozenset((*queued, *(h for _, h in self.free_cached or ())))
+            queued = (s.prefix_hashes for s in (*self.running, *self.waiting))
+            cached = self._cached = self.free_hashes().union(*queued)  # (each tuple added in C)
         n = 0
         for h in hashes:
             if h not in cached:

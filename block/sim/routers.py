@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from block.fleet.forecasts import Forecasts
+from block.fleet.prefix_holders import PrefixHolders
 from block.fleet.tracker import InstanceTracker
 from block.policies import Policy, make_policy
 from block.profiles import Profile
@@ -37,6 +38,9 @@ class SimRouter:
         seed: int,
     ) -> None:
         self.policy: Policy = make_policy(config.policy, seed=seed, **config.policy_options)
+        # Where prompts' first blocks went: complete only when this router routes every request the
+        # instances run (prefix_holders.py), so only for a lone router.
+        holders = PrefixHolders() if config.routers == 1 and self.policy.wants_forecasts else None
         self.trackers: list[InstanceTracker] = make_trackers(
             len(replicas),
             profiles,
@@ -44,9 +48,10 @@ class SimRouter:
             self.policy,
             config.anticipate_arrivals,
             config.calibration,
+            holders,
         )
         self.index_of = {t.id: r for r, t in enumerate(self.trackers)}
-        self.forecasts = Forecasts(self.policy)  # no deadline, no budget: virtual time
+        self.forecasts = Forecasts(self.policy, holders=holders)  # no deadline, no budget: virtual time
         self.feed = SnapshotFeed(replicas, self.trackers, config.refresh_s, step_end)
 
 

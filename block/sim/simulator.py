@@ -558,6 +558,7 @@ class Cluster:
             "forecasts": clock[1],
             "forecast_cpu_s": clock[0],
             "pruned": sum(router.forecasts.pruned for router in self.routers),
+            "walked": sum(router.forecasts.walked for router in self.routers),  # reached in a ready order
             "snapshots": sum(f.snapshots_taken for f in feeds),
             "routers": routers,
             "fallbacks": fallbacks,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from block.fleet.arrival_log import FleetLog
+from block.fleet.prefix_holders import PrefixHolders
 from block.fleet.prefix_index import PrefixIndex
 from block.fleet.tracker import InstanceTracker, added_delay_for
 from block.policies import Policy
@@ -28,8 +29,10 @@ def make_trackers(
     policy: Policy,
     anticipate_arrivals: bool = False,
     calibrate: bool = False,
+    holders: PrefixHolders | None = None,
 ) -> list[InstanceTracker]:
-    """One tracker per instance; `profile` and `config` one for all or one per instance."""
+    """One tracker per instance; `profile` and `config` one for all or one per instance; `holders`: the
+    fleet's record of where prompts' first blocks went, that every tracker adds its routes to."""
     profiles = [profile] * n if isinstance(profile, Profile) else list(profile)
     configs = [config] * n if isinstance(config, ReplicaConfig) else list(config)
     added_delay = added_delay_for(policy)
@@ -44,6 +47,7 @@ def make_trackers(
             fleet=fleet,
             prefix_index=PrefixIndex(configs[r].num_gpu_blocks),  # as the router's (engines that tell none)
             calibrate=calibrate,
+            holders=holders,
         )
         for r in range(n)
     ]

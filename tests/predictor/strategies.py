@@ -30,26 +30,27 @@ _uids = iter(range(1, 1 << 62))
 
 
 @st.composite
-def prompt_hashes(draw, prompt: int, block_size: int) -> tuple[int, ...]:
-    """Prefix hashes of a prompt that shares its first tokens with one of three families of prompts."""
+def prompt_hashes(draw, prompt: int, block_size: int, share: bool = True) -> tuple[int, ...]:
+    """Prefix hashes of a prompt that shares its first tokens with one of three families of prompts
+    (`share` False: a prompt of its own)."""
     family = draw(st.integers(0, 2))
-    shared = draw(st.integers(0, prompt))
+    shared = draw(st.integers(0, prompt)) if share else 0
     uid = next(_uids)
     tokens = [family * 10_000 + i if i < shared else (10 + uid) * 10_000 + i for i in range(prompt)]
     return chain_hashes(tokens, block_size)
 
 
 @st.composite
-def reached_snapshots(draw, caching: bool = False) -> Snapshot:
+def reached_snapshots(draw, caching: bool = False, share: bool = True) -> Snapshot:
     """A replica's own state after some steps: prefills in progress, preemptions, a full cache;
-    `caching`: prompts share prefixes and the replica caches them."""
+    `caching`: prompts share prefixes (unless `share` is False) and the replica caches them."""
     config = draw(configs)
     replica = Replica(config, PROFILE)
     n = draw(st.integers(0, 24))
     for i in range(n):
         prompt, output = _fit(config, draw(st.integers(1, 200)), draw(st.integers(1, 150)))
         known = draw(st.booleans())
-        hashes = draw(prompt_hashes(prompt, config.block_size)) if caching else ()
+        hashes = draw(prompt_hashes(prompt, config.block_size, share)) if caching else ()
         replica.add(
             Request(
                 f"r{i}",
@@ -67,10 +68,10 @@ def reached_snapshots(draw, caching: bool = False) -> Snapshot:
 
 
 @st.composite
-def odd_snapshots(draw, caching: bool = False) -> Snapshot:
+def odd_snapshots(draw, caching: bool = False, share: bool = True) -> Snapshot:
     """Hand-built states the replica would rarely reach: prefills mid-queue, unknown lengths, overruns;
     `caching`: prompts share prefixes (requests holding the same block share it) and some blocks
-    nobody holds are cached."""
+    nobody holds are cached (`share` False: every prompt its own, cached or not)."""
     config = draw(configs)
     cap_blocks = config.num_gpu_blocks
     running, waiting, used = [], [], 0
@@ -82,7 +83,7 @@ def odd_snapshots(draw, caching: bool = False) -> Snapshot:
         c = total - 1 if g > 0 and draw(st.booleans()) else draw(st.integers(0, total - 1))
         blocks = -(-c // config.block_size)
         expected = draw(st.one_of(st.none(), st.integers(1, 120)))
-        hashes = draw(prompt_hashes(prompt, config.block_size)) if caching else ()
+        hashes = draw(prompt_hashes(prompt, config.block_size, share)) if caching else ()
         state = RequestState(f"s{i}", 0.0, prompt, c, g, expected, hashes)
         if used + blocks + 1 > cap_blocks:
             continue
@@ -96,7 +97,7 @@ def odd_snapshots(draw, caching: bool = False) -> Snapshot:
         free_cached = []
         for _ in range(draw(st.integers(0, 6))):
             prompt = draw(st.integers(config.block_size, 200))
-            for h in draw(prompt_hashes(prompt, config.block_size))[::-1]:
+            for h in draw(prompt_hashes(prompt, config.block_size, share))[::-1]:
                 gap = draw(st.integers(0, 2))
                 if used + gap + 1 >= cap_blocks:
                     break

@@ -71,7 +71,13 @@ def check_pool(replica: Replica) -> None:
     positions = [b.pos for b in free]
     assert len(set(positions)) == len(positions) and not set(positions) & set(p.removed)
     assert all(x < p.end for x in positions)
-    assert len(p.free_queue()) == len(free)
+    # the free queue in eviction order, each record with the anonymous free blocks in front of it
+    expected, at = [], p.front
+    for b in sorted(free, key=lambda b: b.pos):
+        taken_back = sum(1 for x in p.removed if at <= x < b.pos)
+        expected.append((b.pos - at - taken_back, b.hash))
+        at = b.pos + 1
+    assert p.free_queue() == expected
 
 
 @settings(max_examples=60, deadline=None)
