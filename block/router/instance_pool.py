@@ -122,7 +122,7 @@ class InstancePool:
         inst.tasks = [
             asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
             asyncio.create_task(
-                state_loop(self.session, inst, refresh_s, state_timeout, self._changed),
+                state_loop(self.session, inst, refresh_s, state_timeout, self._changed, self.min_read_gap),
                 name=f"state-{inst.id}",
             ),
         ]
@@ -156,6 +156,11 @@ class InstancePool:
         if inst.draining != draining:
             inst.draining = draining
             self._update_routable()
+
+    def min_read_gap(self) -> float:
+        """Seconds between two state reads of one instance, at least: the fleet's read budget shared by
+        every configured instance (on a small fleet, below the refresh period: no effect)."""
+        return len(self.instances) / self.config.state_reads_per_s
 
     # -- rotation ------------------------------------------------------------------------------
 

@@ -8,13 +8,19 @@ import aiohttp
 import orjson
 
 from block.fleet.sources.base import Reading, StateSource
-from block.replica import Snapshot
+from block.replica import ReplicaConfig, Snapshot
 
 
 class BlockState(StateSource):
     name = "block"
     reads = "/state"
     accepts_expected_field = True
+    tracker_keeps_up = True  # the engine's queue is exact at each read; routes and finishes fill in between
+
+    def __init__(self, url: str, base_config: ReplicaConfig, read_period_s: float | None = None) -> None:
+        # no period of its own: /state is cheap for the engine, so it is read at every refresh (as far
+        # as the fleet's read budget allows, see StateSource.refresh)
+        super().__init__(url, base_config, None)
 
     @classmethod
     async def detect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:
