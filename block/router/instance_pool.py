@@ -150,6 +150,8 @@ class InstancePool:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
         inst.tasks = []
+        if inst.source is not None:
+            inst.source.close()
 
     def set_draining(self, inst: Instance, draining: bool) -> None:
         """Draining: out of rotation for new requests while those in flight finish (scale-down)."""

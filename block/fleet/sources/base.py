@@ -58,6 +58,9 @@ class StateSource(RequestListener):
         """The instance's state now. Raises aiohttp.ClientError, TimeoutError, OSError or ValueError."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """The instance is gone: let go of what reading it holds open (nothing by default)."""
+
     def recount(self, now: float) -> Reading | None:
         """The state rebuilt at `now` from the last read and what this source heard since, without
         asking the instance; None when it cannot (then every refresh reads)."""
