@@ -17,6 +17,7 @@ from block.fleet.arrival_log import FleetLog
 from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners, Routed
 from block.fleet.sources import detect
+from block.fleet.sources.lean_get import LeanGet
 from block.fleet.tracker import router_tracker
 from block.prefix import PREFIX_BLOCK_SIZE
 from block.replica import ReplicaConfig
@@ -110,6 +111,8 @@ class InstancePool:
         inst = Instance(url, predictor_url or None, profile)
         if inst.id in self.instances:
             raise KeyError(f"instance {inst.id} is already configured")
+        if url.startswith("http://"):
+            inst.health_get = LeanGet(url, "/health")
         self.instances[inst.id] = inst
         self.metrics.set_health(inst.id, False)
         refresh_s, state_timeout = self.config.refresh_ms / 1000.0, max(0.2, self.config.health_interval)
@@ -152,6 +155,8 @@ class InstancePool:
         inst.tasks = []
         if inst.source is not None:
             inst.source.close()
+        if inst.health_get is not None:
+            inst.health_get.close()
 
     def set_draining(self, inst: Instance, draining: bool) -> None:
         """Draining: out of rotation for new requests while those in flight finish (scale-down)."""
