@@ -157,6 +157,11 @@ class InstanceTracker:
 
     def observe(self, snapshot: Snapshot, at: float, step_end: float | None = None) -> None:
         """A new snapshot, received at caller time `at` (`step_end`: see Forecaster)."""
+        if self._still_idle(snapshot, step_end):
+            # what forecasts start from is the same (an idle forecast is timed from when it is sent):
+            # what was prepared for it stays (on a large, lightly loaded fleet most reads are of these)
+            self.snapshot, self.snapshot_at = snapshot, at
+            return
         self.snapshot, self.snapshot_at, self.step_end = snapshot, at, step_end
         self._forecaster = self._previous = None
         self.version = _next_version()
@@ -172,6 +177,24 @@ class InstanceTracker:
         if self._done_unseen:  # a snapshot received well after they finished shows their blocks
             self._done_unseen = {k: v for k, v in self._done_unseen.items() if v[1] > at - DONE_UNSEEN_S}
         self._recount()
+
+    def _still_idle(self, snapshot: Snapshot, step_end: float | None) -> bool:
+        """Idle at the last snapshot and at this one, with the same engine state, and nothing routed,
+        finished or forgotten here since."""
+        old = self.snapshot
+        return (
+            old is not None
+            and step_end is None
+            and self.step_end is None
+            and not (old.running or old.waiting or snapshot.running or snapshot.waiting)
+            and not (self._pending or self._finished or self._done_unseen)
+            and not (self.in_flight_follows_snapshots and self._in_flight)
+            and old.free_blocks == snapshot.free_blocks
+            and old.num_preemptions == snapshot.num_preemptions
+            and old.profile == snapshot.profile
+            and old.config == snapshot.config
+            and old.free_cached == snapshot.free_cached
+        )
 
     def observe_state(self, state: dict[str, Any], at: float) -> None:
         """A Block engine's `/state` body (which may name the step in flight)."""

@@ -95,6 +95,11 @@ class Admin:
         share = self.metrics.no_forecast_share()
         body["no_forecast_share"] = None if share is None else round(share, 6)
         body["fallbacks"] = dict(self.metrics.fallback_counts)
+        # how often each Block engine's /state is read now: the refresh, or longer on a large fleet (the
+        # read budget, --state-reads-per-s)
+        body["state_read_period_ms"] = round(
+            1e3 * max(self.pool.config.refresh_ms / 1e3, self.pool.min_read_gap()), 3
+        )
         if self.provisioner is not None:  # standby instances, pending starts, recent decisions
             body.update(self.provisioner.describe())
         return json_response(body)

@@ -91,6 +91,13 @@ def register(app: typer.Typer) -> None:
         refresh_ms: float = typer.Option(
             None, help="State polling period per instance. (default: 20)", rich_help_panel="State"
         ),
+        state_reads_per_s: float = typer.Option(
+            None,
+            help="State reads a second over the whole fleet, at most: with more instances than this allows "
+            "at --refresh-ms, each is read every N / this seconds and its state filled in between from the "
+            "router's own routes and finishes. (default: 1000)",
+            rich_help_panel="State",
+        ),
         kv_events: list[str] = typer.Option(
             None,
             "--kv-events",
@@ -341,6 +348,7 @@ def register(app: typer.Typer) -> None:
                 deadline_ms=deadline_ms,
                 refresh_ms=refresh_ms,
                 metrics_read_ms=metrics_read_ms,
+                state_reads_per_s=state_reads_per_s,
                 kv_events=parse_kv_events(kv_events) if kv_events else None,
                 admin_token=admin_token,
                 api_key=plain_key,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners
 from block.fleet.sources import StateSource
+from block.fleet.sources.lean_get import LeanGet
 from block.fleet.tracker import InstanceTracker
 from block.router.sidecar import SidecarClient
 
@@ -32,6 +33,7 @@ class Instance:
     accepts_expected_field: bool = False  # body field expected_output_tokens (the source says)
     sidecar: SidecarClient | None = None  # when a --predictor is configured for this instance
     kv_events: KvEventFeed | None = None  # stock vLLM publishing its KV-cache events (--kv-events)
+    health_get: LeanGet | None = None  # its GET /health over a kept connection (plain http:// only)
     tracker: InstanceTracker | None = None  # the policies' view; made once the source (and profile) is known
     listeners: Listeners = field(default_factory=Listeners)  # its source and sidecar, when they listen
     consecutive_failures: int = 0

@@ -17,6 +17,7 @@ from block.fleet.arrival_log import FleetLog
 from block.fleet.kv_events import KvEventFeed
 from block.fleet.listeners import Listeners, Routed
 from block.fleet.sources import detect
+from block.fleet.sources.lean_get import LeanGet
 from block.fleet.tracker import router_tracker
 from block.prefix import PREFIX_BLOCK_SIZE
 from block.replica import ReplicaConfig
@@ -110,6 +111,8 @@ class InstancePool:
         inst = Instance(url, predictor_url or None, profile)
         if inst.id in self.instances:
             raise KeyError(f"instance {inst.id} is already configured")
+        if url.startswith("http://"):
+            inst.health_get = LeanGet(url, "/health")
         self.instances[inst.id] = inst
         self.metrics.set_health(inst.id, False)
         refresh_s, state_timeout = self.config.refresh_ms / 1000.0, max(0.2, self.config.health_interval)
@@ -122,7 +125,7 @@ class InstancePool:
         inst.tasks = [
             asyncio.create_task(health_loop(self, inst), name=f"health-{inst.id}"),
             asyncio.create_task(
-                state_loop(self.session, inst, refresh_s, state_timeout, self._changed),
+                state_loop(self.session, inst, refresh_s, state_timeout, self._changed, self.min_read_gap),
                 name=f"state-{inst.id}",
             ),
         ]
@@ -150,12 +153,21 @@ class InstancePool:
             task.cancel()
         await asyncio.gather(*inst.tasks, return_exceptions=True)
         inst.tasks = []
+        if inst.source is not None:
+            inst.source.close()
+        if inst.health_get is not None:
+            inst.health_get.close()
 
     def set_draining(self, inst: Instance, draining: bool) -> None:
         """Draining: out of rotation for new requests while those in flight finish (scale-down)."""
         if inst.draining != draining:
             inst.draining = draining
             self._update_routable()
+
+    def min_read_gap(self) -> float:
+        """Seconds between two state reads of one instance, at least: the fleet's read budget shared by
+        every configured instance (on a small fleet, below the refresh period: no effect)."""
+        return len(self.instances) / self.config.state_reads_per_s
 
     # -- rotation ------------------------------------------------------------------------------
 

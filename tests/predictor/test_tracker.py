@@ -102,3 +102,21 @@ def test_a_sidecar_in_flight_record_follows_the_snapshots(profile) -> None:
     assert sidecar.in_flight == 1 and router.in_flight == 101
     sidecar.observe(Replica(CFG, profile).snapshot(), at=2.0)  # "real" ended; its /finished was lost
     assert sidecar.in_flight == 0
+
+
+def test_an_idle_instance_read_idle_again_keeps_what_was_prepared(profile) -> None:
+    replica = Replica(CFG, profile)
+    t = InstanceTracker("a", profile, CFG)
+    t.observe(replica.snapshot(), at=0.0)
+    first = t.predict(REQ, 0.01)
+    version, forecaster = t.version, t.forecaster()
+    replica.advance_to(0.5)
+    t.observe(replica.snapshot(), at=0.5)  # still idle, nothing routed here since
+    assert t.version == version and t.forecaster() is forecaster and t.snapshot_at == 0.5
+    again = t.predict(REQ, 0.6)
+    assert first is not None and again is not None and abs(again.e2e_s - first.e2e_s) < 1e-9
+
+    t.on_routed(RoutingRequest(60, 20, id="r"), 0.6)  # something routed: the next read counts again
+    replica.add(Request("r", 60, 20, expected_output_tokens=20))
+    t.observe(replica.snapshot(), at=0.7)
+    assert t.version != version and t.waiting + t.running == 1 and t.pending == []

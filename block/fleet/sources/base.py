@@ -9,6 +9,12 @@ A read may cost the instance: vLLM renders `/metrics` in the API server process 
 response, and polling it every 20 ms measurably slows a small engine (`block realengine poll-cost`). A
 source whose state is mostly the router's own record sets `read_period_s`: it is read that often, and at
 the refreshes in between `recount()` rebuilds the state from what it heard, asking nothing.
+
+A read also costs the router: on a large fleet, reading every instance every 20 ms is most of its event
+loop (100 Block engines: 5,000 HTTP reads a second). The caller may therefore ask for a longer gap
+between reads (`min_gap_s`, from the fleet's read budget). Between reads a source that can `recount`
+does; one whose tracker needs nothing rebuilt (`tracker_keeps_up`: a Block engine's tracker folds in
+the requests routed there since its snapshot and drops those that finished) is simply read less often.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class StateSource(RequestListener):
     name: ClassVar[str] = ""  # GET /instances "kind"
     reads: ClassVar[str] = ""  # GET /instances "state_source": what it reads
     accepts_expected_field: ClassVar[bool] = False  # the request body may carry expected_output_tokens
+    # between reads, the tracker's own record (snapshot + routed since - finished) is the state: the
+    # poller wakes only to read
+    tracker_keeps_up: ClassVar[bool] = False
 
     def __init__(self, url: str, base_config: ReplicaConfig, read_period_s: float | None = None) -> None:
         """`base_config`: the engine settings to assume where the instance does not report them;
@@ -49,19 +58,22 @@ class StateSource(RequestListener):
         """The instance's state now. Raises aiohttp.ClientError, TimeoutError, OSError or ValueError."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """The instance is gone: let go of what reading it holds open (nothing by default)."""
+
     def recount(self, now: float) -> Reading | None:
         """The state rebuilt at `now` from the last read and what this source heard since, without
         asking the instance; None when it cannot (then every refresh reads)."""
         return None
 
     async def refresh(
-        self, session: aiohttp.ClientSession, timeout: float, last_read_at: float
+        self, session: aiohttp.ClientSession, timeout: float, last_read_at: float, min_gap_s: float = 0.0
     ) -> tuple[Reading, bool]:
         """The state now, and whether the instance was asked for it: rebuilt from what this source heard
-        (`recount`) while its last read, at `last_read_at` (monotonic), is younger than `read_period_s`;
-        read otherwise. Raises as `read` does."""
-        period = self.read_period_s
-        if period is not None and time.monotonic() - last_read_at < period:  # not time to ask it yet
+        (`recount`) while its last read, at `last_read_at` (monotonic), is younger than `read_period_s`
+        or `min_gap_s` (whichever is longer); read otherwise. Raises as `read` does."""
+        period = max(self.read_period_s or 0.0, min_gap_s)
+        if period > 0.0 and time.monotonic() - last_read_at < period:  # not time to ask it yet
             reading = self.recount(time.monotonic())
             if reading is not None:
                 return reading, False
