@@ -89,3 +89,19 @@ async def test_errors_are_the_ones_a_state_read_expects() -> None:
         get.close()
     with pytest.raises(ValueError):
         LeanGet("https://127.0.0.1:1", "/state")
+
+
+async def test_an_answer_longer_than_the_bound_is_an_error_not_a_memory_hog() -> None:
+    async with serving(TinyServer(body=b"x" * 5000)) as url:
+        short, enough = LeanGet(url, "/state", max_bytes=4096), LeanGet(url, "/state", max_bytes=5000)
+        try:
+            with pytest.raises(ValueError, match="longer than 4096"):
+                await short.get(2.0)
+            assert await enough.get(2.0) == (200, b"x" * 5000)
+        finally:
+            short.close()
+            enough.close()
+
+
+def test_an_ipv6_host_is_bracketed_in_the_host_header() -> None:
+    assert b"host: [::1]:8001\r\n" in LeanGet("http://[::1]:8001", "/state")._raw

@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 
 from block.fleet.sources.base import Reading, StateSource
-from block.fleet.sources.lean_get import LeanGet
+from block.fleet.sources.lean_get import MAX_BODY_BYTES, LeanGet
 from block.replica import ReplicaConfig, Snapshot
 
 
@@ -47,7 +47,9 @@ class BlockState(StateSource):
         else:
             async with session.get(self.url + "/state", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 resp.raise_for_status()
-                body = await resp.read()
+                body = await resp.content.read(MAX_BODY_BYTES + 1)  # (the lean path's bound too)
+                if len(body) > MAX_BODY_BYTES or not resp.content.at_eof():
+                    raise ValueError(f"/state longer than {MAX_BODY_BYTES} bytes")
         state = orjson.loads(body)
         if not isinstance(state, dict):
             raise ValueError("/state did not return an object")

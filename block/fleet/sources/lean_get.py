@@ -14,14 +14,19 @@ from urllib.parse import urlsplit
 
 import httptools
 
+# A busy, cache-heavy engine state is about 50 KB; anything near this is a server gone wrong.
+MAX_BODY_BYTES = 16 << 20
+
 
 class _Answer(asyncio.Protocol):
-    """One connection; at most one request on it at a time."""
+    """One connection; at most one request on it at a time, its body at most `max_bytes` long."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.max_bytes = max_bytes
+        self.size = 0
         self.body: list[bytes] = []
         self.received = False  # any byte of the answer in flight
         self.closed = False
@@ -42,6 +47,11 @@ class _Answer(asyncio.Protocol):
         self._fail(ConnectionResetError("connection closed"))
 
     def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_bytes:  # a server gone wrong must not fill the router's memory
+            self._fail(ValueError(f"response longer than {self.max_bytes} bytes"))
+            self.close()
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -60,7 +70,7 @@ class _Answer(asyncio.Protocol):
 
     def send(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
         assert self.transport is not None
-        self.body, self.received = [], False
+        self.body, self.size, self.received = [], 0, False
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
         return self.waiter
@@ -74,12 +84,13 @@ class _Answer(asyncio.Protocol):
 class LeanGet:
     """GET `path` at `base_url` (http://host:port), one request at a time over a kept connection."""
 
-    def __init__(self, base_url: str, path: str) -> None:
+    def __init__(self, base_url: str, path: str, max_bytes: int = MAX_BODY_BYTES) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"not a plain http URL: {base_url}")
         self.host, self.port = parts.hostname, parts.port or 80
-        host = f"{self.host}:{self.port}"
+        self.max_bytes = max_bytes
+        host = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"  # IPv6
         self._raw = f"GET {parts.path.rstrip('/')}{path} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
         self._conn: _Answer | None = None
         self._lock = asyncio.Lock()
@@ -99,7 +110,8 @@ class LeanGet:
             return await self._ask(await self._connect())
 
     async def _connect(self) -> _Answer:
-        _, conn = await asyncio.get_running_loop().create_connection(_Answer, self.host, self.port)
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _Answer(self.max_bytes), self.host, self.port)
         self._conn = conn
         return conn
 
