@@ -363,9 +363,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Prefix caching on: capacity (P99 TTFT <= 3 s) and prefix-cache hit rate of block, the peers'
         cache-aware routers and cache-blind ones on multi-turn chat, shared system prompts and first-turn
-        ShareGPT. `--mode sim`: 12 x A30, a capacity search per workload and policy (127 runs; 19 minutes
-        on a 2-core machine shared with other work, load 2-11); `--mode live`: 4 emulated engines at fixed
-        rates. Resumes from --out."""
+        ShareGPT. `--mode sim`: 12 x A30, a capacity search per workload and policy (106 runs; 11 minutes
+        on a quiet 2-core machine); `--mode live`: 4 emulated engines at fixed rates. Resumes from --out."""
         from block.experiments.prefix import PrefixArgs, run
 
         live = mode == "live"

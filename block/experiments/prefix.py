@@ -29,8 +29,8 @@ Run length: 4,000 requests (turns) per run. Sessions need it: each turn waits fo
 plus a think time, so 1,200 turns arrive at under 20 req/s on average whatever the session rate and never
 load the cluster (every search then ends as a lower bound). Shorter runs also inflate capacities (first-turn
 ShareGPT, block: about 58 req/s at 1,200 requests, 41 at 4,000; the paper's 10,000: about 31-37).
-Measured: 127 runs, 19 minutes on a 2-core machine shared with other work (load 2-11), 1,542 CPU
-seconds of simulation.
+Measured: 106 runs, 10 min 39 s on a quiet 2-core machine (load at most 2.0, its own two workers), 1,109
+CPU seconds of simulation.
 
 Hit rate: the share of prompt tokens served from the prefix cache, in tokens, as vLLM's counters
 (`vllm:prefix_cache_hits / vllm:prefix_cache_queries`: looked up at admission, preempted requests left
