@@ -43,6 +43,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1", tries: int = 50) -> int:
+    """The first of `count` consecutive TCP ports on `host` that are all free now (a server listening on
+    several, as `block engine --count N`). A port the OS picks is free, the ones after it may not be: each
+    try binds them all and starts over from another pick on the first that is taken."""
+    if count <= 1:
+        return free_port(host)
+    for _ in range(tries):
+        first = free_port(host)
+        if first + count - 1 > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(s)
+                s.bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise ServerError(f"no {count} consecutive free ports on {host} after {tries} tries")
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -127,8 +152,11 @@ class ManagedServer:
         port: int | None = None,
         cwd: Path | None = None,
         host: str = "127.0.0.1",
+        ports: int = 1,
     ) -> None:
+        """`ports`: how many consecutive ports from its own the server listens on."""
         self.name = name
+        self._ports = ports
         self._argv_for_port = argv_for_port
         self._env = {**os.environ, **(env or {})}
         self._health = health
@@ -159,7 +187,7 @@ class ManagedServer:
 
     def spawn(self) -> ManagedServer:
         """Start the process on a (free) port and return at once, without waiting for health."""
-        self.port = self._fixed_port or free_port(self.host)
+        self.port = self._fixed_port or free_ports(self._ports, self.host)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -286,9 +314,11 @@ def block_command(
     health: HealthCheck = health_ok,
     port_flag: str = "--port",
     host: str | None = None,
+    ports: int = 1,
 ) -> ManagedServer:
     """Any `block ...` server sub-command (engine emulator, router) run with this interpreter.
-    `host`: listen there (`--host HOST`) instead of the command's default, 127.0.0.1."""
+    `host`: listen there (`--host HOST`) instead of the command's default, 127.0.0.1; `ports`: how many
+    consecutive ports it listens on (`block engine --count N`)."""
     listen = ["--host", host] if host is not None else []
 
     def argv(port: int) -> list[str]:
@@ -298,7 +328,7 @@ def block_command(
             return [sys.executable, "-m", _LEAN_ENTRY_POINTS[args[0]], *args[1:], *tail]
         return [sys.executable, "-c", "from block.cli import main; main()", *args, *tail]
 
-    return ManagedServer(name, argv, health=health, log_dir=log_dir, host=host or "127.0.0.1")
+    return ManagedServer(name, argv, health=health, log_dir=log_dir, host=host or "127.0.0.1", ports=ports)
 
 
 def start_all(servers: Sequence[ManagedServer], timeout_s: float = 180.0) -> None:

@@ -103,7 +103,7 @@ class Fleet:
         self.engines, first = [], 0
         for k, count in enumerate(self.counts):
             args = [*engine_args, "--seed", str(first)] + (["--count", str(count)] if count > 1 else [])
-            server = self._server(f"engine{k}", args, self.other_cpus, health=all_healthy(count))
+            server = self._server(f"engine{k}", args, self.other_cpus, health=all_healthy(count), ports=count)
             self.engines.append(server)
             first += count
         start_all(self.engines, timeout_s)
