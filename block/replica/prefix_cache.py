@@ -149,36 +149,28 @@ class PrefixCache:
     def free_queue(self) -> list[tuple[int, int]]:
         """The free records in eviction order, as (anonymous blocks in front, hash)."""
         front = self.front
-        if self.log is not None and not self.removed:
-            # the usual case (no hit took a free record back), in one pass over the log: a snapshot
-            # is taken at every router refresh, and this was a tenth of `block simulate bench` (a)
-            out: list[tuple[int, int]] = []
-            append, at = out.append, front
-            for pos, b in self.log:
+        # (position, record) in position order; a record is free there while its pos is that position
+        entries: Iterable[tuple[int, CachedBlock]] = (
+            self.log
+            if self.log is not None
+            else sorted(((b.pos, b) for cs in self.table.values() for b in cs if b.ref == 0), key=_position)
+        )
+        out: list[tuple[int, int]] = []
+        append, at = out.append, front
+        if not self.removed:
+            # the usual case (no hit took a free record back), in one pass: a snapshot is taken at every
+            # router refresh, and this was a tenth of `block simulate bench` (a)
+            for pos, b in entries:
                 if b.pos == pos and pos >= front:
                     append((pos - at, b.hash))
                     at = pos + 1
             return out
-        if self.log is not None:
-            free = [b for pos, b in self.log if b.pos == pos and pos >= front]
-        else:
-            free = sorted(
-                (b for cs in self.table.values() for b in cs if b.ref == 0 and b.pos >= front),
-                key=lambda b: b.pos,
-            )
-        if not self.removed:  # (the usual case: no hit took a free record back)
-            out, at = [], front
-            for b in free:
-                pos = b.pos
-                out.append((pos - at, b.hash))
-                at = pos + 1
-            return out
-        removed = sorted(self.removed)
-        out, at, i = [], front, 0
-        for b in free:
-            j = bisect.bisect_left(removed, b.pos, i)
-            out.append((b.pos - at - (j - i), b.hash))
-            at, i = b.pos + 1, j
+        removed, i = sorted(self.removed), 0
+        for pos, b in entries:
+            if b.pos == pos and pos >= front:
+                j = bisect.bisect_left(removed, pos, i)
+                append((pos - at - (j - i), b.hash))
+                at, i = pos + 1, j
         return out
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -218,3 +210,7 @@ class PrefixCache:
             pos += 1
         cache.end = max(pos, free_blocks)
         return cache, out
+
+
+def _position(entry: tuple[int, CachedBlock]) -> int:
+    return entry[0]
