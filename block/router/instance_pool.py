@@ -111,8 +111,7 @@ class InstancePool:
         inst = Instance(url, predictor_url or None, profile)
         if inst.id in self.instances:
             raise KeyError(f"instance {inst.id} is already configured")
-        if url.startswith("http://"):
-            inst.health_get = LeanGet(url, "/health")
+        inst.health_get = LeanGet.where_plain(url, "/health")
         self.instances[inst.id] = inst
         self.metrics.set_health(inst.id, False)
         refresh_s, state_timeout = self.config.refresh_ms / 1000.0, max(0.2, self.config.health_interval)

@@ -24,7 +24,7 @@ class BlockState(StateSource):
         super().__init__(url, base_config, None)
         # reads through a lean kept connection where the URL allows (a general client's request costs the
         # router several times more, and a large fleet is read a thousand times a second)
-        self._lean = LeanGet(url, "/state") if url.startswith("http://") else None
+        self._lean = LeanGet.where_plain(url, "/state")
 
     @classmethod
     async def detect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:

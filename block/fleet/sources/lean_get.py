@@ -95,6 +95,11 @@ class LeanGet:
         self._conn: _Answer | None = None
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def where_plain(cls, base_url: str, path: str) -> LeanGet | None:
+        """One for `base_url` when it is plain http://; None otherwise (the caller's general client then)."""
+        return cls(base_url, path) if base_url.startswith("http://") else None
+
     async def get(self, timeout: float) -> tuple[int, bytes]:
         """(status, body). Raises TimeoutError, OSError (connection refused, reset or closed) or
         ValueError (not HTTP)."""
