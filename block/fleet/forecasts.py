@@ -210,8 +210,8 @@ class Forecasts:
                         if h < len(holding) and holding[h][0] != float("inf"):
                             lower_h = holding[h][0] - now + own
                             lower_h -= abs(lower_h) * MARGIN
-                            held = floor_of(lower_h, views[holding[h][1]], None)
-                            scaled = None if held is None else min(scaled, held)
+                            holder_floor = floor_of(lower_h, views[holding[h][1]], None)
+                            scaled = None if holder_floor is None else min(scaled, holder_floor)
                     if scaled is None:  # no floor after all: as without pruning
                         return Candidates(views, self.in_process(request, views, now, started))
                     front, front_of = (scaled[0],), reached

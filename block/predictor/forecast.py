@@ -470,13 +470,7 @@ class Forecaster:
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
-        if (
-            added_delay == "none"
-            and (arrivals is None or not arrivals.active)
-            and not hashes
-            and not self._caching
-            and self._reuses()
-        ):
+        if added_delay == "none" and quiet and not hashes and not self._caching and self._reuses():
             cp = self.checkpoint(deadline)
             if cp is not None and cp.covers(arrival) and (horizon_s is None or cp.at < sent + horizon_s):
                 sim = cp.replica(cfg, self.profile)
