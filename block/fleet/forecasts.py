@@ -8,7 +8,9 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
 - per decision, the deadline: a forecast in progress stops when it passes, the rest are not started;
 - over time, a budget (ForecastBudget): forecasts take at most FORECAST_SHARE of the loop's time, with
   a reserve of RESERVE_DEADLINES deadlines for bursts; while it is spent, decisions go without them;
-- less work per forecast: each tracker keeps its prepared Forecaster until its state changes (a
+- less work per forecast: a state asked again reads its forecasts off the run it recorded without a
+  candidate (block/predictor/timeline.py), about 10 us instead of a 100-200 us replay;
+- each tracker keeps its prepared Forecaster until its state changes (a
   snapshot, a request routed or finished), prepared again after the decision where it can be
   (`settle`: the router calls it once the routed request is on its way), and the harm term (added
   delay to the requests already there) is only computed for a policy that weighs it;

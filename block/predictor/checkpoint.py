@@ -44,6 +44,7 @@ class Checkpoint:
     waiting: list[Plan]
     steps: int  # engine steps simulated to get here (a forecast's count goes on from them)
     events: int
+    preemptions: int = 0  # in the run from the snapshot to here
 
     def covers(self, arrival: float) -> bool:
         """Whether a candidate reaching the queue at `arrival` (after the snapshot) joins this run."""
@@ -57,9 +58,12 @@ class Checkpoint:
         return sim
 
 
-def run_to_checkpoint(sim: FastReplica, valid_from: float, deadline: float | None = None) -> Checkpoint:
+def run_to_checkpoint(
+    sim: FastReplica, valid_from: float, deadline: float | None = None, preempted_before: int = 0
+) -> Checkpoint:
     """Run `sim` (everything queued; no step in flight left) until a request queued last would take part
-    in the next step. Raises SimulationStuck or DeadlineExceeded as a forecast would."""
+    in the next step. Raises SimulationStuck or DeadlineExceeded as a forecast would. `preempted_before`:
+    preemptions before `sim` was loaded (an extended checkpoint's)."""
     skip_ahead, step, max_seqs = sim.skip_ahead, sim.step, sim.max_seqs
     # only skip_ahead and step, as a forecast runs while its candidate waits (_drain_group needs an
     # empty queue)
@@ -73,7 +77,8 @@ def run_to_checkpoint(sim: FastReplica, valid_from: float, deadline: float | Non
         if sim.events > MAX_EVENTS:
             raise SimulationStuck("too many events")
     running, waiting = sim.plans()
-    return Checkpoint(sim.now, valid_from, running, waiting, sim.steps, sim.events)
+    preemptions = preempted_before + sim.num_preemptions
+    return Checkpoint(sim.now, valid_from, running, waiting, sim.steps, sim.events, preemptions)
 
 
 def extended(
@@ -91,4 +96,4 @@ def extended(
     sim = FastReplica(config, profile)
     sim.load(checkpoint.running, [*checkpoint.waiting, plan])
     sim.now, sim.steps, sim.events = checkpoint.at, checkpoint.steps, checkpoint.events
-    return run_to_checkpoint(sim, max(checkpoint.valid_from, arrival), deadline)
+    return run_to_checkpoint(sim, max(checkpoint.valid_from, arrival), deadline, checkpoint.preemptions)

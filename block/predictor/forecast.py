@@ -29,6 +29,14 @@ there, so only the candidate's own part is replayed each time (same results, up 
 tracker's new state after a route extends the previous state's checkpoint instead of replaying the
 queue again. The checkpoint also gives a much tighter floor (`checkpoint_floor`, `ready_s`).
 
+Asked again: from a state's second forecast on (the first where the previous state, before a route, had
+one), forecasts are read off its timeline (timeline.py): the run without a candidate, recorded once to its
+end (from the checkpoint where it serves, else from the snapshot, without the prefix-cache model), and a
+candidate queued last read off it in microseconds where it preempts no one and never goes without its
+token. With the prefix cache modelled, only candidates that cannot hit, where nobody is preempted (the
+run without the model is then the run with it). Elsewhere the forecast replays as below; same times up to
+float rounding either way.
+
 Anticipated arrivals (opt-in, `Arrivals`): a plain forecast cannot see the requests that will reach
 the instance after the candidate and join its batch, so it runs a little fast under load. With
 `arrivals`, synthetic requests of the given mean lengths arrive at the given rate, deterministically
@@ -51,6 +59,7 @@ from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
 from block.predictor.floor import MARGIN, EndToEndFloor, KnownPrefix, step_floor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
+from block.predictor.timeline import Timeline
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
 from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimRequest, SimulationStuck
@@ -161,6 +170,11 @@ class Forecaster:
         # second forecast (a state asked once gains nothing), or at the first when `previous` had one
         self._checkpoint: Checkpoint | None = None
         self._checkpoint_floor: EndToEndFloor | None = None
+        # the run from the checkpoint to the end (timeline.py), about two replays to record: recorded
+        # at the state's second forecast from the checkpoint, or at once where the previous state had
+        # one (an instance routed to is asked again)
+        self._timeline: Timeline | None = None
+        self._replays_before_timeline = 0 if previous is not None and previous._timeline is not None else 1
         self._asked = 0
         self._extends: tuple[Checkpoint, Plan, float] | None = None
         if previous is not None and previous._checkpoint is not None:
@@ -245,6 +259,8 @@ class Forecaster:
         if cp is None and self._extends is not None:
             with contextlib.suppress(SimulationStuck):  # a forecast will say so
                 cp = self.checkpoint()
+                if cp is not None and not self._replays_before_timeline:  # asked next, most likely
+                    self._timeline = self._record(cp.at, None)
         if cp is not None and cp.valid_from <= elapsed_s:
             return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
         return self.floor.ready_s(own_steps)
@@ -351,12 +367,14 @@ class Forecaster:
         until: float = 0.0,
         candidate: tuple[int, ...] = (),
         model_cache: bool = True,
+        record: list | None = None,
     ) -> tuple[FastReplica, list[SimRequest]]:
         """The instance at the snapshot, run on until `until`, with the pending requests queued as
         they arrive (any due later than `until`, e.g. from clock skew, at `until`). `candidate`: the
         candidate's prompt hashes (the prefix cache is modelled when anything has an identity, unless
-        `model_cache` is False: see cache_overlap.py)."""
+        `model_cache` is False: see cache_overlap.py). `record`: the steps go there (timeline.py)."""
         sim = FastReplica(self.config, self.profile)
+        sim.record = record
         reqs = sim.load(self._running, self._waiting, watch_all)
         hashes = self._hashes
         if model_cache and (candidate or self._caching):
@@ -470,6 +488,10 @@ class Forecaster:
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
+        if added_delay == "none" and quiet:
+            read = self._read(prompt, out, sent, arrival, hashes, deadline, horizon_s)
+            if read is not None:
+                return read
         if added_delay == "none" and quiet and not hashes and not self._caching and self._reuses():
             cp = self.checkpoint(deadline)
             if cp is not None and cp.covers(arrival) and (horizon_s is None or cp.at < sent + horizon_s):
@@ -503,6 +525,66 @@ class Forecaster:
                 return plain
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, candidate=hashes)
         return self._candidate_run(sim, reqs, prompt, out, hashes, sent, horizon_s, deadline, added_delay)
+
+    def _read(
+        self,
+        prompt: int,
+        out: int,
+        sent: float,
+        arrival: float,
+        hashes: tuple[int, ...],
+        deadline: float | None,
+        horizon_s: float | None = None,
+    ) -> Prediction | None:
+        """The forecast read off the state's timeline (timeline.py), where one is recorded and serves
+        it; None where the forecast must replay. With the prefix cache modelled, only for a candidate
+        that cannot hit, off the run without the cache model, where nobody is preempted (that run is
+        then the run with it: cache_overlap.py). Past `horizon_s`, capped as `forecast` caps."""
+        plain = not hashes and not self._caching
+        if not plain and not self._cannot_hit(hashes):
+            return None
+        timeline = self._timeline
+        if timeline is None:
+            if self._replays_before_timeline:
+                self._replays_before_timeline -= 1
+                return None
+            timeline = self._timeline = self._record(arrival, deadline)
+        if not timeline.serves(arrival):
+            return None
+        read = timeline.forecast(prompt, out, arrival, unpreempted=not plain)
+        if read is None:
+            return None
+        first_sched, first_token, finish, steps, preemptions = read
+        ttft, e2e, queued = first_token - sent, finish - sent, first_sched - sent
+        capped = horizon_s is not None and e2e > horizon_s
+        if horizon_s is not None and capped:
+            ttft, e2e, queued = min(ttft, horizon_s), horizon_s, min(queued, horizon_s)
+        return Prediction(
+            ttft_s=ttft,
+            e2e_s=e2e,
+            queue_delay_s=queued,
+            added_delay_s=0.0,
+            output_tokens=out,
+            steps=steps,
+            events=0,  # read, not simulated
+            preemptions=preemptions,
+            capped=capped,
+        )
+
+    def _record(self, arrival: float, deadline: float | None) -> Timeline:
+        """The state's timeline: from its checkpoint where one is built (or extends the previous state's)
+        and serves `arrival`, else from the snapshot (the run without the cache model)."""
+        valid_from = self._later[-1][0] if self._later else 0.0
+        if not self._caching and (self._checkpoint is not None or self._extends is not None):
+            cp = self.checkpoint(deadline)
+            if cp is not None and cp.covers(arrival):
+                sim = cp.replica(self.config, self.profile)
+                sim.record = []
+                return Timeline(sim, cp.valid_from, cp.at, 0, cp.preemptions, deadline)
+        record: list = []
+        sim, _ = self._build(until=valid_from, model_cache=False, record=record)
+        in_flight = 1 if self.step_end_s is not None and record else 0
+        return Timeline(sim, max(0.0, valid_from), None, in_flight, 0, deadline)
 
     def _cannot_hit(self, candidate: tuple[int, ...]) -> bool:
         """Whether no request of a forecast of this candidate can find a block cached before a preemption."""

@@ -109,6 +109,16 @@ class StepCost:
         step is scaled by one of them), which is what a lower bound built from the coefficients needs."""
         return min(self._scales)
 
+    def one_more_decode(self, num_tokens: int, prefill: bool) -> tuple[float, float]:
+        """What one more decoding sequence adds to a step of `num_tokens` tokens (`prefill`: the step
+        has prefill pairs): (seconds, its KV reads aside; seconds per KV token it reads). From
+        `seconds`: its sequence, its token through the linear layers, its reads, all at the step's
+        phase factor. Needs `reserve(num_tokens + 1)`."""
+        _, per_seq_s, kv_token_s, _, _ = self._args
+        scale = self._scales[1] if prefill else self._scales[0]
+        linear = self.linear
+        return scale * (per_seq_s + linear[num_tokens + 1] - linear[num_tokens]), scale * kv_token_s
+
     def scaled(self, decode: float, prefill: float) -> StepCost:
         """This formula corrected per phase (see the module docstring), sharing the linear table."""
         return StepCost(*self._args, decode, prefill, linear_table=self.linear)

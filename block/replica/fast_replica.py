@@ -45,6 +45,8 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
+from itertools import accumulate
+from typing import NamedTuple
 
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
@@ -103,6 +105,40 @@ class SimRequest:
         self.implicit = 0  # its private cached blocks after them (see block/predictor/prefix_start.py)
 
 
+class Step(NamedTuple):
+    """One general step as a timeline records it (FastReplica.record)."""
+
+    start: float
+    end: float
+    num_tokens: int
+    num_seqs: int
+    kv_read: int
+    pairs: int
+    free: int  # free KV blocks after the step's allocations and admissions (before its completions)
+    preempted: bool
+    running: int  # requests running after its admissions
+    queue_empty: bool  # nothing left waiting after its admissions
+
+
+class Stretch(NamedTuple):
+    """A skipped run of `steps` decode steps of `num_seqs` sequences (FastReplica.skip_ahead), the first
+    reading `first_kv` KV tokens."""
+
+    start: float
+    steps: int
+    num_seqs: int
+    first_kv: int
+    free: int  # free KV blocks before it
+    cycle: tuple[int, ...]  # blocks its first r < block_size steps take, r = 0 .. block_size - 1
+    queue_empty: bool  # nothing waits (else the head of the queue cannot be admitted in it)
+
+    def free_after(self, j: int) -> int:
+        """Free KV blocks after the demand of its step j (from 0): each block_size steps take a block
+        from every sequence, the steps in between as the cycle says."""
+        q, r = divmod(j + 1, len(self.cycle))
+        return self.free - q * self.num_seqs - self.cycle[r]
+
+
 class SimulationStuck(RuntimeError):
     """No step can make progress (a request cannot fit the cache even alone)."""
 
@@ -119,7 +155,7 @@ class FastReplica:
         self.max_seqs = config.max_num_seqs
         self.max_tokens = config.max_num_batched_tokens
         self.bs = config.block_size
-        self.free = config.num_gpu_blocks
+        self.num_gpu_blocks = self.free = config.num_gpu_blocks
         self.profile = profile
         self.cost = profile.cost
         self.cost.reserve(config.max_num_batched_tokens)  # decodes() and seconds() index its tables
@@ -144,6 +180,9 @@ class FastReplica:
         self.prefix: PrefixCache | None = None  # prefix caching: see enable_prefix
         self.wanted: frozenset[int] = frozenset()
         self.wanted_too: frozenset[int] = frozenset()
+        # the steps taken, when a timeline is being recorded (block/predictor/timeline.py): a general
+        # step as Step, a skipped decode stretch as Stretch
+        self.record: list[Step | Stretch] | None = None
 
     # -- building ------------------------------------------------------------------------------
 
@@ -404,6 +443,9 @@ class FastReplica:
         self.free = free - q * nd - sum(due[s0 : s0 + r])
         if prefix is not None:
             prefix.take(free - self.free)
+        if self.record is not None:
+            cycle = tuple(accumulate(due[s0 : s0 + bs - 1], initial=0))
+            self.record.append(Stretch(self.now, k, nd, k0, free, cycle, not self.waiting))
         self.now += cost.decodes(nd, k, k0)
         self.T = T = T + k
         self.steps += k
@@ -567,6 +609,9 @@ class FastReplica:
                 sched.append((r, n))
                 budget -= n
         self.free = free
+        record = self.record
+        if record is not None:
+            after_admission = (free, preempted, len(running), not waiting)
 
         num_seqs = nd + len(sched)
         if num_seqs == 0:
@@ -586,6 +631,8 @@ class FastReplica:
         if self.first_step_end is not None:
             end, self.first_step_end = max(self.now, self.first_step_end), None
         self.steps += 1
+        if record is not None:
+            record.append(Step(self.now, end, num_tokens, num_seqs, kv_read, pairs, *after_admission))
 
         # complete: the group gains a token each; the others advance by their chunk
         finished = joinable = False
