@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 from block.predictor.lengths import Plan, max_output
 from block.profiles.profile import Profile
@@ -63,7 +63,7 @@ MARGIN = 1e-7  # relative: the replay sums its floats in another order
 class StepFloor:
     """The per-step constants of one profile on one engine configuration."""
 
-    __slots__ = ("token_s", "step_s", "per_seq_s", "kv_s", "pair_s", "max_tokens", "overhead")
+    __slots__ = ("token_s", "step_s", "per_seq_s", "kv_s", "pair_s", "max_tokens", "overhead", "rising")
 
     def __init__(self, profile: Profile, config: ReplicaConfig) -> None:
         cost = profile.cost
@@ -82,12 +82,17 @@ class StepFloor:
         self.pair_s = profile.prefill_pair_s * scale
         self.max_tokens = config.max_num_batched_tokens
         self.overhead = profile.request_overhead
+        # more in a step never makes it shorter: a token more costs no less, and a prefill chunk joining
+        # a decode step does not scale it down (what a floor from a recorded run assumes: timeline.py)
+        self.rising = cost.prefill_scale >= cost.decode_scale and all(
+            a <= b for a, b in pairwise(cost.linear[: m + 1])
+        )
 
     def own_steps(self, request: RoutingRequest, config: ReplicaConfig) -> int:
         """The candidate's steps (prefill chunks and decodes) on an instance of this configuration, at
         least (every block of its prompt found cached)."""
         uncached = request.prompt_tokens - _cacheable(request, config) * config.block_size
-        return -(-uncached // self.max_tokens) + _output(request, config) - 1
+        return -(-uncached // self.max_tokens) + planned_output(request, config) - 1
 
     def own_s(self, request: RoutingRequest, config: ReplicaConfig) -> float:
         """The candidate's own formula time, at least, on any instance of this profile and configuration
@@ -96,7 +101,7 @@ class StepFloor:
         prompt = request.prompt_tokens
         blocks = _cacheable(request, config)
         hit = blocks * config.block_size
-        decodes = _output(request, config) - 1
+        decodes = planned_output(request, config) - 1
         own_steps = -(-(prompt - hit) // self.max_tokens) + decodes
         reads = decodes * prompt + decodes * (decodes + 1) // 2
         kv = min(self.kv_s, self.pair_s * (1 if _hashes(request, config) else (prompt + 1) / 2))
@@ -123,7 +128,7 @@ def _cacheable(request: RoutingRequest, config: ReplicaConfig, known: KnownPrefi
     return most if known is None or not most else known(hashes, most)
 
 
-def _output(request: RoutingRequest, config: ReplicaConfig) -> int:
+def planned_output(request: RoutingRequest, config: ReplicaConfig) -> int:
     """The candidate's output tokens, as the forecast caps them."""
     out = max(1, min(request.expected_output_tokens, max_output(request.prompt_tokens, config)))
     return out if request.max_tokens is None else max(1, min(out, request.max_tokens))
@@ -187,7 +192,7 @@ class EndToEndFloor:
         prompt = request.prompt_tokens
         if prompt < 1 or prompt >= self.cap:
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
-        out = _output(request, cfg)
+        out = planned_output(request, cfg)
         elapsed = max(0.0, elapsed_s)
         overhead = 0.0 if queued else st.overhead(prompt)
         ahead = self._with if self.later_until <= elapsed + overhead else self._without_later()

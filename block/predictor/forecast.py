@@ -56,7 +56,7 @@ from typing import Literal
 
 from block.predictor.cache_overlap import CacheOverlap
 from block.predictor.checkpoint import Checkpoint, extended, run_to_checkpoint
-from block.predictor.floor import MARGIN, EndToEndFloor, KnownPrefix, step_floor
+from block.predictor.floor import MARGIN, EndToEndFloor, KnownPrefix, planned_output, step_floor
 from block.predictor.lengths import DEFAULT_OUTPUT_TOKENS, OVERRUN_TOKENS, LengthRule, Plan, max_output
 from block.predictor.prefix_start import PrefixStart
 from block.predictor.timeline import Timeline
@@ -174,6 +174,7 @@ class Forecaster:
         # at the state's second forecast from the checkpoint, or at once where the previous state had
         # one (an instance routed to is asked again)
         self._timeline: Timeline | None = None
+        self._kept: tuple[RoutingRequest, float, Prediction] | None = None  # see read_floor
         self._replays_before_timeline = 0 if previous is not None and previous._timeline is not None else 1
         self._asked = 0
         self._extends: tuple[Checkpoint, Plan, float] | None = None
@@ -238,6 +239,13 @@ class Forecaster:
         Builds the checkpoint (a replay) where a forecast would (see `_reuses`), or with `prepare`; where
         the cache is modelled, forecasts do not start from it (a replay more), only with `prepare` (a
         fleet's walk: the bound it gives the instance's place in the order lasts for the state)."""
+        # without a queue beyond its sequence slots, a state is bounded by its forecast read off its
+        # timeline (recorded in a fleet's walk, `prepare`: cheap there); a deep queue's checkpoint bounds
+        # it well for less than a read (which walks the preemptions of a nearly full cache)
+        if self.num_requests < self.config.max_num_seqs:
+            floor = self.read_floor(request, elapsed_s, deadline, prepare)
+            if floor is not None:
+                return floor
         if not (prepare or (not self._caching and (self._asked > 0 or self._reuses()))):
             return None
         cp = self.checkpoint(deadline)
@@ -248,12 +256,34 @@ class Forecaster:
         floor = self._floor_at_checkpoint(cp).e2e_s(request, 0.0, queued=True)
         return (cp.at - sent + floor) * (1 - MARGIN)
 
+    def read_floor(
+        self, request: RoutingRequest, elapsed_s: float, deadline: float | None = None, record: bool = False
+    ) -> float | None:
+        """The forecast's e2e_s itself where it can be read off the state's timeline (timeline.py; with
+        `record`, recorded now if there is none): the tightest floor there is, about what a floor costs,
+        and the forecast asked next for the same request is that read. None where it cannot be read."""
+        cfg, prompt = self.config, request.prompt_tokens
+        if self._timeline is None and not record:
+            return None
+        if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
+            return None  # the forecast says why
+        sent = max(0.0, elapsed_s)
+        arrival = sent + self.profile.request_overhead(prompt)
+        out = planned_output(request, cfg)
+        read = self._read(prompt, out, sent, arrival, self.candidate_hashes(request), deadline, record=record)
+        if read is None:
+            return None
+        self._kept = (request, elapsed_s, read)
+        return read.e2e_s * (1 - MARGIN)
+
     def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
         """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
         with or without cache hits: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
         MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
-        `ready_s`, or from the checkpoint when it covers such candidates (their wait for the queue
-        ahead replayed, then the checkpoint's floor: much the tighter). Extends the previous state's
+        `ready_s`; from the checkpoint when it covers such candidates (their wait for the queue
+        ahead replayed, then the checkpoint's floor: much the tighter); tightest, from the run recorded
+        from the snapshot (`_recorded_ready_s`), recorded here for a state without a queue beyond its
+        sequence slots (cheap, and it has no checkpoint to speak of). Extends the previous state's
         checkpoint first where it can (a few steps, not the queue)."""
         cp = self._checkpoint
         if cp is None and self._extends is not None:
@@ -261,13 +291,38 @@ class Forecaster:
                 cp = self.checkpoint()
                 if cp is not None and not self._replays_before_timeline:  # asked next, most likely
                     self._timeline = self._record(cp.at, None)
+        elif cp is None and self._timeline is None and self.num_requests < self.config.max_num_seqs:
+            with contextlib.suppress(SimulationStuck):
+                self._timeline = self._record(elapsed_s, None)
+        recorded = self._recorded_ready_s(elapsed_s, own_steps)
+        if recorded is not None:
+            return recorded
         if cp is not None and cp.valid_from <= elapsed_s:
             return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
         return self.floor.ready_s(own_steps)
 
+    def _recorded_ready_s(self, elapsed_s: float, own_steps: int) -> float | None:
+        """`ready_s` from the run recorded from the snapshot: the end of the `own_steps`-th step from the
+        first one a candidate sent then can be admitted in, less `step_s` for each after the first (each
+        step takes at least that: a longer own part is bounded by those) (timeline.py: `end_floor`);
+        None without such a recording, or where its floors do not hold for every candidate (see
+        `timeline_floor`)."""
+        timeline = self._timeline
+        if timeline is None or timeline.latest is not None or not timeline.serves(elapsed_s):
+            return None
+        steps = step_floor(self.profile, self.config)
+        if not steps.rising or (self._caching and (timeline.preempts or not self._cannot_hit(()))):
+            return None
+        if timeline.end <= elapsed_s:  # done with all it has by then: a candidate meets it idle, and
+            return timeline.end  # the fan-out forecasts it as an idle one (InstanceTracker.idle_by)
+        end = timeline.end_floor(elapsed_s, own_steps, steps.step_s)
+        return None if end is None else end - (own_steps - 1) * steps.step_s
+
     def checkpointed(self, elapsed_s: float) -> bool:
-        """Whether `ready_s(elapsed_s)` comes from the checkpoint."""
+        """Whether `ready_s(elapsed_s)` comes from the checkpoint or the recorded run (tight)."""
         cp = self._checkpoint
+        if self._timeline is not None and self._recorded_ready_s(elapsed_s, 1) is not None:
+            return True
         return cp is not None and cp.valid_from <= elapsed_s
 
     def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
@@ -468,9 +523,7 @@ class Forecaster:
         if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
         self._asked += 1
-        out = max(1, min(request.expected_output_tokens, max_output(prompt, cfg)))
-        if request.max_tokens is not None:
-            out = max(1, min(out, request.max_tokens))
+        out = planned_output(request, cfg)
         sent = max(0.0, elapsed_s)
         quiet = arrivals is None or not arrivals.active
         if not self.num_requests and self.step_end_s is None and quiet:
@@ -488,6 +541,10 @@ class Forecaster:
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
+        kept, self._kept = self._kept, None
+        reusable = added_delay == "none" and quiet and horizon_s is None and kept is not None
+        if reusable and kept[0] is request and kept[1] == elapsed_s:  # type: ignore[index]
+            return kept[2]  # type: ignore[index]  # read for a fleet's floor just before (read_floor)
         if added_delay == "none" and quiet:
             read = self._read(prompt, out, sent, arrival, hashes, deadline, horizon_s)
             if read is not None:
@@ -535,17 +592,19 @@ class Forecaster:
         hashes: tuple[int, ...],
         deadline: float | None,
         horizon_s: float | None = None,
+        record: bool = False,
     ) -> Prediction | None:
         """The forecast read off the state's timeline (timeline.py), where one is recorded and serves
         it; None where the forecast must replay. With the prefix cache modelled, only for a candidate
         that cannot hit, off the run without the cache model, where nobody is preempted (that run is
-        then the run with it: cache_overlap.py). Past `horizon_s`, capped as `forecast` caps."""
+        then the run with it: cache_overlap.py). Past `horizon_s`, capped as `forecast` caps. `record`:
+        record the timeline now where there is none (else at the state's second such forecast)."""
         plain = not hashes and not self._caching
         if not plain and not self._cannot_hit(hashes):
             return None
         timeline = self._timeline
         if timeline is None:
-            if self._replays_before_timeline:
+            if self._replays_before_timeline and not record:
                 self._replays_before_timeline -= 1
                 return None
             timeline = self._timeline = self._record(arrival, deadline)

@@ -183,6 +183,27 @@ class Timeline:
         finish = self._end_of(s, tail) + added
         return first_sched, first_token, finish, self.steps_before + s + 1, preemptions  # type: ignore[return-value]
 
+    def end_floor(self, arrival: float, own_steps: int, step_s: float) -> float | None:
+        """For any candidate of at least `own_steps` steps of its own (prefill chunks and decodes)
+        reaching the queue at `arrival`: a time its finish cannot be before, less what its own steps add
+        to the steps it shares (`StepFloor.own_s` without its `step_s` per decode): the end of its last
+        step at the soonest, admitted at the first step with budget and a free block, each step past
+        the recording `step_s` at least. The steps it shares only get longer (it preempts nobody but
+        itself: the newest goes first); None where someone is preempted in the recording from there
+        (a preempted request may come back behind it)."""
+        first = self._admission(self._joins(arrival), 1)
+        if first is None or self._sums[-1][4] != self._sums_before(first)[4]:
+            return None
+        last = first + own_steps - 1
+        if last < self.num_steps:
+            return self._end_of(last, 0.0)
+        return max(self.end, arrival) + (last - max(first, self.num_steps) + 1) * step_s
+
+    @property
+    def preempts(self) -> bool:
+        """Whether anyone is preempted in the recording, or before it."""
+        return bool(self._sums[-1][4] or self.preempted_before)
+
     def _admission(self, s: int, tokens: int) -> int | None:
         """The first step from `s` on whose FCFS loop reaches a candidate at the head of the queue that
         has `tokens` to compute, with budget, a slot and the blocks for its first chunk (the end of the

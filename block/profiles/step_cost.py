@@ -104,6 +104,14 @@ class StepCost:
         return (StepCost, (*self._args, *self._scales))
 
     @property
+    def decode_scale(self) -> float:
+        return self._scales[0]
+
+    @property
+    def prefill_scale(self) -> float:
+        return self._scales[1]
+
+    @property
     def least_scale(self) -> float:
         """The smallest of the phase factors: every step takes at least its unscaled time times this (a
         step is scaled by one of them), which is what a lower bound built from the coefficients needs."""
@@ -115,7 +123,7 @@ class StepCost:
         `seconds`: its sequence, its token through the linear layers, its reads, all at the step's
         phase factor. Needs `reserve(num_tokens + 1)`."""
         _, per_seq_s, kv_token_s, _, _ = self._args
-        scale = self._scales[1] if prefill else self._scales[0]
+        scale = self.prefill_scale if prefill else self.decode_scale
         linear = self.linear
         return scale * (per_seq_s + linear[num_tokens + 1] - linear[num_tokens]), scale * kv_token_s
 

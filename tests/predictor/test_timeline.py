@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from block.predictor.bench import busy_snapshot
 from block.predictor.checkpoint import Checkpoint
+from block.predictor.floor import MARGIN, step_floor
 from block.predictor.forecast import Forecaster
 from block.predictor.timeline import Timeline
 from block.profiles.profile import load_profile
@@ -61,14 +62,19 @@ def no_caching(snapshot: Snapshot) -> Snapshot:
     return replace(snapshot, config=replace(snapshot.config, enable_prefix_caching=False))
 
 
+# the test profile and calibrated views of it (each phase scaled its own way)
+profiles = st.sampled_from([PROFILE, PROFILE.scaled(0.5, 0.7), PROFILE.scaled(1.6, 0.4)])
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     snapshot=st.one_of(reached_snapshots(), odd_snapshots()),
+    profile=profiles,
     prompt=st.integers(1, 300),
     out=st.integers(1, 200),
 )
-def test_a_read_is_the_replay(snapshot: Snapshot, prompt: int, out: int) -> None:
-    check(no_caching(snapshot), PROFILE, prompt, out)
+def test_a_read_is_the_replay(snapshot: Snapshot, profile, prompt: int, out: int) -> None:
+    check(no_caching(snapshot), profile, prompt, out)
 
 
 def test_busy_engines_are_mostly_read_and_match() -> None:
@@ -150,12 +156,14 @@ def test_with_the_cache_modelled_a_state_asked_again_forecasts_as_a_fresh_one(
     ),
     pending=st.lists(st.tuples(st.integers(1, 120), st.integers(1, 80), st.floats(0.0, 0.05)), max_size=3),
     in_flight=st.one_of(st.none(), st.floats(1e-4, 0.05)),
+    profile=profiles,
 )
 def test_a_state_asked_again_forecasts_as_a_fresh_one(
     snapshot: Snapshot,
     shapes: list[tuple[int, int, float]],
     pending: list[tuple[int, int, float]],
     in_flight: float | None,
+    profile,
 ) -> None:
     """From the second forecast of a state on, forecasts are read off the run recorded from the snapshot
     (candidates sent at any time after the last pending request, a step in flight at the snapshot): the
@@ -169,11 +177,11 @@ def test_a_state_asked_again_forecasts_as_a_fresh_one(
     ]
     args = dict(pending=routed, pending_at=[t for _, _, t in pending])
     step_end = None if in_flight is None else snapshot.now + in_flight
-    asked = Forecaster(snapshot, PROFILE, step_end=step_end, **args)  # type: ignore[arg-type]
+    asked = Forecaster(snapshot, profile, step_end=step_end, **args)  # type: ignore[arg-type]
     for prompt, out, elapsed in shapes:
         request = RoutingRequest(max(1, min(prompt, cap)), out)
         try:
-            want = Forecaster(snapshot, PROFILE, step_end=step_end, **args).forecast(request, elapsed)  # type: ignore[arg-type]
+            want = Forecaster(snapshot, profile, step_end=step_end, **args).forecast(request, elapsed)  # type: ignore[arg-type]
         except SimulationStuck:
             return
         got = asked.forecast(request, elapsed)
@@ -185,3 +193,37 @@ def test_a_state_asked_again_forecasts_as_a_fresh_one(
             want.output_tokens,
             want.preemptions,
         )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    snapshot=st.one_of(reached_snapshots(), odd_snapshots()),
+    profile=profiles,
+    prompt=st.integers(1, 300),
+    out=st.integers(1, 200),
+    elapsed=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
+    later=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
+    in_flight=st.one_of(st.none(), st.floats(1e-4, 0.05)),
+)
+def test_the_recorded_floors_hold(snapshot, profile, prompt, out, elapsed, later, in_flight) -> None:
+    """Bounds from the run recorded from the snapshot: the fleet's ready order (ready_s + own_s, for any
+    candidate of at least that many steps of its own, sent then or later) and a walk's floor (the read
+    itself) stay below the forecast; calibrated views of the profile included."""
+    snapshot = no_caching(snapshot)
+    cfg = snapshot.config
+    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
+    step_end = None if in_flight is None else snapshot.now + in_flight
+    request = RoutingRequest(max(1, min(prompt, cap)), out)
+    steps = step_floor(profile, cfg)
+    own_steps = steps.own_steps(request, cfg)
+    prepared = Forecaster(snapshot, profile, step_end=step_end)
+    try:
+        ready = [prepared.ready_s(elapsed, n) for n in sorted({1, max(1, own_steps // 2), own_steps})]
+        sent = elapsed + later
+        want = Forecaster(snapshot, profile, step_end=step_end).forecast(request, sent)
+    except SimulationStuck:
+        return
+    for r in ready:
+        assert (r + steps.own_s(request, cfg) - sent) * (1 - 2 * MARGIN) <= want.e2e_s
+    floor = prepared.checkpoint_floor(request, sent, prepare=True)
+    assert floor is None or floor <= want.e2e_s
