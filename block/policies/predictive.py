@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from block.policies.base import (
@@ -23,6 +24,7 @@ from block.policies.heuristics import RoundRobin
 # light load). Taking the lower, on shared-prefix:32:1024 at 19 req/s: P99 TTFT 0.60 s (4.76 s at 5%,
 # prefix-load 1.22 s).
 FORECAST_E2E_ERROR = 0.15
+SCORE_GRID = 1e9  # per second: scores are compared to the nanosecond (see on_grid)
 
 
 @register
@@ -84,7 +86,7 @@ class BlockPolicy(Policy):
         return Choice(views[min(near, key=lambda i: (-cached[i], -sharers[i], scores[i]))])
 
     def forecast_score(self, forecast: Forecast, view: InstanceView) -> tuple[float, int]:
-        return (finish_s(forecast, view) + self.harm_weight * forecast.added_delay_s, view.in_flight)
+        return (on_grid(finish_s(forecast, view) + self.harm_weight * forecast.added_delay_s), view.in_flight)
 
     def score_floor(
         self, e2e_floor_s: float, view: InstanceView, request: RoutingRequest | None = None
@@ -98,7 +100,16 @@ class BlockPolicy(Policy):
         tolerance = self.affinity_tolerance
         if request is not None and (not request.prefix_hashes or not view.cached_prefix_blocks(request)):
             tolerance = 0.0
-        return (e2e_floor_s / max(1.0, decode_scale(view)) / (1 + tolerance), view.in_flight)
+        return (on_grid(e2e_floor_s / max(1.0, decode_scale(view)) / (1 + tolerance)), view.in_flight)
+
+
+def on_grid(seconds: float) -> float:
+    """`seconds` down to a whole nanosecond: scores that differ by less are equal, and the tie goes to
+    fewer requests in flight, then to the first instance. A forecast read off a recorded run and the
+    same forecast replayed sum the same step times in another order and differ in their last bits
+    (block/predictor/timeline.py); without the grid a tie between alike instances would go to whichever
+    was replayed. Monotone, so a floor on the grid stays under the score on the grid."""
+    return math.floor(seconds * SCORE_GRID) / SCORE_GRID if math.isfinite(seconds) else seconds
 
 
 def prefix_sharers(view: InstanceView, request: RoutingRequest) -> int:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate
 
 from block.predictor.lengths import Plan, max_output
 from block.profiles.profile import Profile
@@ -82,11 +82,8 @@ class StepFloor:
         self.pair_s = profile.prefill_pair_s * scale
         self.max_tokens = config.max_num_batched_tokens
         self.overhead = profile.request_overhead
-        # more in a step never makes it shorter: a token more costs no less, and a prefill chunk joining
-        # a decode step does not scale it down (what a floor from a recorded run assumes: timeline.py)
-        self.rising = cost.prefill_scale >= cost.decode_scale and all(
-            a <= b for a, b in pairwise(cost.linear[: m + 1])
-        )
+        # more in a step never makes it shorter (what a floor from a recorded run assumes: timeline.py)
+        self.rising = cost.never_shorter(m)
 
     def own_steps(self, request: RoutingRequest, config: ReplicaConfig) -> int:
         """The candidate's steps (prefill chunks and decodes) on an instance of this configuration, at

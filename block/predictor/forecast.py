@@ -604,7 +604,8 @@ class Forecaster:
             return None
         timeline = self._timeline
         if timeline is None:
-            if self._replays_before_timeline and not record:
+            # (a state with its checkpoint built was reached in a fleet's walk: asked again, most likely)
+            if self._replays_before_timeline and not record and self._checkpoint is None:
                 self._replays_before_timeline -= 1
                 return None
             timeline = self._timeline = self._record(arrival, deadline)

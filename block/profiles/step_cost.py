@@ -46,7 +46,7 @@ class StepCost:
     closed form. Needs `reserve(num_seqs)`.
     """
 
-    __slots__ = ("kv", "linear", "decode_base", "seconds", "decodes", "_args", "_scales")
+    __slots__ = ("kv", "linear", "decode_base", "seconds", "decodes", "_args", "_scales", "_rising")
 
     def __init__(
         self,
@@ -63,6 +63,7 @@ class StepCost:
         `linear` (the same coefficients), shared instead of built again."""
         self._args = (step_overhead_s, per_seq_s, decode_kv_token_s, prefill_pair_s, linear_time)
         self._scales = (decode_scale, prefill_scale)
+        self._rising: dict[int, bool] = {}  # see never_shorter
         self.kv = decode_kv_token_s * decode_scale  # seconds per KV token a decode reads
         # linear[t]: the non-attention layers' time for t tokens (unscaled)
         linear = self.linear = linear_table if linear_table is not None else [0.0]
@@ -102,6 +103,20 @@ class StepCost:
 
     def __reduce__(self) -> tuple[Any, ...]:  # closures do not pickle: rebuild them
         return (StepCost, (*self._args, *self._scales))
+
+    def never_shorter(self, max_tokens: int) -> bool:
+        """Whether a step of up to `max_tokens` tokens never gets shorter with more in it: a token more
+        costs no less (the linear term does not fall), and a prefill chunk joining a decode step does
+        not scale it down (prefill factor >= decode factor). Once per table size."""
+        rising = self._rising.get(max_tokens)
+        if rising is None:
+            self.reserve(max_tokens)
+            linear = self.linear
+            rising = self.prefill_scale >= self.decode_scale and all(
+                linear[t] <= linear[t + 1] for t in range(min(max_tokens, len(linear) - 1))
+            )
+            self._rising[max_tokens] = rising
+        return rising
 
     @property
     def decode_scale(self) -> float:

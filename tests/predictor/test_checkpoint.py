@@ -45,12 +45,8 @@ def _same(a, b) -> None:
     for k in ("e2e_s", "ttft_s", "queue_delay_s"):
         x, y = getattr(a, k), getattr(b, k)
         assert abs(x - y) <= REL * max(1.0, abs(x)), (k, x, y)
-    assert (a.steps, a.events, a.preemptions, a.output_tokens) == (
-        b.steps,
-        b.events,
-        b.preemptions,
-        b.output_tokens,
-    )
+    # (not `events`, the steps simulated one by one: a forecast read off a recorded run simulates none)
+    assert (a.steps, a.preemptions, a.output_tokens) == (b.steps, b.preemptions, b.output_tokens)
 
 
 def check(snapshot: Snapshot, request: RoutingRequest, shapes, elapsed_s: float, rule: LengthRule) -> None:
@@ -66,7 +62,7 @@ def check(snapshot: Snapshot, request: RoutingRequest, shapes, elapsed_s: float,
     _same(replayed, prepared.forecast(request, elapsed_s))
     used = cp.covers(elapsed_s)
     floor = prepared.checkpoint_floor(request, elapsed_s)
-    assert (floor is not None) == used
+    assert floor is not None or not used  # (a state with a recorded run is bounded by a read off it too)
     if floor is not None:
         assert floor <= replayed.e2e_s
         assert prepared.floor.e2e_s(request, elapsed_s) <= replayed.e2e_s
