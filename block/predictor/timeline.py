@@ -93,6 +93,7 @@ class Timeline:
         max_tokens, max_seqs, added = self.max_tokens, self.max_seqs, self.cost.one_more_decode
         self.segments = record
         first, start, budget, least_in = [], [], [], []
+        stretch_adds: dict[int, tuple[float, float]] = {}  # per stretch: one_more_decode of its steps
         sums = [(0.0, 0.0, 0.0, 0, 0)]
         fixed = rate = rate_s = 0.0
         full = preempted = steps = 0
@@ -105,8 +106,9 @@ class Timeline:
                 least_in.append(seg.free_after(k - 1))  # a stretch only takes blocks
                 if n >= max_tokens:
                     full += k
+                    stretch_adds[len(first) - 1] = (0.0, 0.0)
                 else:
-                    f, r = added(n, False)
+                    f, r = stretch_adds[len(first) - 1] = added(n, False)
                     fixed += k * f
                     rate += k * r
                     rate_s += r * (steps + steps + k - 1) * k / 2
@@ -126,13 +128,8 @@ class Timeline:
             steps += k
             sums.append((fixed, rate, rate_s, full, preempted))
         self.num_steps = steps
-        self._first, self._start, self._budget, self._least_in, self._sums = (
-            first,
-            start,
-            budget,
-            least_in,
-            sums,
-        )
+        self._first, self._start, self._budget = first, start, budget
+        self._least_in, self._sums, self._stretch_adds = least_in, sums, stretch_adds
 
     def forecast(
         self, prompt: int, out: int, arrival: float, unpreempted: bool = False
@@ -175,10 +172,13 @@ class Timeline:
             if unpreempted or preemptions > MAX_PREEMPTIONS:
                 return None
             s += 1
-        preempting = self._sums_before(s + 1)[4]
-        if preempting != self._sums_before(admitted)[4]:
-            return None  # someone ahead is preempted in its life: the order of `running` changes
-        if unpreempted and (preempting or self.preempted_before):
+        if self._sums[-1][4]:  # someone is preempted in the recording: in its life?
+            preempting = self._sums_before(s + 1)[4]
+            if preempting != self._sums_before(admitted)[4]:
+                return None  # someone ahead is preempted in its life: the order of `running` changes
+            if unpreempted and preempting:
+                return None
+        if unpreempted and self.preempted_before:
             return None
         finish = self._end_of(s, tail) + added
         return first_sched, first_token, finish, self.steps_before + s + 1, preemptions  # type: ignore[return-value]
@@ -370,12 +370,11 @@ class Timeline:
         i, j = self._locate(s)
         fixed, rate, rate_s, full, pre = self._sums[i]
         if j:  # inside a stretch: j of its steps, all alike
-            seg = self.segments[i]
-            n, s0 = seg.num_seqs, self._first[i]
-            if n >= self.max_tokens:
+            if self.segments[i].num_seqs >= self.max_tokens:
                 full += j
             else:
-                f, r = self.cost.one_more_decode(n, False)
+                f, r = self._stretch_adds[i]
+                s0 = self._first[i]
                 fixed += j * f
                 rate += j * r
                 rate_s += r * (s0 + s0 + j - 1) * j / 2
