@@ -308,7 +308,8 @@ class Forecaster:
         None without such a recording, or where its floors do not hold for every candidate (see
         `timeline_floor`)."""
         timeline = self._timeline
-        if timeline is None or timeline.latest is not None or not timeline.serves(elapsed_s):
+        # (a deep queue's checkpoint orders it as well, for less: the walk reaches few of those)
+        if timeline is None or self._checkpoint is not None or not timeline.serves(elapsed_s):
             return None
         steps = step_floor(self.profile, self.config)
         if not steps.rising or (self._caching and (timeline.preempts or not self._cannot_hit(()))):
@@ -632,19 +633,20 @@ class Forecaster:
         )
 
     def _record(self, arrival: float, deadline: float | None) -> Timeline:
-        """The state's timeline: from its checkpoint where one is built (or extends the previous state's)
-        and serves `arrival`, else from the snapshot (the run without the cache model)."""
+        """The state's timeline: from its checkpoint where one is built (or extends the previous state's;
+        the queue ahead is not replayed again), else from the snapshot (the run without the cache
+        model). Either serves every candidate that reaches the queue after the pending requests."""
         valid_from = self._later[-1][0] if self._later else 0.0
         if not self._caching and (self._checkpoint is not None or self._extends is not None):
             cp = self.checkpoint(deadline)
-            if cp is not None and cp.covers(arrival):
+            if cp is not None:
                 sim = cp.replica(self.config, self.profile)
                 sim.record = []
-                return Timeline(sim, cp.valid_from, cp.at, 0, cp.preemptions, deadline)
+                return Timeline(sim, cp.valid_from, 0, cp.preemptions, deadline)
         record: list = []
         sim, _ = self._build(until=valid_from, model_cache=False, record=record)
         in_flight = 1 if self.step_end_s is not None and record else 0
-        return Timeline(sim, max(0.0, valid_from), None, in_flight, 0, deadline)
+        return Timeline(sim, max(0.0, valid_from), in_flight, 0, deadline)
 
     def _cannot_hit(self, candidate: tuple[int, ...]) -> bool:
         """Whether no request of a forecast of this candidate can find a block cached before a preemption."""

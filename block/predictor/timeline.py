@@ -45,7 +45,6 @@ class Timeline:
         self,
         sim: FastReplica,
         valid_from: float,
-        latest: float | None = None,
         first_joinable: int = 0,
         preempted_before: int = 0,
         deadline: float | None = None,
@@ -53,12 +52,13 @@ class Timeline:
         """`sim`: the instance's run without a candidate, recording (`sim.record`) from the snapshot or
         from a checkpoint, every pending request queued from `valid_from` on (a candidate reaching the
         queue before then is not served: the order of arrivals differs). It is run to the end here
-        (raises SimulationStuck or DeadlineExceeded as a forecast would). `latest`: a candidate reaching
-        the queue later is not served (a checkpoint's `at`: before it, the recording starts with it in
-        line). `first_joinable`: the steps before it were in flight at the snapshot (none can join).
-        `preempted_before`: preemptions before the recording (a checkpoint's)."""
+        (raises SimulationStuck or DeadlineExceeded as a forecast would). From a checkpoint, a candidate
+        that reached the queue before it is in line at its first step, and one that comes later joins
+        the recorded run where it arrives. `first_joinable`: the steps before it were in flight at the
+        snapshot (none can join). `preempted_before`: preemptions before the recording (a
+        checkpoint's)."""
         assert sim.record is not None
-        self.valid_from, self.latest, self.first_joinable = valid_from, latest, first_joinable
+        self.valid_from, self.first_joinable = valid_from, first_joinable
         recorded = sum(seg.steps if isinstance(seg, Stretch) else 1 for seg in sim.record)
         self.steps_before = sim.steps - recorded  # engine steps before the recording (a checkpoint's)
         self.preempted_before = preempted_before
@@ -82,7 +82,7 @@ class Timeline:
 
     def serves(self, arrival: float) -> bool:
         """Whether a candidate reaching the queue at `arrival` (after the snapshot) can be read here."""
-        return self.valid_from <= arrival and (self.latest is None or arrival <= self.latest)
+        return self.valid_from <= arrival
 
     def _index(self, record: list) -> None:
         """Per segment (a general step, or a stretch): its first step, when it starts, the budget a

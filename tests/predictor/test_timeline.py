@@ -44,7 +44,7 @@ def check(snapshot: Snapshot, profile, prompt: int, out: int) -> bool:
     try:
         sim = cp.replica(cfg, profile)
         sim.record = []
-        timeline = Timeline(sim, cp.valid_from, cp.at, 0, cp.preemptions)
+        timeline = Timeline(sim, cp.valid_from, 0, cp.preemptions)
         cand, steps = replay(cp, snapshot, profile, prompt, out)
     except SimulationStuck:
         return False
@@ -101,11 +101,12 @@ def test_the_forecaster_reads_a_state_asked_again() -> None:
     asked, prepared = Forecaster(snapshot, profile), Forecaster(snapshot, profile)
     prepared.checkpoint()
     rng = random.Random(1)
-    for k in range(6):
+    for k in range(12):
         request = RoutingRequest(rng.randint(16, 600), rng.randint(8, 300))
-        want = Forecaster(snapshot, profile).forecast(request)  # a fresh state: replayed
+        sent = rng.choice([0.0, 0.5, 5.0, 30.0])  # before the checkpoint and after it
+        want = Forecaster(snapshot, profile).forecast(request, sent)  # a fresh state: replayed
         for fc in (asked, prepared):
-            got = fc.forecast(request)
+            got = fc.forecast(request, sent)
             for name in ("e2e_s", "ttft_s", "queue_delay_s"):
                 assert abs(getattr(got, name) - getattr(want, name)) <= REL * max(1.0, getattr(want, name))
             assert got.steps == want.steps
@@ -153,13 +154,14 @@ def test_with_the_cache_modelled_a_state_asked_again_forecasts_as_a_fresh_one(
 @given(
     snapshot=st.one_of(reached_snapshots(), odd_snapshots()),
     shapes=st.lists(
-        st.tuples(st.integers(1, 300), st.integers(1, 200), st.one_of(st.just(0.0), st.floats(1e-4, 3.0))),
+        st.tuples(st.integers(1, 300), st.integers(1, 200), st.one_of(st.just(0.0), st.floats(1e-4, 30.0))),
         min_size=2,
         max_size=5,
     ),
     pending=st.lists(st.tuples(st.integers(1, 120), st.integers(1, 80), st.floats(0.0, 0.05)), max_size=3),
     in_flight=st.one_of(st.none(), st.floats(1e-4, 0.05)),
     profile=profiles,
+    checkpointed=st.booleans(),
 )
 def test_a_state_asked_again_forecasts_as_a_fresh_one(
     snapshot: Snapshot,
@@ -167,9 +169,11 @@ def test_a_state_asked_again_forecasts_as_a_fresh_one(
     pending: list[tuple[int, int, float]],
     in_flight: float | None,
     profile,
+    checkpointed: bool,
 ) -> None:
-    """From the second forecast of a state on, forecasts are read off the run recorded from the snapshot
-    (candidates sent at any time after the last pending request, a step in flight at the snapshot): the
+    """From the second forecast of a state on (the first, where its checkpoint is built), forecasts are
+    read off the run recorded from the snapshot or from the checkpoint (candidates sent at any time after
+    the last pending request, before the checkpoint or after it, a step in flight at the snapshot): the
     same as a fresh forecaster's replay."""
     snapshot = no_caching(snapshot)
     cfg = snapshot.config
@@ -181,6 +185,11 @@ def test_a_state_asked_again_forecasts_as_a_fresh_one(
     args = dict(pending=routed, pending_at=[t for _, _, t in pending])
     step_end = None if in_flight is None else snapshot.now + in_flight
     asked = Forecaster(snapshot, profile, step_end=step_end, **args)  # type: ignore[arg-type]
+    if checkpointed:
+        try:
+            asked.checkpoint()
+        except SimulationStuck:
+            return
     for prompt, out, elapsed in shapes:
         request = RoutingRequest(max(1, min(prompt, cap)), out)
         try:
