@@ -67,6 +67,10 @@ from block.replica.prefix_cache import prompt_hashes
 from block.replica.snapshot import RequestState, Snapshot
 from block.request import Forecast, RoutingRequest
 
+# A state's forecasts replayed before its run is recorded and read (timeline.py): a recording costs two
+# or three replays and pays from about the third read; in `block simulate bench` (a) (12 instances, a
+# snapshot every 20 ms) most states are asked once or twice, and recording at the second cost 6% more CPU.
+REPLAYS_BEFORE_RECORDING = 2
 CANDIDATE = "\0candidate"  # cannot clash with a request id from an engine
 ANTICIPATED = "\0anticipated"  # prefix of the synthetic future arrivals' keys
 AddedDelay = Literal["none", "horizon", "full"]
@@ -170,12 +174,13 @@ class Forecaster:
         # second forecast (a state asked once gains nothing), or at the first when `previous` had one
         self._checkpoint: Checkpoint | None = None
         self._checkpoint_floor: EndToEndFloor | None = None
-        # the run from the checkpoint to the end (timeline.py), about two replays to record: recorded
-        # at the state's second forecast from the checkpoint, or at once where the previous state had
-        # one (an instance routed to is asked again)
+        # the run without a candidate to its end (timeline.py), two or three replays to record: recorded
+        # after REPLAYS_BEFORE_RECORDING forecasts replayed (at the first where its checkpoint is built),
+        # or at once where the previous state had one (an instance routed to is asked again)
         self._timeline: Timeline | None = None
         self._kept: tuple[RoutingRequest, float, Prediction] | None = None  # see read_floor
-        self._replays_before_timeline = 0 if previous is not None and previous._timeline is not None else 1
+        hot = previous is not None and previous._timeline is not None
+        self._replays_before_timeline = 0 if hot else REPLAYS_BEFORE_RECORDING
         self._asked = 0
         self._extends: tuple[Checkpoint, Plan, float] | None = None
         if previous is not None and previous._checkpoint is not None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from block.predictor.bench import busy_snapshot
 from block.predictor.checkpoint import Checkpoint
 from block.predictor.floor import MARGIN, step_floor
-from block.predictor.forecast import Forecaster
+from block.predictor.forecast import REPLAYS_BEFORE_RECORDING, Forecaster
 from block.predictor.timeline import Timeline
 from block.profiles.profile import load_profile
 from block.replica import RequestState, Snapshot
@@ -94,8 +94,8 @@ def test_busy_engines_are_mostly_read_and_match() -> None:
 
 
 def test_the_forecaster_reads_a_state_asked_again() -> None:
-    """A state records its run at its second forecast (the first replays), or at its first where its
-    checkpoint is built (a fleet's walk reached it); the reads give what a replay gives."""
+    """A state records its run once REPLAYS_BEFORE_RECORDING forecasts were replayed, or at its first
+    where its checkpoint is built (a fleet's walk reached it); the reads give what a replay gives."""
     profile = load_profile("llama-2-7b-a30")
     snapshot = busy_snapshot(profile, 48, 40, seed=3)
     asked, prepared = Forecaster(snapshot, profile), Forecaster(snapshot, profile)
@@ -111,14 +111,14 @@ def test_the_forecaster_reads_a_state_asked_again() -> None:
                 assert abs(getattr(got, name) - getattr(want, name)) <= REL * max(1.0, getattr(want, name))
             assert got.steps == want.steps
         assert prepared._timeline is not None
-        assert (asked._timeline is not None) == (k > 0)
+        assert (asked._timeline is not None) == (k >= REPLAYS_BEFORE_RECORDING)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     snapshot=st.one_of(reached_snapshots(caching=True), odd_snapshots(caching=True)),
     shapes=st.lists(
-        st.tuples(st.integers(1, 300), st.integers(1, 200), st.booleans()), min_size=2, max_size=5
+        st.tuples(st.integers(1, 300), st.integers(1, 200), st.booleans()), min_size=3, max_size=6
     ),
 )
 def test_with_the_cache_modelled_a_state_asked_again_forecasts_as_a_fresh_one(
@@ -155,8 +155,8 @@ def test_with_the_cache_modelled_a_state_asked_again_forecasts_as_a_fresh_one(
     snapshot=st.one_of(reached_snapshots(), odd_snapshots()),
     shapes=st.lists(
         st.tuples(st.integers(1, 300), st.integers(1, 200), st.one_of(st.just(0.0), st.floats(1e-4, 30.0))),
-        min_size=2,
-        max_size=5,
+        min_size=3,
+        max_size=6,
     ),
     pending=st.lists(st.tuples(st.integers(1, 120), st.integers(1, 80), st.floats(0.0, 0.05)), max_size=3),
     in_flight=st.one_of(st.none(), st.floats(1e-4, 0.05)),
