@@ -8,8 +8,10 @@ over such runs. Both are derived from `seconds`: `decode_base[n]` is `seconds(n,
 coefficient of the KV tokens read. A new term in `seconds` that is not constant or linear in the KV
 tokens read for a decode step must change `decodes` too, and its two inlined twins in the hottest
 loops: `Replica.run_decodes` (one decode step as `decode_base[n] + kv * kv_tokens_read`, per step for
-the noise) and `FastReplica._drain_group` (`decodes`). The property tests (tests/replica/
-test_run_decodes.py, tests/predictor/test_skip_ahead.py) fail when they drift apart.
+the noise) and `FastReplica._drain_group` (`decodes`); and `one_more_decode`, what one more decoding
+sequence adds to a step (block/predictor/timeline.py reads forecasts with it). The property tests
+(tests/replica/test_run_decodes.py, tests/predictor/test_skip_ahead.py, tests/predictor/test_timeline.py)
+fail when they drift apart.
 
 The linear term is read from a table (0 .. the largest batch asked for so far), so a step costs a
 list index instead of a bisection; a table value is `Profile.linear_time` itself, so the result is
