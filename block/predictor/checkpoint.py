@@ -25,15 +25,12 @@ request's finish, without the candidate too).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from block.predictor.lengths import Plan
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
-from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimulationStuck
-
-MAX_EVENTS = 1_000_000  # as FastReplica.run_until_watched_done
+from block.replica.fast_replica import FastReplica
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +61,8 @@ def run_to_checkpoint(
     """Run `sim` (everything queued; no step in flight left) until a request queued last would take part
     in the next step. Raises SimulationStuck or DeadlineExceeded as a forecast would. `preempted_before`:
     preemptions before `sim` was loaded (an extended checkpoint's)."""
-    skip_ahead, step, max_seqs = sim.skip_ahead, sim.step, sim.max_seqs
-    # only skip_ahead and step, as a forecast runs while its candidate waits (_drain_group needs an
-    # empty queue)
-    while len(sim.running) + len(sim.waiting) >= max_seqs:
-        if deadline is not None and time.perf_counter() > deadline:
-            raise DeadlineExceeded(f"checkpoint unfinished after {sim.events} events")
-        if skip_ahead():
-            continue
-        if not step():
-            raise SimulationStuck("idle with requests queued")
-        if sim.events > MAX_EVENTS:
-            raise SimulationStuck("too many events")
+    max_seqs = sim.max_seqs
+    sim.step_while(lambda s: len(s.running) + len(s.waiting) >= max_seqs, deadline, "checkpoint")
     running, waiting = sim.plans()
     preemptions = preempted_before + sim.num_preemptions
     return Checkpoint(sim.now, valid_from, running, waiting, sim.steps, sim.events, preemptions)

@@ -29,10 +29,8 @@ rounding (sums taken in another order); tests/predictor/test_timeline.py holds t
 from __future__ import annotations
 
 import bisect
-import time
 
-from block.predictor.checkpoint import MAX_EVENTS
-from block.replica.fast_replica import DeadlineExceeded, FastReplica, SimulationStuck, Stretch
+from block.replica.fast_replica import FastReplica, Stretch
 
 MAX_PREEMPTIONS = 8  # of the candidate itself, in one read (more: the forecast replays)
 
@@ -67,16 +65,7 @@ class Timeline:
         cost = self.cost = sim.cost
         cost.reserve(self.max_tokens + 1)  # one_more_decode reads linear[num_tokens + 1]
         self.num_gpu_blocks = sim.num_gpu_blocks
-        skip_ahead, step = sim.skip_ahead, sim.step
-        while sim.running or sim.waiting:
-            if deadline is not None and time.perf_counter() > deadline:
-                raise DeadlineExceeded(f"timeline unfinished after {sim.events} events")
-            if skip_ahead():
-                continue
-            if not step():
-                raise SimulationStuck("idle with requests queued")
-            if sim.events > MAX_EVENTS:
-                raise SimulationStuck("too many events")
+        sim.step_while(lambda s: bool(s.running or s.waiting), deadline, "timeline")
         self.end = sim.now  # when the last request finishes
         self._index(sim.record)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -137,6 +138,9 @@ class Stretch(NamedTuple):
         from every sequence, the steps in between as the cycle says."""
         q, r = divmod(j + 1, len(self.cycle))
         return self.free - q * self.num_seqs - self.cycle[r]
+
+
+MAX_EVENTS = 1_000_000  # general steps in one run (run_until_watched_done's default, step_while's bound)
 
 
 class SimulationStuck(RuntimeError):
@@ -354,7 +358,7 @@ class FastReplica:
         return bool(self.running or self.waiting)
 
     def run_until_watched_done(
-        self, max_events: int = 1_000_000, deadline: float | None = None, until: float | None = None
+        self, max_events: int = MAX_EVENTS, deadline: float | None = None, until: float | None = None
     ) -> None:
         """`deadline`: a time.perf_counter() value after which DeadlineExceeded is raised (checked
         between events, each a few microseconds), so one deep queue cannot hold a caller up. `until`:
@@ -370,6 +374,24 @@ class FastReplica:
             if not step():
                 raise SimulationStuck("idle with watched requests unfinished")
             if self.events > max_events:
+                raise SimulationStuck("too many events")
+
+    def step_while(
+        self, busy: Callable[[FastReplica], bool], deadline: float | None = None, what: str = "run"
+    ) -> None:
+        """Step (skipping decode stretches) while `busy(self)`: only `skip_ahead` and `step`, as a forecast
+        runs while its candidate waits (`_drain_group` needs an empty queue). Raises DeadlineExceeded past
+        `deadline` (a time.perf_counter() value), SimulationStuck when idle with requests queued or past
+        MAX_EVENTS; `what` names the run in those messages."""
+        skip_ahead, step = self.skip_ahead, self.step
+        while busy(self):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DeadlineExceeded(f"{what} unfinished after {self.events} events")
+            if skip_ahead():
+                continue
+            if not step():
+                raise SimulationStuck("idle with requests queued")
+            if self.events > MAX_EVENTS:
                 raise SimulationStuck("too many events")
 
     def advance_until(self, t: float) -> None:
