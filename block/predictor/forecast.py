@@ -310,8 +310,9 @@ class Forecaster:
         """`ready_s` from the run recorded from the snapshot: the end of the `own_steps`-th step from the
         first one a candidate sent then can be admitted in, less `step_s` for each after the first (each
         step takes at least that: a longer own part is bounded by those) (timeline.py: `end_floor`);
-        None without such a recording, or where its floors do not hold for every candidate (see
-        `timeline_floor`)."""
+        None without such a recording, or where such a floor does not hold for every candidate: a step
+        may get shorter with more in it (StepFloor.rising), or with the cache modelled the recording
+        (without it) may not be the run (anyone preempted, or a prompt there may find another's blocks)."""
         timeline = self._timeline
         # (a deep queue's checkpoint orders it as well, for less: the walk reaches few of those)
         if timeline is None or self._checkpoint is not None or not timeline.serves(elapsed_s):

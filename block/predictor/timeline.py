@@ -1,29 +1,32 @@
 """A forecast read off a recorded run: the run without a candidate, recorded once per instance state.
 
 A candidate queued last, once it reaches the queue, is behind everyone, and the requests ahead of it do
-not notice it, step for step, as long as nobody is preempted and it never goes without its token:
+not notice it, step for step, as long as none of them is preempted:
 - it may first take part in the first step that starts after it arrived (never the one in flight at the
   snapshot), and is admitted last in a step's FCFS loop, with the budget, the slot and the blocks those
   ahead left;
 - in every later step it is last in `running` (the queue ahead is empty once it is in, and without a
-  preemption nobody joins it), so it takes what is left of the budget, and the blocks it holds are
-  blocks nobody else asks for while enough stay free.
+  preemption nobody joins it), so it takes what is left of the budget (none left: no token that step),
+  and the blocks it holds are blocks nobody else asks for while enough stay free;
+- when they are not, it is the one preempted (the newest goes first): it leaves the step, its blocks go
+  back, and it is in line again from the next step, to recompute what it had.
 So the steps of the run with it are the steps of the run without it, in the same order, each one it
 takes part in longer by what it adds (StepCost.seconds is affine in its chunk's pairs and in its
 reads). `Timeline` records the run without a candidate to its end (FastReplica.record: general steps one
-by one, decode stretches whole; from the snapshot, or from a checkpoint, checkpoint.py, for candidates
-that reach the queue before it), with prefix sums over its steps. A forecast is then: find the step
-whose admission loop reaches the candidate with budget, a slot and blocks; time its prefill chunks one
-by one; time its decodes as prefix sums over the steps they fall in, and, past the end of the
-recording, as decodes alone (StepCost.decodes).
+by one, decode stretches whole with their block demand; from the snapshot, or from a checkpoint,
+checkpoint.py: a candidate that reaches the queue before it is in line at its first step, a later one
+joins where it arrives), with prefix sums over its steps. A forecast is then: the step whose admission
+loop reaches the candidate with budget, a slot and blocks; its prefill chunks one by one; its decodes
+as prefix sums over the steps they fall in (step by step only where its blocks run short), and, past the
+end of the recording, as decodes alone (StepCost.decodes).
 
-Where that cannot be shown, `forecast` says None and the caller replays (the same answer, slower): a
-step in the candidate's life that preempts, one whose budget the requests ahead use up (it would go
-without its token), fewer free blocks somewhere in its life than it will end up holding, or an
-admission in the middle of a stretch where the free blocks are not known step by step.
+Where that cannot be shown, `forecast` says None and the caller replays (the same answer, slower): someone
+ahead preempted in the candidate's life (a preempted request comes back behind it), a stretch without
+budget for it, more than MAX_PREEMPTIONS of its own.
 
-For forecasts without anticipated arrivals, harm term or horizon. Times are the replay's up to float
-rounding (sums taken in another order); tests/predictor/test_timeline.py holds them to it.
+For forecasts without anticipated arrivals or harm term. Times are the replay's up to float rounding
+(sums taken in another order), steps and preemptions exactly; tests/predictor/test_timeline.py holds them
+to it. For a fleet's walk, `end_floor` bounds every candidate of at least so many steps from it.
 """
 
 from __future__ import annotations
