@@ -18,14 +18,17 @@ proxied stream, so a burst of requests must not turn into a burst of forecasts t
   every target's floor comes first (block/predictor/floor.py: O(log n) from the prepared state), then
   best first in ascending floor order until the best score so far beats the next floor: a target
   reached is first bounded again from its checkpoint (block/predictor/checkpoint.py: the queue ahead
-  replayed once per state, a much tighter floor) and goes back in line with that, and is forecast
-  when reached again. From READY_ORDER_MIN targets on, not even every floor is computed: the targets
-  are walked in the order of a floor prepared once per state (ready_order.py), and those never
-  reached are never looked at. Idle instances are not walked: one forecast per kind stands for them all
-  (ready_order.py), and so does it for an instance whose requests all finish before the new one arrives
-  (InstanceTracker.idle_by: its forecast is an idle one's, bit for bit). The others cannot win; the
-  policy gets the forecast ones only. If a forecast is missing, every target is handed on (the fallback
-  chooses among all, as without pruning).
+  replayed once per state, a much tighter floor), or, without a queue beyond its slots, by its forecast
+  read off its recorded run (Forecaster.read_floor: the tightest floor, kept for the forecast), and goes
+  back in line with that, and is forecast when reached again. From READY_ORDER_MIN targets on, not even
+  every floor is computed: the targets are walked in the order of a floor prepared once per state
+  (ready_order.py; from the recorded run where the state has one and no checkpoint), and those never
+  reached are never looked at. Scores and floors are compared on a nanosecond grid (the policy's
+  `on_grid`): a read and a replay of one forecast differ in their last bits. Idle instances are not
+  walked: one forecast per kind stands for them all (ready_order.py), and so does it for an instance
+  whose requests all finish before the new one arrives (InstanceTracker.idle_by: its forecast is an
+  idle one's, bit for bit). The others cannot win; the policy gets the forecast ones only. If a
+  forecast is missing, every target is handed on (the fallback chooses among all, as without pruning).
 When forecasts are missing, `missing_reason` says why (budget, deadline, error; the router adds sidecar)
 and shedding for the budget is logged as a warning at most once a minute: a router that sheds is, in
 effect, not doing Block, and the operator must hear of it.
