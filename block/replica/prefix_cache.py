@@ -51,7 +51,7 @@ class CachedBlock:
 
 
 class PrefixCache:
-    __slots__ = ("table", "front", "end", "removed", "log")
+    __slots__ = ("table", "front", "end", "removed", "log", "changes", "_queue")
 
     def __init__(self, free_blocks: int, collect: bool = True) -> None:
         self.table: dict[int, list[CachedBlock]] = {}  # hash -> copies, oldest first (some evicted)
@@ -60,6 +60,10 @@ class PrefixCache:
         self.removed: list[int] = []  # heap: positions >= front whose record a hit took back
         # (position, record) of freed records in position order, to forget them once evicted
         self.log: deque[tuple[int, CachedBlock]] | None = deque() if collect else None
+        # what changed the free queue so far, and free_queue's last answer with the count it was for: a
+        # router's snapshots come more often than an instance's steps, so most find it unchanged
+        self.changes = 0
+        self._queue: tuple[int, list[tuple[int, int]]] | None = None
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -95,10 +99,14 @@ class PrefixCache:
                 b.pos = -1
                 taken += 1
             b.ref += 1
+        self.changes += taken
         return taken
 
     def take(self, n: int) -> None:
         """`n` blocks are allocated from the queue's front, evicting the records among them."""
+        if n <= 0:
+            return
+        self.changes += 1
         target = self.front + n
         removed = self.removed
         while removed and removed[0] < target:
@@ -144,10 +152,20 @@ class PrefixCache:
                 end += 1
                 freed += 1
         self.end = end
+        self.changes += 1
         return freed
 
     def free_queue(self) -> list[tuple[int, int]]:
-        """The free records in eviction order, as (anonymous blocks in front, hash)."""
+        """The free records in eviction order, as (anonymous blocks in front, hash). Unchanged since the
+        last call: the same list (read it, do not change it)."""
+        kept = self._queue
+        if kept is not None and kept[0] == self.changes:
+            return kept[1]
+        queue = self._free_queue()
+        self._queue = (self.changes, queue)
+        return queue
+
+    def _free_queue(self) -> list[tuple[int, int]]:
         front = self.front
         # (position, record) in position order; a record is free there while its pos is that position
         entries: Iterable[tuple[int, CachedBlock]] = (
