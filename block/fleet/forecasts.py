@@ -356,7 +356,7 @@ class Forecasts:
         own, own_steps = float("inf"), 1 << 62
         prompt = request.prompt_tokens
         for steps, cfg in groups.values():
-            if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
+            if not cfg.fits(prompt):
                 return None, 0.0, 0
             own = min(own, steps.own_s(request, cfg))
             own_steps = min(own_steps, steps.own_steps(request, cfg))

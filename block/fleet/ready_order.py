@@ -143,7 +143,6 @@ class ReadyOrder:
         group = view.own_floor()
         if group is not None:
             st, cfg = group
-            room = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size)
-            key = (st.step_s, st.per_seq_s, st.kv_s, st.pair_s, st.max_tokens, room)
+            key = (st.step_s, st.per_seq_s, st.kv_s, st.pair_s, st.max_tokens, cfg.room)
             self.groups.setdefault((*key, cfg.enable_prefix_caching, cfg.block_size), group)
         return ready, tight

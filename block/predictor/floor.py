@@ -168,7 +168,6 @@ class EndToEndFloor:
         leading prompt blocks each request (by id) not yet admitted may find cached; `known`, the
         block hashes a candidate may find (see the module docstring). None: nothing is cached."""
         self.config = config
-        self.cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size)
         self.steps = steps or step_floor(profile, config)
         self.in_flight = in_flight_s is not None and bool(ahead)
         self.in_flight_s = (in_flight_s or 0.0) if self.in_flight else 0.0
@@ -187,7 +186,7 @@ class EndToEndFloor:
         is in the queue already (behind everything ahead), its request overhead spent."""
         cfg, st = self.config, self.steps
         prompt = request.prompt_tokens
-        if prompt < 1 or prompt >= self.cap:
+        if not cfg.fits(prompt):
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
         out = planned_output(request, cfg)
         elapsed = max(0.0, elapsed_s)

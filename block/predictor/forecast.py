@@ -90,7 +90,7 @@ class Arrivals:
 
     def sized_for(self, config: ReplicaConfig) -> tuple[int, int]:
         """(prompt, output) tokens of each synthetic request, capped to what the instance can hold."""
-        cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size) - 1
+        cap = config.room - 1
         prompt = max(1, min(self.prompt_tokens, cap))
         return prompt, max(1, min(self.output_tokens, max_output(prompt, config)))
 
@@ -270,7 +270,7 @@ class Forecaster:
         cfg, prompt = self.config, request.prompt_tokens
         if self._timeline is None and not record:
             return None
-        if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
+        if not cfg.fits(prompt):
             return None  # the forecast says why
         sent = max(0.0, elapsed_s)
         arrival = sent + self.profile.request_overhead(prompt)
@@ -527,7 +527,7 @@ class Forecaster:
         the SLO or not?", it bounds the cost on a deep queue. Not combined with `arrivals`."""
         cfg = self.config
         prompt = request.prompt_tokens
-        if prompt < 1 or prompt >= min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size):
+        if not cfg.fits(prompt):
             raise ValueError(f"prompt_tokens {prompt} does not fit this instance")
         self._asked += 1
         out = planned_output(request, cfg)

@@ -46,7 +46,7 @@ class LengthRule:
     def plan_all(self, states: Iterable[RequestState], config: ReplicaConfig) -> list[Plan]:
         """`total_output` for many requests of one instance: a forecast plans every request it loads,
         so this is one loop with the constants hoisted (the same rules, in the same order)."""
-        cap = min(config.max_model_len, config.num_gpu_blocks * config.block_size)
+        cap = config.room
         default, overrun, length_of = self.default_output_tokens, max(1, self.overrun_tokens), self.length_of
         plans: list[Plan] = []
         for s in states:

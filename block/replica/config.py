@@ -27,6 +27,15 @@ class ReplicaConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
+    @property
+    def room(self) -> int:
+        """Tokens one request can hold at most: the model's length, and all of the KV cache."""
+        return min(self.max_model_len, self.num_gpu_blocks * self.block_size)
+
+    def fits(self, prompt_tokens: int) -> bool:
+        """Whether a prompt this long can be served here (it leaves room for a token of output)."""
+        return 1 <= prompt_tokens < self.room
+
     def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
