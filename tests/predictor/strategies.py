@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from block.prefix import chain_hashes
 from block.replica import Replica, ReplicaConfig, Request, RequestState, Snapshot
+from block.request import RoutingRequest
 from tests.conftest import make_test_profile
 
 PROFILE = make_test_profile()
@@ -38,6 +39,42 @@ def prompt_hashes(draw, prompt: int, block_size: int, share: bool = True) -> tup
     uid = next(_uids)
     tokens = [family * 10_000 + i if i < shared else (10 + uid) * 10_000 + i for i in range(prompt)]
     return chain_hashes(tokens, block_size)
+
+
+@st.composite
+def hashed_requests(
+    draw,
+    config: ReplicaConfig,
+    prompts=st.integers(1, 200),
+    outputs=st.integers(1, 150),
+    max_tokens=st.none(),
+    share: bool = True,
+) -> RoutingRequest:
+    """A candidate fitted to `config`, its prompt named by block hashes at the config's block size (sharing
+    one of three families unless `share` is False)."""
+    prompt = min(draw(prompts), config.room - 1)
+    return RoutingRequest(
+        prompt,
+        draw(outputs),
+        draw(max_tokens),
+        prefix_hashes=draw(prompt_hashes(prompt, config.block_size, share)),
+        prefix_block_size=config.block_size,
+    )
+
+
+@st.composite
+def hashed_pending(
+    draw, snapshot: Snapshot, shapes: list[tuple[int, int]], share: bool = True
+) -> list[RequestState]:
+    """Requests routed since `snapshot`, one per (prompt, output) of `shapes`, their prompts named as
+    `hashed_requests` names them."""
+    cfg = snapshot.config
+    pending = []
+    for i, (p, o) in enumerate(shapes):
+        p = min(p, cfg.room - 1)
+        hashes = draw(prompt_hashes(p, cfg.block_size, share))
+        pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o, prefix_hashes=hashes))
+    return pending
 
 
 @st.composite

@@ -12,7 +12,13 @@ from block.predictor.cache_overlap import CacheOverlap
 from block.predictor.forecast import Forecaster
 from block.predictor.stepwise import run_stepwise
 from block.replica import ReplicaConfig, RequestState, Snapshot
-from tests.predictor.strategies import PROFILE, odd_snapshots, prompt_hashes, reached_snapshots
+from tests.predictor.strategies import (
+    PROFILE,
+    hashed_pending,
+    hashed_requests,
+    odd_snapshots,
+    reached_snapshots,
+)
 
 US = 1e-6
 elapsed = st.one_of(st.just(0.0), st.floats(1e-4, 0.5))
@@ -23,21 +29,9 @@ def own_prompt_cases(draw, snapshots, share_candidate: bool = False):
     """A snapshot whose prompts share nothing (cached ones included), pending requests and a candidate
     of their own too (`share_candidate`: the candidate may share one of three families with them)."""
     snapshot = draw(snapshots)
-    cfg = snapshot.config
-    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
-    prompt = min(draw(st.integers(1, 200)), cap)
-    request = RoutingRequest(
-        prompt,
-        draw(st.integers(1, 150)),
-        prefix_hashes=draw(prompt_hashes(prompt, cfg.block_size, share_candidate)),
-        prefix_block_size=cfg.block_size,
-    )
-    pending = []
-    for i in range(draw(st.integers(0, 4))):
-        p = min(draw(st.integers(1, 120)), cap)
-        hashes = draw(prompt_hashes(p, cfg.block_size, False))
-        o = draw(st.integers(1, 80))
-        pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o, prefix_hashes=hashes))
+    request = draw(hashed_requests(snapshot.config, share=share_candidate))
+    shapes = draw(st.lists(st.tuples(st.integers(1, 120), st.integers(1, 80)), max_size=4))
+    pending = draw(hashed_pending(snapshot, shapes, share=False))
     return snapshot, request, pending
 
 

@@ -14,7 +14,13 @@ from block.prefix import chain_hashes
 from block.profiles import load_profile
 from block.replica import ReplicaConfig, RequestState, Snapshot
 from block.request import RoutingRequest
-from tests.predictor.strategies import PROFILE, odd_snapshots, prompt_hashes, reached_snapshots
+from tests.predictor.strategies import (
+    PROFILE,
+    hashed_pending,
+    hashed_requests,
+    odd_snapshots,
+    reached_snapshots,
+)
 
 candidates = st.builds(
     RoutingRequest,
@@ -91,22 +97,17 @@ def test_floor_is_close_on_busy_paper_snapshots() -> None:
 def cached_states(draw):
     """A caching snapshot, pending requests and a candidate whose prompts share prefixes with it."""
     snapshot = draw(st.one_of(reached_snapshots(caching=True), odd_snapshots(caching=True)))
-    cfg = snapshot.config
-    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
-    prompt = min(draw(st.integers(1, 300)), cap)
-    request = RoutingRequest(
-        prompt,
-        draw(st.integers(1, 200)),
-        draw(st.one_of(st.none(), st.integers(1, 200))),
-        prefix_hashes=draw(prompt_hashes(prompt, cfg.block_size)),
-        prefix_block_size=cfg.block_size,
+    request = draw(
+        hashed_requests(
+            snapshot.config,
+            st.integers(1, 300),
+            st.integers(1, 200),
+            st.one_of(st.none(), st.integers(1, 200)),
+        )
     )
-    pending, at = [], []
-    for i, (p, o, t) in enumerate(draw(pendings)):
-        p = min(p, cap)
-        hashes = draw(prompt_hashes(p, cfg.block_size))
-        pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o, prefix_hashes=hashes))
-        at.append(t)
+    shapes = draw(pendings)
+    pending = draw(hashed_pending(snapshot, [(p, o) for p, o, _ in shapes]))
+    at = [t for _, _, t in shapes]
     return snapshot, request, pending, at
 
 

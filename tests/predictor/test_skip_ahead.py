@@ -13,7 +13,13 @@ from block.predictor.lengths import LengthRule
 from block.predictor.stepwise import run_stepwise
 from block.replica import RequestState
 from block.replica.fast_replica import SimRequest
-from tests.predictor.strategies import PROFILE, odd_snapshots, prompt_hashes, reached_snapshots
+from tests.predictor.strategies import (
+    PROFILE,
+    hashed_pending,
+    hashed_requests,
+    odd_snapshots,
+    reached_snapshots,
+)
 
 US = 1e-6
 candidates = st.builds(
@@ -147,20 +153,8 @@ def test_anticipating_forecast_equals_stepwise(snapshot, request, elapsed_s, arr
 def cached_cases(draw, snapshots):
     """A snapshot whose prompts share prefixes, and a candidate and pending requests that share them too."""
     snapshot = draw(snapshots)
-    cfg = snapshot.config
-    cap = min(cfg.max_model_len, cfg.num_gpu_blocks * cfg.block_size) - 1
-    prompt = min(draw(st.integers(1, 200)), cap)
-    request = RoutingRequest(
-        prompt,
-        draw(st.integers(1, 150)),
-        prefix_hashes=draw(prompt_hashes(prompt, cfg.block_size)),
-        prefix_block_size=cfg.block_size,
-    )
-    pending = []
-    for i, (p, o) in enumerate(draw(pendings)):
-        p = min(p, cap)
-        hashes = draw(prompt_hashes(p, cfg.block_size))
-        pending.append(RequestState(f"p{i}", snapshot.now, p, expected_output_tokens=o, prefix_hashes=hashes))
+    request = draw(hashed_requests(snapshot.config))
+    pending = draw(hashed_pending(snapshot, draw(pendings)))
     return snapshot, draw(st.one_of(st.none(), st.just(request))), pending
 
 
