@@ -20,6 +20,7 @@ from block.fleet.sources import detect
 from block.fleet.sources.lean_get import LeanGet
 from block.fleet.tracker import router_tracker
 from block.prefix import PREFIX_BLOCK_SIZE
+from block.profiles import Profile, load_profile
 from block.replica import ReplicaConfig
 from block.request import Forecast, RoutingRequest
 from block.router.config import RouterConfig
@@ -75,6 +76,10 @@ class InstancePool:
         # Called when what the forecasts read changed: a request finished, a snapshot arrived
         # (admission re-checks the requests it holds then).
         self.on_change: list[Callable[[], None]] = []
+        # Each profile loaded once and shared by the instances that run it, as in the simulator: alike
+        # idle instances are then one kind, forecast once per decision (InstanceTracker.idle_signature
+        # tells kinds apart by the profile object); None for a name that is not a profile
+        self._profiles: dict[str, Profile | None] = {}
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -224,6 +229,19 @@ class InstancePool:
             log.info("instance %s in rotation (%s)", inst.id, inst.kind)
             self.set_healthy(inst, True)
 
+    def _profile(self, name: str | None) -> Profile | None:
+        """The profile of that name (a shipped one or a .json path), loaded once; None for no name or
+        one that is not a profile (warned once: forecasts are then unavailable where it is named)."""
+        if not name:
+            return None
+        if name not in self._profiles:
+            try:
+                self._profiles[name] = load_profile(name)
+            except (ValueError, OSError):
+                log.warning("unknown profile %r: forecasts unavailable where it is named", name)
+                self._profiles[name] = None
+        return self._profiles[name]
+
     async def _setup(self, inst: Instance) -> bool:
         """Detect where its state comes from, read a first snapshot and make its tracker."""
         timeout = max(0.5, self.config.health_interval)
@@ -233,7 +251,7 @@ class InstancePool:
             return False
         # What the fleet file says of this instance: used where the instance itself does not say.
         engine = self.config.fleet.engine_for(inst.url)
-        fleet_profile = _load_profile(engine.profile) if engine is not None and engine.profile else None
+        fleet_profile = self._profile(engine.profile) if engine is not None else None
         base = engine.replica_config(fleet_profile) if engine is not None else self.base_config
         source = kind(inst.url, base, self.config.metrics_read_ms / 1000.0)
         try:
@@ -245,11 +263,11 @@ class InstancePool:
         inst.accepts_expected_field = source.accepts_expected_field
         # Block engines name their profile in /state; for stock vLLM it is the one the instance was added
         # with (discovery's pod label), else the fleet file's for this instance, else the router's --profile.
-        profile = _load_profile(snapshot.profile) if snapshot.profile else None
+        profile = self._profile(snapshot.profile)
         if profile is None and inst.profile:
-            profile = _load_profile(inst.profile)
+            profile = self._profile(inst.profile)
         if profile is None:
-            profile = fleet_profile or _load_profile(self.config.profile)
+            profile = fleet_profile or self._profile(self.config.profile)
         inst.tracker = router_tracker(
             inst.id,
             profile,
@@ -349,15 +367,3 @@ class InstancePool:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _load_profile(name: str | None) -> Any:
-    if not name:
-        return None
-    from block.profiles import load_profile
-
-    try:
-        return load_profile(name)
-    except (ValueError, OSError):
-        log.warning("unknown profile %r: forecasts unavailable for this instance", name)
-        return None

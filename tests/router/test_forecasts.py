@@ -4,6 +4,7 @@ when they are late or down; requests never fail because of a predictor."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,3 +113,32 @@ async def test_anticipated_arrivals_share_one_fleet_record() -> None:
         assert fleet.count_since(0.0) == 6  # every route, whichever instance took it
         app.pool.set_healthy(next(iter(app.pool.instances.values())), False)
         assert fleet.instances == 2
+
+
+async def test_alike_idle_instances_are_forecast_once_per_decision() -> None:
+    """Instances that run the same profile share one loaded profile, so a decision over many idle ones
+    makes one forecast for them all (Forecasts.candidates), not one per instance."""
+    fakes = [FakeUpstream(tokens=1) for _ in range(34)]  # from READY_ORDER_MIN instances on
+    async with (
+        upstreams(*fakes) as ups,
+        router([u.url for u in ups], policy="block", profile="tiny-fast", deadline_ms=1000) as (app, url),
+    ):
+        trackers = [inst.tracker for inst in app.pool.instances.values()]
+        assert len(trackers) == 34 and len({id(t.profile) for t in trackers if t is not None}) == 1
+        forecasts = app.decider.forecasts
+        async with httpx.AsyncClient(timeout=5) as c:
+            for _ in range(3):
+                await every_idle(trackers)
+                made = forecasts.made
+                r = await c.post(url + "/v1/completions", json={"prompt": "a b c", "max_tokens": 1})
+                assert r.status_code == 200
+                assert forecasts.made - made == 1, (app.metrics.fallback_counts, forecasts.missing_reason)
+
+
+async def every_idle(trackers: list[Any], timeout_s: float = 5.0) -> None:
+    """Wait until every tracker sees its instance idle (the last request finished and polled)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + timeout_s
+    while not all(t.idle_signature(time.monotonic()) is not None for t in trackers):
+        assert loop.time() < until, "instances still busy"
+        await asyncio.sleep(0.02)
