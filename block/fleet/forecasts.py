@@ -183,7 +183,9 @@ class Forecasts:
         # its tolerance, for a request with a prefix identity: those that hold some of it, or every one
         # where that is not known)
         for kind, members in self._ready.idle.items() if ahead else ():
-            i = min(members, key=lambda j: (views[j].in_flight, j))
+            i = min(members)  # the first, unless another has fewer in flight (an idle one seldom has any)
+            if views[i].in_flight:
+                i = min(members, key=lambda j: (views[j].in_flight, j))
             f = forecast_of(views[i], kind)
             if f is None:
                 return self._missing(request, views, got, started, refused)

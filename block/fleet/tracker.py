@@ -435,7 +435,8 @@ class InstanceTracker:
         if not fc.num_requests and fc.step_end_s is None:  # idle (ReadyOrder files these apart)
             return [self.snapshot_at] * len(own_steps), True
         elapsed = now - self.snapshot_at
-        return [self.snapshot_at + fc.ready_s(elapsed, n) for n in own_steps], fc.checkpointed(elapsed)
+        ready, tight = fc.ready_each(elapsed, own_steps)
+        return [self.snapshot_at + r for r in ready], tight
 
     def prepare(self) -> None:
         """Build the forecaster's checkpoint now (block.predictor.checkpoint: a replay of the queue)

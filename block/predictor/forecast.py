@@ -284,12 +284,17 @@ class Forecaster:
     def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
         """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
         with or without cache hits: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
-        MARGIN of it (the cheap floor a fleet's fan-out orders instances by). From the floor's
-        `ready_s`; from the checkpoint when it covers such candidates (their wait for the queue
-        ahead replayed, then the checkpoint's floor: much the tighter); tightest, from the run recorded
-        from the snapshot (`_recorded_ready_s`), recorded here for a state without a queue beyond its
-        sequence slots (cheap, and it has no checkpoint to speak of). Extends the previous state's
-        checkpoint first where it can (a few steps, not the queue)."""
+        MARGIN of it (the cheap floor a fleet's fan-out orders instances by). See `ready_each`."""
+        return self.ready_each(elapsed_s, (own_steps,))[0][0]
+
+    def ready_each(self, elapsed_s: float, own_steps: Sequence[int]) -> tuple[list[float], bool]:
+        """`ready_s` for each of `own_steps` at once, and whether they are tight (from the checkpoint or
+        the recorded run). From the floor's `ready_s`; from the checkpoint when it covers such
+        candidates (their wait for the queue ahead replayed, then the checkpoint's floor: much the
+        tighter); tightest, from the run recorded from the snapshot (`_recorded_ready_each`), recorded
+        here for a state without a queue beyond its sequence slots (cheap, and it has no checkpoint to
+        speak of). Extends the previous state's checkpoint first where it can (a few steps, not the
+        queue)."""
         cp = self._checkpoint
         if cp is None and self._extends is not None:
             with contextlib.suppress(SimulationStuck):  # a forecast will say so
@@ -299,20 +304,22 @@ class Forecaster:
         elif cp is None and self._timeline is None and self.num_requests < self.config.max_num_seqs:
             with contextlib.suppress(SimulationStuck):
                 self._timeline = self._record(elapsed_s, None)
-        recorded = self._recorded_ready_s(elapsed_s, own_steps)
+        recorded = self._recorded_ready_each(elapsed_s, own_steps)
         if recorded is not None:
-            return recorded
+            return recorded, True
         if cp is not None and cp.valid_from <= elapsed_s:
-            return cp.at + self._floor_at_checkpoint(cp).ready_s(own_steps)
-        return self.floor.ready_s(own_steps)
+            floor = self._floor_at_checkpoint(cp)
+            return [cp.at + floor.ready_s(n) for n in own_steps], True
+        return [self.floor.ready_s(n) for n in own_steps], False
 
-    def _recorded_ready_s(self, elapsed_s: float, own_steps: int) -> float | None:
-        """`ready_s` from the run recorded from the snapshot: the end of the `own_steps`-th step from the
-        first one a candidate sent then can be admitted in, less `step_s` for each after the first (each
-        step takes at least that: a longer own part is bounded by those) (timeline.py: `end_floor`);
-        None without such a recording, or where such a floor does not hold for every candidate: a step
-        may get shorter with more in it (StepFloor.rising), or with the cache modelled the recording
-        (without it) may not be the run (anyone preempted, or a prompt there may find another's blocks)."""
+    def _recorded_ready_each(self, elapsed_s: float, own_steps: Sequence[int]) -> list[float] | None:
+        """`ready_s` from the run recorded from the snapshot, for each of `own_steps`: the end of the
+        n-th step from the first one a candidate sent then can be admitted in, less `step_s` for each
+        after the first (each step takes at least that: a longer own part is bounded by those)
+        (timeline.py: `end_floors`); None without such a recording, or where such a floor does not hold
+        for every candidate: a step may get shorter with more in it (StepFloor.rising), or with the
+        cache modelled the recording (without it) may not be the run (anyone preempted, or a prompt
+        there may find another's blocks)."""
         timeline = self._timeline
         # (a deep queue's checkpoint orders it as well, for less: the walk reaches few of those)
         if timeline is None or self._checkpoint is not None or not timeline.serves(elapsed_s):
@@ -321,16 +328,11 @@ class Forecaster:
         if not steps.rising or (self._caching and (timeline.preempts or not self._cannot_hit(()))):
             return None
         if timeline.end <= elapsed_s:  # done with all it has by then: a candidate meets it idle, and
-            return timeline.end  # the fan-out forecasts it as an idle one (InstanceTracker.idle_by)
-        end = timeline.end_floor(elapsed_s, own_steps, steps.step_s)
-        return None if end is None else end - (own_steps - 1) * steps.step_s
-
-    def checkpointed(self, elapsed_s: float) -> bool:
-        """Whether `ready_s(elapsed_s)` comes from the checkpoint or the recorded run (tight)."""
-        cp = self._checkpoint
-        if self._timeline is not None and self._recorded_ready_s(elapsed_s, 1) is not None:
-            return True
-        return cp is not None and cp.valid_from <= elapsed_s
+            return [timeline.end] * len(own_steps)  # the fan-out forecasts it as an idle one (idle_by)
+        ends = timeline.end_floors(elapsed_s, own_steps, steps.step_s)
+        if ends is None:
+            return None
+        return [end - (n - 1) * steps.step_s for end, n in zip(ends, own_steps, strict=True)]
 
     def _floor_at_checkpoint(self, cp: Checkpoint) -> EndToEndFloor:
         if self._checkpoint_floor is None:

@@ -32,6 +32,7 @@ to it. For a fleet's walk, `end_floor` bounds every candidate of at least so man
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
 from block.replica.fast_replica import FastReplica, Stretch
 
@@ -183,13 +184,22 @@ class Timeline:
         the recording `step_s` at least. The steps it shares only get longer (it preempts nobody but
         itself: the newest goes first); None where someone is preempted in the recording from there
         (a preempted request may come back behind it)."""
+        ends = self.end_floors(arrival, (own_steps,), step_s)
+        return None if ends is None else ends[0]
+
+    def end_floors(self, arrival: float, own_steps: Sequence[int], step_s: float) -> list[float] | None:
+        """`end_floor` for each of `own_steps`, the step it is admitted in found once."""
         first = self._admission(self._joins(arrival), 1)
         if first is None or self._sums[-1][4] != self._sums_before(first)[4]:
             return None
-        last = first + own_steps - 1
-        if last < self.num_steps:
-            return self._end_of(last, 0.0)
-        return max(self.end, arrival) + (last - max(first, self.num_steps) + 1) * step_s
+        ends = []
+        for n in own_steps:
+            last = first + n - 1
+            if last < self.num_steps:
+                ends.append(self._end_of(last, 0.0))
+            else:
+                ends.append(max(self.end, arrival) + (last - max(first, self.num_steps) + 1) * step_s)
+        return ends
 
     @property
     def preempts(self) -> bool:
