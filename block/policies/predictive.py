@@ -104,12 +104,15 @@ class BlockPolicy(Policy):
 
 
 def on_grid(seconds: float) -> float:
-    """`seconds` down to a whole nanosecond: scores that differ by less are equal, and the tie goes to
-    fewer requests in flight, then to the first instance. A forecast read off a recorded run and the
+    """`seconds` to the nearest whole nanosecond: scores that differ by less are equal, and the tie goes
+    to fewer requests in flight, then to the first instance. A forecast read off a recorded run and the
     same forecast replayed sum the same step times in another order and differ in their last bits
     (block/predictor/timeline.py); without the grid a tie between alike instances would go to whichever
-    was replayed. Monotone, so a floor on the grid stays under the score on the grid."""
-    return math.floor(seconds * SCORE_GRID) / SCORE_GRID if math.isfinite(seconds) else seconds
+    was replayed. Rounded, not cut: a profile's round coefficients put forecasts on whole nanoseconds,
+    where cutting sends a value a bit under one to the nanosecond below (a property test found a
+    read and a replay of one forecast split that way). Monotone, so a floor on the grid stays under the
+    score on the grid."""
+    return math.floor(seconds * SCORE_GRID + 0.5) / SCORE_GRID if math.isfinite(seconds) else seconds
 
 
 def prefix_sharers(view: InstanceView, request: RoutingRequest) -> int:

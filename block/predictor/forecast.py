@@ -540,13 +540,13 @@ class Forecaster:
             # timed as if sent at the snapshot, every idle instance alike gives the same forecast, bit
             # for bit (a decision forecasts one for all: InstanceTracker.idle_signature)
             sent = 0.0
+            if not self._caching and not self.candidate_hashes(request):
+                return self._alone(prompt, out, horizon_s, deadline)
         elif added_delay == "none" and quiet and self.idle_by(request, sent, deadline):
             # everything here finishes before it arrives: it meets an idle instance, so it gets an idle
-            # instance's forecast, computed as one (the same, bit for bit)
-            sim = FastReplica(cfg, self.profile)
-            sim.load([], [])
-            sim.advance_until(self.profile.request_overhead(prompt))
-            return self._candidate_run(sim, [], prompt, out, (), 0.0, horizon_s, deadline, "none")
+            # instance's forecast, computed as one (the same, bit for bit: a decision uses the one
+            # forecast of idle instances alike for it)
+            return self._alone(prompt, out, horizon_s, deadline)
         arrival = sent + self.profile.request_overhead(prompt)  # when it reaches the engine's queue
 
         hashes = self.candidate_hashes(request)
@@ -591,6 +591,16 @@ class Forecaster:
                 return plain
         sim, reqs = self._build(watch_all=added_delay == "full", until=arrival, candidate=hashes)
         return self._candidate_run(sim, reqs, prompt, out, hashes, sent, horizon_s, deadline, added_delay)
+
+    def _alone(self, prompt: int, out: int, horizon_s: float | None, deadline: float | None) -> Prediction:
+        """The forecast of a candidate that meets the instance idle, without the prefix cache modelled:
+        its run alone, timed from when it was sent. One computation for an idle state and for a busy one
+        done by the time it arrives, so that their forecasts are equal to the last bit (a read and a
+        replay differ there, and a tie between them would go to whichever came out lower)."""
+        sim = FastReplica(self.config, self.profile)
+        sim.load([], [])
+        sim.advance_until(self.profile.request_overhead(prompt))
+        return self._candidate_run(sim, [], prompt, out, (), 0.0, horizon_s, deadline, "none")
 
     def _read(
         self,

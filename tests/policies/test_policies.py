@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from block.policies import POLICIES, Candidates, Forecast, Policy, RoutingRequest, make_policy, register
+from block.policies.predictive import on_grid
 
 REQ = RoutingRequest(prompt_tokens=100, expected_output_tokens=50)
 
@@ -169,3 +173,17 @@ def test_block_counts_the_requests_own_decode_at_the_profiles_speed() -> None:
         assert v.forecast is not None
         floor = policy.score_floor(v.forecast.e2e_s, v)
         assert floor is not None and floor <= policy.forecast_score(v.forecast, v)
+
+
+@given(st.integers(1, 10**13), st.integers(-4, 4))
+def test_scores_on_the_grid_absorb_last_bit_differences(nanoseconds: int, bits: int) -> None:
+    """A forecast read off a recorded run and the same forecast replayed differ in their last bits. A
+    profile's round coefficients put forecasts on whole nanoseconds, where both must land on the same
+    point of the grid, whichever side of it they fall (a property test found a read and a replay of
+    one forecast split across it when the grid cut instead of rounding); and the grid keeps order."""
+    exact = nanoseconds / 1e9
+    off = exact
+    for _ in range(abs(bits)):
+        off = math.nextafter(off, math.inf if bits > 0 else 0.0)
+    assert on_grid(off) == on_grid(exact) == exact
+    assert on_grid(min(off, exact)) <= on_grid(max(off, exact))
