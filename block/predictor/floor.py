@@ -34,7 +34,8 @@ walks instances in its order and computes the full floor only for those it reach
 Prefix caching (block/predictor/prefix_start.py): a hit at admission skips the prompt's leading cached
 blocks, so the floor charges only the tokens that cannot be cached. A request ahead can only find blocks
 that someone else's prompt names or that are cached free (`cacheable`: its leading such blocks; not
-the candidate's, whose prefill comes after every prefill ahead); the candidate can find at most the
+the candidate's, whose prefill comes after every prefill ahead), at its admission or, one running
+preempted mid-prefill, at its next (then also its own computed blocks); the candidate can find at most the
 leading blocks that anything the instance holds or queues names (`known`). After a preemption a request
 may find its own blocks again, so a recompute can cost as little as one pair per context token: the
 reads that may follow one count at the cheaper of the KV rate and pair_s. The KV blocks needed are not
@@ -52,6 +53,7 @@ import bisect
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 
+from block.predictor.chunk_floor import ChunkFloor
 from block.predictor.lengths import Plan, max_output
 from block.profiles.profile import Profile
 from block.replica.config import ReplicaConfig
@@ -63,7 +65,17 @@ MARGIN = 1e-7  # relative: the replay sums its floats in another order
 class StepFloor:
     """The per-step constants of one profile on one engine configuration."""
 
-    __slots__ = ("token_s", "step_s", "per_seq_s", "kv_s", "pair_s", "max_tokens", "overhead", "rising")
+    __slots__ = (
+        "token_s",
+        "step_s",
+        "per_seq_s",
+        "kv_s",
+        "pair_s",
+        "max_tokens",
+        "overhead",
+        "rising",
+        "chunks",
+    )
 
     def __init__(self, profile: Profile, config: ReplicaConfig) -> None:
         cost = profile.cost
@@ -84,6 +96,8 @@ class StepFloor:
         self.overhead = profile.request_overhead
         # more in a step never makes it shorter (what a floor from a recorded run assumes: timeline.py)
         self.rising = cost.never_shorter(m)
+        # what a prompt's chunks add to their steps through the linear layers, at least (chunk_floor.py)
+        self.chunks = ChunkFloor(cost.linear, config.max_num_batched_tokens, self.rising, scale)
 
     def own_steps(self, request: RoutingRequest, config: ReplicaConfig) -> int:
         """The candidate's steps (prefill chunks and decodes) on an instance of this configuration, at
@@ -94,7 +108,8 @@ class StepFloor:
     def own_s(self, request: RoutingRequest, config: ReplicaConfig) -> float:
         """The candidate's own formula time, at least, on any instance of this profile and configuration
         (the parts of EndToEndFloor.e2e_s's `own_fixed` that do not depend on the requests ahead, the
-        reads at the cheaper of the KV and recompute rates, every block of its prompt found cached)."""
+        reads at the cheaper of the KV and recompute rates, every block of its prompt found cached; and
+        what its prefill chunks add to their steps through the linear layers: chunk_floor.py)."""
         prompt = request.prompt_tokens
         blocks = _cacheable(request, config)
         hit = blocks * config.block_size
@@ -103,7 +118,8 @@ class StepFloor:
         reads = decodes * prompt + decodes * (decodes + 1) // 2
         kv = min(self.kv_s, self.pair_s * (1 if _hashes(request, config) else (prompt + 1) / 2))
         pairs = prompt * (prompt + 1) // 2 - hit * (hit + 1) // 2
-        return self.pair_s * pairs + kv * reads + self.per_seq_s * own_steps + decodes * self.step_s
+        layers = self.chunks.adds(prompt - hit)
+        return self.pair_s * pairs + kv * reads + self.per_seq_s * own_steps + decodes * self.step_s + layers
 
 
 def _hashes(request: RoutingRequest, config: ReplicaConfig) -> Sequence[int]:
@@ -263,8 +279,10 @@ class _Ahead:
                 if missing == 1 and g > 0:  # decoding: each step reads its context
                     d, b, ctx = o - g - skip, p + g, c
                 else:  # prefilling (or recomputing): chunks first, the last makes a token
-                    if cacheable and c == 0:  # a hit at admission skips leading cached blocks
-                        tokens -= min(cacheable.get(key, 0), (missing - 1) // bs) * bs
+                    if cacheable:  # a hit at admission skips leading cached blocks: at its first, or
+                        # at the next one after a preemption (then its own computed blocks, or more)
+                        lead = min(max(c // bs, cacheable.get(key, 0)), (p + g - 1) // bs) * bs
+                        tokens -= max(0, lead - c)
                     tokens += missing
                     d, b, ctx = o - g - 1 - skip, p + g + 1, p + g
                 k = -(-ctx // bs)

@@ -150,3 +150,23 @@ def test_floor_counts_a_cached_prompt_as_cached() -> None:
     uncached = fc.forecast(replace(request, prefix_hashes=()), 0.0)
     assert f.e2e_s < uncached.e2e_s / 2  # the hit matters
     assert fc.floor.e2e_s(request, 0.0) <= f.e2e_s < fc.floor.e2e_s(replace(request, prefix_hashes=()), 0.0)
+
+
+def test_floor_lets_a_request_preempted_mid_prefill_find_another_prompt_cached() -> None:
+    """A running request half way through its prefill is preempted (the cache is full), and when it is
+    admitted again it finds the blocks of another prompt with the same start cached (that one has
+    finished): it computes only the rest, and the candidate behind it is done sooner than if it had
+    computed all it was missing. The floor charged that prefill in full and went over the forecast."""
+    config = ReplicaConfig(
+        max_num_seqs=3, max_num_batched_tokens=8, block_size=1, num_gpu_blocks=60, max_model_len=384
+    )
+    shared = list(range(10))
+    first = RequestState("first", 0.0, 59, 55, 0, None, chain_hashes(shared + list(range(10, 59)), 1))
+    one = RequestState("one", 0.0, 1, 0, 0, None, chain_hashes([100], 1))
+    half = RequestState("half", 0.0, 12, 1, 0, None, chain_hashes(shared + [200, 201], 1))
+    snapshot = Snapshot(config, 0.0, [first, one, half], [], None, 0, "", [])
+    request = RoutingRequest(1, 1, None, "c", chain_hashes([300], 1), 1)
+    fc = Forecaster(snapshot, PROFILE)
+    f = fc.forecast(request)
+    assert f.steps == 2  # "half" preempted in the first step, admitted again with hits in the second
+    assert fc.floor.e2e_s(request, 0.0) <= f.e2e_s
