@@ -35,13 +35,18 @@ def added(linear: list[float], budget: int, tokens: int, others: list[int]) -> f
     return total
 
 
-@settings(max_examples=300, deadline=None)
-@given(tables(), st.integers(1, 40), st.data())
-def test_never_more_than_the_chunks_add(table, tokens, data) -> None:
+@settings(max_examples=400, deadline=None)
+@given(tables(), st.integers(1, 60), st.sampled_from([chunk_floor.MAX_TOKENS_TABLED, 8]), st.data())
+def test_never_more_than_the_chunks_add(table, tokens, tabled, data) -> None:
+    """Tabled, and past the table (here from 8 tokens on: the least of its last window)."""
     linear, budget = table
     others = data.draw(st.lists(st.integers(0, budget - 1), min_size=1, max_size=6))
-    floor = ChunkFloor(linear, budget, rising=True, scale=1.0)
-    assert floor.adds(tokens) <= added(linear, budget, tokens, others) + 1e-12
+    saved, chunk_floor.MAX_TOKENS_TABLED = chunk_floor.MAX_TOKENS_TABLED, tabled
+    try:
+        floor = ChunkFloor(linear, budget, rising=True, scale=1.0)
+        assert floor.adds(tokens) <= added(linear, budget, tokens, others) + 1e-12
+    finally:
+        chunk_floor.MAX_TOKENS_TABLED = saved
 
 
 @settings(max_examples=100, deadline=None)
@@ -58,20 +63,6 @@ def _sequences(budget: int, length: int) -> list[tuple[int, ...]]:
     for _ in range(length):
         seqs = [(*s, t) for s in seqs for t in range(budget)]
     return seqs
-
-
-@settings(max_examples=200, deadline=None)
-@given(tables(), st.integers(9, 60), st.data())
-def test_past_the_table_still_a_floor(table, tokens, data) -> None:
-    linear, budget = table
-    others = data.draw(st.lists(st.integers(0, budget - 1), min_size=1, max_size=6))
-    saved = chunk_floor.MAX_TOKENS_TABLED
-    chunk_floor.MAX_TOKENS_TABLED = 8  # every prompt here is past it
-    try:
-        floor = ChunkFloor(linear, budget, rising=True, scale=1.0)
-        assert floor.adds(tokens) <= added(linear, budget, tokens, others) + 1e-12
-    finally:
-        chunk_floor.MAX_TOKENS_TABLED = saved
 
 
 def test_nothing_where_a_step_may_get_shorter_and_scaled_otherwise() -> None:
