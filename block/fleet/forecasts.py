@@ -143,7 +143,7 @@ class Forecasts:
             return Candidates(views, self.in_process(request, views, now, started))
         # the targets not yet reached, in ascending order of a floor cheaper still (ready_order.py); or
         # every target's floor first, where that one does not apply
-        ahead, own, own_steps = self._ready_walk(request, views, now)
+        ahead, own, own_plain, own_steps = self._ready_walk(request, views, now)
         line: list[tuple[tuple[float, ...], bool]] = []  # (floor key, bounded from the checkpoint)
         if ahead is None:
             keys = self._floors(request, views, now)
@@ -198,11 +198,14 @@ class Forecasts:
         front: tuple[float, ...] | None = None
         front_of = -1  # the `reached` that `front` is for
         bare = replace(request, prefix_hashes=()) if holding is not None else request
+        # knowing which hold some of it, those that do not find none of it cached: their own part counts
+        # the whole prompt (the holders', every block of it cached)
+        own_rest = own_plain if holding is not None else own
         h = 0  # the first of `holding` not reached
         while True:
             if reached < len(ahead) and ahead[reached][0] != float("inf"):  # the next one not reached yet
                 if front_of != reached:  # what it and every later one cannot beat
-                    lower = ahead[reached][0] - now + own
+                    lower = ahead[reached][0] - now + own_rest
                     lower -= abs(lower) * MARGIN
                     # as the policy's key, for this instance and every later one: where that key
                     # depends on what each has cached of the request, the one that holds whatever
@@ -345,26 +348,27 @@ class Forecasts:
 
     def _ready_walk(
         self, request: RoutingRequest, views: Sequence[InstanceTracker], now: float
-    ) -> tuple[list[tuple[float, int]] | None, float, int]:
+    ) -> tuple[list[tuple[float, int]] | None, float, float, int]:
         """(the targets in ascending ready_at, the request's own part of their floor: the least over
-        the profiles and configurations in use, and the fewest steps of its own it takes); (None, 0, 0)
-        where that floor does not apply: a horizon, a configuration it does not fit (own_s assumes its
-        whole prompt may be found cached)."""
+        the profiles and configurations in use, with its whole prompt found cached and with none of it,
+        and the fewest steps of its own it takes); (None, 0, 0, 0) where that floor does not apply: a
+        horizon, a configuration it does not fit."""
         if self.horizon_s is not None or len(views) < READY_ORDER_MIN:
-            return None, 0.0, 0
+            return None, 0.0, 0.0, 0
         groups = self._ready.groups
         if not groups:
             self._ready.order(views, now, 1)  # the first time: finds the groups
-        own, own_steps = float("inf"), 1 << 62
+        own, plain, own_steps = float("inf"), float("inf"), 1 << 62
         prompt = request.prompt_tokens
         for steps, cfg in groups.values():
             if not cfg.fits(prompt):
-                return None, 0.0, 0
+                return None, 0.0, 0.0, 0
             own = min(own, steps.own_s(request, cfg))
+            plain = min(plain, steps.own_s(request, cfg, cached=False))
             own_steps = min(own_steps, steps.own_steps(request, cfg))
         if own == float("inf"):
-            return None, 0.0, 0
-        return self._ready.order(views, now, own_steps), own, own_steps
+            return None, 0.0, 0.0, 0
+        return self._ready.order(views, now, own_steps), own, plain, own_steps
 
     def _tighter(
         self,

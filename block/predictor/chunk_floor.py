@@ -20,18 +20,20 @@ and the least a prompt of r tokens adds over any sequence of others' `t` is, chu
 
     adds(r) = min over t of [what that chunk adds + adds(r - k)],  adds(0) = 0,
 
-a table over r (one vector operation per r over the possible t). Past `MAX_TOKENS_TABLED` tokens: any
-sequence covering r tokens first covers some u in (TABLED - max_tokens, TABLED] (its chunks are at most
-max_tokens) with a sequence valid for u, and the chunks after add no less than nothing when the layers'
-time never falls with more tokens: the least of `adds` there. Where it may fall (`rising` false), a chunk
-may add less than nothing and the bound is 0, as before.
+a table over r (one vector operation per r over the possible t). Where the layers' time never falls
+with more tokens, `adds` never falls with more tokens either (a sequence for r + 1 tokens less one token
+of its last chunk, which takes all that is left, is a sequence for r that adds no more), so past
+`MAX_TOKENS_TABLED` tokens it is at least what it is there. So also for a candidate preempted mid-prefill:
+the chunks before the preemption took the whole budget left, so with the least for the rest they are a
+sequence for the whole prompt, and what it computes again after is no less than that rest. Where the
+layers' time may fall (`rising` false), a chunk may add less than nothing and the bound is 0, as before.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MAX_TOKENS_TABLED = 1024  # prompt tokens tabled exactly; longer prompts: the least of the last window
+MAX_TOKENS_TABLED = 1024  # prompt tokens tabled exactly; a longer prompt adds at least what this many do
 
 
 class ChunkFloor:
@@ -46,17 +48,11 @@ class ChunkFloor:
         self._linear = np.asarray(linear[: max_tokens + 1], dtype=float)
         self._least = float(self._linear[1:].min()) if max_tokens else 0.0
         self._adds = np.zeros(1)  # adds(r) for r = 0 .. len - 1, extended on demand
-        self._beyond: float | None = None  # the bound past MAX_TOKENS_TABLED
 
     def adds(self, tokens: int) -> float:
         if not self.rising or tokens <= 0:
             return 0.0
-        if tokens > MAX_TOKENS_TABLED:
-            if self._beyond is None:
-                self._extend(MAX_TOKENS_TABLED)
-                window = self._adds[max(1, MAX_TOKENS_TABLED - self.max_tokens + 1) :]
-                self._beyond = float(window.min())
-            return self._beyond * self.scale
+        tokens = min(tokens, MAX_TOKENS_TABLED)  # (it never falls with more: see the module docstring)
         self._extend(tokens)
         return float(self._adds[tokens]) * self.scale
 

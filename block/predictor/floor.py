@@ -105,13 +105,15 @@ class StepFloor:
         uncached = request.prompt_tokens - _cacheable(request, config) * config.block_size
         return -(-uncached // self.max_tokens) + planned_output(request, config) - 1
 
-    def own_s(self, request: RoutingRequest, config: ReplicaConfig) -> float:
+    def own_s(self, request: RoutingRequest, config: ReplicaConfig, cached: bool = True) -> float:
         """The candidate's own formula time, at least, on any instance of this profile and configuration
         (the parts of EndToEndFloor.e2e_s's `own_fixed` that do not depend on the requests ahead, the
         reads at the cheaper of the KV and recompute rates, every block of its prompt found cached; and
-        what its prefill chunks add to their steps through the linear layers: chunk_floor.py)."""
+        what its prefill chunks add to their steps through the linear layers: chunk_floor.py). Not
+        `cached`: on an instance that holds none of its prompt (its whole prompt computed once at least;
+        after a preemption it may find its own blocks, as the reads' rate allows)."""
         prompt = request.prompt_tokens
-        blocks = _cacheable(request, config)
+        blocks = _cacheable(request, config) if cached else 0
         hit = blocks * config.block_size
         decodes = planned_output(request, config) - 1
         own_steps = -(-(prompt - hit) // self.max_tokens) + decodes

@@ -38,7 +38,7 @@ def added(linear: list[float], budget: int, tokens: int, others: list[int]) -> f
 @settings(max_examples=400, deadline=None)
 @given(tables(), st.integers(1, 60), st.sampled_from([chunk_floor.MAX_TOKENS_TABLED, 8]), st.data())
 def test_never_more_than_the_chunks_add(table, tokens, tabled, data) -> None:
-    """Tabled, and past the table (here from 8 tokens on: the least of its last window)."""
+    """Tabled, and past the table (here from 8 tokens on: what 8 tokens add)."""
     linear, budget = table
     others = data.draw(st.lists(st.integers(0, budget - 1), min_size=1, max_size=6))
     saved, chunk_floor.MAX_TOKENS_TABLED = chunk_floor.MAX_TOKENS_TABLED, tabled
@@ -70,3 +70,11 @@ def test_nothing_where_a_step_may_get_shorter_and_scaled_otherwise() -> None:
     assert ChunkFloor(linear, 4, rising=False, scale=1.0).adds(3) == 0.0
     plain, scaled = ChunkFloor(linear, 4, True, 1.0), ChunkFloor(linear, 4, True, 0.5)
     assert plain.adds(3) > 0 and scaled.adds(3) == pytest.approx(plain.adds(3) / 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables(), st.integers(1, 30))
+def test_never_falls_with_more_tokens(table, tokens) -> None:
+    linear, budget = table
+    floor = ChunkFloor(linear, budget, rising=True, scale=1.0)
+    assert floor.adds(tokens) <= floor.adds(tokens + 1) + 1e-12
