@@ -27,7 +27,7 @@ Deep queues: a Forecaster asked more than once keeps a checkpoint (checkpoint.py
 candidate up to the first step a candidate queued last can take part in, and starts later forecasts
 there, so only the candidate's own part is replayed each time (same results, up to float rounding); a
 tracker's new state after a route extends the previous state's checkpoint instead of replaying the
-queue again. The checkpoint also gives a much tighter floor (`checkpoint_floor`, `ready_s`).
+queue again. The checkpoint also gives a much tighter floor (`checkpoint_floor`, `ready_each`).
 
 Asked again: from a state's second forecast on (the first where the previous state, before a route, had
 one), forecasts are read off its timeline (timeline.py): the run without a candidate, recorded once to its
@@ -281,15 +281,12 @@ class Forecaster:
         self._kept = (request, elapsed_s, read)
         return read.e2e_s * (1 - MARGIN)
 
-    def ready_s(self, elapsed_s: float, own_steps: int = 1) -> float:
-        """For any candidate of at least `own_steps` steps, sent `elapsed_s` or later after the snapshot,
-        with or without cache hits: e2e_s >= ready_s + floor.steps.own_s(request) - sent, less
-        MARGIN of it (the cheap floor a fleet's fan-out orders instances by). See `ready_each`."""
-        return self.ready_each(elapsed_s, (own_steps,))[0][0]
-
     def ready_each(self, elapsed_s: float, own_steps: Sequence[int]) -> tuple[list[float], bool]:
-        """`ready_s` for each of `own_steps` at once, and whether they are tight (from the checkpoint or
-        the recorded run). From the floor's `ready_s`; from the checkpoint when it covers such
+        """For each n of `own_steps`, a time `ready` such that for any candidate of at least n steps, sent
+        `elapsed_s` or later after the snapshot, with or without cache hits: e2e_s >= ready +
+        floor.steps.own_s(request) - sent, less MARGIN of it (the cheap floor a fleet's fan-out orders
+        instances by); and whether they are tight (from the checkpoint or the recorded run). From the
+        floor's `ready_s`; from the checkpoint when it covers such
         candidates (their wait for the queue ahead replayed, then the checkpoint's floor: much the
         tighter); tightest, from the run recorded from the snapshot (`_recorded_ready_each`), recorded
         here for a state without a queue beyond its sequence slots (cheap, and it has no checkpoint to
@@ -313,7 +310,7 @@ class Forecaster:
         return [self.floor.ready_s(n) for n in own_steps], False
 
     def _recorded_ready_each(self, elapsed_s: float, own_steps: Sequence[int]) -> list[float] | None:
-        """`ready_s` from the run recorded from the snapshot, for each of `own_steps`: the end of the
+        """`ready_each` from the run recorded from the snapshot: the end of the
         n-th step from the first one a candidate sent then can be admitted in, less `step_s` for each
         after the first (each step takes at least that: a longer own part is bounded by those)
         (timeline.py: `end_floors`); None without such a recording, or where such a floor does not hold

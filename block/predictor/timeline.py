@@ -26,7 +26,7 @@ budget for it, more than MAX_PREEMPTIONS of its own.
 
 For forecasts without anticipated arrivals or harm term. Times are the replay's up to float rounding
 (sums taken in another order), steps and preemptions exactly; tests/predictor/test_timeline.py holds them
-to it. For a fleet's walk, `end_floor` bounds every candidate of at least so many steps from it.
+to it. For a fleet's walk, `end_floors` bounds every candidate of at least so many steps from it.
 """
 
 from __future__ import annotations
@@ -176,19 +176,14 @@ class Timeline:
         finish = self._end_of(s, tail) + added
         return first_sched, first_token, finish, self.steps_before + s + 1, preemptions  # type: ignore[return-value]
 
-    def end_floor(self, arrival: float, own_steps: int, step_s: float) -> float | None:
-        """For any candidate of at least `own_steps` steps of its own (prefill chunks and decodes)
-        reaching the queue at `arrival`: a time its finish cannot be before, less what its own steps add
-        to the steps it shares (`StepFloor.own_s` without its `step_s` per decode): the end of its last
-        step at the soonest, admitted at the first step with budget and a free block, each step past
-        the recording `step_s` at least. The steps it shares only get longer (it preempts nobody but
-        itself: the newest goes first); None where someone is preempted in the recording from there
-        (a preempted request may come back behind it)."""
-        ends = self.end_floors(arrival, (own_steps,), step_s)
-        return None if ends is None else ends[0]
-
     def end_floors(self, arrival: float, own_steps: Sequence[int], step_s: float) -> list[float] | None:
-        """`end_floor` for each of `own_steps`, the step it is admitted in found once."""
+        """For each n of `own_steps`, for any candidate of at least n steps of its own (prefill chunks and
+        decodes) reaching the queue at `arrival`: a time its finish cannot be before, less what its own
+        steps add to the steps it shares (`StepFloor.own_s` without its `step_s` per decode): the end of
+        its last step at the soonest, admitted at the first step with budget and a free block (found once
+        for all n), each step past the recording `step_s` at least. The steps it shares only get longer
+        (it preempts nobody but itself: the newest goes first); None where someone is preempted in the
+        recording from there (a preempted request may come back behind it)."""
         first = self._admission(self._joins(arrival), 1)
         if first is None or self._sums[-1][4] != self._sums_before(first)[4]:
             return None

@@ -125,13 +125,13 @@ def test_floor_below_forecast_with_prefix_caching(state, profile, elapsed_s, in_
     assert fc.floor.e2e_s(request, elapsed_s, 0.05) <= capped.e2e_s
     steps = step_floor(profile, snapshot.config)
     own_steps = steps.own_steps(request, snapshot.config)
-    ready = fc.ready_s(elapsed_s, own_steps) + steps.own_s(request, snapshot.config) - elapsed_s
+    ready = fc.ready_each(elapsed_s, [own_steps])[0][0] + steps.own_s(request, snapshot.config) - elapsed_s
     assert ready * (1 - 2 * MARGIN) <= f.e2e_s
     # from a checkpoint (the queue ahead replayed with the cache, as Forecasts.prepare builds one)
     tight = fc.checkpoint_floor(request, elapsed_s, prepare=True)  # (None where the cache is modelled)
     assert tight is None or tight <= f.e2e_s
     fc.checkpoint()
-    ready = fc.ready_s(elapsed_s, own_steps) + steps.own_s(request, snapshot.config) - elapsed_s
+    ready = fc.ready_each(elapsed_s, [own_steps])[0][0] + steps.own_s(request, snapshot.config) - elapsed_s
     assert ready * (1 - 2 * MARGIN) <= f.e2e_s
 
 

@@ -228,7 +228,7 @@ def test_the_recorded_floors_hold(snapshot, profile, prompt, out, elapsed, later
     own_steps = steps.own_steps(request, cfg)
     prepared = Forecaster(snapshot, profile, step_end=step_end)
     try:
-        ready = [prepared.ready_s(elapsed, n) for n in sorted({1, max(1, own_steps // 2), own_steps})]
+        ready, _ = prepared.ready_each(elapsed, sorted({1, max(1, own_steps // 2), own_steps}))
         sent = elapsed + later
         want = Forecaster(snapshot, profile, step_end=step_end).forecast(request, sent)
     except SimulationStuck:
