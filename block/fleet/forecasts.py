@@ -360,15 +360,18 @@ class Forecasts:
             self._ready.order(views, now, 1)  # the first time: finds the groups
         own, plain, own_steps = float("inf"), float("inf"), 1 << 62
         prompt = request.prompt_tokens
+        # (without a prefix identity, or not knowing who holds it, the two parts are the same: one suffices)
+        apart = bool(request.prefix_hashes) and self.holders is not None
         for steps, cfg in groups.values():
             if not cfg.fits(prompt):
                 return None, 0.0, 0.0, 0
             own = min(own, steps.own_s(request, cfg))
-            plain = min(plain, steps.own_s(request, cfg, cached=False))
+            if apart:
+                plain = min(plain, steps.own_s(request, cfg, cached=False))
             own_steps = min(own_steps, steps.own_steps(request, cfg))
         if own == float("inf"):
             return None, 0.0, 0.0, 0
-        return self._ready.order(views, now, own_steps), own, plain, own_steps
+        return self._ready.order(views, now, own_steps), own, plain if apart else own, own_steps
 
     def _tighter(
         self,
